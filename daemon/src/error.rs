@@ -1,0 +1,70 @@
+//! The daemon's error type. Library modules have their own thiserror enums
+//! named for the step that failed; they are wrapped here. The service edge
+//! maps an error to a gRPC status through [`Error::kind`] only, so adding a
+//! variant never touches the edge (keystore2's `map_or_log_err` idea).
+
+/// What the caller can do about an error; the service maps this to a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad request (attempts = 0, unknown partition, ...).
+    InvalidArgument,
+    /// The call does not fit the current phase (commit with no checkpoint).
+    WrongPhase,
+    /// Checkpointing cannot work on this machine (no device-mapper, no
+    /// checkpointed partition in the fstab, no /metadata).
+    Unavailable,
+    /// Not enough free space for the COW store.
+    NoSpace,
+    /// Refused to protect data: a check failed (extents changed, state
+    /// record corrupt, kernel table differs from the expected one).
+    Unsafe,
+    /// The caller is not allowed to mutate state.
+    PermissionDenied,
+    /// Anything else: I/O, ioctl, kernel errors.
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("Not allowed in phase {phase}: {what}")]
+    WrongPhase { phase: String, what: String },
+    #[error("Checkpointing unavailable: {0}")]
+    Unavailable(String),
+    #[error("Not enough space for the COW store on {partition}: need {needed} bytes, {available} bytes free")]
+    NoSpace { partition: String, needed: u64, available: u64 },
+    #[error("Refused to protect userdata: {0}")]
+    Unsafe(String),
+    #[error("Permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::WrongPhase { .. } => ErrorKind::WrongPhase,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::NoSpace { .. } => ErrorKind::NoSpace,
+            Error::Unsafe(_) => ErrorKind::Unsafe,
+            Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Error::Io { .. } | Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Shorthand for an I/O error with the path or step it happened at.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,6 @@
+//! rewind-daemon: all of rewindd's logic. The binaries in `src/bin` only
+//! parse flags, set up logging and call into here (keystore2's layout).
+
+pub mod config;
+pub mod engine;
+pub mod error;
