@@ -1,9 +1,10 @@
 //! rewindd's configuration: a TOML file whose every key has a default that
-//! serves, overridden by command-line flags. Every key is documented in the
-//! README ("Configuration").
+//! serves, overridden by command-line flags. Every key is documented in
+//! `daemon/CONFIG.md` and `daemon/rewindd.example.toml` (keep the three in
+//! step; a test checks that the example parses to the defaults).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,8 +18,17 @@ pub struct Config {
     /// Unix socket to serve on when init did not hand one over
     /// (ANDROID_SOCKET_rewindd).
     pub socket: PathBuf,
+    /// Permission bits of the socket file rewindd creates itself (not the
+    /// one init hands over). Read-only calls are open to anyone who can
+    /// connect; mutating calls are checked against `allowed_uids` anyway.
+    pub socket_mode: u32,
     /// Also serve on TCP (test guests only).
     pub listen_tcp: Option<SocketAddr>,
+    /// TCP callers carry no uid. When true they may call mutating RPCs; when
+    /// false they get PERMISSION_DENIED. `--listen-tcp` on the command line
+    /// implies true (test guests); a `listen_tcp` set only in the file does
+    /// not.
+    pub tcp_trusted: bool,
     /// Uids allowed to call mutating RPCs (root and system).
     pub allowed_uids: Vec<u32>,
     /// Prefix of the dm device names: "<prefix>-<partition>[-cow|-snap]".
@@ -80,7 +90,9 @@ impl Default for Config {
             fstab: PathBuf::from("/vendor/etc/fstab.rewind"),
             metadata_dir: PathBuf::from("/metadata/rewind"),
             socket: PathBuf::from("/dev/socket/rewindd"),
+            socket_mode: 0o666,
             listen_tcp: None,
+            tcp_trusted: false,
             allowed_uids: vec![0, 1000],
             dm_prefix: "rewind".to_string(),
             dev_mapper_dir: PathBuf::from("/dev/mapper"),
@@ -114,5 +126,324 @@ impl Default for SpaceConfig {
             abort_at_percent: 95,
             poll_interval_ms: 1000,
         }
+    }
+}
+
+/// Where rewindd looks for its file when `--config` is not given; a missing
+/// file there is not an error (every key has a default).
+pub const DEFAULT_CONFIG_PATH: &str = "/system/etc/rewindd.toml";
+
+/// Largest value accepted for `cow.chunk_sectors`: dm-snapshot takes larger
+/// chunks, but past 1 MiB every first write copies so much that a boot
+/// crawls; a value this large is more likely a unit mistake (bytes).
+pub const MAX_CHUNK_SECTORS: u32 = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("Cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// toml's message names the key (also an unknown one) with line and
+    /// column, so it is kept whole as the source.
+    #[error("Cannot parse config file {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("Invalid value for `{key}` in {origin}: {reason}")]
+    Invalid { key: &'static str, origin: String, reason: String },
+}
+
+/// Command-line values that win over the file (rewindd's flags).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub fstab: Option<PathBuf>,
+    pub metadata_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    /// `--listen-tcp`: also sets `tcp_trusted` (test guests).
+    pub listen_tcp: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Parses a TOML document; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse { path: origin.to_path_buf(), source })
+    }
+
+    /// Reads and parses a file, without validating it (see [`Config::validate`]).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::from_toml_str(&text, path)
+    }
+
+    /// rewindd's whole rule: the file named by `--config` (must exist), else
+    /// [`DEFAULT_CONFIG_PATH`] if it exists, else the defaults; then the
+    /// flags; then validation. Returns the config and the file it came from.
+    pub fn load(explicit: Option<&Path>, overrides: &Overrides) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        Config::load_from(explicit, Path::new(DEFAULT_CONFIG_PATH), overrides)
+    }
+
+    /// [`Config::load`] with the default path as a parameter (tests).
+    pub fn load_from(
+        explicit: Option<&Path>,
+        default_path: &Path,
+        overrides: &Overrides,
+    ) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let (mut config, source) = match explicit {
+            Some(path) => (Config::from_file(path)?, Some(path.to_path_buf())),
+            None if default_path.exists() => (Config::from_file(default_path)?, Some(default_path.to_path_buf())),
+            None => (Config::default(), None),
+        };
+        config.apply(overrides);
+        let origin = match &source {
+            Some(path) => format!("{} (or its flag)", path.display()),
+            None => "the defaults or flags".to_string(),
+        };
+        config.validate_in(&origin)?;
+        Ok((config, source))
+    }
+
+    /// Flags win over the file.
+    pub fn apply(&mut self, overrides: &Overrides) {
+        if let Some(fstab) = &overrides.fstab {
+            self.fstab = fstab.clone();
+        }
+        if let Some(dir) = &overrides.metadata_dir {
+            self.metadata_dir = dir.clone();
+        }
+        if let Some(socket) = &overrides.socket {
+            self.socket = socket.clone();
+        }
+        if let Some(addr) = overrides.listen_tcp {
+            self.listen_tcp = Some(addr);
+            // Asking for TCP on the command line is what test guests do;
+            // the transport is test-only (CONFIG.md, `tcp_trusted`).
+            self.tcp_trusted = true;
+        }
+    }
+
+    /// Checks every value that the engine or the service would otherwise
+    /// trip over later, at a worse time (mid-boot).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_in("config")
+    }
+
+    fn validate_in(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, reason: String| ConfigError::Invalid { key, origin: origin.to_string(), reason };
+        for (key, path) in [("fstab", &self.fstab), ("metadata_dir", &self.metadata_dir), ("socket", &self.socket), ("dev_mapper_dir", &self.dev_mapper_dir)] {
+            if path.as_os_str().is_empty() {
+                return Err(bad(key, "must not be empty".into()));
+            }
+        }
+        if self.socket_mode > 0o777 {
+            return Err(bad("socket_mode", format!("{:#o} is not a permission mode (0o000..=0o777)", self.socket_mode)));
+        }
+        if self.dm_prefix.is_empty()
+            || self.dm_prefix.len() > 64
+            || !self.dm_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(bad("dm_prefix", format!("{:?} must be 1 to 64 characters of [A-Za-z0-9_-] (dm names are at most 127 bytes, with the partition appended)", self.dm_prefix)));
+        }
+        if self.history_limit == 0 || self.history_limit > 10_000 {
+            return Err(bad("history_limit", format!("{} is outside 1..=10000", self.history_limit)));
+        }
+        if self.space.overflow_policy == OverflowPolicy::Abort && self.reboot_command.is_empty() {
+            return Err(bad("reboot_command", "must name a command when space.overflow_policy = \"abort\"".into()));
+        }
+        if self.reboot_command.first().is_some_and(|c| c.is_empty()) {
+            return Err(bad("reboot_command", "the program name is empty".into()));
+        }
+        if self.commit_command.first().is_some_and(|c| c.is_empty()) {
+            return Err(bad("commit_command", "the program name is empty".into()));
+        }
+
+        let cow = &self.cow;
+        let dir = Path::new(&cow.dir);
+        if cow.dir.is_empty() || dir.is_absolute() || dir.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return Err(bad("cow.dir", format!("{:?} must be a relative path without `..` (it is joined to the partition's mount point)", cow.dir)));
+        }
+        if !(1..=100).contains(&cow.free_share_percent) {
+            return Err(bad("cow.free_share_percent", format!("{} is outside 1..=100", cow.free_share_percent)));
+        }
+        if cow.min_bytes == 0 {
+            return Err(bad("cow.min_bytes", "must be at least 1".into()));
+        }
+        if cow.min_bytes > cow.max_bytes {
+            return Err(bad("cow.max_bytes", format!("{} is below cow.min_bytes ({})", cow.max_bytes, cow.min_bytes)));
+        }
+        if cow.file_max_bytes < 1 << 20 {
+            return Err(bad("cow.file_max_bytes", format!("{} is below 1 MiB", cow.file_max_bytes)));
+        }
+        if cow.chunk_sectors < 8 || !cow.chunk_sectors.is_power_of_two() || cow.chunk_sectors > MAX_CHUNK_SECTORS {
+            return Err(bad("cow.chunk_sectors", format!("{} must be a power of two in 8..={MAX_CHUNK_SECTORS} (512-byte sectors)", cow.chunk_sectors)));
+        }
+
+        let space = &self.space;
+        if let Some(t) = space.thresholds_percent.iter().find(|t| !(1..=100).contains(*t)) {
+            return Err(bad("space.thresholds_percent", format!("{t} is outside 1..=100")));
+        }
+        if !(1..=100).contains(&space.abort_at_percent) {
+            return Err(bad("space.abort_at_percent", format!("{} is outside 1..=100", space.abort_at_percent)));
+        }
+        if !(50..=3_600_000).contains(&space.poll_interval_ms) {
+            return Err(bad("space.poll_interval_ms", format!("{} is outside 50..=3600000", space.poll_interval_ms)));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            cur = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("defaults validate");
+        let c = Config::default();
+        assert_eq!(c.allowed_uids, vec![0, 1000]);
+        assert!(!c.tcp_trusted);
+        assert_eq!(c.cow.chunk_sectors, 8);
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::from_toml_str("", Path::new("x.toml")).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn example_file_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rewindd.example.toml");
+        let c = Config::from_file(&path).expect("example parses");
+        assert_eq!(c, Config::default(), "rewindd.example.toml must list the defaults");
+    }
+
+    #[test]
+    fn file_values_are_read() {
+        let text = r#"
+            fstab = "/tmp/fstab"
+            allowed_uids = [0]
+            listen_tcp = "127.0.0.1:5000"
+            [cow]
+            chunk_sectors = 16
+            [space]
+            overflow_policy = "commit"
+            thresholds_percent = [90]
+        "#;
+        let c = Config::from_toml_str(text, Path::new("t.toml")).unwrap();
+        assert_eq!(c.fstab, PathBuf::from("/tmp/fstab"));
+        assert_eq!(c.allowed_uids, vec![0]);
+        assert_eq!(c.listen_tcp, Some("127.0.0.1:5000".parse().unwrap()));
+        assert!(!c.tcp_trusted, "listen_tcp in the file does not imply trust");
+        assert_eq!(c.cow.chunk_sectors, 16);
+        assert_eq!(c.cow.min_bytes, CowConfig::default().min_bytes);
+        assert_eq!(c.space.overflow_policy, OverflowPolicy::Commit);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let e = Config::from_toml_str("[cow]\nchunk_sector = 8\n", Path::new("/etc/r.toml")).unwrap_err();
+        let msg = chain(&e);
+        assert!(msg.contains("/etc/r.toml"), "{msg}");
+        assert!(msg.contains("chunk_sector"), "{msg}");
+        let e = Config::from_toml_str("sockets = \"/x\"\n", Path::new("/etc/r.toml")).unwrap_err();
+        assert!(chain(&e).contains("sockets"), "{}", chain(&e));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rewindd.toml");
+        std::fs::write(&file, "fstab = \"/from/file\"\nmetadata_dir = \"/md/file\"\n").unwrap();
+        let overrides = Overrides {
+            fstab: Some("/from/flag".into()),
+            socket: Some("/tmp/s".into()),
+            listen_tcp: Some("127.0.0.1:1".parse().unwrap()),
+            ..Default::default()
+        };
+        let (c, src) = Config::load_from(Some(&file), Path::new("/nonexistent"), &overrides).unwrap();
+        assert_eq!(src.as_deref(), Some(file.as_path()));
+        assert_eq!(c.fstab, PathBuf::from("/from/flag"));
+        assert_eq!(c.metadata_dir, PathBuf::from("/md/file"));
+        assert_eq!(c.socket, PathBuf::from("/tmp/s"));
+        assert!(c.tcp_trusted, "--listen-tcp implies tcp_trusted");
+    }
+
+    #[test]
+    fn default_path_is_used_only_when_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let default_path = dir.path().join("rewindd.toml");
+        let (c, src) = Config::load_from(None, &default_path, &Overrides::default()).unwrap();
+        assert_eq!((c, src), (Config::default(), None));
+        std::fs::write(&default_path, "history_limit = 7\n").unwrap();
+        let (c, src) = Config::load_from(None, &default_path, &Overrides::default()).unwrap();
+        assert_eq!(c.history_limit, 7);
+        assert_eq!(src, Some(default_path));
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        let e = Config::load_from(Some(Path::new("/nonexistent/r.toml")), Path::new("/nonexistent"), &Overrides::default()).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn validation_rejects_bad_values() {
+        let cases: Vec<(&str, fn(&mut Config))> = vec![
+            ("cow.chunk_sectors", |c| c.cow.chunk_sectors = 4),
+            ("cow.chunk_sectors", |c| c.cow.chunk_sectors = 24),
+            ("cow.chunk_sectors", |c| c.cow.chunk_sectors = 4096),
+            ("cow.free_share_percent", |c| c.cow.free_share_percent = 0),
+            ("cow.free_share_percent", |c| c.cow.free_share_percent = 101),
+            ("cow.max_bytes", |c| c.cow.max_bytes = 1),
+            ("cow.min_bytes", |c| c.cow.min_bytes = 0),
+            ("cow.file_max_bytes", |c| c.cow.file_max_bytes = 4096),
+            ("cow.dir", |c| c.cow.dir = "/abs".into()),
+            ("cow.dir", |c| c.cow.dir = "../up".into()),
+            ("cow.dir", |c| c.cow.dir = String::new()),
+            ("space.thresholds_percent", |c| c.space.thresholds_percent = vec![50, 0]),
+            ("space.thresholds_percent", |c| c.space.thresholds_percent = vec![101]),
+            ("space.abort_at_percent", |c| c.space.abort_at_percent = 101),
+            ("space.abort_at_percent", |c| c.space.abort_at_percent = 0),
+            ("space.poll_interval_ms", |c| c.space.poll_interval_ms = 0),
+            ("history_limit", |c| c.history_limit = 0),
+            ("dm_prefix", |c| c.dm_prefix = "a b".into()),
+            ("dm_prefix", |c| c.dm_prefix = String::new()),
+            ("socket_mode", |c| c.socket_mode = 0o1777),
+            ("socket", |c| c.socket = PathBuf::new()),
+            ("reboot_command", |c| c.reboot_command.clear()),
+            ("commit_command", |c| c.commit_command = vec![String::new()]),
+        ];
+        for (key, mutate) in cases {
+            let mut c = Config::default();
+            mutate(&mut c);
+            match c.validate() {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
+        // The commit policy needs no reboot command.
+        let mut c = Config::default();
+        c.space.overflow_policy = OverflowPolicy::Commit;
+        c.reboot_command.clear();
+        c.validate().unwrap();
+        // Powers of two above 8 are fine.
+        c.cow.chunk_sectors = 64;
+        c.validate().unwrap();
     }
 }

@@ -1,0 +1,817 @@
+//! rewindctl: a thin, vdc-style client of rewindd. Flags, the connection
+//! (Unix socket or TCP), output for people and `--json`, and the exit codes
+//! scripts and init rely on ([`exit`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use hyper_util::rt::TokioIo;
+use rewind_proto::v1 as pb;
+use rewind_proto::v1::checkpoint_client::CheckpointClient;
+use serde_json::{json, Value};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::error::ErrorKind;
+use crate::service::mapping::{backend_name_i32, kind_from_name, kind_name, phase_name_i32, ERROR_KIND_KEY};
+
+/// rewindctl's exit statuses. Booleans: 0 = true, 1 = false, which is the
+/// opposite of `vdc checkpoint` (vdc returns 1 for true); shell `if` reads
+/// them naturally: `if rewindctl needs-rollback; then ...`.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// A boolean query answered false.
+    pub const FALSE: i32 = 1;
+    /// Bad command line (clap), or the daemon found an argument invalid.
+    pub const USAGE: i32 = 2;
+    /// Cannot connect to rewindd (not running, wrong socket), or the
+    /// connection broke.
+    pub const CONNECT: i32 = 3;
+    pub const PERMISSION_DENIED: i32 = 4;
+    /// The call does not fit the current phase (e.g. commit with no
+    /// checkpoint).
+    pub const WRONG_PHASE: i32 = 5;
+    /// Checkpointing is unavailable on this machine (no device-mapper, no
+    /// checkpointed partition, ...).
+    pub const UNAVAILABLE: i32 = 6;
+    pub const NO_SPACE: i32 = 7;
+    /// rewindd refused to protect data (a safety check failed).
+    pub const UNSAFE: i32 = 8;
+    /// Anything else (internal error in rewindd, unexpected answer).
+    pub const OTHER: i32 = 9;
+}
+
+pub const DEFAULT_SOCKET: &str = "/dev/socket/rewindd";
+
+const EXAMPLES: &str = "\
+Examples:
+  rewindctl start --attempts 3 --reason 'ota build 1234'
+  rewindctl prepare-userdata              # init, before mount_all /data
+  rewindctl commit --reason boot-completed
+  if rewindctl needs-rollback; then echo 'fall back to the old slot'; fi
+  rewindctl status --json
+  rewindctl watch --until-phase idle
+  rewindctl --tcp 127.0.0.1:50051 history
+
+Exit status:
+  0 success, or true for needs-checkpoint / needs-rollback / is-checkpointing /
+    supports (note: the opposite of vdc, where 1 means true)
+  1 false for those queries
+  2 usage error (bad flags, or rewindd found an argument invalid)
+  3 cannot connect to rewindd (not running? wrong --socket?)
+  4 permission denied (mutating calls: root and system only by default)
+  5 wrong phase (e.g. commit while no checkpoint runs)
+  6 checkpointing unavailable on this machine
+  7 not enough space for the COW store
+  8 refused for safety (a check that protects userdata failed)
+  9 other error";
+
+#[derive(Debug, Parser)]
+#[command(name = "rewindctl", version, about = "Control rewindd: block-level userdata checkpoints across A/B updates", after_help = EXAMPLES)]
+pub struct Cli {
+    /// rewindd's Unix socket.
+    #[arg(long, global = true, env = "REWIND_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Talk to rewindd over TCP instead (test guests: rewindd --listen-tcp).
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub tcp: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a checkpoint: the next `attempts` boots are discarded unless one commits.
+    Start {
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        attempts: u32,
+        /// Recorded in the history.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Exit 0 if a checkpoint is pending (armed or checkpointing), else 1.
+    NeedsCheckpoint,
+    /// Exit 0 if userdata was rolled back and the old slot should boot, else 1.
+    NeedsRollback,
+    /// Exit 0 if this boot is a checkpointed attempt, else 1.
+    IsCheckpointing,
+    /// Keep this boot's changes (live, constant time).
+    Commit {
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Discard this attempt; without --keep-retrying the next boot rolls back.
+    Abort {
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Leave the remaining attempts (only this one is discarded).
+        #[arg(long)]
+        keep_retrying: bool,
+    },
+    /// The boot-time step (init, before /data is mounted); prints merge progress.
+    PrepareUserdata,
+    /// Show the checkpoint state.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow events and status until Ctrl-C (or --until-phase).
+    Watch {
+        /// Period of status lines, milliseconds (0: events only).
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u32,
+        /// Exit 0 as soon as the status shows this phase.
+        #[arg(long, value_parser = ["idle", "armed", "checkpointing", "rolling-back", "committing", "rolled-back"])]
+        until_phase: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the recorded events.
+    History {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which checkpoint kinds the fstab asks for; exit 0 if any, else 1.
+    Supports {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where rewindd is.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Unix(path) => write!(f, "{}", path.display()),
+            Target::Tcp(addr) => write!(f, "tcp://{addr}"),
+        }
+    }
+}
+
+/// An error answer of rewindd, as received.
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: tonic::Code,
+    /// The daemon's error kind, when the answer came from rewindd itself
+    /// (transport failures carry none).
+    pub kind: Option<ErrorKind>,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn from_status(status: &tonic::Status) -> Refusal {
+        let kind = status.metadata().get(ERROR_KIND_KEY).and_then(|v| v.to_str().ok()).and_then(kind_from_name);
+        Refusal { code: status.code(), kind, message: status.message().to_string() }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            Some(kind) => write!(f, "rewindd answered {:?} ({}): {}", self.code, kind_name(kind), self.message),
+            None => write!(f, "{:?}: {}", self.code, self.message),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("Cannot connect to rewindd at {target}")]
+    Connect {
+        target: Target,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{rpc} failed")]
+    Rpc {
+        rpc: &'static str,
+        #[source]
+        refusal: Refusal,
+    },
+    #[error("rewindd ended the stream before phase {phase}")]
+    StreamEnded { phase: String },
+    #[error("Cannot start the client runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl ClientError {
+    fn rpc(rpc: &'static str, status: tonic::Status) -> ClientError {
+        ClientError::Rpc { rpc, refusal: Refusal::from_status(&status) }
+    }
+
+    /// The exit status for this error (see [`exit`]).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::Connect { .. } | ClientError::StreamEnded { .. } => exit::CONNECT,
+            ClientError::Runtime(_) => exit::OTHER,
+            ClientError::Rpc { refusal, .. } => exit_code_of(refusal),
+        }
+    }
+
+    /// What to do about it, for people.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ClientError::Connect { target: Target::Unix(path), .. } => Some(format!(
+                "Is rewindd running? On Android: `start rewindd`; elsewhere: `rewindd --socket {}`. \
+                 Another socket: --socket PATH or REWIND_SOCKET.",
+                path.display()
+            )),
+            ClientError::Connect { target: Target::Tcp(addr), .. } => {
+                Some(format!("Is rewindd running with `--listen-tcp {addr}`?"))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Exit status of an error answer: by the daemon's kind when it sent one,
+/// else by the gRPC code (an UNAVAILABLE without a kind is the transport:
+/// the connection failed or broke).
+pub fn exit_code_of(refusal: &Refusal) -> i32 {
+    if let Some(kind) = refusal.kind {
+        return match kind {
+            ErrorKind::InvalidArgument => exit::USAGE,
+            ErrorKind::WrongPhase => exit::WRONG_PHASE,
+            ErrorKind::Unavailable => exit::UNAVAILABLE,
+            ErrorKind::NoSpace => exit::NO_SPACE,
+            ErrorKind::Unsafe => exit::UNSAFE,
+            ErrorKind::PermissionDenied => exit::PERMISSION_DENIED,
+            ErrorKind::Internal => exit::OTHER,
+        };
+    }
+    match refusal.code {
+        tonic::Code::InvalidArgument => exit::USAGE,
+        tonic::Code::PermissionDenied => exit::PERMISSION_DENIED,
+        tonic::Code::FailedPrecondition => exit::WRONG_PHASE,
+        tonic::Code::ResourceExhausted => exit::NO_SPACE,
+        tonic::Code::DataLoss => exit::UNSAFE,
+        tonic::Code::Unavailable => exit::CONNECT,
+        _ => exit::OTHER,
+    }
+}
+
+/// Prints the numbered cause chain (cloud-hypervisor style) to stderr.
+pub fn print_error(err: &ClientError) {
+    let mut lines = vec![err.to_string()];
+    let mut cur = std::error::Error::source(err);
+    while let Some(cause) = cur {
+        lines.push(cause.to_string());
+        cur = cause.source();
+    }
+    eprintln!("rewindctl: error:");
+    for (i, line) in lines.iter().enumerate() {
+        eprintln!("  {i}: {line}");
+    }
+    if let Some(hint) = err.hint() {
+        eprintln!("{hint}");
+    }
+}
+
+/// Connects to rewindd.
+pub async fn connect(target: &Target) -> Result<CheckpointClient<Channel>, ClientError> {
+    let connect_err = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Connect { target: target.clone(), source };
+    let channel = match target {
+        Target::Unix(path) => {
+            // Probe first: the plain io error ("No such file or directory",
+            // "Connection refused") says more than the transport's wrapper.
+            tokio::net::UnixStream::connect(path).await.map_err(|e| connect_err(Box::new(e)))?;
+            let path = path.clone();
+            // The URI is required by the API and unused: the connector
+            // dials the socket.
+            Endpoint::from_static("http://[::]:50051")
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+                }))
+                .await
+                .map_err(|e| connect_err(Box::new(e)))?
+        }
+        Target::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| connect_err(Box::new(e)))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| connect_err(Box::new(e)))?,
+    };
+    Ok(CheckpointClient::new(channel))
+}
+
+/// Runs one command; returns the exit status.
+pub fn run(cli: Cli) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            print_error(&ClientError::Runtime(e));
+            return exit::OTHER;
+        }
+    };
+    let target = match &cli.tcp {
+        Some(addr) => Target::Tcp(addr.clone()),
+        None => Target::Unix(cli.socket.clone()),
+    };
+    match runtime.block_on(execute(&target, cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            print_error(&err);
+            err.exit_code()
+        }
+    }
+}
+
+fn bool_exit(value: bool) -> i32 {
+    println!("{value}");
+    if value {
+        exit::OK
+    } else {
+        exit::FALSE
+    }
+}
+
+async fn execute(target: &Target, command: Command) -> Result<i32, ClientError> {
+    let mut client = connect(target).await?;
+    match command {
+        Command::Start { attempts, reason } => {
+            let resp = client
+                .start_checkpoint(pb::StartCheckpointRequest { attempts, reason })
+                .await
+                .map_err(|s| ClientError::rpc("StartCheckpoint", s))?
+                .into_inner();
+            println!("checkpoint started: {attempts} attempt(s), counted from the next boot");
+            if let Some(status) = resp.status {
+                println!("{}", status_summary(&status));
+            }
+            Ok(exit::OK)
+        }
+        Command::NeedsCheckpoint => {
+            let v = client.needs_checkpoint(pb::NeedsCheckpointRequest {}).await.map_err(|s| ClientError::rpc("NeedsCheckpoint", s))?;
+            Ok(bool_exit(v.into_inner().value))
+        }
+        Command::NeedsRollback => {
+            let v = client.needs_rollback(pb::NeedsRollbackRequest {}).await.map_err(|s| ClientError::rpc("NeedsRollback", s))?;
+            Ok(bool_exit(v.into_inner().value))
+        }
+        Command::IsCheckpointing => {
+            let v = client.is_checkpointing(pb::IsCheckpointingRequest {}).await.map_err(|s| ClientError::rpc("IsCheckpointing", s))?;
+            Ok(bool_exit(v.into_inner().value))
+        }
+        Command::Commit { reason } => {
+            let resp = client
+                .commit_changes(pb::CommitChangesRequest { reason })
+                .await
+                .map_err(|s| ClientError::rpc("CommitChanges", s))?
+                .into_inner();
+            println!("committed in {:.3} ms", resp.duration_us as f64 / 1000.0);
+            if let Some(status) = resp.status {
+                println!("{}", status_summary(&status));
+            }
+            Ok(exit::OK)
+        }
+        Command::Abort { reason, keep_retrying } => {
+            let resp = client
+                .abort_changes(pb::AbortChangesRequest { reason, keep_retrying })
+                .await
+                .map_err(|s| ClientError::rpc("AbortChanges", s))?
+                .into_inner();
+            println!("aborted{}", if keep_retrying { " (remaining attempts kept)" } else { "" });
+            if let Some(status) = resp.status {
+                println!("{}", status_summary(&status));
+            }
+            Ok(exit::OK)
+        }
+        Command::PrepareUserdata => {
+            let mut stream = client
+                .prepare_userdata(pb::PrepareUserdataRequest {})
+                .await
+                .map_err(|s| ClientError::rpc("PrepareUserdata", s))?
+                .into_inner();
+            let mut last_line = String::new();
+            loop {
+                match stream.message().await.map_err(|s| ClientError::rpc("PrepareUserdata", s))? {
+                    Some(msg) if msg.done => {
+                        println!("{}", prepare_outcome_line(&msg));
+                        return Ok(exit::OK);
+                    }
+                    Some(msg) => {
+                        // Merges report often; print only what changed.
+                        let line = progress_line(&msg);
+                        if line != last_line {
+                            println!("{line}");
+                            last_line = line;
+                        }
+                    }
+                    None => return Err(ClientError::StreamEnded { phase: "done".into() }),
+                }
+            }
+        }
+        Command::Status { json } => {
+            let status = client.get_status(pb::GetStatusRequest {}).await.map_err(|s| ClientError::rpc("GetStatus", s))?.into_inner();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status_json(&status)).unwrap_or_default());
+            } else {
+                print!("{}", status_table(&status));
+            }
+            Ok(exit::OK)
+        }
+        Command::Watch { interval_ms, until_phase, json } => {
+            let mut stream = client
+                .watch_status(pb::WatchStatusRequest { interval_ms })
+                .await
+                .map_err(|s| ClientError::rpc("WatchStatus", s))?
+                .into_inner();
+            while let Some(msg) = stream.message().await.map_err(|s| ClientError::rpc("WatchStatus", s))? {
+                let Some(kind) = msg.kind else { continue };
+                match &kind {
+                    pb::watch_event::Kind::Status(s) => {
+                        if json {
+                            println!("{}", json!({ "status": status_json(s) }));
+                        } else {
+                            println!("{} {}", clock(now_unix()), status_summary(s));
+                        }
+                        if until_phase.as_deref() == Some(phase_name_i32(s.phase).as_str()) {
+                            return Ok(exit::OK);
+                        }
+                    }
+                    pb::watch_event::Kind::Event(e) => {
+                        if json {
+                            println!("{}", json!({ "event": event_json(e) }));
+                        } else {
+                            println!("{} event {}", clock(e.time_unix), event_line(e));
+                        }
+                    }
+                }
+            }
+            match until_phase {
+                Some(phase) => Err(ClientError::StreamEnded { phase }),
+                None => Ok(exit::OK),
+            }
+        }
+        Command::History { json } => {
+            let history = client.get_history(pb::GetHistoryRequest {}).await.map_err(|s| ClientError::rpc("GetHistory", s))?.into_inner();
+            if json {
+                let events: Vec<Value> = history.events.iter().map(event_json).collect();
+                println!("{}", serde_json::to_string_pretty(&json!({ "events": events })).unwrap_or_default());
+            } else {
+                print!("{}", history_table(&history));
+            }
+            Ok(exit::OK)
+        }
+        Command::Supports { json } => {
+            let s = client.supports_checkpoint(pb::SupportsCheckpointRequest {}).await.map_err(|s| ClientError::rpc("SupportsCheckpoint", s))?.into_inner();
+            if json {
+                println!("{}", json!({ "block": s.block, "file": s.file }));
+            } else {
+                println!("block: {}\nfile: {}", s.block, s.file);
+            }
+            Ok(if s.block || s.file { exit::OK } else { exit::FALSE })
+        }
+    }
+}
+
+/// "21 MiB": binary units, integers from 10 up, one decimal below.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value >= 10.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn percent(part: u64, whole: u64) -> u64 {
+    if whole == 0 {
+        0
+    } else {
+        (u128::from(part) * 100 / u128::from(whole)) as u64
+    }
+}
+
+/// "merging rewind-userdata: 41% (21 MiB/51 MiB)".
+pub fn progress_line(p: &pb::PrepareUserdataProgress) -> String {
+    let step = if p.step.is_empty() { p.partition.clone() } else { p.step.clone() };
+    if p.total_sectors == 0 {
+        return step;
+    }
+    format!(
+        "{step}: {}% ({}/{})",
+        percent(p.done_sectors, p.total_sectors),
+        human_bytes(p.done_sectors.saturating_mul(512)),
+        human_bytes(p.total_sectors.saturating_mul(512))
+    )
+}
+
+fn attempt_text(phase: i32, attempt: u32, attempts: u32) -> String {
+    let name = phase_name_i32(phase);
+    if attempts == 0 {
+        name
+    } else if attempt == 0 {
+        format!("{name} ({attempts} attempt(s))")
+    } else {
+        format!("{name} (attempt {attempt} of {attempts})")
+    }
+}
+
+pub fn prepare_outcome_line(p: &pb::PrepareUserdataProgress) -> String {
+    format!("userdata prepared: {}", attempt_text(p.phase, p.attempt, p.attempts))
+}
+
+/// One line: phase, attempts and COW use of each partition.
+pub fn status_summary(s: &pb::Status) -> String {
+    let mut line = attempt_text(s.phase, s.attempt, s.attempts);
+    for p in &s.partitions {
+        if p.cow_bytes > 0 {
+            line.push_str(&format!(
+                "; {} cow {}% ({}/{})",
+                p.name,
+                percent(p.cow_used_bytes, p.cow_bytes),
+                human_bytes(p.cow_used_bytes),
+                human_bytes(p.cow_bytes)
+            ));
+        }
+        if p.merge_total_sectors > 0 && p.merge_done_sectors < p.merge_total_sectors {
+            line.push_str(&format!("; {} merge {}%", p.name, percent(p.merge_done_sectors, p.merge_total_sectors)));
+        }
+        if !p.snapshot_state.is_empty() {
+            line.push_str(&format!("; {} snapshot {}", p.name, p.snapshot_state));
+        }
+    }
+    if s.protection_lost {
+        line.push_str(&format!("; PROTECTION LOST: {}", s.protection_lost_reason));
+    }
+    if !s.unavailable_reason.is_empty() {
+        line.push_str(&format!("; unavailable: {}", s.unavailable_reason));
+    }
+    line
+}
+
+/// Left-aligned columns.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut push_row = |cells: Vec<String>| {
+        let last = cells.len() - 1;
+        for (i, cell) in cells.iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push('\n');
+    };
+    push_row(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        push_row(row.clone());
+    }
+    out
+}
+
+pub fn status_table(s: &pb::Status) -> String {
+    let mut out = format!("phase:       {}\n", attempt_text(s.phase, s.attempt, s.attempts));
+    out.push_str(&format!(
+        "available:   {}\n",
+        if s.unavailable_reason.is_empty() { "yes".to_string() } else { format!("no: {}", s.unavailable_reason) }
+    ));
+    out.push_str(&format!(
+        "protection:  {}\n",
+        if s.protection_lost { format!("LOST: {}", s.protection_lost_reason) } else { "ok".to_string() }
+    ));
+    if s.partitions.is_empty() {
+        out.push_str("partitions:  none\n");
+        return out;
+    }
+    out.push('\n');
+    let rows: Vec<Vec<String>> = s
+        .partitions
+        .iter()
+        .map(|p| {
+            let merge = if p.merge_total_sectors == 0 {
+                "-".to_string()
+            } else {
+                format!("{}%", percent(p.merge_done_sectors, p.merge_total_sectors))
+            };
+            vec![
+                p.name.clone(),
+                p.mount_point.clone(),
+                backend_name_i32(p.backend),
+                if p.cow_bytes == 0 { "-".into() } else { human_bytes(p.cow_bytes) },
+                if p.cow_bytes == 0 { "-".into() } else { format!("{} ({}%)", human_bytes(p.cow_used_bytes), percent(p.cow_used_bytes, p.cow_bytes)) },
+                if p.chunk_sectors == 0 { "-".into() } else { p.chunk_sectors.to_string() },
+                merge,
+                if p.snapshot_state.is_empty() { "-".into() } else { p.snapshot_state.clone() },
+                p.raw_device.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["PARTITION", "MOUNT", "BACKEND", "COW", "USED", "CHUNK", "MERGE", "STATE", "DEVICE"], &rows));
+    for p in &s.partitions {
+        if !p.device_stack.is_empty() {
+            out.push_str(&format!("\n{} device stack:\n", p.name));
+            for line in &p.device_stack {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        if p.unusable_bytes > 0 {
+            out.push_str(&format!("{} unusable (f2fs checkpoint=disable): {}\n", p.name, human_bytes(p.unusable_bytes)));
+        }
+    }
+    out
+}
+
+pub fn status_json(s: &pb::Status) -> Value {
+    let partitions: Vec<Value> = s
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "mount_point": p.mount_point,
+                "backend": backend_name_i32(p.backend),
+                "raw_device": p.raw_device,
+                "device_stack": p.device_stack,
+                "cow_bytes": p.cow_bytes,
+                "cow_used_bytes": p.cow_used_bytes,
+                "cow_free_bytes": p.cow_free_bytes,
+                "chunk_sectors": p.chunk_sectors,
+                "merge_done_sectors": p.merge_done_sectors,
+                "merge_total_sectors": p.merge_total_sectors,
+                "snapshot_state": p.snapshot_state,
+                "unusable_bytes": p.unusable_bytes,
+            })
+        })
+        .collect();
+    json!({
+        "phase": phase_name_i32(s.phase),
+        "attempt": s.attempt,
+        "attempts": s.attempts,
+        "unavailable_reason": s.unavailable_reason,
+        "protection_lost": s.protection_lost,
+        "protection_lost_reason": s.protection_lost_reason,
+        "partitions": partitions,
+    })
+}
+
+pub fn event_json(e: &pb::HistoryEvent) -> Value {
+    json!({
+        "time_unix": e.time_unix,
+        "time": iso_time(e.time_unix),
+        "kind": e.kind,
+        "attempt": e.attempt,
+        "attempts": e.attempts,
+        "partition": e.partition,
+        "detail": e.detail,
+        "boot_reason": e.boot_reason,
+    })
+}
+
+fn event_line(e: &pb::HistoryEvent) -> String {
+    let mut line = e.kind.clone();
+    if e.attempts > 0 {
+        line.push_str(&format!(" {}/{}", e.attempt, e.attempts));
+    }
+    if !e.partition.is_empty() {
+        line.push_str(&format!(" {}", e.partition));
+    }
+    if !e.detail.is_empty() {
+        line.push_str(&format!(": {}", e.detail));
+    }
+    line
+}
+
+pub fn history_table(h: &pb::History) -> String {
+    if h.events.is_empty() {
+        return "no events recorded\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = h
+        .events
+        .iter()
+        .map(|e| {
+            vec![
+                iso_time(e.time_unix),
+                e.kind.clone(),
+                if e.attempts == 0 { "-".into() } else { format!("{}/{}", e.attempt, e.attempts) },
+                if e.partition.is_empty() { "-".into() } else { e.partition.clone() },
+                if e.boot_reason.is_empty() { "-".into() } else { e.boot_reason.clone() },
+                e.detail.clone(),
+            ]
+        })
+        .collect();
+    table(&["TIME (UTC)", "EVENT", "ATTEMPT", "PARTITION", "BOOT REASON", "DETAIL"], &rows)
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// "2026-11-23T23:50:46Z" from Unix seconds (days-to-civil, proleptic
+/// Gregorian; no time-zone database on a device at early boot).
+pub fn iso_time(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+fn clock(unix: u64) -> String {
+    let secs = unix % 86_400;
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses_the_documented_commands() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["rewindctl", "start", "--attempts", "3", "--reason", "ota"]).unwrap();
+        assert!(matches!(cli.command, Command::Start { attempts: 3, .. }));
+        assert!(Cli::try_parse_from(["rewindctl", "start", "--attempts", "0"]).is_err());
+        let cli = Cli::try_parse_from(["rewindctl", "--tcp", "127.0.0.1:1", "abort", "--keep-retrying"]).unwrap();
+        assert_eq!(cli.tcp.as_deref(), Some("127.0.0.1:1"));
+        assert!(matches!(cli.command, Command::Abort { keep_retrying: true, .. }));
+        assert!(Cli::try_parse_from(["rewindctl", "watch", "--until-phase", "bogus"]).is_err());
+    }
+
+    #[test]
+    fn exit_codes_follow_the_kind_then_the_code() {
+        let r = |code, kind| Refusal { code, kind, message: String::new() };
+        use tonic::Code;
+        assert_eq!(exit_code_of(&r(Code::FailedPrecondition, Some(ErrorKind::WrongPhase))), exit::WRONG_PHASE);
+        assert_eq!(exit_code_of(&r(Code::FailedPrecondition, Some(ErrorKind::Unsafe))), exit::UNSAFE);
+        assert_eq!(exit_code_of(&r(Code::Unavailable, Some(ErrorKind::Unavailable))), exit::UNAVAILABLE);
+        assert_eq!(exit_code_of(&r(Code::Unavailable, None)), exit::CONNECT);
+        assert_eq!(exit_code_of(&r(Code::PermissionDenied, Some(ErrorKind::PermissionDenied))), exit::PERMISSION_DENIED);
+        assert_eq!(exit_code_of(&r(Code::ResourceExhausted, Some(ErrorKind::NoSpace))), exit::NO_SPACE);
+        assert_eq!(exit_code_of(&r(Code::InvalidArgument, Some(ErrorKind::InvalidArgument))), exit::USAGE);
+        assert_eq!(exit_code_of(&r(Code::Internal, Some(ErrorKind::Internal))), exit::OTHER);
+        assert_eq!(exit_code_of(&r(Code::Unknown, None)), exit::OTHER);
+    }
+
+    #[test]
+    fn progress_line_reads_like_the_design() {
+        let p = pb::PrepareUserdataProgress {
+            step: "merging rewind-userdata".into(),
+            done_sectors: 21 * 2048,
+            total_sectors: 51 * 2048,
+            ..Default::default()
+        };
+        assert_eq!(progress_line(&p), "merging rewind-userdata: 41% (21 MiB/51 MiB)");
+        let p = pb::PrepareUserdataProgress { step: "arming".into(), ..Default::default() };
+        assert_eq!(progress_line(&p), "arming");
+    }
+
+    #[test]
+    fn bytes_and_times_are_human() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(16 << 30), "16 GiB");
+        assert_eq!(iso_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso_time(1_795_477_846), "2026-11-23T23:50:46Z");
+        assert_eq!(iso_time(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn status_table_shows_unavailable_reason() {
+        let s = pb::Status {
+            phase: pb::Phase::Idle as i32,
+            unavailable_reason: "device-mapper control node /dev/mapper/control not found".into(),
+            ..Default::default()
+        };
+        let t = status_table(&s);
+        assert!(t.contains("phase:       idle"), "{t}");
+        assert!(t.contains("no: device-mapper control node"), "{t}");
+        assert_eq!(status_json(&s)["phase"], "idle");
+    }
+}

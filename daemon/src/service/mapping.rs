@@ -1,0 +1,309 @@
+//! The one mapping from the daemon's types to the wire: [`Error`] to a
+//! `tonic::Status` (through [`ErrorKind`] only, so a new error variant never
+//! touches the edge), and engine reports to `rewind.v1` messages.
+
+use rewind_proto::v1 as pb;
+use tonic::metadata::MetadataValue;
+
+use crate::engine::{BackendKind, Event, Phase, PartitionReport, PrepareOutcome, Progress, StatusReport, Supports};
+use crate::error::{Error, ErrorKind};
+
+/// Metadata key carrying the daemon's [`ErrorKind`] (kebab-case) on every
+/// error status. `Unsafe` and `WrongPhase` share FAILED_PRECONDITION; the key
+/// lets rewindctl tell them apart, and tells a server-side UNAVAILABLE from
+/// a transport one (which carries no key).
+pub const ERROR_KIND_KEY: &str = "rewind-error-kind";
+
+/// The gRPC code of each kind.
+///
+/// `Unsafe` maps to FAILED_PRECONDITION, not DATA_LOSS: rewindd refused an
+/// operation because a check failed (extents moved, a corrupt record, an
+/// unexpected kernel table); nothing was lost, and the caller's remedy is to
+/// fix the precondition. DATA_LOSS would send people looking for lost data.
+pub fn code_of(kind: ErrorKind) -> tonic::Code {
+    match kind {
+        ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorKind::WrongPhase => tonic::Code::FailedPrecondition,
+        ErrorKind::Unavailable => tonic::Code::Unavailable,
+        ErrorKind::NoSpace => tonic::Code::ResourceExhausted,
+        ErrorKind::Unsafe => tonic::Code::FailedPrecondition,
+        ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
+        ErrorKind::Internal => tonic::Code::Internal,
+    }
+}
+
+/// Stable name of a kind on the wire (value of [`ERROR_KIND_KEY`]).
+pub fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidArgument => "invalid-argument",
+        ErrorKind::WrongPhase => "wrong-phase",
+        ErrorKind::Unavailable => "unavailable",
+        ErrorKind::NoSpace => "no-space",
+        ErrorKind::Unsafe => "unsafe",
+        ErrorKind::PermissionDenied => "permission-denied",
+        ErrorKind::Internal => "internal",
+    }
+}
+
+/// Inverse of [`kind_name`] (rewindctl).
+pub fn kind_from_name(name: &str) -> Option<ErrorKind> {
+    ALL_KINDS.into_iter().find(|k| kind_name(*k) == name)
+}
+
+/// Every kind, for the table tests and [`kind_from_name`].
+pub const ALL_KINDS: [ErrorKind; 7] = [
+    ErrorKind::InvalidArgument,
+    ErrorKind::WrongPhase,
+    ErrorKind::Unavailable,
+    ErrorKind::NoSpace,
+    ErrorKind::Unsafe,
+    ErrorKind::PermissionDenied,
+    ErrorKind::Internal,
+];
+
+/// "outer: cause: root cause".
+pub fn display_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(cause) = cur {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        cur = cause.source();
+    }
+    out
+}
+
+/// A status with `kind`'s code and `message`, tagged with the kind.
+pub fn status_for(kind: ErrorKind, message: String) -> tonic::Status {
+    let mut status = tonic::Status::new(code_of(kind), message);
+    status.metadata_mut().insert(ERROR_KIND_KEY, MetadataValue::from_static(kind_name(kind)));
+    status
+}
+
+/// The edge mapping (keystore2's `map_or_log_err`): logs the chain once,
+/// at a level fitting the kind, and returns the status. Refusals that are
+/// the caller's doing are not errors of the daemon, so they log at info.
+pub fn to_status(rpc: &str, err: &Error) -> tonic::Status {
+    let kind = err.kind();
+    let chain = display_chain(err);
+    match kind {
+        ErrorKind::Internal | ErrorKind::Unsafe => tracing::error!("{rpc}: {chain}"),
+        ErrorKind::Unavailable | ErrorKind::NoSpace => tracing::warn!("{rpc}: {chain}"),
+        ErrorKind::InvalidArgument | ErrorKind::WrongPhase | ErrorKind::PermissionDenied => {
+            tracing::info!("{rpc}: {chain}")
+        }
+    }
+    status_for(kind, chain)
+}
+
+pub fn phase_to_pb(phase: Phase) -> pb::Phase {
+    match phase {
+        Phase::Idle => pb::Phase::Idle,
+        Phase::Armed => pb::Phase::Armed,
+        Phase::Checkpointing => pb::Phase::Checkpointing,
+        Phase::RollingBack => pb::Phase::RollingBack,
+        Phase::Committing => pb::Phase::Committing,
+        Phase::RolledBack => pb::Phase::RolledBack,
+    }
+}
+
+fn backend_to_pb(backend: BackendKind) -> pb::Backend {
+    match backend {
+        BackendKind::Snapshot => pb::Backend::Snapshot,
+        BackendKind::F2fs => pb::Backend::F2fs,
+    }
+}
+
+pub fn partition_to_pb(p: &PartitionReport) -> pb::PartitionStatus {
+    pb::PartitionStatus {
+        name: p.name.clone(),
+        mount_point: p.mount_point.clone(),
+        backend: backend_to_pb(p.backend) as i32,
+        raw_device: p.raw_device.clone(),
+        device_stack: p.device_stack.clone(),
+        cow_bytes: p.cow_bytes,
+        cow_used_bytes: p.cow_used_bytes,
+        // The engine reports size and use; a used count above the size
+        // (possible while a report races a resize) must not wrap.
+        cow_free_bytes: p.cow_bytes.saturating_sub(p.cow_used_bytes),
+        chunk_sectors: p.chunk_sectors,
+        merge_done_sectors: p.merge_done_sectors,
+        merge_total_sectors: p.merge_total_sectors,
+        snapshot_state: p.snapshot_state.clone().unwrap_or_default(),
+        unusable_bytes: p.unusable_bytes,
+    }
+}
+
+pub fn status_to_pb(s: &StatusReport) -> pb::Status {
+    pb::Status {
+        phase: phase_to_pb(s.phase) as i32,
+        attempt: s.attempt,
+        attempts: s.attempts,
+        partitions: s.partitions.iter().map(partition_to_pb).collect(),
+        unavailable_reason: s.unavailable_reason.clone().unwrap_or_default(),
+        protection_lost: s.protection_lost.is_some(),
+        protection_lost_reason: s.protection_lost.clone().unwrap_or_default(),
+    }
+}
+
+pub fn event_to_pb(e: &Event) -> pb::HistoryEvent {
+    pb::HistoryEvent {
+        time_unix: e.time_unix,
+        kind: e.kind.clone(),
+        attempt: e.attempt,
+        attempts: e.attempts,
+        partition: e.partition.clone(),
+        detail: e.detail.clone(),
+        boot_reason: e.boot_reason.clone(),
+    }
+}
+
+pub fn progress_to_pb(p: &Progress) -> pb::PrepareUserdataProgress {
+    pb::PrepareUserdataProgress {
+        step: p.step.clone(),
+        partition: p.partition.clone(),
+        done_sectors: p.done_sectors,
+        total_sectors: p.total_sectors,
+        ..Default::default()
+    }
+}
+
+/// The last message of a PrepareUserdata stream.
+pub fn outcome_to_pb(o: &PrepareOutcome) -> pb::PrepareUserdataProgress {
+    pb::PrepareUserdataProgress {
+        step: format!("prepared: {}", phase_name(phase_to_pb(o.phase))),
+        done: true,
+        phase: phase_to_pb(o.phase) as i32,
+        attempt: o.attempt,
+        attempts: o.attempts,
+        ..Default::default()
+    }
+}
+
+pub fn supports_to_pb(s: Supports) -> pb::SupportsCheckpointResponse {
+    pb::SupportsCheckpointResponse { block: s.block, file: s.file }
+}
+
+/// Short lowercase name of a wire phase ("checkpointing"), for people and
+/// for rewindctl's `--until-phase` and `--json`.
+pub fn phase_name(phase: pb::Phase) -> &'static str {
+    match phase {
+        pb::Phase::Unspecified => "unspecified",
+        pb::Phase::Idle => "idle",
+        pb::Phase::Armed => "armed",
+        pb::Phase::Checkpointing => "checkpointing",
+        pb::Phase::RollingBack => "rolling-back",
+        pb::Phase::Committing => "committing",
+        pb::Phase::RolledBack => "rolled-back",
+    }
+}
+
+/// Name of a phase number received from the wire; unknown numbers (a newer
+/// daemon) are shown, not guessed at.
+pub fn phase_name_i32(phase: i32) -> String {
+    match pb::Phase::try_from(phase) {
+        Ok(p) => phase_name(p).to_string(),
+        Err(_) => format!("phase-{phase}"),
+    }
+}
+
+pub fn backend_name_i32(backend: i32) -> String {
+    match pb::Backend::try_from(backend) {
+        Ok(pb::Backend::Snapshot) => "snapshot".to_string(),
+        Ok(pb::Backend::F2fs) => "f2fs".to_string(),
+        Ok(pb::Backend::Unspecified) => "unspecified".to_string(),
+        Err(_) => format!("backend-{backend}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(kind: ErrorKind) -> Error {
+        match kind {
+            ErrorKind::InvalidArgument => Error::InvalidArgument("attempts must be >= 1".into()),
+            ErrorKind::WrongPhase => Error::WrongPhase { phase: "idle".into(), what: "commit".into() },
+            ErrorKind::Unavailable => Error::Unavailable("no /dev/mapper/control".into()),
+            ErrorKind::NoSpace => Error::NoSpace { partition: "userdata".into(), needed: 10, available: 5 },
+            ErrorKind::Unsafe => Error::Unsafe("extents of cow.0001 changed".into()),
+            ErrorKind::PermissionDenied => Error::PermissionDenied("uid 12345".into()),
+            ErrorKind::Internal => Error::io("write /metadata/rewind/state", std::io::Error::from_raw_os_error(libc::EIO)),
+        }
+    }
+
+    /// Every kind has its code, its name on the wire, and the error's chain
+    /// as the message.
+    #[test]
+    fn every_error_kind_maps_to_its_code() {
+        let table = [
+            (ErrorKind::InvalidArgument, tonic::Code::InvalidArgument),
+            (ErrorKind::WrongPhase, tonic::Code::FailedPrecondition),
+            (ErrorKind::Unavailable, tonic::Code::Unavailable),
+            (ErrorKind::NoSpace, tonic::Code::ResourceExhausted),
+            (ErrorKind::Unsafe, tonic::Code::FailedPrecondition),
+            (ErrorKind::PermissionDenied, tonic::Code::PermissionDenied),
+            (ErrorKind::Internal, tonic::Code::Internal),
+        ];
+        assert_eq!(table.len(), ALL_KINDS.len());
+        for (kind, code) in table {
+            let err = error_of(kind);
+            assert_eq!(err.kind(), kind);
+            let status = to_status("Test", &err);
+            assert_eq!(status.code(), code, "{kind:?}");
+            assert_eq!(status.message(), display_chain(&err), "{kind:?}");
+            let tag = status.metadata().get(ERROR_KIND_KEY).expect("kind metadata").to_str().unwrap();
+            assert_eq!(kind_from_name(tag), Some(kind));
+        }
+    }
+
+    #[test]
+    fn message_carries_the_source_chain() {
+        let status = to_status("Test", &error_of(ErrorKind::Internal));
+        assert!(status.message().starts_with("write /metadata/rewind/state: "), "{}", status.message());
+        assert!(status.message().contains("Input/output error"), "{}", status.message());
+    }
+
+    #[test]
+    fn kind_names_are_distinct() {
+        let mut names: Vec<_> = ALL_KINDS.iter().map(|k| kind_name(*k)).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ALL_KINDS.len());
+        assert_eq!(kind_from_name("nonsense"), None);
+    }
+
+    #[test]
+    fn status_conversion_keeps_fields() {
+        let report = StatusReport {
+            phase: Phase::Checkpointing,
+            attempt: 2,
+            attempts: 3,
+            partitions: vec![PartitionReport {
+                name: "userdata".into(),
+                mount_point: "/data".into(),
+                backend: BackendKind::Snapshot,
+                raw_device: "/dev/vdb".into(),
+                device_stack: vec!["rewind-userdata: snapshot-origin".into()],
+                cow_bytes: 100,
+                cow_used_bytes: 140,
+                chunk_sectors: 8,
+                merge_done_sectors: 0,
+                merge_total_sectors: 0,
+                snapshot_state: Some("Overflow".into()),
+                unusable_bytes: 0,
+            }],
+            unavailable_reason: None,
+            protection_lost: Some("COW overflow".into()),
+        };
+        let pb = status_to_pb(&report);
+        assert_eq!(pb.phase(), pb::Phase::Checkpointing);
+        assert_eq!((pb.attempt, pb.attempts), (2, 3));
+        assert!(pb.protection_lost);
+        assert_eq!(pb.protection_lost_reason, "COW overflow");
+        assert_eq!(pb.partitions[0].cow_free_bytes, 0);
+        assert_eq!(pb.partitions[0].snapshot_state, "Overflow");
+        assert_eq!(pb.partitions[0].backend(), pb::Backend::Snapshot);
+        assert_eq!(phase_name_i32(99), "phase-99");
+    }
+}

@@ -1,0 +1,363 @@
+//! The gRPC edge of rewindd (`rewind.v1.Checkpoint`). Each handler: a
+//! deadline watch, the caller check for mutating calls, one call into the
+//! core on tokio's blocking pool, the mapping. No dm, file or mount code
+//! here: that is the engine's.
+//!
+//! The service talks to the core through [`CheckpointCore`], which
+//! [`Engine`] implements; tests put a fake behind it.
+
+pub mod deadline;
+pub mod mapping;
+pub mod server;
+pub mod transport;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rewind_proto::v1 as pb;
+use rewind_proto::v1::checkpoint_server::Checkpoint;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{TcpConnectInfo, UdsConnectInfo};
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::engine::{Engine, Event, Notice, PrepareOutcome, Progress, StatusReport, Supports};
+use crate::error::{Error, ErrorKind, Result};
+use deadline::WatchPoint;
+use mapping::{status_for, to_status};
+
+/// Largest `attempts` accepted by StartCheckpoint. Each attempt is a full
+/// boot; more than this is a mistake (a byte count, a negative number).
+pub const MAX_ATTEMPTS: u32 = 100;
+/// Longest `reason` accepted: reasons are kept in the bounded history of
+/// the state record on /metadata, which is small.
+pub const MAX_REASON_BYTES: usize = 1024;
+/// WatchStatus periods below this are raised to it: each status is a call
+/// into the core.
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What the service needs from the core: [`Engine`]'s API, as a trait so the
+/// service can be tested against a fake. Blocking, thread-safe.
+pub trait CheckpointCore: Send + Sync + 'static {
+    fn start_checkpoint(&self, attempts: u32, reason: &str) -> Result<StatusReport>;
+    fn needs_checkpoint(&self) -> bool;
+    fn needs_rollback(&self) -> bool;
+    fn is_checkpointing(&self) -> bool;
+    fn commit(&self, reason: &str) -> Result<Duration>;
+    fn abort(&self, reason: &str, keep_retrying: bool) -> Result<StatusReport>;
+    fn prepare_userdata(&self, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome>;
+    fn supports(&self) -> Supports;
+    fn status(&self) -> StatusReport;
+    fn history(&self) -> Vec<Event>;
+    fn subscribe(&self) -> broadcast::Receiver<Notice>;
+    fn poll_space(&self) -> Result<()>;
+}
+
+impl CheckpointCore for Engine {
+    fn start_checkpoint(&self, attempts: u32, reason: &str) -> Result<StatusReport> {
+        Engine::start_checkpoint(self, attempts, reason)
+    }
+    fn needs_checkpoint(&self) -> bool {
+        Engine::needs_checkpoint(self)
+    }
+    fn needs_rollback(&self) -> bool {
+        Engine::needs_rollback(self)
+    }
+    fn is_checkpointing(&self) -> bool {
+        Engine::is_checkpointing(self)
+    }
+    fn commit(&self, reason: &str) -> Result<Duration> {
+        Engine::commit(self, reason)
+    }
+    fn abort(&self, reason: &str, keep_retrying: bool) -> Result<StatusReport> {
+        Engine::abort(self, reason, keep_retrying)
+    }
+    fn prepare_userdata(&self, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome> {
+        Engine::prepare_userdata(self, progress)
+    }
+    fn supports(&self) -> Supports {
+        Engine::supports(self)
+    }
+    fn status(&self) -> StatusReport {
+        Engine::status(self)
+    }
+    fn history(&self) -> Vec<Event> {
+        Engine::history(self)
+    }
+    fn subscribe(&self) -> broadcast::Receiver<Notice> {
+        Engine::subscribe(self)
+    }
+    fn poll_space(&self) -> Result<()> {
+        Engine::poll_space(self)
+    }
+}
+
+/// Who may call mutating RPCs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Unix-socket callers whose SO_PEERCRED uid is in this list.
+    pub allowed_uids: Vec<u32>,
+    /// TCP callers (no uid; test guests only).
+    pub tcp_trusted: bool,
+}
+
+impl Policy {
+    pub fn from_config(config: &Config) -> Policy {
+        Policy { allowed_uids: config.allowed_uids.clone(), tcp_trusted: config.tcp_trusted }
+    }
+}
+
+/// The caller of one request, from the connection it came on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Unix socket with peer credentials.
+    Uid(u32),
+    /// TCP: no credentials.
+    Tcp(Option<std::net::SocketAddr>),
+    /// Neither (a transport without connect info): never trusted.
+    Unknown,
+}
+
+impl Caller {
+    pub fn of<T>(request: &Request<T>) -> Caller {
+        if let Some(info) = request.extensions().get::<UdsConnectInfo>() {
+            return match info.peer_cred {
+                Some(cred) => Caller::Uid(cred.uid()),
+                None => Caller::Unknown,
+            };
+        }
+        if let Some(info) = request.extensions().get::<TcpConnectInfo>() {
+            return Caller::Tcp(info.remote_addr());
+        }
+        Caller::Unknown
+    }
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Uid(uid) => write!(f, "uid {uid}"),
+            Caller::Tcp(Some(addr)) => write!(f, "TCP caller {addr}"),
+            Caller::Tcp(None) => write!(f, "TCP caller"),
+            Caller::Unknown => write!(f, "caller without credentials"),
+        }
+    }
+}
+
+/// The `rewind.v1.Checkpoint` service.
+#[derive(Clone)]
+pub struct CheckpointService {
+    core: Arc<dyn CheckpointCore>,
+    policy: Arc<Policy>,
+    /// Becomes true at shutdown: long streams end so the server can stop.
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl CheckpointService {
+    pub fn new(core: Arc<dyn CheckpointCore>, policy: Policy, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        CheckpointService { core, policy: Arc::new(policy), shutdown }
+    }
+
+    /// PERMISSION_DENIED naming the caller unless the policy allows it.
+    fn authorize(&self, rpc: &str, caller: &Caller) -> std::result::Result<(), Status> {
+        let allowed = match caller {
+            Caller::Uid(uid) => self.policy.allowed_uids.contains(uid),
+            Caller::Tcp(_) => self.policy.tcp_trusted,
+            Caller::Unknown => false,
+        };
+        if allowed {
+            return Ok(());
+        }
+        let why = match caller {
+            Caller::Uid(_) => format!("allowed uids: {:?}", self.policy.allowed_uids),
+            _ => "TCP callers are not trusted (tcp_trusted = false)".to_string(),
+        };
+        Err(to_status(rpc, &Error::PermissionDenied(format!("{caller} may not call {rpc} ({why})"))))
+    }
+
+    /// Runs `f` with the core on the blocking pool. A panic in the core
+    /// becomes INTERNAL for this call instead of taking the daemon down.
+    async fn blocking<R, F>(&self, rpc: &'static str, f: F) -> std::result::Result<R, Status>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn CheckpointCore) -> R + Send + 'static,
+    {
+        let core = Arc::clone(&self.core);
+        run_blocking(rpc, core, f).await
+    }
+}
+
+async fn run_blocking<R, F>(rpc: &'static str, core: Arc<dyn CheckpointCore>, f: F) -> std::result::Result<R, Status>
+where
+    R: Send + 'static,
+    F: FnOnce(&dyn CheckpointCore) -> R + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || f(core.as_ref())).await.map_err(|join| {
+        tracing::error!("{rpc}: the core call did not finish: {join}");
+        status_for(ErrorKind::Internal, format!("{rpc}: the core call did not finish: {join}"))
+    })
+}
+
+fn check_reason(rpc: &str, reason: &str) -> std::result::Result<(), Status> {
+    if reason.len() > MAX_REASON_BYTES {
+        let err = Error::InvalidArgument(format!("reason is {} bytes, at most {MAX_REASON_BYTES}", reason.len()));
+        return Err(to_status(rpc, &err));
+    }
+    Ok(())
+}
+
+type RpcResult<T> = std::result::Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Checkpoint for CheckpointService {
+    async fn start_checkpoint(&self, request: Request<pb::StartCheckpointRequest>) -> RpcResult<pb::StartCheckpointResponse> {
+        const RPC: &str = "StartCheckpoint";
+        let _watch = WatchPoint::new(RPC, deadline::START);
+        let caller = Caller::of(&request);
+        self.authorize(RPC, &caller)?;
+        let req = request.into_inner();
+        if req.attempts == 0 || req.attempts > MAX_ATTEMPTS {
+            let err = Error::InvalidArgument(format!("attempts must be in 1..={MAX_ATTEMPTS}, got {}", req.attempts));
+            return Err(to_status(RPC, &err));
+        }
+        check_reason(RPC, &req.reason)?;
+        tracing::info!("{RPC}: {caller}: attempts {} reason {:?}", req.attempts, req.reason);
+        let report = self
+            .blocking(RPC, move |core| core.start_checkpoint(req.attempts, &req.reason))
+            .await?
+            .map_err(|e| to_status(RPC, &e))?;
+        Ok(Response::new(pb::StartCheckpointResponse { status: Some(mapping::status_to_pb(&report)) }))
+    }
+
+    async fn needs_checkpoint(&self, _request: Request<pb::NeedsCheckpointRequest>) -> RpcResult<pb::BoolResponse> {
+        const RPC: &str = "NeedsCheckpoint";
+        let _watch = WatchPoint::new(RPC, deadline::QUICK);
+        let value = self.blocking(RPC, |core| core.needs_checkpoint()).await?;
+        Ok(Response::new(pb::BoolResponse { value }))
+    }
+
+    async fn needs_rollback(&self, _request: Request<pb::NeedsRollbackRequest>) -> RpcResult<pb::BoolResponse> {
+        const RPC: &str = "NeedsRollback";
+        let _watch = WatchPoint::new(RPC, deadline::QUICK);
+        let value = self.blocking(RPC, |core| core.needs_rollback()).await?;
+        Ok(Response::new(pb::BoolResponse { value }))
+    }
+
+    async fn is_checkpointing(&self, _request: Request<pb::IsCheckpointingRequest>) -> RpcResult<pb::BoolResponse> {
+        const RPC: &str = "IsCheckpointing";
+        let _watch = WatchPoint::new(RPC, deadline::QUICK);
+        let value = self.blocking(RPC, |core| core.is_checkpointing()).await?;
+        Ok(Response::new(pb::BoolResponse { value }))
+    }
+
+    async fn commit_changes(&self, request: Request<pb::CommitChangesRequest>) -> RpcResult<pb::CommitChangesResponse> {
+        const RPC: &str = "CommitChanges";
+        let _watch = WatchPoint::new(RPC, deadline::QUICK);
+        let caller = Caller::of(&request);
+        self.authorize(RPC, &caller)?;
+        let req = request.into_inner();
+        check_reason(RPC, &req.reason)?;
+        tracing::info!("{RPC}: {caller}: reason {:?}", req.reason);
+        let (took, report) = self
+            .blocking(RPC, move |core| core.commit(&req.reason).map(|took| (took, core.status())))
+            .await?
+            .map_err(|e| to_status(RPC, &e))?;
+        Ok(Response::new(pb::CommitChangesResponse {
+            duration_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            status: Some(mapping::status_to_pb(&report)),
+        }))
+    }
+
+    async fn abort_changes(&self, request: Request<pb::AbortChangesRequest>) -> RpcResult<pb::AbortChangesResponse> {
+        const RPC: &str = "AbortChanges";
+        let _watch = WatchPoint::new(RPC, deadline::ABORT);
+        let caller = Caller::of(&request);
+        self.authorize(RPC, &caller)?;
+        let req = request.into_inner();
+        check_reason(RPC, &req.reason)?;
+        tracing::info!("{RPC}: {caller}: keep_retrying {} reason {:?}", req.keep_retrying, req.reason);
+        let report = self
+            .blocking(RPC, move |core| core.abort(&req.reason, req.keep_retrying))
+            .await?
+            .map_err(|e| to_status(RPC, &e))?;
+        Ok(Response::new(pb::AbortChangesResponse { status: Some(mapping::status_to_pb(&report)) }))
+    }
+
+    type PrepareUserdataStream = ReceiverStream<std::result::Result<pb::PrepareUserdataProgress, Status>>;
+
+    async fn prepare_userdata(&self, request: Request<pb::PrepareUserdataRequest>) -> RpcResult<Self::PrepareUserdataStream> {
+        const RPC: &str = "PrepareUserdata";
+        let caller = Caller::of(&request);
+        self.authorize(RPC, &caller)?;
+        tracing::info!("{RPC}: {caller}");
+        // Progress is lossy (try_send: a slow reader must never stall the
+        // boot step); the final message or error is always delivered while
+        // the client listens. The step runs to its end even if the client
+        // goes away: the boot contract needs it finished, not watched.
+        let (tx, rx) = mpsc::channel(32);
+        let core = Arc::clone(&self.core);
+        tokio::spawn(async move {
+            let _watch = WatchPoint::new(RPC, deadline::PREPARE);
+            let progress_tx = tx.clone();
+            let result = run_blocking(RPC, core, move |core| {
+                core.prepare_userdata(&mut |p: Progress| {
+                    tracing::debug!("{RPC}: {} {}: {}/{}", p.step, p.partition, p.done_sectors, p.total_sectors);
+                    let _ = progress_tx.try_send(Ok(mapping::progress_to_pb(&p)));
+                })
+            })
+            .await;
+            let last = match result {
+                Ok(Ok(outcome)) => {
+                    tracing::info!("{RPC}: done: {:?} attempt {} of {}", outcome.phase, outcome.attempt, outcome.attempts);
+                    Ok(mapping::outcome_to_pb(&outcome))
+                }
+                Ok(Err(err)) => Err(to_status(RPC, &err)),
+                Err(status) => Err(status),
+            };
+            // The client may be gone; the outcome is logged above.
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn supports_checkpoint(&self, _request: Request<pb::SupportsCheckpointRequest>) -> RpcResult<pb::SupportsCheckpointResponse> {
+        const RPC: &str = "SupportsCheckpoint";
+        let _watch = WatchPoint::new(RPC, deadline::QUICK);
+        let supports = self.blocking(RPC, |core| core.supports()).await?;
+        Ok(Response::new(mapping::supports_to_pb(supports)))
+    }
+
+    async fn get_status(&self, _request: Request<pb::GetStatusRequest>) -> RpcResult<pb::Status> {
+        const RPC: &str = "GetStatus";
+        let _watch = WatchPoint::new(RPC, deadline::QUICK);
+        let report = self.blocking(RPC, |core| core.status()).await?;
+        Ok(Response::new(mapping::status_to_pb(&report)))
+    }
+
+    type WatchStatusStream = ReceiverStream<std::result::Result<pb::WatchEvent, Status>>;
+
+    async fn watch_status(&self, request: Request<pb::WatchStatusRequest>) -> RpcResult<Self::WatchStatusStream> {
+        const RPC: &str = "WatchStatus";
+        let caller = Caller::of(&request);
+        let req = request.into_inner();
+        let interval = match req.interval_ms {
+            0 => None,
+            ms => Some(Duration::from_millis(u64::from(ms)).max(MIN_WATCH_INTERVAL)),
+        };
+        tracing::debug!("{RPC}: {caller}: interval {interval:?}");
+        // Subscribe before answering so no event recorded after the call
+        // returns is missed.
+        let notices = self.blocking(RPC, |core| core.subscribe()).await?;
+        let rx = watch::spawn(Arc::clone(&self.core), notices, interval, self.shutdown.clone());
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_history(&self, _request: Request<pb::GetHistoryRequest>) -> RpcResult<pb::History> {
+        const RPC: &str = "GetHistory";
+        let _watch = WatchPoint::new(RPC, deadline::QUICK);
+        let events = self.blocking(RPC, |core| core.history()).await?;
+        Ok(Response::new(pb::History { events: events.iter().map(mapping::event_to_pb).collect() }))
+    }
+}
