@@ -1,0 +1,272 @@
+//! Shared fixtures of the host integration tests: a fake core behind the
+//! real gRPC service on a Unix socket in a temp dir, and helpers to run the
+//! real binaries.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rewind_daemon::engine::{BackendKind, Event, Notice, PartitionReport, Phase, PrepareOutcome, Progress, StatusReport, Supports};
+use rewind_daemon::error::{Error, ErrorKind, Result};
+use rewind_daemon::service::transport::{bind_unix, SocketFile};
+use rewind_daemon::service::{server, CheckpointCore, CheckpointService, Policy};
+use tokio::sync::{broadcast, watch};
+
+/// How long a spawned binary may take for one command.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn error_of(kind: ErrorKind) -> Error {
+    match kind {
+        ErrorKind::InvalidArgument => Error::InvalidArgument("bad argument (fake)".into()),
+        ErrorKind::WrongPhase => Error::WrongPhase { phase: "idle".into(), what: "fake".into() },
+        ErrorKind::Unavailable => Error::Unavailable("no device-mapper (fake)".into()),
+        ErrorKind::NoSpace => Error::NoSpace { partition: "userdata".into(), needed: 100, available: 1 },
+        ErrorKind::Unsafe => Error::Unsafe("extents changed (fake)".into()),
+        ErrorKind::PermissionDenied => Error::PermissionDenied("fake".into()),
+        ErrorKind::Internal => Error::Internal("ioctl failed (fake)".into()),
+    }
+}
+
+#[derive(Debug)]
+struct FakeState {
+    phase: Phase,
+    attempt: u32,
+    attempts: u32,
+    history: Vec<Event>,
+    /// The next mutating call fails with this kind.
+    fail_next: Option<ErrorKind>,
+}
+
+/// A core with vold-like phase rules, kept in memory.
+pub struct FakeCore {
+    state: Mutex<FakeState>,
+    notices: broadcast::Sender<Notice>,
+}
+
+impl FakeCore {
+    pub fn new() -> Arc<FakeCore> {
+        let (notices, _) = broadcast::channel(64);
+        Arc::new(FakeCore {
+            state: Mutex::new(FakeState { phase: Phase::Idle, attempt: 0, attempts: 0, history: Vec::new(), fail_next: None }),
+            notices,
+        })
+    }
+
+    pub fn fail_next(&self, kind: ErrorKind) {
+        self.state.lock().unwrap().fail_next = Some(kind);
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.state.lock().unwrap().phase
+    }
+
+    fn take_failure(state: &mut FakeState) -> Result<()> {
+        match state.fail_next.take() {
+            Some(kind) => Err(error_of(kind)),
+            None => Ok(()),
+        }
+    }
+
+    fn record(&self, state: &mut FakeState, kind: &str, detail: &str) {
+        let event = Event {
+            time_unix: 1_795_477_846,
+            kind: kind.to_string(),
+            attempt: state.attempt,
+            attempts: state.attempts,
+            partition: "userdata".into(),
+            detail: detail.to_string(),
+            boot_reason: String::new(),
+        };
+        state.history.push(event.clone());
+        let _ = self.notices.send(Notice::Event(event));
+    }
+
+    fn report(state: &FakeState) -> StatusReport {
+        StatusReport {
+            phase: state.phase,
+            attempt: state.attempt,
+            attempts: state.attempts,
+            partitions: vec![PartitionReport {
+                name: "userdata".into(),
+                mount_point: "/data".into(),
+                backend: BackendKind::Snapshot,
+                raw_device: "/dev/block/by-name/userdata".into(),
+                device_stack: vec!["rewind-userdata: linear".into()],
+                cow_bytes: 64 << 20,
+                cow_used_bytes: 16 << 20,
+                chunk_sectors: 8,
+                merge_done_sectors: 0,
+                merge_total_sectors: 0,
+                snapshot_state: None,
+                unusable_bytes: 0,
+            }],
+            unavailable_reason: None,
+            protection_lost: None,
+        }
+    }
+}
+
+impl CheckpointCore for FakeCore {
+    fn start_checkpoint(&self, attempts: u32, reason: &str) -> Result<StatusReport> {
+        let mut s = self.state.lock().unwrap();
+        Self::take_failure(&mut s)?;
+        s.phase = Phase::Armed;
+        s.attempt = 0;
+        s.attempts = attempts;
+        self.record(&mut s, "started", reason);
+        Ok(Self::report(&s))
+    }
+    fn needs_checkpoint(&self) -> bool {
+        matches!(self.phase(), Phase::Armed | Phase::Checkpointing)
+    }
+    fn needs_rollback(&self) -> bool {
+        self.phase() == Phase::RolledBack
+    }
+    fn is_checkpointing(&self) -> bool {
+        self.phase() == Phase::Checkpointing
+    }
+    fn commit(&self, reason: &str) -> Result<Duration> {
+        let mut s = self.state.lock().unwrap();
+        Self::take_failure(&mut s)?;
+        if s.phase != Phase::Checkpointing {
+            return Err(Error::WrongPhase { phase: format!("{:?}", s.phase), what: "commit".into() });
+        }
+        s.phase = Phase::Idle;
+        self.record(&mut s, "committed", reason);
+        s.attempt = 0;
+        s.attempts = 0;
+        Ok(Duration::from_micros(1234))
+    }
+    fn abort(&self, reason: &str, keep_retrying: bool) -> Result<StatusReport> {
+        let mut s = self.state.lock().unwrap();
+        Self::take_failure(&mut s)?;
+        if !matches!(s.phase, Phase::Armed | Phase::Checkpointing) {
+            return Err(Error::WrongPhase { phase: format!("{:?}", s.phase), what: "abort".into() });
+        }
+        if !keep_retrying {
+            s.phase = Phase::RolledBack;
+        }
+        self.record(&mut s, "aborted", reason);
+        Ok(Self::report(&s))
+    }
+    fn prepare_userdata(&self, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome> {
+        {
+            let mut s = self.state.lock().unwrap();
+            Self::take_failure(&mut s)?;
+        }
+        for done in [0, 21 * 2048, 51 * 2048] {
+            progress(Progress { step: "merging rewind-userdata".into(), partition: "userdata".into(), done_sectors: done, total_sectors: 51 * 2048 });
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut s = self.state.lock().unwrap();
+        if s.phase == Phase::Armed {
+            s.phase = Phase::Checkpointing;
+            s.attempt = 1;
+            self.record(&mut s, "attempt", "");
+        }
+        Ok(PrepareOutcome { phase: s.phase, attempt: s.attempt, attempts: s.attempts })
+    }
+    fn supports(&self) -> Supports {
+        Supports { block: true, file: false }
+    }
+    fn status(&self) -> StatusReport {
+        Self::report(&self.state.lock().unwrap())
+    }
+    fn history(&self) -> Vec<Event> {
+        self.state.lock().unwrap().history.clone()
+    }
+    fn subscribe(&self) -> broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+    fn poll_space(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The real service with a fake core, on a socket in a temp dir that any
+/// uid can reach (the uid tests connect as an unprivileged user).
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub core: Arc<FakeCore>,
+    pub tcp_addr: Option<std::net::SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _file: SocketFile,
+}
+
+impl TestServer {
+    /// Must run inside a multi-thread tokio runtime.
+    pub async fn start(policy: Policy, with_tcp: bool) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("rewindd.sock");
+        let (unix, file) = bind_unix(&socket, 0o666).expect("bind test socket");
+        let tcp = if with_tcp { Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind tcp")) } else { None };
+        let tcp_addr = tcp.as_ref().map(|l| l.local_addr().unwrap());
+        let core = FakeCore::new();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let service = CheckpointService::new(core.clone() as Arc<dyn CheckpointCore>, policy, shutdown_rx.clone());
+        let task = tokio::spawn(async move {
+            server::serve(service, unix, tcp, shutdown_rx).await.expect("server runs");
+        });
+        TestServer { dir, socket, core, tcp_addr, shutdown, task: Some(task), _file: file }
+    }
+
+    pub fn default_policy() -> Policy {
+        Policy { allowed_uids: vec![0, 1000], tcp_trusted: false }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task).await.expect("server stops within 10 s").unwrap();
+        }
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Output of a finished binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n==== stdout ====\n{}==== stderr ====\n{}====", self.code, self.stdout, self.stderr)
+    }
+}
+
+pub fn rewindctl_path() -> &'static str {
+    env!("CARGO_BIN_EXE_rewindctl")
+}
+
+pub fn rewindd_path() -> &'static str {
+    env!("CARGO_BIN_EXE_rewindd")
+}
+
+/// Runs rewindctl against `socket` (optionally as another uid).
+pub async fn rewindctl(socket: &Path, uid: Option<u32>, args: &[&str]) -> Run {
+    let mut cmd = tokio::process::Command::new(rewindctl_path());
+    cmd.arg("--socket").arg(socket).args(args).env_remove("REWIND_SOCKET").kill_on_drop(true);
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    run(cmd).await
+}
+
+pub async fn run(mut cmd: tokio::process::Command) -> Run {
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, cmd.output()).await.expect("command finished in time").expect("command spawned");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -1,0 +1,149 @@
+//! rewindctl as scripts and init see it: output and exit statuses against
+//! the real service with a fake core (so every error kind can be provoked).
+
+mod common;
+
+use common::{rewindctl, TestServer};
+use rewind_daemon::client::exit;
+use rewind_daemon::error::ErrorKind;
+
+/// Booleans: 0 = true, 1 = false (the opposite of vdc).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boolean_queries_exit_zero_for_true_and_one_for_false() {
+    let server = TestServer::start(TestServer::default_policy(), false).await;
+    let s = &server.socket;
+    let run = rewindctl(s, None, &["needs-checkpoint"]).await;
+    assert_eq!((run.code, run.stdout.trim()), (exit::FALSE, "false"), "{run:?}");
+    assert_eq!(rewindctl(s, None, &["is-checkpointing"]).await.code, exit::FALSE);
+    assert_eq!(rewindctl(s, None, &["needs-rollback"]).await.code, exit::FALSE);
+    let run = rewindctl(s, None, &["start", "--attempts", "3", "--reason", "ota"]).await;
+    assert_eq!(run.code, exit::OK, "{run:?}");
+    assert!(run.stdout.contains("3 attempt(s)"), "{run:?}");
+    let run = rewindctl(s, None, &["needs-checkpoint"]).await;
+    assert_eq!((run.code, run.stdout.trim()), (exit::OK, "true"), "{run:?}");
+    let run = rewindctl(s, None, &["supports"]).await;
+    assert_eq!(run.code, exit::OK, "{run:?}");
+    assert!(run.stdout.contains("block: true"), "{run:?}");
+    server.stop().await;
+}
+
+/// prepare-userdata prints merge progress lines, then the outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_userdata_prints_progress_then_outcome() {
+    let server = TestServer::start(TestServer::default_policy(), false).await;
+    let s = &server.socket;
+    assert_eq!(rewindctl(s, None, &["start", "--attempts", "2"]).await.code, exit::OK);
+    let run = rewindctl(s, None, &["prepare-userdata"]).await;
+    assert_eq!(run.code, exit::OK, "{run:?}");
+    assert!(run.stdout.contains("merging rewind-userdata: 41% (21 MiB/51 MiB)"), "{run:?}");
+    assert!(run.stdout.contains("merging rewind-userdata: 100% (51 MiB/51 MiB)"), "{run:?}");
+    assert!(run.stdout.trim_end().ends_with("userdata prepared: checkpointing (attempt 1 of 2)"), "{run:?}");
+    assert_eq!(rewindctl(s, None, &["is-checkpointing"]).await.code, exit::OK);
+    let run = rewindctl(s, None, &["commit", "--reason", "boot ok"]).await;
+    assert_eq!(run.code, exit::OK, "{run:?}");
+    assert!(run.stdout.contains("committed in 1.234 ms"), "{run:?}");
+    server.stop().await;
+}
+
+/// Each error kind has its own documented exit status, and the numbered
+/// cause chain goes to stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_kinds_have_distinct_exit_codes() {
+    let server = TestServer::start(TestServer::default_policy(), false).await;
+    let s = &server.socket;
+    let table = [
+        (ErrorKind::InvalidArgument, exit::USAGE),
+        (ErrorKind::WrongPhase, exit::WRONG_PHASE),
+        (ErrorKind::Unavailable, exit::UNAVAILABLE),
+        (ErrorKind::NoSpace, exit::NO_SPACE),
+        (ErrorKind::Unsafe, exit::UNSAFE),
+        (ErrorKind::PermissionDenied, exit::PERMISSION_DENIED),
+        (ErrorKind::Internal, exit::OTHER),
+    ];
+    for (kind, code) in table {
+        server.core.fail_next(kind);
+        let run = rewindctl(s, None, &["start", "--attempts", "3"]).await;
+        assert_eq!(run.code, code, "{kind:?}: {run:?}");
+        assert!(run.stderr.contains("  0: StartCheckpoint failed"), "{kind:?}: {run:?}");
+        assert!(run.stderr.contains("  1: rewindd answered"), "{kind:?}: {run:?}");
+        assert!(run.stderr.contains(&common::error_of(kind).to_string()), "{kind:?}: {run:?}");
+    }
+    // A real wrong-phase refusal: commit with no checkpoint.
+    let run = rewindctl(s, None, &["commit"]).await;
+    assert_eq!(run.code, exit::WRONG_PHASE, "{run:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_history_have_json_forms() {
+    let server = TestServer::start(TestServer::default_policy(), false).await;
+    let s = &server.socket;
+    assert_eq!(rewindctl(s, None, &["start", "--attempts", "3", "--reason", "ota 7"]).await.code, exit::OK);
+    let run = rewindctl(s, None, &["status", "--json"]).await;
+    assert_eq!(run.code, exit::OK, "{run:?}");
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("status --json is JSON");
+    assert_eq!(v["phase"], "armed");
+    assert_eq!(v["attempts"], 3);
+    assert_eq!(v["partitions"][0]["name"], "userdata");
+    let run = rewindctl(s, None, &["status"]).await;
+    assert!(run.stdout.contains("PARTITION") && run.stdout.contains("userdata"), "{run:?}");
+    let run = rewindctl(s, None, &["history", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("history --json is JSON");
+    assert_eq!(v["events"][0]["kind"], "started");
+    assert_eq!(v["events"][0]["detail"], "ota 7");
+    let run = rewindctl(s, None, &["history"]).await;
+    assert!(run.stdout.contains("started") && run.stdout.contains("2026-11-23T23:50:46Z"), "{run:?}");
+    server.stop().await;
+}
+
+/// watch --until-phase returns 0 once the phase shows up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_until_phase_exits_when_reached() {
+    let server = TestServer::start(TestServer::default_policy(), false).await;
+    let socket = server.socket.clone();
+    let watcher = tokio::spawn(async move { rewindctl(&socket, None, &["watch", "--interval-ms", "100", "--until-phase", "armed"]).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(rewindctl(&server.socket, None, &["start", "--attempts", "1"]).await.code, exit::OK);
+    let run = watcher.await.unwrap();
+    assert_eq!(run.code, exit::OK, "{run:?}");
+    assert!(run.stdout.contains("event started"), "{run:?}");
+    assert!(run.stdout.contains("armed"), "{run:?}");
+    server.stop().await;
+}
+
+/// No daemon: exit 3, naming the socket and how to start rewindd.
+#[tokio::test]
+async fn missing_daemon_exits_three_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nobody-home");
+    let run = rewindctl(&socket, None, &["status"]).await;
+    assert_eq!(run.code, exit::CONNECT, "{run:?}");
+    assert!(run.stderr.contains(&socket.display().to_string()), "{run:?}");
+    assert!(run.stderr.contains("Is rewindd running?"), "{run:?}");
+}
+
+#[tokio::test]
+async fn usage_errors_exit_two_and_help_has_examples() {
+    let run = common::run({
+        let mut cmd = tokio::process::Command::new(common::rewindctl_path());
+        cmd.arg("frobnicate");
+        cmd
+    })
+    .await;
+    assert_eq!(run.code, exit::USAGE, "{run:?}");
+    let run = common::run({
+        let mut cmd = tokio::process::Command::new(common::rewindctl_path());
+        cmd.args(["start", "--attempts", "0"]);
+        cmd
+    })
+    .await;
+    assert_eq!(run.code, exit::USAGE, "{run:?}");
+    let run = common::run({
+        let mut cmd = tokio::process::Command::new(common::rewindctl_path());
+        cmd.arg("--help");
+        cmd
+    })
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("Examples:") && run.stdout.contains("Exit status:"), "{run:?}");
+}

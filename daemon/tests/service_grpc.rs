@@ -1,0 +1,302 @@
+//! The gRPC service over a real Unix socket, with a fake core: every RPC
+//! round-trips, errors keep their codes on the wire, other uids are
+//! refused, streams stream, reflection answers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{FakeCore, TestServer};
+use rewind_daemon::client::{connect, Target};
+use rewind_daemon::error::ErrorKind;
+use rewind_daemon::service::mapping::{kind_from_name, ALL_KINDS, ERROR_KIND_KEY};
+use rewind_daemon::service::CheckpointCore;
+use rewind_proto::v1 as pb;
+
+async fn client(server: &TestServer) -> pb::checkpoint_client::CheckpointClient<tonic::transport::Channel> {
+    connect(&Target::Unix(server.socket.clone())).await.expect("connect")
+}
+
+/// Start, prepare (progress stream), query, commit, history, abort: each
+/// answers as the fake core decided, through the real service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_round_trips_over_a_unix_socket() {
+    let server = TestServer::start(TestServer::default_policy(), false).await;
+    let mut c = client(&server).await;
+
+    assert!(!c.needs_checkpoint(pb::NeedsCheckpointRequest {}).await.unwrap().into_inner().value);
+    let started = c.start_checkpoint(pb::StartCheckpointRequest { attempts: 3, reason: "ota 1234".into() }).await.unwrap().into_inner();
+    let status = started.status.expect("status in the answer");
+    assert_eq!(status.phase(), pb::Phase::Armed);
+    assert_eq!(status.attempts, 3);
+    assert_eq!(status.partitions[0].cow_free_bytes, 48 << 20);
+    assert!(c.needs_checkpoint(pb::NeedsCheckpointRequest {}).await.unwrap().into_inner().value);
+    assert!(!c.is_checkpointing(pb::IsCheckpointingRequest {}).await.unwrap().into_inner().value);
+
+    let mut stream = c.prepare_userdata(pb::PrepareUserdataRequest {}).await.unwrap().into_inner();
+    let mut messages = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        messages.push(m);
+    }
+    let last = messages.last().expect("a final message");
+    assert!(last.done);
+    assert_eq!(last.phase(), pb::Phase::Checkpointing);
+    assert_eq!((last.attempt, last.attempts), (1, 3));
+    assert_eq!(messages.iter().filter(|m| m.done).count(), 1, "only the last message is done");
+    let progress: Vec<_> = messages.iter().filter(|m| !m.done).collect();
+    assert_eq!(progress.len(), 3, "every progress report arrives: {messages:?}");
+    assert_eq!(progress[1].step, "merging rewind-userdata");
+    assert_eq!((progress[1].done_sectors, progress[1].total_sectors), (21 * 2048, 51 * 2048));
+
+    assert!(c.is_checkpointing(pb::IsCheckpointingRequest {}).await.unwrap().into_inner().value);
+    let status = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.phase(), pb::Phase::Checkpointing);
+    assert_eq!(status.partitions[0].name, "userdata");
+    assert_eq!(status.partitions[0].backend(), pb::Backend::Snapshot);
+
+    let supports = c.supports_checkpoint(pb::SupportsCheckpointRequest {}).await.unwrap().into_inner();
+    assert_eq!((supports.block, supports.file), (true, false));
+
+    let committed = c.commit_changes(pb::CommitChangesRequest { reason: "boot completed".into() }).await.unwrap().into_inner();
+    assert_eq!(committed.duration_us, 1234);
+    assert_eq!(committed.status.unwrap().phase(), pb::Phase::Idle);
+
+    let history = c.get_history(pb::GetHistoryRequest {}).await.unwrap().into_inner();
+    let kinds: Vec<_> = history.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["started", "attempt", "committed"]);
+    assert_eq!(history.events[0].detail, "ota 1234");
+
+    c.start_checkpoint(pb::StartCheckpointRequest { attempts: 1, reason: String::new() }).await.unwrap();
+    let aborted = c.abort_changes(pb::AbortChangesRequest { reason: "health check".into(), keep_retrying: false }).await.unwrap().into_inner();
+    assert_eq!(aborted.status.unwrap().phase(), pb::Phase::RolledBack);
+    assert!(c.needs_rollback(pb::NeedsRollbackRequest {}).await.unwrap().into_inner().value);
+    server.stop().await;
+}
+
+/// Each kind of core error arrives with its code, the kind tag and the
+/// error's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_errors_keep_their_code_on_the_wire() {
+    let server = TestServer::start(TestServer::default_policy(), false).await;
+    let mut c = client(&server).await;
+    for kind in ALL_KINDS {
+        server.core.fail_next(kind);
+        let status = c.start_checkpoint(pb::StartCheckpointRequest { attempts: 2, reason: String::new() }).await.unwrap_err();
+        let expected = rewind_daemon::service::mapping::code_of(kind);
+        assert_eq!(status.code(), expected, "{kind:?}");
+        let tag = status.metadata().get(ERROR_KIND_KEY).unwrap().to_str().unwrap();
+        assert_eq!(kind_from_name(tag), Some(kind));
+        assert_eq!(status.message(), common::error_of(kind).to_string());
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_are_refused_before_the_core() {
+    let server = TestServer::start(TestServer::default_policy(), false).await;
+    let mut c = client(&server).await;
+    let status = c.start_checkpoint(pb::StartCheckpointRequest { attempts: 0, reason: String::new() }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let status = c.start_checkpoint(pb::StartCheckpointRequest { attempts: 3, reason: "x".repeat(5000) }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(server.core.phase(), rewind_daemon::engine::Phase::Idle, "the core was not called");
+    server.stop().await;
+}
+
+/// WatchStatus: a status at once, the core's events as they happen, more
+/// statuses every interval; the stream ends at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_status_streams_events_and_periodic_status() {
+    let server = TestServer::start(TestServer::default_policy(), false).await;
+    let mut c = client(&server).await;
+    let mut stream = c.watch_status(pb::WatchStatusRequest { interval_ms: 100 }).await.unwrap().into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(first.kind, Some(pb::watch_event::Kind::Status(_))), "{first:?}");
+
+    server.core.start_checkpoint(3, "watched").unwrap();
+    let mut saw_event = false;
+    let mut statuses = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !(saw_event && statuses >= 2) {
+        let msg = tokio::time::timeout_at(deadline, stream.message()).await.expect("events in time").unwrap().unwrap();
+        match msg.kind {
+            Some(pb::watch_event::Kind::Event(e)) => {
+                assert_eq!(e.kind, "started");
+                assert_eq!(e.detail, "watched");
+                saw_event = true;
+            }
+            Some(pb::watch_event::Kind::Status(_)) => statuses += 1,
+            None => panic!("empty WatchEvent"),
+        }
+    }
+
+    server.shutdown();
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the watch stream ends at shutdown");
+    server.stop().await;
+}
+
+/// interval_ms = 0: events only, no statuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_status_with_zero_interval_sends_only_events() {
+    let server = TestServer::start(TestServer::default_policy(), false).await;
+    let mut c = client(&server).await;
+    let mut stream = c.watch_status(pb::WatchStatusRequest { interval_ms: 0 }).await.unwrap().into_inner();
+    // The subscription exists once the call has answered.
+    server.core.start_checkpoint(2, "only events").unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(msg.kind, Some(pb::watch_event::Kind::Event(ref e)) if e.kind == "started"), "{msg:?}");
+    server.stop().await;
+}
+
+/// grpcurl-like clients can list the service without the .proto.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_checkpoint_service() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let server = TestServer::start(TestServer::default_policy(), false).await;
+    let socket = server.socket.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+        }))
+        .await
+        .unwrap();
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut answers = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else { panic!("{answer:?}") };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"rewind.v1.Checkpoint"), "{names:?}");
+    server.stop().await;
+}
+
+/// A caller whose uid is not allowed gets PERMISSION_DENIED naming its uid
+/// for every mutating call, and may still query. (Tests run as root; the
+/// caller is rewindctl started as uid 12345.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_with_another_uid_is_refused_with_permission_denied() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to start a client as another uid");
+        return;
+    }
+    let server = TestServer::start(TestServer::default_policy(), false).await;
+    for args in [&["start", "--attempts", "3"][..], &["commit"], &["abort"], &["prepare-userdata"]] {
+        let run = common::rewindctl(&server.socket, Some(12345), args).await;
+        assert_eq!(run.code, rewind_daemon::client::exit::PERMISSION_DENIED, "{args:?}: {run:?}");
+        assert!(run.stderr.contains("uid 12345"), "{args:?}: {run:?}");
+        assert!(run.stderr.contains("PermissionDenied"), "{args:?}: {run:?}");
+    }
+    assert_eq!(server.core.phase(), rewind_daemon::engine::Phase::Idle, "nothing reached the core");
+    let run = common::rewindctl(&server.socket, Some(12345), &["status"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = common::rewindctl(&server.socket, Some(12345), &["needs-checkpoint"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    // The same command as root is allowed.
+    let run = common::rewindctl(&server.socket, None, &["start", "--attempts", "3"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    server.stop().await;
+}
+
+/// TCP carries no uid: mutating calls only when tcp_trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_callers_mutate_only_when_trusted() {
+    for trusted in [false, true] {
+        let mut policy = TestServer::default_policy();
+        policy.tcp_trusted = trusted;
+        let server = TestServer::start(policy, true).await;
+        let addr = server.tcp_addr.unwrap().to_string();
+        let mut c = connect(&Target::Tcp(addr.clone())).await.expect("tcp connect");
+        assert!(!c.needs_checkpoint(pb::NeedsCheckpointRequest {}).await.unwrap().into_inner().value);
+        let result = c.start_checkpoint(pb::StartCheckpointRequest { attempts: 2, reason: String::new() }).await;
+        if trusted {
+            result.expect("trusted TCP caller may start");
+        } else {
+            let status = result.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::PermissionDenied);
+            assert!(status.message().contains("TCP"), "{}", status.message());
+        }
+        let run = common::run({
+            let mut cmd = tokio::process::Command::new(common::rewindctl_path());
+            cmd.args(["--tcp", &addr, "needs-checkpoint"]);
+            cmd
+        })
+        .await;
+        assert_eq!(run.code, if trusted { 0 } else { 1 }, "{run:?}");
+        server.stop().await;
+    }
+}
+
+/// A panic in the core answers INTERNAL for that call; the daemon lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_core_call_answers_internal() {
+    struct Panicky(std::sync::Arc<FakeCore>);
+    impl CheckpointCore for Panicky {
+        fn start_checkpoint(&self, a: u32, r: &str) -> rewind_daemon::error::Result<rewind_daemon::engine::StatusReport> {
+            self.0.start_checkpoint(a, r)
+        }
+        fn needs_checkpoint(&self) -> bool {
+            panic!("core not ready")
+        }
+        fn needs_rollback(&self) -> bool {
+            self.0.needs_rollback()
+        }
+        fn is_checkpointing(&self) -> bool {
+            self.0.is_checkpointing()
+        }
+        fn commit(&self, r: &str) -> rewind_daemon::error::Result<Duration> {
+            self.0.commit(r)
+        }
+        fn abort(&self, r: &str, k: bool) -> rewind_daemon::error::Result<rewind_daemon::engine::StatusReport> {
+            self.0.abort(r, k)
+        }
+        fn prepare_userdata(&self, p: &mut dyn FnMut(rewind_daemon::engine::Progress)) -> rewind_daemon::error::Result<rewind_daemon::engine::PrepareOutcome> {
+            self.0.prepare_userdata(p)
+        }
+        fn supports(&self) -> rewind_daemon::engine::Supports {
+            self.0.supports()
+        }
+        fn status(&self) -> rewind_daemon::engine::StatusReport {
+            self.0.status()
+        }
+        fn history(&self) -> Vec<rewind_daemon::engine::Event> {
+            self.0.history()
+        }
+        fn subscribe(&self) -> tokio::sync::broadcast::Receiver<rewind_daemon::engine::Notice> {
+            self.0.subscribe()
+        }
+        fn poll_space(&self) -> rewind_daemon::error::Result<()> {
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s");
+    let (unix, _file) = rewind_daemon::service::transport::bind_unix(&socket, 0o600).unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let service = rewind_daemon::service::CheckpointService::new(
+        std::sync::Arc::new(Panicky(FakeCore::new())),
+        TestServer::default_policy(),
+        rx.clone(),
+    );
+    let task = tokio::spawn(rewind_daemon::service::server::serve(service, unix, None, rx));
+    let mut c = connect(&Target::Unix(socket)).await.unwrap();
+    let status = c.needs_checkpoint(pb::NeedsCheckpointRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Internal);
+    assert!(c.get_status(pb::GetStatusRequest {}).await.is_ok(), "the service still answers");
+    let _ = tx.send(true);
+    task.await.unwrap().unwrap();
+    let _ = ErrorKind::Internal;
+}
