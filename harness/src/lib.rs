@@ -1,1 +1,3 @@
 //! rewind-harness
+
+pub mod android_rc;
