@@ -46,6 +46,16 @@ pub enum Error {
     },
     #[error("{0}")]
     Internal(String),
+    #[error("fstab")]
+    Fstab(#[from] crate::fstab::FstabError),
+    #[error("State record")]
+    State(#[from] crate::state::StateError),
+    #[error("COW store")]
+    Cow(#[from] crate::cowstore::CowError),
+    #[error("Device-mapper")]
+    Dm(#[from] crate::dm::DmOpError),
+    #[error("System call")]
+    Sys(#[from] crate::sys::SysError),
 }
 
 impl Error {
@@ -58,6 +68,29 @@ impl Error {
             Error::Unsafe(_) => ErrorKind::Unsafe,
             Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Error::Io { .. } | Error::Internal(_) => ErrorKind::Internal,
+            // A bad fstab means checkpointing cannot work here.
+            Error::Fstab(_) => ErrorKind::Unavailable,
+            Error::State(e) => match e {
+                StateError::NoGoodCopy { .. } | StateError::Invalid { .. } => ErrorKind::Unsafe,
+                StateError::Io { .. } | StateError::Encode(_) => ErrorKind::Internal,
+            },
+            Error::Cow(e) => match e {
+                CowError::NoSpace { .. } => ErrorKind::NoSpace,
+                CowError::Fiemap(_)
+                | CowError::ExtentsChanged { .. }
+                | CowError::BadMap(_)
+                | CowError::OutsideMount { .. } => ErrorKind::Unsafe,
+                CowError::Io { .. } | CowError::Sys { .. } => ErrorKind::Internal,
+            },
+            Error::Dm(e) => match e {
+                DmOpError::TableMismatch { .. } | DmOpError::BadTable { .. } => ErrorKind::Unsafe,
+                DmOpError::Open(_) => ErrorKind::Unavailable,
+                DmOpError::Ioctl { .. }
+                | DmOpError::Name(_)
+                | DmOpError::StatusShape { .. }
+                | DmOpError::Status { .. } => ErrorKind::Internal,
+            },
+            Error::Sys(_) => ErrorKind::Internal,
         }
     }
 
@@ -66,5 +99,9 @@ impl Error {
         Error::Io { context: context.into(), source }
     }
 }
+
+use crate::cowstore::CowError;
+use crate::dm::DmOpError;
+use crate::state::StateError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,194 @@
+//! The one place where device-mapper ioctls happen ([`KernelDm`], over
+//! devicemapper-rs's `DM`), behind the [`DmControl`] trait so the stack
+//! logic above it is host-testable with a fake.
+
+use std::sync::Mutex;
+
+use devicemapper::{DevId, Device, DmFlags, DmName, DmOptions, TargetTable, DM};
+
+use super::status::{SnapshotStatus, StatusParseError};
+use super::target::Table;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DmOpError {
+    #[error("Cannot open device-mapper control")]
+    Open(#[source] devicemapper::DmError),
+    #[error("dm {step} failed on {device}")]
+    Ioctl {
+        step: &'static str,
+        device: String,
+        #[source]
+        source: devicemapper::DmError,
+    },
+    #[error("Bad dm device name '{0}'")]
+    Name(String),
+    #[error("Refusing to load a malformed table into {device}: {problem}")]
+    BadTable { device: String, problem: String },
+    #[error("Kernel table of {device} is not the expected one: kernel has '{kernel}', wanted '{wanted}'")]
+    TableMismatch { device: String, kernel: String, wanted: String },
+    #[error("Unexpected status of {device}: {lines} target lines")]
+    StatusShape { device: String, lines: usize },
+    #[error("Status of {device}")]
+    Status {
+        device: String,
+        #[source]
+        source: StatusParseError,
+    },
+}
+
+/// Device-mapper operations rewind uses, by device name.
+pub trait DmControl: Send {
+    /// The device number, if the device exists.
+    fn device(&self, name: &str) -> Result<Option<Device>, DmOpError>;
+    /// Creates the device, loads `table` and resumes it.
+    fn create(&self, name: &str, table: &Table, read_only: bool) -> Result<Device, DmOpError>;
+    /// Loads `table` into the inactive slot (active after the next resume).
+    fn load(&self, name: &str, table: &Table) -> Result<(), DmOpError>;
+    /// Suspends I/O (flushing and freezing a mounted filesystem).
+    fn suspend(&self, name: &str) -> Result<(), DmOpError>;
+    fn resume(&self, name: &str) -> Result<(), DmOpError>;
+    fn remove(&self, name: &str) -> Result<(), DmOpError>;
+    /// The active table.
+    fn table(&self, name: &str) -> Result<Table, DmOpError>;
+    /// Status text of each target line.
+    fn status(&self, name: &str) -> Result<Vec<String>, DmOpError>;
+}
+
+fn dm_name(name: &str) -> Result<&DmName, DmOpError> {
+    DmName::new(name).map_err(|_| DmOpError::Name(name.to_string()))
+}
+
+/// The real kernel interface. The `DM` handle is behind a mutex so one ioctl
+/// runs at a time (the engine serialises anyway).
+pub struct KernelDm {
+    dm: Mutex<DM>,
+}
+
+impl KernelDm {
+    /// Opens /dev/mapper/control (/dev/device-mapper on Android).
+    pub fn open() -> Result<KernelDm, DmOpError> {
+        Ok(KernelDm { dm: Mutex::new(DM::new().map_err(DmOpError::Open)?) })
+    }
+
+    fn with<T>(
+        &self,
+        step: &'static str,
+        name: &str,
+        f: impl FnOnce(&DM, &DmName) -> Result<T, devicemapper::DmError>,
+    ) -> Result<T, DmOpError> {
+        let n = dm_name(name)?;
+        let dm = self.dm.lock().unwrap_or_else(|p| p.into_inner());
+        f(&dm, n).map_err(|source| DmOpError::Ioctl { step, device: name.to_string(), source })
+    }
+}
+
+impl DmControl for KernelDm {
+    fn device(&self, name: &str) -> Result<Option<Device>, DmOpError> {
+        let n = dm_name(name)?;
+        let dm = self.dm.lock().unwrap_or_else(|p| p.into_inner());
+        let list = dm
+            .list_devices()
+            .map_err(|source| DmOpError::Ioctl { step: "list", device: name.to_string(), source })?;
+        Ok(list.into_iter().find(|(dn, _, _)| **dn == *n).map(|(_, dev, _)| dev))
+    }
+
+    fn create(&self, name: &str, table: &Table, read_only: bool) -> Result<Device, DmOpError> {
+        table.check().map_err(|problem| DmOpError::BadTable { device: name.to_string(), problem })?;
+        let info = self.with("create", name, |dm, n| {
+            let opts = if read_only { DmOptions::default().set_flags(DmFlags::DM_READONLY) } else { DmOptions::default() };
+            dm.device_create(n, None, opts)
+        })?;
+        let id_load = self.with("load", name, |dm, n| {
+            let opts = if read_only { DmOptions::default().set_flags(DmFlags::DM_READONLY) } else { DmOptions::default() };
+            dm.table_load(&DevId::Name(n), &table.to_raw_table(), opts)
+        });
+        if let Err(e) = id_load {
+            // Do not leave an empty device behind; the load error is the one
+            // worth reporting.
+            let _ = self.remove(name);
+            return Err(e);
+        }
+        self.resume(name)?;
+        Ok(info.device())
+    }
+
+    fn load(&self, name: &str, table: &Table) -> Result<(), DmOpError> {
+        table.check().map_err(|problem| DmOpError::BadTable { device: name.to_string(), problem })?;
+        self.with("load", name, |dm, n| dm.table_load(&DevId::Name(n), &table.to_raw_table(), DmOptions::default()))
+            .map(|_| ())
+    }
+
+    fn suspend(&self, name: &str) -> Result<(), DmOpError> {
+        self.with("suspend", name, |dm, n| {
+            dm.device_suspend(&DevId::Name(n), DmOptions::default().set_flags(DmFlags::DM_SUSPEND))
+        })
+        .map(|_| ())
+    }
+
+    fn resume(&self, name: &str) -> Result<(), DmOpError> {
+        self.with("resume", name, |dm, n| dm.device_suspend(&DevId::Name(n), DmOptions::default())).map(|_| ())
+    }
+
+    fn remove(&self, name: &str) -> Result<(), DmOpError> {
+        self.with("remove", name, |dm, n| dm.device_remove(&DevId::Name(n), DmOptions::default())).map(|_| ())
+    }
+
+    fn table(&self, name: &str) -> Result<Table, DmOpError> {
+        let raw = self.with("table", name, |dm, n| {
+            dm.table_status(&DevId::Name(n), DmOptions::default().set_flags(DmFlags::DM_STATUS_TABLE))
+        })?;
+        Table::from_raw_table(&raw.1).map_err(|source| DmOpError::Ioctl { step: "parse table", device: name.to_string(), source })
+    }
+
+    fn status(&self, name: &str) -> Result<Vec<String>, DmOpError> {
+        // DM_NOFLUSH: do not flush the COW store's metadata just to read
+        // counters (the space watch polls every second).
+        let raw = self.with("status", name, |dm, n| {
+            dm.table_status(&DevId::Name(n), DmOptions::default().set_flags(DmFlags::DM_NOFLUSH))
+        })?;
+        Ok(raw.1.into_iter().map(|(_, _, _, s)| s).collect())
+    }
+}
+
+/// Status of a one-line snapshot or snapshot-merge device.
+pub fn snapshot_status(dm: &dyn DmControl, name: &str) -> Result<SnapshotStatus, DmOpError> {
+    let lines = dm.status(name)?;
+    match lines.as_slice() {
+        [one] => SnapshotStatus::parse(one).map_err(|source| DmOpError::Status { device: name.to_string(), source }),
+        _ => Err(DmOpError::StatusShape { device: name.to_string(), lines: lines.len() }),
+    }
+}
+
+/// What [`ensure`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    Created(Device),
+    Existed(Device),
+}
+
+impl Ensured {
+    pub fn device(self) -> Device {
+        match self {
+            Ensured::Created(d) | Ensured::Existed(d) => d,
+        }
+    }
+}
+
+/// Create or verify: if `name` exists its kernel table must equal `wanted`
+/// (nothing is touched otherwise); if not, it is created with `wanted`.
+pub fn ensure(dm: &dyn DmControl, name: &str, wanted: &Table, read_only: bool) -> Result<Ensured, DmOpError> {
+    match dm.device(name)? {
+        Some(dev) => {
+            let kernel = dm.table(name)?;
+            if &kernel != wanted {
+                return Err(DmOpError::TableMismatch {
+                    device: name.to_string(),
+                    kernel: kernel.to_string().trim_end().replace('\n', "; "),
+                    wanted: wanted.to_string().trim_end().replace('\n', "; "),
+                });
+            }
+            Ok(Ensured::Existed(dev))
+        }
+        None => Ok(Ensured::Created(dm.create(name, wanted, read_only)?)),
+    }
+}

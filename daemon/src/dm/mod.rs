@@ -1,0 +1,12 @@
+//! Device-mapper: target tables (`target`), status lines (`status`) and the
+//! one place where dm ioctls happen (`control`), on devicemapper-rs's
+//! TargetParams/TargetTable pattern. The crate has no snapshot targets; they
+//! are defined here.
+
+pub mod control;
+pub mod status;
+pub mod target;
+
+pub use control::{DmControl, DmOpError, KernelDm};
+pub use status::SnapshotStatus;
+pub use target::{Persistence, Table, Target};

@@ -1,0 +1,563 @@
+//! The checkpoint state record on /metadata/rewind.
+//!
+//! File format: a header line `rewind-state v1 sha256=<hex of body>` and a
+//! JSON body. Written atomically: `state.tmp` is written and fsynced, the
+//! current `state` is hard-linked to `state.prev` (so a good previous copy
+//! always exists), `state.tmp` is renamed over `state`, and the directory is
+//! fsynced. `state` therefore always names a complete record.
+//!
+//! A record failing its checksum or carrying an unknown version is never
+//! guessed at: the previous copy is used and the problem is reported; the bad
+//! file is kept as `state.bad` for inspection. If no copy is good, loading
+//! fails and the engine refuses to act.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::engine::{BackendKind, Event, Phase};
+use crate::fiemap::Extent;
+
+pub const VERSION: u32 = 1;
+const MAGIC: &str = "rewind-state";
+const CURRENT: &str = "state";
+const PREVIOUS: &str = "state.prev";
+const TEMP: &str = "state.tmp";
+const PREV_TEMP: &str = "state.prev.tmp";
+const BAD: &str = "state.bad";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("Cannot {step} {path}")]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {problem}")]
+    Invalid { path: PathBuf, problem: String },
+    #[error("No good state record in {dir}: current: {current}; previous: {previous}")]
+    NoGoodCopy { dir: PathBuf, current: String, previous: String },
+    #[error("Cannot encode the state record")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// What commit or rollback was decided before it started, so that a power
+/// cut in the middle finishes the same way at the next boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Intent {
+    Commit { reason: String },
+    /// Discard the current attempt by merging. `final_` = no attempt left:
+    /// end in RolledBack instead of arming again.
+    Rollback {
+        reason: String,
+        #[serde(rename = "final")]
+        final_: bool,
+    },
+}
+
+/// One COW file and the extents backing it (bytes, relative to the device
+/// the filesystem is on; the top dm device maps it 1:1 onto the raw one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CowFile {
+    pub path: String,
+    pub size_bytes: u64,
+    pub extents: Vec<Extent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub name: String,
+    pub mount_point: String,
+    pub fs_type: String,
+    pub backend: BackendKind,
+    pub raw_device: String,
+    /// Size of the raw device when the checkpoint started; a different
+    /// size later means a different device.
+    pub raw_size_bytes: u64,
+    pub chunk_sectors: u32,
+    pub cow_files: Vec<CowFile>,
+    /// sha256 of the extent list ([`extents_hash`]), checked before each use.
+    pub cow_sha256: String,
+}
+
+impl PartitionState {
+    pub fn cow_bytes(&self) -> u64 {
+        self.cow_files.iter().map(|f| f.size_bytes).sum()
+    }
+}
+
+/// Canonical hash of a COW file list: paths, sizes and every extent.
+pub fn extents_hash(files: &[CowFile]) -> String {
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(format!("file {} {}\n", f.path, f.size_bytes));
+        for e in &f.extents {
+            h.update(format!("{} {} {}\n", e.logical, e.physical, e.length));
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// Incremented by every save; shows which copy is newer.
+    pub seq: u64,
+    pub phase: Phase,
+    /// Attempts prepared (counted) so far in this checkpoint.
+    pub attempt: u32,
+    pub attempts: u32,
+    /// AbortChanges without retry: the next prepare rolls back for good.
+    pub no_retry: bool,
+    pub reason: String,
+    pub started_unix: u64,
+    pub intent: Option<Intent>,
+    /// Why rollback protection was lost (COW overflow, refused map).
+    pub protection_lost: Option<String>,
+    /// Space thresholds already reported in this attempt.
+    pub thresholds_hit: Vec<u32>,
+    pub partitions: Vec<PartitionState>,
+    /// COW files to delete once their filesystem is mounted again (after a
+    /// rollback or a commit finished at boot); immutable until then.
+    pub pending_cleanup: Vec<CowFile>,
+    pub history: Vec<Event>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            version: VERSION,
+            seq: 0,
+            phase: Phase::Idle,
+            attempt: 0,
+            attempts: 0,
+            no_retry: false,
+            reason: String::new(),
+            started_unix: 0,
+            intent: None,
+            protection_lost: None,
+            thresholds_hit: Vec::new(),
+            partitions: Vec::new(),
+            pending_cleanup: Vec::new(),
+            history: Vec::new(),
+        }
+    }
+}
+
+impl State {
+    /// Appends to the bounded history, dropping the oldest entries.
+    pub fn push_event(&mut self, event: Event, limit: usize) {
+        self.history.push(event);
+        let limit = limit.max(1);
+        if self.history.len() > limit {
+            let drop = self.history.len() - limit;
+            self.history.drain(..drop);
+        }
+    }
+
+    /// Consistency rules a loaded record must satisfy before it is acted
+    /// on (a record can be well-formed JSON and still be nonsense).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.version != VERSION {
+            return Err(format!("version {} in body", self.version));
+        }
+        match (self.phase, &self.intent) {
+            (Phase::Committing, Some(Intent::Commit { .. })) => {}
+            (Phase::Committing, _) => return Err("phase committing without a commit intent".into()),
+            (Phase::RollingBack, Some(Intent::Rollback { .. })) => {}
+            (Phase::RollingBack, _) => return Err("phase rolling-back without a rollback intent".into()),
+            (_, Some(_)) => return Err(format!("intent left in phase {:?}", self.phase)),
+            _ => {}
+        }
+        let active = matches!(
+            self.phase,
+            Phase::Armed | Phase::Checkpointing | Phase::RollingBack | Phase::Committing
+        );
+        if active && (self.attempts == 0 || self.partitions.is_empty()) {
+            return Err(format!("phase {:?} without attempts or partitions", self.phase));
+        }
+        if self.attempt > self.attempts.saturating_add(1) {
+            return Err(format!("attempt {} of {}", self.attempt, self.attempts));
+        }
+        for p in &self.partitions {
+            if p.chunk_sectors < 8 || !p.chunk_sectors.is_power_of_two() {
+                return Err(format!("{}: chunk size {} sectors", p.name, p.chunk_sectors));
+            }
+            if extents_hash(&p.cow_files) != p.cow_sha256 {
+                return Err(format!("{}: COW extent list does not match its hash", p.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Encodes a record: header line + JSON body.
+pub fn encode(state: &State) -> Result<Vec<u8>, StateError> {
+    let body = serde_json::to_vec_pretty(state).map_err(StateError::Encode)?;
+    let mut out = format!("{MAGIC} v{VERSION} sha256={}\n", hex::encode(Sha256::digest(&body))).into_bytes();
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Decodes and checks a record; the error string says what is wrong.
+pub fn decode(bytes: &[u8]) -> Result<State, String> {
+    let nl = bytes.iter().position(|b| *b == b'\n').ok_or("no header line (torn or empty)")?;
+    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| "header is not text")?;
+    let body = &bytes[nl + 1..];
+    let mut words = header.split(' ');
+    if words.next() != Some(MAGIC) {
+        return Err("not a rewind state record".into());
+    }
+    let version = words.next().and_then(|v| v.strip_prefix('v')).ok_or("no version")?;
+    if version != VERSION.to_string() {
+        return Err(format!("unknown version '{version}' (this rewindd reads v{VERSION})"));
+    }
+    let sum = words.next().and_then(|s| s.strip_prefix("sha256=")).ok_or("no checksum")?;
+    if words.next().is_some() {
+        return Err("trailing words in header".into());
+    }
+    if hex::encode(Sha256::digest(body)) != sum.to_ascii_lowercase() {
+        return Err("checksum mismatch (torn or corrupt)".into());
+    }
+    let state: State = serde_json::from_slice(body).map_err(|e| format!("body: {e}"))?;
+    state.validate()?;
+    Ok(state)
+}
+
+/// Where the record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// No record yet (first start): idle.
+    Fresh,
+    Current,
+    /// The current copy was bad; the previous one is in use.
+    Previous,
+}
+
+#[derive(Debug)]
+pub struct Loaded {
+    pub state: State,
+    pub source: Source,
+    /// What was wrong with the current copy, when `source` is Previous.
+    pub problem: Option<String>,
+}
+
+/// Reads and writes the record in one directory.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    /// The current file is bad: move it aside instead of keeping it as the
+    /// previous copy at the next save.
+    current_bad: bool,
+}
+
+impl Store {
+    pub fn new(dir: &Path) -> Store {
+        Store { dir: dir.to_path_buf(), current_bad: false }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn read_one(&self, name: &str) -> Result<Option<State>, String> {
+        match fs::read(self.path(name)) {
+            Ok(bytes) => decode(&bytes).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("read: {e}")),
+        }
+    }
+
+    pub fn load(&mut self) -> Result<Loaded, StateError> {
+        let current = self.read_one(CURRENT);
+        match current {
+            Ok(Some(state)) => {
+                self.current_bad = false;
+                Ok(Loaded { state, source: Source::Current, problem: None })
+            }
+            Ok(None) => match self.read_one(PREVIOUS) {
+                // `state` is never absent once written (see module doc), but
+                // a previous copy alone is still a good record.
+                Ok(Some(state)) => Ok(Loaded {
+                    state,
+                    source: Source::Previous,
+                    problem: Some("current copy missing".into()),
+                }),
+                Ok(None) => Ok(Loaded { state: State::default(), source: Source::Fresh, problem: None }),
+                Err(prev) => Err(StateError::NoGoodCopy {
+                    dir: self.dir.clone(),
+                    current: "missing".into(),
+                    previous: prev,
+                }),
+            },
+            Err(problem) => {
+                self.current_bad = true;
+                match self.read_one(PREVIOUS) {
+                    Ok(Some(state)) => Ok(Loaded { state, source: Source::Previous, problem: Some(problem) }),
+                    Ok(None) => Err(StateError::NoGoodCopy {
+                        dir: self.dir.clone(),
+                        current: problem,
+                        previous: "missing".into(),
+                    }),
+                    Err(prev) => Err(StateError::NoGoodCopy { dir: self.dir.clone(), current: problem, previous: prev }),
+                }
+            }
+        }
+    }
+
+    /// Replaces the record atomically, keeping the previous copy.
+    pub fn save(&mut self, state: &State) -> Result<(), StateError> {
+        let io = |step: &'static str, path: PathBuf| move |source| StateError::Io { step, path, source };
+        fs::create_dir_all(&self.dir).map_err(io("create", self.dir.clone()))?;
+        let bytes = encode(state)?;
+        let tmp = self.path(TEMP);
+        {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(io("create", tmp.clone()))?;
+            f.write_all(&bytes).map_err(io("write", tmp.clone()))?;
+            f.sync_all().map_err(io("fsync", tmp.clone()))?;
+        }
+        let cur = self.path(CURRENT);
+        if cur.exists() {
+            if self.current_bad {
+                fs::rename(&cur, self.path(BAD)).map_err(io("move aside", cur.clone()))?;
+            } else {
+                let prev_tmp = self.path(PREV_TEMP);
+                let _ = fs::remove_file(&prev_tmp);
+                fs::hard_link(&cur, &prev_tmp).map_err(io("link", prev_tmp.clone()))?;
+                fs::rename(&prev_tmp, self.path(PREVIOUS)).map_err(io("rename", prev_tmp.clone()))?;
+            }
+        }
+        fs::rename(&tmp, &cur).map_err(io("rename", tmp.clone()))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync directory", self.dir.clone()))?;
+        self.current_bad = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> State {
+        let files = vec![CowFile {
+            path: "/data/rewind/cow.0000".into(),
+            size_bytes: 8 << 20,
+            extents: vec![
+                Extent { logical: 0, physical: 1 << 30, length: 4 << 20 },
+                Extent { logical: 4 << 20, physical: 2 << 30, length: 4 << 20 },
+            ],
+        }];
+        let mut s = State {
+            seq: 7,
+            phase: Phase::Checkpointing,
+            attempt: 2,
+            attempts: 3,
+            reason: "ota 2026-11".into(),
+            started_unix: 1_795_000_000,
+            partitions: vec![PartitionState {
+                name: "userdata".into(),
+                mount_point: "/data".into(),
+                fs_type: "ext4".into(),
+                backend: BackendKind::Snapshot,
+                raw_device: "/dev/block/by-name/userdata".into(),
+                raw_size_bytes: 64 << 30,
+                chunk_sectors: 8,
+                cow_sha256: extents_hash(&files),
+                cow_files: files,
+            }],
+            ..State::default()
+        };
+        s.push_event(
+            Event {
+                time_unix: 1,
+                kind: "started".into(),
+                attempt: 0,
+                attempts: 3,
+                partition: String::new(),
+                detail: "ota".into(),
+                boot_reason: "reboot,ota".into(),
+            },
+            64,
+        );
+        s
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut st = Store::new(dir.path());
+        st.save(&sample()).expect("save");
+        let l = Store::new(dir.path()).load().expect("load");
+        assert_eq!(l.source, Source::Current);
+        assert_eq!(l.state, sample());
+        let head = fs::read_to_string(dir.path().join("state")).expect("read");
+        assert!(head.starts_with("rewind-state v1 sha256="));
+    }
+
+    #[test]
+    fn missing_record_is_fresh_idle() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let l = Store::new(&dir.path().join("none")).load().expect("load");
+        assert_eq!((l.source, l.state.phase), (Source::Fresh, Phase::Idle));
+    }
+
+    #[test]
+    fn save_keeps_the_previous_copy() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut st = Store::new(dir.path());
+        let mut a = sample();
+        st.save(&a).expect("save");
+        a.seq = 8;
+        st.save(&a).expect("save");
+        let prev = decode(&fs::read(dir.path().join("state.prev")).expect("prev")).expect("decode");
+        assert_eq!(prev.seq, 7);
+        assert!(!dir.path().join("state.tmp").exists());
+    }
+
+    fn two_copies() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut st = Store::new(dir.path());
+        let mut a = sample();
+        st.save(&a).expect("save");
+        a.seq = 8;
+        a.attempt = 3;
+        st.save(&a).expect("save");
+        (dir, st)
+    }
+
+    #[test]
+    fn torn_write_falls_back_to_previous() {
+        let (dir, _) = two_copies();
+        let cur = dir.path().join("state");
+        let bytes = fs::read(&cur).expect("read");
+        fs::write(&cur, &bytes[..bytes.len() / 2]).expect("tear");
+        let l = Store::new(dir.path()).load().expect("load");
+        assert_eq!(l.source, Source::Previous);
+        assert_eq!(l.state.seq, 7);
+        assert!(l.problem.expect("reported").contains("checksum"));
+    }
+
+    #[test]
+    fn flipped_byte_fails_the_checksum() {
+        let (dir, _) = two_copies();
+        let cur = dir.path().join("state");
+        let mut bytes = fs::read(&cur).expect("read");
+        let i = bytes.len() - 10;
+        bytes[i] ^= 0x01;
+        fs::write(&cur, &bytes).expect("flip");
+        let l = Store::new(dir.path()).load().expect("load");
+        assert_eq!(l.source, Source::Previous);
+    }
+
+    #[test]
+    fn unknown_version_is_not_read() {
+        let (dir, _) = two_copies();
+        let cur = dir.path().join("state");
+        let text = fs::read_to_string(&cur).expect("read").replacen(" v1 ", " v2 ", 1);
+        fs::write(&cur, text).expect("write");
+        let l = Store::new(dir.path()).load().expect("load");
+        assert_eq!(l.source, Source::Previous);
+        assert!(l.problem.expect("reported").contains("unknown version"));
+        assert!(decode(b"rewind-state v9 sha256=00\n{}").unwrap_err().contains("unknown version"));
+    }
+
+    #[test]
+    fn empty_and_foreign_files_are_rejected() {
+        assert!(decode(b"").is_err());
+        assert!(decode(b"1\n").is_err());
+        assert!(decode(b"rewind-state v1\n{}").is_err());
+    }
+
+    #[test]
+    fn both_copies_bad_is_an_error_never_a_guess() {
+        let (dir, _) = two_copies();
+        fs::write(dir.path().join("state"), b"garbage").expect("w");
+        fs::write(dir.path().join("state.prev"), b"garbage").expect("w");
+        assert!(matches!(Store::new(dir.path()).load(), Err(StateError::NoGoodCopy { .. })));
+    }
+
+    #[test]
+    fn bad_current_is_moved_aside_at_next_save() {
+        let (dir, _) = two_copies();
+        fs::write(dir.path().join("state"), b"garbage").expect("w");
+        let mut st = Store::new(dir.path());
+        let l = st.load().expect("load");
+        st.save(&l.state).expect("save");
+        assert_eq!(fs::read(dir.path().join("state.bad")).expect("kept"), b"garbage");
+        // The good previous copy is still the previous copy.
+        let prev = decode(&fs::read(dir.path().join("state.prev")).expect("prev")).expect("decode");
+        assert_eq!(prev.seq, 7);
+        assert_eq!(Store::new(dir.path()).load().expect("load").source, Source::Current);
+    }
+
+    #[test]
+    fn well_formed_but_inconsistent_records_are_refused() {
+        let mut s = sample();
+        s.partitions[0].cow_files[0].extents[0].physical += 4096;
+        assert!(s.validate().unwrap_err().contains("hash"));
+        let mut s = sample();
+        s.phase = Phase::Committing;
+        assert!(s.validate().is_err());
+        s.intent = Some(Intent::Commit { reason: "boot ok".into() });
+        assert!(s.validate().is_ok());
+        let mut s = sample();
+        s.partitions[0].chunk_sectors = 12;
+        s.partitions[0].cow_sha256 = extents_hash(&s.partitions[0].cow_files);
+        assert!(s.validate().is_err());
+        // A correct checksum over an inconsistent body is still refused.
+        let bytes = encode(&{
+            let mut s = sample();
+            s.intent = Some(Intent::Commit { reason: String::new() });
+            s
+        })
+        .expect("encode");
+        assert!(decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut s = State::default();
+        for i in 0..10 {
+            s.push_event(
+                Event {
+                    time_unix: i,
+                    kind: "attempt".into(),
+                    attempt: 0,
+                    attempts: 0,
+                    partition: String::new(),
+                    detail: String::new(),
+                    boot_reason: String::new(),
+                },
+                4,
+            );
+        }
+        assert_eq!(s.history.len(), 4);
+        assert_eq!(s.history[0].time_unix, 6);
+    }
+
+    #[test]
+    fn intents_round_trip() {
+        let mut s = sample();
+        s.phase = Phase::RollingBack;
+        s.intent = Some(Intent::Rollback { reason: "attempt 3 not committed".into(), final_: true });
+        let back = decode(&encode(&s).expect("enc")).expect("dec");
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,274 @@
+//! Linux (and Android) system calls the core needs: mounts, device nodes,
+//! inode flags, f2fs pinning, freeze/thaw, sizes, mountinfo, cmdline.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use devicemapper::Device;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::{Mode, SFlag};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    #[error("Cannot {step} {path}")]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Cannot {step} {path}")]
+    Nix {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{path} exists and is not the block device {device}")]
+    NodeClash { path: PathBuf, device: String },
+}
+
+fn nix_err(step: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> SysError {
+    let path = path.to_path_buf();
+    move |source| SysError::Nix { step, path, source }
+}
+fn io_err(step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SysError {
+    let path = path.to_path_buf();
+    move |source| SysError::Io { step, path, source }
+}
+
+/// `androidboot.bootreason=` from the kernel command line, if present.
+pub fn boot_reason() -> String {
+    std::fs::read_to_string("/proc/cmdline").map(|c| boot_reason_from(&c)).unwrap_or_default()
+}
+
+pub fn boot_reason_from(cmdline: &str) -> String {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("androidboot.bootreason="))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Makes `<dir>/<name>` a block node for `dev` (no udev on the device's
+/// early boot, nor in test guests). An existing node for the same device
+/// is kept; a node for another device is replaced (dm numbers are reused
+/// across boots), anything else is refused.
+pub fn make_dev_node(dir: &Path, name: &str, dev: Device) -> Result<PathBuf, SysError> {
+    std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    let path = dir.join(name);
+    let want = libc::makedev(dev.major, dev.minor);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_block_device() && m.rdev() == want => return Ok(path),
+        Ok(m) if m.file_type().is_block_device() || m.file_type().is_symlink() => {
+            std::fs::remove_file(&path).map_err(io_err("replace", &path))?;
+        }
+        Ok(_) => return Err(SysError::NodeClash { path, device: dev.to_string() }),
+        Err(_) => {}
+    }
+    nix::sys::stat::mknod(&path, SFlag::S_IFBLK, Mode::from_bits_truncate(0o600), want)
+        .map_err(nix_err("mknod", &path))?;
+    Ok(path)
+}
+
+pub fn remove_dev_node(dir: &Path, name: &str) {
+    let path = dir.join(name);
+    if let Ok(m) = std::fs::symlink_metadata(&path) {
+        if m.file_type().is_block_device() {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// The device number of a block device node.
+pub fn block_device(path: &Path) -> Result<Device, SysError> {
+    let m = std::fs::metadata(path).map_err(io_err("stat", path))?;
+    if !m.file_type().is_block_device() {
+        return Err(SysError::Io {
+            step: "use as a block device",
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        });
+    }
+    Ok(Device::from(m.rdev()))
+}
+
+nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+
+/// Size of a block device in bytes.
+pub fn block_size_bytes(path: &Path) -> Result<u64, SysError> {
+    let f = File::open(path).map_err(io_err("open", path))?;
+    let mut size = 0u64;
+    // SAFETY: BLKGETSIZE64 writes one u64 to the pointer.
+    unsafe { blkgetsize64(f.as_raw_fd(), &mut size) }.map_err(nix_err("BLKGETSIZE64", path))?;
+    Ok(size)
+}
+
+pub fn mount(source: &Path, target: &Path, fstype: &str, flags: MsFlags, data: &str) -> Result<(), SysError> {
+    std::fs::create_dir_all(target).map_err(io_err("create", target))?;
+    nix::mount::mount(Some(source), target, Some(fstype), flags, if data.is_empty() { None } else { Some(data) })
+        .map_err(nix_err("mount", target))
+}
+
+pub fn umount(target: &Path) -> Result<(), SysError> {
+    nix::mount::umount2(target, MntFlags::empty()).map_err(nix_err("unmount", target))
+}
+
+/// Free bytes for an unprivileged writer (statvfs f_bavail).
+pub fn free_bytes(path: &Path) -> Result<u64, SysError> {
+    let s = nix::sys::statvfs::statvfs(path).map_err(nix_err("statvfs", path))?;
+    Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
+}
+
+/// The filesystem block size.
+pub fn fs_block_size(path: &Path) -> Result<u64, SysError> {
+    let s = nix::sys::statvfs::statvfs(path).map_err(nix_err("statvfs", path))?;
+    Ok(s.fragment_size() as u64)
+}
+
+nix::ioctl_read!(fs_ioc_getflags, b'f', 1, libc::c_long);
+nix::ioctl_write_ptr!(fs_ioc_setflags, b'f', 2, libc::c_long);
+/// FS_IMMUTABLE_FL from linux/fs.h.
+pub const FS_IMMUTABLE_FL: libc::c_long = 0x0000_0010;
+
+/// Sets or clears the immutable inode flag (chattr +i / -i).
+pub fn set_immutable(file: &File, path: &Path, on: bool) -> Result<(), SysError> {
+    // The kernel reads and writes an int through these "long" ioctls; the
+    // zeroed long keeps the upper half defined.
+    let mut flags: libc::c_long = 0;
+    // SAFETY: the pointer is to a live c_long.
+    unsafe { fs_ioc_getflags(file.as_raw_fd(), &mut flags) }.map_err(nix_err("read inode flags of", path))?;
+    let flags = flags & 0xffff_ffff;
+    let new = if on { flags | FS_IMMUTABLE_FL } else { flags & !FS_IMMUTABLE_FL };
+    if new != flags {
+        // SAFETY: as above.
+        unsafe { fs_ioc_setflags(file.as_raw_fd(), &new) }.map_err(nix_err("set inode flags of", path))?;
+    }
+    Ok(())
+}
+
+pub fn is_immutable(file: &File, path: &Path) -> Result<bool, SysError> {
+    let mut flags: libc::c_long = 0;
+    // SAFETY: the pointer is to a live c_long.
+    unsafe { fs_ioc_getflags(file.as_raw_fd(), &mut flags) }.map_err(nix_err("read inode flags of", path))?;
+    Ok(flags & FS_IMMUTABLE_FL != 0)
+}
+
+nix::ioctl_write_ptr!(f2fs_ioc_set_pin_file, 0xf5, 13, u32);
+
+/// f2fs: pin the file before allocating so GC never moves its blocks.
+pub fn f2fs_pin(file: &File, path: &Path) -> Result<(), SysError> {
+    let on: u32 = 1;
+    // SAFETY: the pointer is to a live u32.
+    unsafe { f2fs_ioc_set_pin_file(file.as_raw_fd(), &on) }.map_err(nix_err("pin", path))?;
+    Ok(())
+}
+
+nix::ioctl_readwrite!(fifreeze, b'X', 119, libc::c_int);
+nix::ioctl_readwrite!(fithaw, b'X', 120, libc::c_int);
+
+/// Freeze then thaw the filesystem at `mount_point`: ext4 checkpoints its
+/// journal on freeze, so metadata just written is in place on disk and a
+/// later `noload` mount sees it. Falls back to syncfs when freezing is
+/// refused (EBUSY when already frozen, EOPNOTSUPP).
+pub fn checkpoint_fs(mount_point: &Path) -> Result<(), SysError> {
+    let dir = File::open(mount_point).map_err(io_err("open", mount_point))?;
+    let mut arg: libc::c_int = 0;
+    // SAFETY: FIFREEZE/FITHAW take an int argument that is not used.
+    match unsafe { fifreeze(dir.as_raw_fd(), &mut arg) } {
+        Ok(_) => {
+            // SAFETY: as above.
+            unsafe { fithaw(dir.as_raw_fd(), &mut arg) }.map_err(nix_err("thaw", mount_point))?;
+            Ok(())
+        }
+        Err(_) => nix::unistd::syncfs(&dir).map_err(nix_err("syncfs", mount_point)),
+    }
+}
+
+/// The device number of the filesystem mounted at `mount_point`, from
+/// /proc/self/mountinfo (the last mount on that path wins, like the kernel).
+pub fn mounted_device(mount_point: &Path) -> Option<Device> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounted_device_from(&text, mount_point)
+}
+
+pub fn mounted_device_from(mountinfo: &str, mount_point: &Path) -> Option<Device> {
+    let want = mount_point.to_str()?;
+    let mut found = None;
+    for line in mountinfo.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() > 4 && f[4] == want {
+            found = f[2].parse::<Device>().ok();
+        }
+    }
+    found
+}
+
+/// Runs a command (reboot, commit hook) and reports how it ended.
+pub fn run_command(argv: &[String]) -> Result<(), String> {
+    let (prog, args) = argv.split_first().ok_or("empty command")?;
+    let st = std::process::Command::new(prog).args(args).status().map_err(|e| format!("{prog}: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{} exited with {st}", argv.join(" ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_reason_is_read_from_cmdline() {
+        assert_eq!(boot_reason_from("console=ttyS0 androidboot.bootreason=reboot,ota quiet"), "reboot,ota");
+        assert_eq!(boot_reason_from("console=ttyS0 quiet"), "");
+    }
+
+    #[test]
+    fn mountinfo_lookup_takes_the_last_mount() {
+        let mi = "\
+22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/vda rw
+40 22 254:0 / /data rw,relatime shared:2 - ext4 /dev/mapper/rewind-userdata rw
+41 40 0:45 / /data rw,relatime shared:3 - tmpfs tmpfs rw
+";
+        assert_eq!(mounted_device_from(mi, Path::new("/data")), Some(Device { major: 0, minor: 45 }));
+        assert_eq!(mounted_device_from(mi, Path::new("/")), Some(Device { major: 259, minor: 2 }));
+        assert_eq!(mounted_device_from(mi, Path::new("/metadata")), None);
+    }
+
+    #[test]
+    fn immutable_flag_round_trip_on_host_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"x").expect("w");
+        let f = File::open(&p).expect("open");
+        // Needs CAP_LINUX_IMMUTABLE and an fs with inode flags; skip otherwise.
+        if set_immutable(&f, &p, true).is_err() {
+            eprintln!("cannot set immutable here; skipped");
+            return;
+        }
+        assert!(is_immutable(&f, &p).expect("flags"));
+        assert!(std::fs::remove_file(&p).is_err(), "immutable file must not be removable");
+        set_immutable(&f, &p, false).expect("clear");
+        assert!(!is_immutable(&f, &p).expect("flags"));
+        std::fs::remove_file(&p).expect("removable again");
+    }
+
+    #[test]
+    fn dev_nodes_are_made_and_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = Device { major: 1, minor: 3 }; // /dev/null's numbers: harmless
+        let Ok(p) = make_dev_node(dir.path(), "rewind-x", d) else {
+            eprintln!("mknod not permitted here; skipped");
+            return;
+        };
+        assert_eq!(block_device(&p).expect("node"), d);
+        assert_eq!(make_dev_node(dir.path(), "rewind-x", d).expect("again"), p);
+        std::fs::remove_file(&p).expect("rm");
+        std::fs::write(&p, b"file").expect("w");
+        assert!(matches!(make_dev_node(dir.path(), "rewind-x", d), Err(SysError::NodeClash { .. })));
+    }
+}

@@ -1,0 +1,8 @@
+//! Platform calls. Android is Linux for everything the core does (the dm
+//! control node path differs and devicemapper-rs handles it), so there is
+//! one implementation; an `android` module joins here when a call differs
+//! (crosvm's `sys/{linux,...}` pattern).
+
+pub mod linux;
+
+pub use linux::*;
