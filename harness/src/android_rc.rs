@@ -950,6 +950,18 @@ on early-fs
         );
     }
 
+    /// android/gen holds what proto/build.rs generates (Soong runs no build
+    /// scripts); it must be regenerated whenever the proto changes.
+    #[test]
+    fn android_generated_proto_is_current() {
+        let current = include_str!("../../proto/rewind/v1/checkpoint.proto");
+        let generated_from = include_str!("../../android/gen/checkpoint.proto");
+        assert!(
+            current == generated_from,
+            "proto/rewind/v1/checkpoint.proto changed: run android/gen/update.sh and commit android/gen"
+        );
+    }
+
     #[test]
     fn keyword_tables_have_no_duplicates() {
         for table in [COMMANDS, SERVICE_OPTIONS] {
