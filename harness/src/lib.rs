@@ -1,3 +1,32 @@
-//! rewind-harness
+//! rewind-harness: boots real kernels in QEMU guests built from a cached
+//! kit, injects boot failures, and verifies userdata without trusting
+//! rewindd. See `scenario` for how scenarios are written and registered.
+//!
+//! Code map:
+//! - `kit/`      the guest kit: kernel .deb, module selection, initramfs (cpio)
+//! - `qemu`      the QEMU command line (one place) and the KVM probe
+//! - `qmp`       QMP event listener
+//! - `plan`      one boot's plan (mode, failure, workload, commit)
+//! - `guest/`    a QEMU guest (`QemuGuest`), its console tail and exec agent
+//! - `failure`   how a boot ended (panic, watchdog, power cut, ...)
+//! - `target`    the `Target` trait scenarios drive (QEMU today, Cuttlefish later)
+//! - `manifest`  file tree manifests of /data and their diff
+//! - `report`    JSON and JUnit reports
+//! - `scenario/` the scenario framework and registry
+//! - `cli`       the `rewind-harness` command line
 
 pub mod android_rc;
+pub mod failure;
+pub mod guest;
+pub mod kit;
+pub mod lock;
+pub mod paths;
+pub mod plan;
+pub mod qemu;
+pub mod qmp;
+pub mod target;
+pub mod timeouts;
+
+pub use guest::{GuestConfig, QemuGuest};
+pub use plan::{stage, BootPlan, Failure, FsType, Mode};
+pub use target::{BootRecord, ExecOutput, Target, TargetError};

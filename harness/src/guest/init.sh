@@ -1,0 +1,175 @@
+#!/bin/sh
+# PID 1 of the rewind test guest (busybox sh, initramfs root).
+#
+# Follows the boot contract of architecture.md with the commands Android's
+# init would run: /metadata, `start rewindd`, `rewindctl prepare-userdata`,
+# mount /data from the fstab, the workload, boot completed (`rewindctl
+# commit`), then an agent that runs the host's commands. The boot plan
+# comes from the host over 9p (/host/boot/plan.env). Every step prints a
+# stage marker; the host injects failures at named stages. PID 1 must never
+# exit (the kernel would panic), so there is no `set -e` here.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/socket /dev/block/by-name /dev/block/mapper /run /tmp /host /data /metadata /root
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -t devpts devpts /dev/pts 2>/dev/null
+
+# Not anchored at line start by the host: the first console line can carry
+# escape codes.
+marker() { echo "@@REWIND-$1@@"; }
+stage() {
+  marker "STAGE $1"
+  fail_point "$1"
+}
+error() { marker "ERROR $*"; }
+
+WDPID=
+fail_point() {
+  [ "${REWIND_FAIL_AT:-}" = "$1" ] || return 0
+  marker "INJECT ${REWIND_FAIL_KIND} at $1"
+  case "$REWIND_FAIL_KIND" in
+    panic) echo c > /proc/sysrq-trigger ;;
+    reset) echo b > /proc/sysrq-trigger ;;
+    poweroff) sync; poweroff -f ;;
+    hang)
+      # Stop feeding without the magic close: SIGKILL leaves the watchdog
+      # armed, then spin like a wedged boot would.
+      [ -n "$WDPID" ] && kill -9 "$WDPID"
+      while :; do :; done ;;
+    *) error "unknown failure kind $REWIND_FAIL_KIND" ;;
+  esac
+  # Only reached when the injection did not take.
+  while :; do sleep 1; done
+}
+
+KVER=$(uname -r)
+while read -r m; do
+  [ -n "$m" ] || continue
+  insmod "/lib/modules/$KVER/$m" 2>/tmp/insmod.err || {
+    grep -q 'File exists' /tmp/insmod.err || error "insmod $m: $(cat /tmp/insmod.err)"
+  }
+done < /etc/rewind/modules
+marker "STAGE modules-loaded"
+
+# Disks by name, matched by their virtio serial (not probe order), the way
+# Android's /dev/block/by-name does it.
+i=0
+while [ $i -lt 50 ]; do
+  for d in /sys/block/vd*; do
+    [ -e "$d/serial" ] || continue
+    s=$(cat "$d/serial")
+    [ -n "$s" ] && ln -sf "/dev/${d##*/}" "/dev/block/by-name/$s"
+  done
+  [ -e /dev/block/by-name/userdata ] && [ -e /dev/block/by-name/metadata ] && break
+  usleep 100000; i=$((i + 1))
+done
+
+if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 host /host; then
+  error "9p mount failed"
+fi
+marker "STAGE host-mounted"
+[ -r /host/boot/plan.env ] && . /host/boot/plan.env
+LOGS=/host/logs/boot-${REWIND_BOOT:-0}
+mkdir -p "$LOGS"
+marker "PLAN boot=${REWIND_BOOT:-?} mode=${REWIND_MODE:-?} fail=${REWIND_FAIL_KIND:-none}@${REWIND_FAIL_AT:-none}"
+fail_point host-mounted
+
+if [ -e /dev/watchdog ]; then
+  watchdog -F -T "${REWIND_WATCHDOG_SECS:-10}" -t 1 /dev/watchdog &
+  WDPID=$!
+  stage watchdog-armed
+else
+  error "no /dev/watchdog"
+fi
+
+ip link set lo up
+ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
+stage network-up
+
+if mount -t ext4 -o noatime,nosuid,nodev /dev/block/by-name/metadata /metadata; then
+  stage metadata-mounted
+else
+  error "mount /metadata failed"
+fi
+
+# dm nodes without udev: /dev/dm-N from devtmpfs; the fstab names
+# /dev/block/mapper/<name>, made here independently of rewindd.
+link_mapper() {
+  for d in /sys/block/dm-*; do
+    [ -e "$d/dm/name" ] || continue
+    ln -sf "/dev/${d##*/}" "/dev/block/mapper/$(cat "$d/dm/name")"
+  done
+}
+
+DATA_DEV=/dev/block/by-name/userdata
+DATA_TYPE=${REWIND_FS:-ext4}
+DATA_OPTS=noatime,nosuid,nodev
+if [ "${REWIND_MODE:-raw}" = rewind ]; then
+  mkdir -p /metadata/rewind /dev/socket
+  stage rewindd-starting
+  rewindd --config /etc/rewind/rewindd.toml > "$LOGS/rewindd.log" 2>&1 &
+  i=0
+  while [ ! -S /dev/socket/rewindd ] && [ $i -lt 300 ]; do usleep 100000; i=$((i + 1)); done
+  if [ -S /dev/socket/rewindd ]; then stage rewindd-started; else error "rewindd did not create /dev/socket/rewindd"; fi
+  stage prepare-userdata
+  rewindctl prepare-userdata > "$LOGS/prepare-userdata.log" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || error "prepare-userdata rc=$rc"
+  stage userdata-prepared
+  link_mapper
+  line=$(awk '$1 !~ /^#/ && $2 == "/data" { print $1, $3, $4; exit }' /etc/fstab.rewind)
+  set -- $line
+  [ -n "${1:-}" ] && DATA_DEV=$1 && DATA_TYPE=$2 && DATA_OPTS=$3
+fi
+
+if [ "${REWIND_MOUNT_DATA:-1}" = 1 ]; then
+  if mount -t "$DATA_TYPE" -o "$DATA_OPTS" "$DATA_DEV" /data; then
+    stage data-mounted
+  else
+    error "mount $DATA_DEV on /data failed"
+  fi
+fi
+
+if [ -n "${REWIND_WORKLOAD:-}" ]; then
+  stage workload-start
+  REWIND_DATA=/data REWIND_ATTEMPT=${REWIND_ATTEMPT:-0} sh "$REWIND_WORKLOAD" > "$LOGS/workload.log" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || error "workload rc=$rc"
+  stage workload-done
+fi
+
+if [ "${REWIND_COMMIT:-0}" = 1 ]; then
+  rewindctl commit > "$LOGS/commit.log" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || error "commit rc=$rc"
+  stage committed
+fi
+stage boot-completed
+
+# The agent: runs the host's commands from /host/cmd, one at a time.
+# cmd/<id>.sh -> claimed as <id>.run -> out/<id>.out/.err, then out/<id>.rc
+# (renamed into place last, so the host never reads a partial result).
+mkdir -p /host/cmd /host/out
+if [ "${REWIND_SHELL:-0}" = 1 ]; then
+  # `rewind-harness guest shell`: a shell on the serial console beside the agent.
+  ( while :; do setsid cttyhack sh -l; done ) &
+fi
+stage ready
+cd /
+while :; do
+  for f in /host/cmd/*.sh; do
+    [ -e "$f" ] || continue
+    id=${f##*/}; id=${id%.sh}
+    mv "$f" "/host/cmd/$id.run" || continue
+    sh "/host/cmd/$id.run" > "/host/out/$id.out" 2> "/host/out/$id.err" < /dev/null
+    echo $? > "/host/out/$id.rc.tmp"
+    mv "/host/out/$id.rc.tmp" "/host/out/$id.rc"
+    rm -f "/host/cmd/$id.run"
+  done
+  usleep 50000
+done

@@ -1,0 +1,694 @@
+//! A QEMU guest built from the kit: disks that persist across the boots of
+//! one scenario (one run directory), one QEMU process per boot, its own
+//! process group, killed and reaped on drop.
+
+pub mod agent;
+pub mod console;
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::failure::{self, BootEnd, EndWitnesses};
+use crate::kit::cpio::Archive;
+use crate::kit::{self, project, Kit};
+use crate::lock::{self, FileLock};
+use crate::plan::{stage, BootPlan, Failure, FsType, Mode};
+use crate::qemu::{self, Accel, Console, Disk, QemuConfig};
+use crate::qmp::QmpListener;
+use crate::target::{io_err, BootRecord, ExecOutput, Target, TargetError};
+use crate::timeouts;
+
+use self::agent::Agent;
+use self::console::{ConsoleTail, Marker};
+
+/// The guest init (PID 1), a busybox shell script.
+pub const INIT_SCRIPT: &str = include_str!("init.sh");
+/// Default "old system" data and "new system" migration.
+pub const DEFAULT_BASELINE: &str = include_str!("../../workloads/baseline.sh");
+pub const DEFAULT_WORKLOAD: &str = include_str!("../../workloads/update.sh");
+
+/// Guest paths of the scenario scripts (on the 9p share).
+pub const GUEST_BASELINE: &str = "/host/scripts/baseline.sh";
+pub const GUEST_WORKLOAD: &str = "/host/scripts/workload.sh";
+
+/// A guest is data: what to boot, built with `with_*` methods.
+#[derive(Debug, Clone)]
+pub struct GuestConfig {
+    /// Names the run directory and the progress lines.
+    pub name: String,
+    pub fs: FsType,
+    pub userdata_mib: u64,
+    pub metadata_mib: u64,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// Script that fills userdata before the checkpoint (default: harness/workloads/baseline.sh).
+    pub baseline: Option<PathBuf>,
+    /// Script run by each boot of the "new system" (default: harness/workloads/update.sh).
+    pub workload: Option<PathBuf>,
+    /// Extra host programs (with their libraries) put in the guest's /usr/local/bin.
+    pub guest_tools: Vec<PathBuf>,
+    /// Keep the run directory (images, logs) after the guest is dropped.
+    pub keep: bool,
+}
+
+impl GuestConfig {
+    pub fn new(name: &str) -> Self {
+        GuestConfig {
+            name: name.to_string(),
+            fs: FsType::Ext4,
+            userdata_mib: 512,
+            metadata_mib: 32,
+            memory_mib: 1024,
+            cpus: 1,
+            baseline: None,
+            workload: None,
+            guest_tools: Vec::new(),
+            keep: false,
+        }
+    }
+    pub fn with_fs(mut self, fs: FsType) -> Self {
+        self.fs = fs;
+        self
+    }
+    pub fn with_userdata_mib(mut self, mib: u64) -> Self {
+        self.userdata_mib = mib;
+        self
+    }
+    pub fn with_memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+    pub fn with_baseline(mut self, script: Option<PathBuf>) -> Self {
+        self.baseline = script;
+        self
+    }
+    pub fn with_workload(mut self, script: Option<PathBuf>) -> Self {
+        self.workload = script;
+        self
+    }
+    pub fn with_guest_tool(mut self, tool: PathBuf) -> Self {
+        self.guest_tools.push(tool);
+        self
+    }
+    pub fn keep(mut self, keep: bool) -> Self {
+        self.keep = keep;
+        self
+    }
+}
+
+struct Running {
+    child: Child,
+    qmp: Option<QmpListener>,
+    console: ConsoleTail,
+    started: Instant,
+    port: u16,
+    /// Host power cut when this stage appears, after the delay.
+    cut_at: Option<(String, Duration)>,
+    cut_after: Option<Duration>,
+    cut_deadline: Option<Instant>,
+}
+
+/// A QEMU guest (implements `Target`).
+pub struct QemuGuest {
+    cfg: GuestConfig,
+    dir: PathBuf,
+    share: PathBuf,
+    kit: Kit,
+    initrd: PathBuf,
+    accel: Accel,
+    _slot: FileLock,
+    boots: Vec<BootRecord>,
+    running: Option<Running>,
+    agent: Agent,
+    /// Why rewindd is not in this guest, if it is not.
+    rewindd_missing: Option<String>,
+}
+
+fn make_disk(path: &Path, mib: u64, fs: FsType, label: &str) -> Result<(), TargetError> {
+    let f = File::create(path).map_err(io_err(path))?;
+    f.set_len(mib << 20).map_err(io_err(path))?;
+    drop(f);
+    let mut cmd = match fs {
+        // No lazy init: a background inode-table zeroing thread would write
+        // to userdata during a checkpoint on its own.
+        FsType::Ext4 => {
+            let mut c = Command::new("mkfs.ext4");
+            c.args(["-F", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard", "-L", label]);
+            c
+        }
+        FsType::F2fs => {
+            let mut c = Command::new("mkfs.f2fs");
+            c.args(["-q", "-f", "-l", label]);
+            c
+        }
+    };
+    cmd.arg(path);
+    kit::host::run(&mut cmd).map_err(|e| TargetError::Disk {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    Ok(())
+}
+
+/// rewindd's config in the guest (boot contract: TCP for the host).
+pub fn rewindd_toml() -> String {
+    format!(
+        "# rewindd in the QEMU test guest (written by rewind-harness)\n\
+         fstab = \"/etc/fstab.rewind\"\n\
+         metadata_dir = \"/metadata/rewind\"\n\
+         socket = \"/dev/socket/rewindd\"\n\
+         listen_tcp = \"0.0.0.0:{}\"\n\
+         # -no-reboot turns this into the end of the QEMU process.\n\
+         reboot_command = [\"reboot\", \"-f\"]\n",
+        qemu::GUEST_GRPC_PORT
+    )
+}
+
+/// The fstab the guest uses: android/fstab.rewind when it exists (ext4),
+/// else the equivalent line.
+pub fn guest_fstab(fs: FsType) -> String {
+    let android = crate::paths::workspace_root().join("android/fstab.rewind");
+    if fs == FsType::Ext4 {
+        if let Ok(text) = std::fs::read_to_string(android) {
+            return text;
+        }
+    }
+    match fs {
+        FsType::Ext4 => {
+            "/dev/block/mapper/rewind-userdata /data ext4 noatime,nosuid,nodev wait,check,checkpoint=block\n".into()
+        }
+        FsType::F2fs => "/dev/block/by-name/userdata /data f2fs noatime,nosuid,nodev wait,check,checkpoint=fs\n".into(),
+    }
+}
+
+impl QemuGuest {
+    /// Builds the kit (cached), creates the disks and the initrd, and takes a
+    /// machine-wide guest slot. Does not boot.
+    pub fn new(cfg: GuestConfig) -> Result<QemuGuest, TargetError> {
+        let kit = Kit::ensure()?;
+        let slot = lock::acquire_slot(&kit.dir.join("slots"), timeouts::SLOT_TIMEOUT)?;
+        let runs = crate::paths::runs_dir();
+        std::fs::create_dir_all(&runs).map_err(io_err(&runs))?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        let dir = runs.join(format!("{}-{stamp}-{}", cfg.name, std::process::id()));
+        let share = dir.join("share");
+        for d in [&dir, &share, &share.join("boot"), &share.join("scripts"), &share.join("xfer")] {
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        make_disk(&dir.join("userdata.img"), cfg.userdata_mib, cfg.fs, "userdata")?;
+        make_disk(&dir.join("metadata.img"), cfg.metadata_mib, FsType::Ext4, "metadata")?;
+        let scripts = [
+            (&cfg.baseline, DEFAULT_BASELINE, "baseline.sh"),
+            (&cfg.workload, DEFAULT_WORKLOAD, "workload.sh"),
+        ];
+        for (custom, default, name) in scripts {
+            let dest = share.join("scripts").join(name);
+            match custom {
+                Some(p) => std::fs::copy(p, &dest).map(|_| ()).map_err(io_err(p))?,
+                None => std::fs::write(&dest, default).map_err(io_err(&dest))?,
+            }
+        }
+
+        // The overlay: project binaries, init, config, extra tools.
+        let mut overlay = Archive::new();
+        let ov = |e| TargetError::Other(format!("Building the overlay: {e}"));
+        overlay.file_bytes("init", INIT_SCRIPT, 0o755).map_err(ov)?;
+        overlay.file_bytes("etc/rewind/rewindd.toml", rewindd_toml(), 0o644).map_err(ov)?;
+        overlay.file_bytes("etc/fstab.rewind", guest_fstab(cfg.fs), 0o644).map_err(ov)?;
+        let manifest = project::guest_binary(&kit.dir, &project::MANIFEST).map_err(kit::KitError::from)?;
+        overlay.file_from_host("usr/bin/rewind-manifest", &manifest, 0o755).map_err(ov)?;
+        let mut rewindd_missing = None;
+        for bin in [&project::REWINDD, &project::REWINDCTL] {
+            match project::guest_binary(&kit.dir, bin) {
+                Ok(p) => overlay.file_from_host(&format!("usr/bin/{}", bin.name), &p, 0o755).map_err(ov)?,
+                Err(e) => rewindd_missing = Some(format!("{}: {e}", bin.name)),
+            }
+        }
+        for tool in &cfg.guest_tools {
+            let name = tool.file_name().and_then(|n| n.to_str()).unwrap_or("tool");
+            kit::add_program(&mut overlay, &format!("usr/local/bin/{name}"), tool)?;
+        }
+        let initrd = dir.join("initrd.cpio");
+        kit.write_initrd(&overlay, &initrd)?;
+        let accel = qemu::accel(&kit.dir, &kit.kernel.vmlinuz);
+        Ok(QemuGuest {
+            agent: Agent::new(&share),
+            cfg,
+            dir,
+            share,
+            kit,
+            initrd,
+            accel,
+            _slot: slot,
+            boots: Vec::new(),
+            running: None,
+            rewindd_missing,
+        })
+    }
+
+    pub fn kit(&self) -> &Kit {
+        &self.kit
+    }
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+    pub fn share_dir(&self) -> &Path {
+        &self.share
+    }
+    pub fn config(&self) -> &GuestConfig {
+        &self.cfg
+    }
+
+    fn qemu_config(&self, boot_dir: &Path, port: u16, console: Console) -> QemuConfig {
+        QemuConfig {
+            name: format!("rewind-{}", self.cfg.name),
+            accel: self.accel,
+            cpus: self.cfg.cpus,
+            memory_mib: self.cfg.memory_mib,
+            kernel: self.kit.kernel.vmlinuz.clone(),
+            initrd: self.initrd.clone(),
+            append: qemu::default_append(),
+            disks: vec![
+                Disk {
+                    serial: "userdata".into(),
+                    path: self.dir.join("userdata.img"),
+                },
+                Disk {
+                    serial: "metadata".into(),
+                    path: self.dir.join("metadata.img"),
+                },
+            ],
+            share: Some(self.share.clone()),
+            grpc_port: Some(port),
+            qmp_socket: matches!(console, Console::File(_)).then(|| boot_dir.join("qmp.sock")),
+            console,
+            watchdog: true,
+        }
+    }
+
+    fn write_plan(&self, plan: &BootPlan, index: u32, shell: bool) -> Result<(), TargetError> {
+        let mut env = plan.to_env(index, self.cfg.fs, Some(GUEST_WORKLOAD));
+        if shell {
+            env += "REWIND_SHELL=1\n";
+        }
+        let p = self.share.join("boot/plan.env");
+        std::fs::write(&p, env).map_err(io_err(&p))
+    }
+
+    /// Interactive guest: the serial console (and QEMU's monitor, Ctrl-A c)
+    /// on this terminal; returns when QEMU exits.
+    pub fn interactive(&mut self, plan: &BootPlan) -> Result<std::process::ExitStatus, TargetError> {
+        let index = self.boots.len() as u32 + 1;
+        self.write_plan(plan, index, true)?;
+        self.agent.reset().map_err(io_err(&self.share))?;
+        let port = qemu::free_port().map_err(io_err(Path::new("127.0.0.1")))?;
+        let cfg = self.qemu_config(&self.dir, port, Console::Stdio);
+        eprintln!("[{}] {}", self.cfg.name, cfg.command_line());
+        eprintln!("[{}] rewindd gRPC (when running): http://127.0.0.1:{port}; quit: Ctrl-A x", self.cfg.name);
+        cfg.command().status().map_err(|e| TargetError::Start { detail: e.to_string() })
+    }
+
+    fn record_markers(rec: &mut BootRecord, run: &mut Running, markers: Vec<Marker>, name: &str) {
+        let now_ms = run.started.elapsed().as_millis() as u64;
+        for m in markers {
+            match m {
+                Marker::Stage(s) => {
+                    if s == stage::READY {
+                        rec.ready_ms = Some(now_ms);
+                    }
+                    if let Some((at, delay)) = &run.cut_at {
+                        if *at == s && run.cut_deadline.is_none() {
+                            run.cut_deadline = Some(Instant::now() + *delay);
+                        }
+                    }
+                    rec.stages.push(s);
+                    rec.stage_ms.push(now_ms);
+                }
+                Marker::Error(e) => {
+                    eprintln!("[{name}] boot {}: guest error: {e}", rec.index);
+                    rec.errors.push(e);
+                }
+                Marker::Other { .. } => {}
+            }
+        }
+        rec.duration_ms = now_ms;
+    }
+
+    /// Advances the running boot: markers, host power cuts, QEMU's exit.
+    /// Returns how the boot ended once it has.
+    fn pump(&mut self) -> Option<BootEnd> {
+        let name = self.cfg.name.clone();
+        let run = self.running.as_mut()?;
+        let rec = self.boots.last_mut()?;
+        let markers = run.console.poll();
+        Self::record_markers(rec, run, markers, &name);
+        if let Some(after) = run.cut_after {
+            if run.cut_deadline.is_none() && run.started.elapsed() >= after {
+                run.cut_deadline = Some(Instant::now());
+            }
+        }
+        if run.cut_deadline.is_some_and(|d| Instant::now() >= d) {
+            return Some(self.end_boot(true));
+        }
+        match run.child.try_wait() {
+            Ok(Some(_)) | Err(_) => Some(self.end_boot(false)),
+            Ok(None) => None,
+        }
+    }
+
+    /// Kills (when asked) and reaps QEMU, then classifies the end.
+    fn end_boot(&mut self, kill: bool) -> BootEnd {
+        let Some(mut run) = self.running.take() else {
+            return self.boots.last().and_then(|b| b.ended.clone()).unwrap_or(BootEnd::Unexplained {
+                detail: "no boot".into(),
+            });
+        };
+        let killed = kill && run.child.try_wait().ok().flatten().is_none();
+        if killed {
+            kill_group(&mut run.child);
+        }
+        let status = run.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+        let events = run.qmp.as_mut().map(|q| q.finish(Duration::from_secs(2))).unwrap_or_default();
+        let markers = run.console.flush();
+        let name = self.cfg.name.clone();
+        let Some(rec) = self.boots.last_mut() else {
+            return BootEnd::Unexplained { detail: "no record".into() };
+        };
+        Self::record_markers(rec, &mut run, markers, &name);
+        let end = failure::classify(&EndWitnesses {
+            events: &events,
+            console: run.console.text(),
+            killed_by_host: killed,
+            exit: &status,
+        });
+        rec.duration_ms = run.started.elapsed().as_millis() as u64;
+        rec.ended = Some(end.clone());
+        eprintln!(
+            "[{name}] boot {} ({}): ended: {end} after {:.1} s, last stage {}; console {}",
+            rec.index,
+            rec.failure.as_deref().unwrap_or("no failure injected"),
+            rec.duration_ms as f64 / 1000.0,
+            rec.last_stage(),
+            rec.console_log.display()
+        );
+        end
+    }
+
+    fn running_index(&self) -> u32 {
+        self.boots.last().map(|b| b.index).unwrap_or(0)
+    }
+
+    /// Queues a command without waiting for it (poweroff, sysrq).
+    pub fn exec_detached(&mut self, command: &str) -> Result<(), TargetError> {
+        if self.running.is_none() {
+            return Err(TargetError::NotRunning);
+        }
+        self.agent.submit(command).map(|_| ()).map_err(io_err(&self.share))
+    }
+
+    /// Guest-initiated reset (`echo b > /proc/sysrq-trigger`) from the agent.
+    pub fn guest_reset(&mut self) -> Result<BootRecord, TargetError> {
+        self.exec_detached("echo b > /proc/sysrq-trigger")?;
+        self.wait_end(timeouts::SHUTDOWN_TIMEOUT)
+    }
+
+    /// Kernel panic from the agent (`echo c > /proc/sysrq-trigger`).
+    pub fn guest_panic(&mut self) -> Result<BootRecord, TargetError> {
+        self.exec_detached("echo c > /proc/sysrq-trigger")?;
+        self.wait_end(timeouts::SHUTDOWN_TIMEOUT)
+    }
+
+    /// The last boot's console between `==== console ... ====` markers.
+    pub fn framed_console(&self) -> String {
+        match self.boots.last() {
+            Some(b) => console::framed(
+                &format!("{} boot {}", self.cfg.name, b.index),
+                &std::fs::read_to_string(&b.console_log).unwrap_or_default(),
+            ),
+            None => String::new(),
+        }
+    }
+}
+
+fn kill_group(child: &mut Child) {
+    // The child leads its own process group (process_group(0)).
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.kill();
+}
+
+impl Target for QemuGuest {
+    fn describe(&self) -> String {
+        format!("qemu ({}, {}, kernel {})", self.accel.as_str(), self.cfg.fs, self.kit.kernel.release)
+    }
+
+    fn fs(&self) -> FsType {
+        self.cfg.fs
+    }
+
+    fn boot(&mut self, plan: &BootPlan) -> Result<BootRecord, TargetError> {
+        if self.running.is_some() {
+            return Err(TargetError::AlreadyRunning {
+                boot: self.running_index(),
+            });
+        }
+        if plan.mode == Mode::Rewind {
+            if let Some(why) = &self.rewindd_missing {
+                return Err(TargetError::Other(format!("rewindd is not in the guest kit: {why}")));
+            }
+        }
+        let index = self.boots.len() as u32 + 1;
+        let boot_dir = self.dir.join("boots").join(index.to_string());
+        std::fs::create_dir_all(&boot_dir).map_err(io_err(&boot_dir))?;
+        self.write_plan(plan, index, false)?;
+        self.agent.reset().map_err(io_err(&self.share))?;
+        let port = qemu::free_port().map_err(io_err(Path::new("127.0.0.1")))?;
+        let console_log = boot_dir.join("console.log");
+        let qmp_log = boot_dir.join("qmp.log");
+        let cfg = self.qemu_config(&boot_dir, port, Console::File(console_log.clone()));
+        let command_line = cfg.command_line();
+        let _ = std::fs::write(boot_dir.join("qemu.cmdline"), format!("{command_line}\n"));
+        let failure_text = plan.failure.as_ref().map(Failure::to_string);
+        eprintln!(
+            "[{}] boot {index} ({:?}, attempt {}, {}): {command_line}",
+            self.cfg.name,
+            plan.mode,
+            plan.attempt,
+            failure_text.as_deref().unwrap_or("no failure injected")
+        );
+        let stderr_path = boot_dir.join("qemu.stderr");
+        let stderr = File::create(&stderr_path).map_err(io_err(&stderr_path))?;
+        let mut child = cfg
+            .command()
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(stderr.try_clone().map_err(io_err(&stderr_path))?)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| TargetError::Start {
+                detail: format!("{}: {e}", qemu::QEMU),
+            })?;
+        let started = Instant::now();
+        let qmp = match QmpListener::connect(&boot_dir.join("qmp.sock"), &qmp_log, Duration::from_secs(20)) {
+            Ok(q) => q,
+            Err(e) => {
+                kill_group(&mut child);
+                let _ = child.wait();
+                let detail = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                return Err(TargetError::Start {
+                    detail: format!("{e}; qemu stderr: {}", detail.trim()),
+                });
+            }
+        };
+        let (cut_at, cut_after) = match &plan.failure {
+            Some(Failure::HostPowerCut { at, delay }) => (Some((at.clone(), *delay)), None),
+            Some(Failure::HostPowerCutAfter { after }) => (None, Some(*after)),
+            _ => (None, None),
+        };
+        self.boots.push(BootRecord {
+            index,
+            plan: plan.clone(),
+            failure: failure_text,
+            stages: Vec::new(),
+            stage_ms: Vec::new(),
+            errors: Vec::new(),
+            ended: None,
+            ready_ms: None,
+            duration_ms: 0,
+            console_log: console_log.clone(),
+            qmp_log,
+            command_line,
+        });
+        self.running = Some(Running {
+            child,
+            qmp: Some(qmp),
+            console: ConsoleTail::new(console_log),
+            started,
+            port,
+            cut_at,
+            cut_after,
+            cut_deadline: None,
+        });
+        // With a failure planned, the boot is expected to end; else to be ready.
+        let expect_end = plan.failure.is_some();
+        let timeout = if expect_end { timeouts::BOOT_END_TIMEOUT } else { timeouts::BOOT_TIMEOUT };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.pump().is_some() {
+                break;
+            }
+            let rec = self.boots.last().cloned().ok_or(TargetError::NotRunning)?;
+            if !expect_end && rec.reached(stage::READY) {
+                eprintln!(
+                    "[{}] boot {index}: ready in {:.1} s",
+                    self.cfg.name,
+                    rec.ready_ms.unwrap_or(0) as f64 / 1000.0
+                );
+                break;
+            }
+            if Instant::now() >= deadline {
+                let waited = timeout;
+                let last_stage = rec.last_stage().to_string();
+                self.end_boot(true);
+                return Err(TargetError::BootTimeout {
+                    boot: index,
+                    stage: if expect_end { "its end".into() } else { stage::READY.into() },
+                    last_stage,
+                    waited,
+                });
+            }
+            std::thread::sleep(timeouts::POLL);
+        }
+        self.boots.last().cloned().ok_or(TargetError::NotRunning)
+    }
+
+    fn exec(&mut self, command: &str) -> Result<ExecOutput, TargetError> {
+        if self.running.is_none() {
+            return Err(TargetError::NotRunning);
+        }
+        let started = Instant::now();
+        let id = self.agent.submit(command).map_err(io_err(&self.share))?;
+        loop {
+            if let Some(res) = self.agent.poll(&id) {
+                let f = res.map_err(io_err(&self.share))?;
+                return Ok(ExecOutput {
+                    status: f.status,
+                    stdout: f.stdout,
+                    stderr: f.stderr,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+            if let Some(end) = self.pump() {
+                return Err(TargetError::GuestEnded {
+                    boot: self.running_index(),
+                    end,
+                    doing: format!("running `{command}`"),
+                });
+            }
+            if started.elapsed() > timeouts::EXEC_TIMEOUT {
+                return Err(TargetError::ExecTimeout {
+                    command: command.to_string(),
+                    waited: started.elapsed(),
+                });
+            }
+            std::thread::sleep(timeouts::POLL);
+        }
+    }
+
+    fn power_cut(&mut self) -> Result<BootRecord, TargetError> {
+        if self.running.is_none() {
+            return Err(TargetError::NotRunning);
+        }
+        self.end_boot(true);
+        self.boots.last().cloned().ok_or(TargetError::NotRunning)
+    }
+
+    fn shutdown(&mut self) -> Result<BootRecord, TargetError> {
+        self.exec_detached("sync; umount /data 2>/dev/null; umount /metadata 2>/dev/null; sync; poweroff -f")?;
+        self.wait_end(timeouts::SHUTDOWN_TIMEOUT)
+    }
+
+    fn wait_end(&mut self, timeout: Duration) -> Result<BootRecord, TargetError> {
+        let deadline = Instant::now() + timeout;
+        while self.running.is_some() {
+            if self.pump().is_some() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let rec = self.boots.last();
+                return Err(TargetError::BootTimeout {
+                    boot: self.running_index(),
+                    stage: "its end".into(),
+                    last_stage: rec.map(|r| r.last_stage().to_string()).unwrap_or_default(),
+                    waited: timeout,
+                });
+            }
+            std::thread::sleep(timeouts::POLL);
+        }
+        self.boots.last().cloned().ok_or(TargetError::NotRunning)
+    }
+
+    fn boots(&self) -> &[BootRecord] {
+        &self.boots
+    }
+
+    fn console(&self) -> String {
+        self.boots
+            .last()
+            .and_then(|b| std::fs::read_to_string(&b.console_log).ok())
+            .unwrap_or_default()
+    }
+
+    fn grpc_endpoint(&self) -> Option<String> {
+        self.running.as_ref().map(|r| format!("http://127.0.0.1:{}", r.port))
+    }
+
+    fn push(&mut self, local: &Path, guest_path: &str) -> Result<(), TargetError> {
+        let name = format!("push-{}", self.boots.len());
+        let staged = self.share.join("xfer").join(&name);
+        std::fs::copy(local, &staged).map_err(io_err(local))?;
+        self.exec_checked(&format!(
+            "cp /host/xfer/{name} {} && rm -f /host/xfer/{name}",
+            crate::plan::shell_quote(guest_path)
+        ))?;
+        Ok(())
+    }
+
+    fn pull(&mut self, guest_path: &str, local: &Path) -> Result<(), TargetError> {
+        let name = "pull";
+        self.exec_checked(&format!("cp {} /host/xfer/{name}", crate::plan::shell_quote(guest_path)))?;
+        let staged = self.share.join("xfer").join(name);
+        std::fs::copy(&staged, local).map_err(io_err(local))?;
+        let _ = std::fs::remove_file(staged);
+        Ok(())
+    }
+
+    fn baseline_script(&self) -> String {
+        GUEST_BASELINE.into()
+    }
+    fn workload_script(&self) -> String {
+        GUEST_WORKLOAD.into()
+    }
+
+    fn artifacts_dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
+}
+
+impl Drop for QemuGuest {
+    fn drop(&mut self) {
+        if let Some(mut run) = self.running.take() {
+            kill_group(&mut run.child);
+            let _ = run.child.wait();
+        }
+        if !self.cfg.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! What one boot of a guest does: the boot plan. The host writes it as a
+//! shell-sourceable file (`/host/boot/plan.env`) that the guest init reads.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Stage markers printed by the guest init (`@@REWIND-STAGE name@@`), in
+/// boot order. Failures are injected at a named stage.
+pub mod stage {
+    pub const MODULES_LOADED: &str = "modules-loaded";
+    pub const HOST_MOUNTED: &str = "host-mounted";
+    pub const WATCHDOG_ARMED: &str = "watchdog-armed";
+    pub const NETWORK_UP: &str = "network-up";
+    pub const METADATA_MOUNTED: &str = "metadata-mounted";
+    pub const REWINDD_STARTING: &str = "rewindd-starting";
+    pub const REWINDD_STARTED: &str = "rewindd-started";
+    /// Printed just before `rewindctl prepare-userdata` runs (a rollback
+    /// merge runs inside it).
+    pub const PREPARE_USERDATA: &str = "prepare-userdata";
+    pub const USERDATA_PREPARED: &str = "userdata-prepared";
+    pub const DATA_MOUNTED: &str = "data-mounted";
+    pub const WORKLOAD_START: &str = "workload-start";
+    pub const WORKLOAD_DONE: &str = "workload-done";
+    pub const COMMITTED: &str = "committed";
+    pub const BOOT_COMPLETED: &str = "boot-completed";
+    /// The agent runs: the host can exec commands.
+    pub const READY: &str = "ready";
+
+    pub const ALL: &[&str] = &[
+        MODULES_LOADED,
+        HOST_MOUNTED,
+        WATCHDOG_ARMED,
+        NETWORK_UP,
+        METADATA_MOUNTED,
+        REWINDD_STARTING,
+        REWINDD_STARTED,
+        PREPARE_USERDATA,
+        USERDATA_PREPARED,
+        DATA_MOUNTED,
+        WORKLOAD_START,
+        WORKLOAD_DONE,
+        COMMITTED,
+        BOOT_COMPLETED,
+        READY,
+    ];
+}
+
+/// How userdata is brought up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// No rewind at all: /data is mounted straight from the raw partition.
+    Raw,
+    /// The boot contract: rewindd, prepare-userdata, /data from the fstab.
+    Rewind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FsType {
+    #[default]
+    Ext4,
+    F2fs,
+}
+
+impl FsType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "ext4",
+            FsType::F2fs => "f2fs",
+        }
+    }
+}
+
+impl std::str::FromStr for FsType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ext4" => Ok(FsType::Ext4),
+            "f2fs" => Ok(FsType::F2fs),
+            other => Err(format!("unknown filesystem {other:?} (ext4 or f2fs)")),
+        }
+    }
+}
+
+impl fmt::Display for FsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure injected into one boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Failure {
+    /// Kernel panic (`echo c > /proc/sysrq-trigger`) at a stage.
+    Panic { at: String },
+    /// The boot wedges at a stage: watchdog feeding stops, init spins; the
+    /// i6300esb resets the machine.
+    Hang { at: String },
+    /// Guest-initiated immediate reset (`echo b > /proc/sysrq-trigger`).
+    GuestReset { at: String },
+    /// Clean power-off requested by the guest at a stage.
+    Poweroff { at: String },
+    /// The host kills QEMU (SIGKILL) when the stage marker appears, after
+    /// `delay`.
+    HostPowerCut {
+        at: String,
+        #[serde(with = "duration_ms")]
+        delay: Duration,
+    },
+    /// The host kills QEMU `after` this long from QEMU's start.
+    HostPowerCutAfter {
+        #[serde(with = "duration_ms")]
+        after: Duration,
+    },
+}
+
+mod duration_ms {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
+
+impl Failure {
+    pub fn panic_at(stage: &str) -> Self {
+        Failure::Panic { at: stage.into() }
+    }
+    pub fn hang_at(stage: &str) -> Self {
+        Failure::Hang { at: stage.into() }
+    }
+    pub fn guest_reset_at(stage: &str) -> Self {
+        Failure::GuestReset { at: stage.into() }
+    }
+    pub fn poweroff_at(stage: &str) -> Self {
+        Failure::Poweroff { at: stage.into() }
+    }
+    pub fn power_cut_at(stage: &str) -> Self {
+        Failure::HostPowerCut {
+            at: stage.into(),
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn power_cut_at_after(stage: &str, delay: Duration) -> Self {
+        Failure::HostPowerCut { at: stage.into(), delay }
+    }
+
+    /// (guest kind word, stage) when the guest injects it itself.
+    pub fn guest_side(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Failure::Panic { at } => Some(("panic", at)),
+            Failure::Hang { at } => Some(("hang", at)),
+            Failure::GuestReset { at } => Some(("reset", at)),
+            Failure::Poweroff { at } => Some(("poweroff", at)),
+            Failure::HostPowerCut { .. } | Failure::HostPowerCutAfter { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Panic { at } => write!(f, "panic@{at}"),
+            Failure::Hang { at } => write!(f, "hang@{at}"),
+            Failure::GuestReset { at } => write!(f, "guest-reset@{at}"),
+            Failure::Poweroff { at } => write!(f, "poweroff@{at}"),
+            Failure::HostPowerCut { at, delay } if delay.is_zero() => write!(f, "power-cut@{at}"),
+            Failure::HostPowerCut { at, delay } => write!(f, "power-cut@{at}+{}ms", delay.as_millis()),
+            Failure::HostPowerCutAfter { after } => write!(f, "power-cut@+{}ms", after.as_millis()),
+        }
+    }
+}
+
+/// One boot's plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BootPlan {
+    pub mode: Mode,
+    /// 1-based attempt number handed to the workload (REWIND_ATTEMPT).
+    pub attempt: u32,
+    /// Run the scenario's workload script after /data is mounted.
+    pub run_workload: bool,
+    /// Run `rewindctl commit` at boot completed.
+    pub commit: bool,
+    pub mount_data: bool,
+    pub failure: Option<Failure>,
+    /// i6300esb timeout the guest arms (seconds).
+    pub watchdog_secs: u32,
+}
+
+impl BootPlan {
+    /// /data straight from the raw partition; no rewindd.
+    pub fn raw() -> Self {
+        BootPlan {
+            mode: Mode::Raw,
+            attempt: 0,
+            run_workload: false,
+            commit: false,
+            mount_data: true,
+            failure: None,
+            watchdog_secs: crate::timeouts::WATCHDOG_SECS,
+        }
+    }
+
+    /// The boot contract with rewindd.
+    pub fn rewind() -> Self {
+        BootPlan {
+            mode: Mode::Rewind,
+            ..Self::raw()
+        }
+    }
+
+    pub fn with_failure(mut self, failure: Failure) -> Self {
+        self.failure = Some(failure);
+        self
+    }
+    pub fn with_workload(mut self, attempt: u32) -> Self {
+        self.run_workload = true;
+        self.attempt = attempt;
+        self
+    }
+    pub fn with_commit(mut self) -> Self {
+        self.commit = true;
+        self
+    }
+    pub fn without_data(mut self) -> Self {
+        self.mount_data = false;
+        self
+    }
+
+    /// The plan as `plan.env` for the guest init. `workload` is the guest
+    /// path of the workload script, when there is one.
+    pub fn to_env(&self, boot: u32, fs: FsType, workload: Option<&str>) -> String {
+        let mut vars: Vec<(&str, String)> = vec![
+            (
+                "REWIND_MODE",
+                match self.mode {
+                    Mode::Raw => "raw",
+                    Mode::Rewind => "rewind",
+                }
+                .into(),
+            ),
+            ("REWIND_FS", fs.as_str().into()),
+            ("REWIND_BOOT", boot.to_string()),
+            ("REWIND_ATTEMPT", self.attempt.to_string()),
+            ("REWIND_MOUNT_DATA", u8::from(self.mount_data).to_string()),
+            ("REWIND_COMMIT", u8::from(self.commit).to_string()),
+            ("REWIND_WATCHDOG_SECS", self.watchdog_secs.to_string()),
+            (
+                "REWIND_WORKLOAD",
+                if self.run_workload { workload.unwrap_or_default().to_string() } else { String::new() },
+            ),
+        ];
+        if let Some((kind, at)) = self.failure.as_ref().and_then(Failure::guest_side) {
+            vars.push(("REWIND_FAIL_KIND", kind.into()));
+            vars.push(("REWIND_FAIL_AT", at.into()));
+        }
+        let mut s = String::from("# Written by rewind-harness for one boot.\n");
+        for (k, v) in vars {
+            s += &format!("{k}={}\n", shell_quote(&v));
+        }
+        s
+    }
+}
+
+/// Single-quotes a value for sh.
+pub fn shell_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_env_carries_the_guest_side_failure() {
+        let plan = BootPlan::rewind().with_workload(2).with_failure(Failure::panic_at(stage::DATA_MOUNTED));
+        let env = plan.to_env(3, FsType::F2fs, Some("/host/scripts/workload.sh"));
+        assert!(env.contains("REWIND_MODE='rewind'\n"));
+        assert!(env.contains("REWIND_FS='f2fs'\n"));
+        assert!(env.contains("REWIND_BOOT='3'\n"));
+        assert!(env.contains("REWIND_ATTEMPT='2'\n"));
+        assert!(env.contains("REWIND_FAIL_KIND='panic'\n"));
+        assert!(env.contains("REWIND_FAIL_AT='data-mounted'\n"));
+        assert!(env.contains("REWIND_WORKLOAD='/host/scripts/workload.sh'\n"));
+    }
+
+    #[test]
+    fn host_side_failures_stay_on_the_host() {
+        let plan = BootPlan::raw().with_failure(Failure::power_cut_at(stage::READY));
+        let env = plan.to_env(1, FsType::Ext4, None);
+        assert!(!env.contains("REWIND_FAIL"));
+        assert!(env.contains("REWIND_WORKLOAD=''\n"));
+    }
+
+    #[test]
+    fn quoting_survives_quotes() {
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+
+    #[test]
+    fn failures_print_compactly() {
+        assert_eq!(Failure::hang_at("ready").to_string(), "hang@ready");
+        assert_eq!(
+            Failure::power_cut_at_after("prepare-userdata", Duration::from_millis(300)).to_string(),
+            "power-cut@prepare-userdata+300ms"
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! The seam between scenarios and the machine they run on. QEMU guests
+//! implement it today (guest::QemuGuest); a Cuttlefish device over adb can
+//! implement the same calls (boot with a plan = write the plan, reboot;
+//! exec = adb shell; power cut = the launcher's powerwash/kill; console =
+//! the kernel log).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::failure::BootEnd;
+use crate::plan::{BootPlan, FsType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("Guest is not running (boot it first)")]
+    NotRunning,
+    #[error("Guest is already running boot {boot}")]
+    AlreadyRunning { boot: u32 },
+    #[error("Boot {boot} did not reach {stage} within {waited:?} (last stage: {last_stage})")]
+    BootTimeout {
+        boot: u32,
+        stage: String,
+        last_stage: String,
+        waited: Duration,
+    },
+    #[error("Boot {boot} ended ({end}) while {doing}")]
+    GuestEnded { boot: u32, end: BootEnd, doing: String },
+    #[error("Command timed out after {waited:?} in the guest: {command}")]
+    ExecTimeout { command: String, waited: Duration },
+    #[error("Command failed in the guest (exit {status}): {command}\nstderr: {stderr}")]
+    ExecFailed { command: String, status: i32, stderr: String },
+    #[error("QEMU did not start: {detail}")]
+    Start { detail: String },
+    #[error("Creating the disk image {path}: {detail}")]
+    Disk { path: PathBuf, detail: String },
+    #[error("I/O on {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Preparing the guest kit")]
+    Kit(#[from] crate::kit::KitError),
+    #[error("Waiting for a guest slot")]
+    Slot(#[from] crate::lock::LockError),
+    #[error("QMP")]
+    Qmp(#[from] crate::qmp::QmpError),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TargetError + '_ {
+    move |source| TargetError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Result of one command in the guest.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecOutput {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub duration_ms: u64,
+}
+
+impl ExecOutput {
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+}
+
+/// What one boot did: the report's per-boot entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootRecord {
+    /// 1-based boot number within the scenario.
+    pub index: u32,
+    pub plan: BootPlan,
+    /// The failure injected ("panic@data-mounted"), if any.
+    pub failure: Option<String>,
+    /// Stage markers seen, in order.
+    pub stages: Vec<String>,
+    /// Milliseconds from QEMU's start to each stage.
+    pub stage_ms: Vec<u64>,
+    /// `@@REWIND-ERROR ...@@` lines from the guest init.
+    pub errors: Vec<String>,
+    /// How the boot ended; None while the guest is still running.
+    pub ended: Option<BootEnd>,
+    /// Time from QEMU's start to `ready`, if reached.
+    pub ready_ms: Option<u64>,
+    /// Time from QEMU's start to its end (or until now while running).
+    pub duration_ms: u64,
+    pub console_log: PathBuf,
+    pub qmp_log: PathBuf,
+    pub command_line: String,
+}
+
+impl BootRecord {
+    pub fn last_stage(&self) -> &str {
+        self.stages.last().map(String::as_str).unwrap_or("none")
+    }
+    pub fn reached(&self, stage: &str) -> bool {
+        self.stages.iter().any(|s| s == stage)
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ended.is_none() && self.reached(crate::plan::stage::READY)
+    }
+}
+
+/// A machine the scenarios drive: disks that persist across its boots, one
+/// boot at a time.
+pub trait Target {
+    /// "qemu (tcg)", "cuttlefish cvd-1", ...
+    fn describe(&self) -> String;
+    /// Filesystem of userdata on this target.
+    fn fs(&self) -> FsType;
+    /// Boots with `plan` and returns when the guest is ready for commands,
+    /// or when the boot ended (an injected failure); check `ended`.
+    fn boot(&mut self, plan: &BootPlan) -> Result<BootRecord, TargetError>;
+    /// Runs a shell command in the running guest.
+    fn exec(&mut self, command: &str) -> Result<ExecOutput, TargetError>;
+    /// Like `exec`, but a non-zero exit is an error; returns stdout.
+    fn exec_checked(&mut self, command: &str) -> Result<String, TargetError> {
+        let out = self.exec(command)?;
+        if out.success() {
+            Ok(out.stdout)
+        } else {
+            Err(TargetError::ExecFailed {
+                command: command.to_string(),
+                status: out.status,
+                stderr: out.stderr,
+            })
+        }
+    }
+    /// Cuts the power now (host side).
+    fn power_cut(&mut self) -> Result<BootRecord, TargetError>;
+    /// Clean power-off from the guest (unmounts, sync).
+    fn shutdown(&mut self) -> Result<BootRecord, TargetError>;
+    /// Waits for the running boot to end by itself.
+    fn wait_end(&mut self, timeout: Duration) -> Result<BootRecord, TargetError>;
+    /// Every boot so far (the last one may still be running).
+    fn boots(&self) -> &[BootRecord];
+    /// Console text of the last boot.
+    fn console(&self) -> String;
+    /// gRPC endpoint of rewindd in the running guest ("http://127.0.0.1:PORT").
+    fn grpc_endpoint(&self) -> Option<String>;
+    /// Copies a host file into the guest.
+    fn push(&mut self, local: &Path, guest_path: &str) -> Result<(), TargetError>;
+    /// Copies a guest file to the host.
+    fn pull(&mut self, guest_path: &str, local: &Path) -> Result<(), TargetError>;
+    /// Guest path of the scenario's baseline / workload scripts.
+    fn baseline_script(&self) -> String;
+    fn workload_script(&self) -> String;
+    /// Where this target keeps images and logs (named in the report).
+    fn artifacts_dir(&self) -> PathBuf;
+}
