@@ -5,8 +5,9 @@
 //! Why this lives in the harness: `android/rewindd.rc` cannot be booted in CI
 //! (no Android build, no device), so two things keep it honest. [`RcFile::validate`]
 //! fails a unit test when the file uses a keyword init does not have, and
-//! [`boot_steps`] hands the guest init the very commands a device would run,
-//! in init's order, so the guest tests exercise the .rc rather than a copy.
+//! [`boot_steps`] derives from it the commands a device would run, in init's
+//! order, for the QEMU guest init to run ([`BootStep::guest_command`]), so
+//! the guest need not keep its own copy of the boot contract.
 //!
 //! The language, as init's README describes it: line-oriented, tokens split
 //! on whitespace, `"` groups a token, C-style backslash escapes, a backslash
@@ -670,6 +671,31 @@ pub struct BootStep {
     pub conditions: Vec<(String, String)>,
 }
 
+impl BootStep {
+    /// The step as a guest shell command: the program's file name (guests
+    /// put rewindd and rewindctl on PATH, not in /system/bin) and its
+    /// arguments, single-quoted where the shell would split or expand them.
+    /// `rewindctl prepare-userdata`, `rewindctl commit --reason boot-completed`.
+    pub fn guest_command(&self) -> String {
+        let mut words = Vec::with_capacity(self.argv.len());
+        for (i, arg) in self.argv.iter().enumerate() {
+            let word = if i == 0 { arg.rsplit('/').next().unwrap_or(arg) } else { arg.as_str() };
+            words.push(shell_quote(word));
+        }
+        words.join(" ")
+    }
+}
+
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word.chars().all(|c| c.is_ascii_alphanumeric() || "_./:=@%+-,".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// The boot-contract steps of `rc` for the QEMU guest: per stage, in init's
 /// order (stage order, then file order), every `start`, `exec`,
 /// `exec_background`, `exec_start` and `mount_all`, with services resolved
@@ -811,6 +837,28 @@ mod tests {
         assert!(steps[0].conditions.is_empty());
         assert_eq!(steps[2].conditions, [("rewind.defer_commit".to_string(), "false".to_string())]);
         assert_eq!(steps[2].service.as_deref(), Some("rewind_commit"));
+        let commands: Vec<String> = steps.iter().map(BootStep::guest_command).collect();
+        assert_eq!(
+            commands,
+            [
+                "rewindd --config /system/etc/rewindd.toml",
+                "rewindctl prepare-userdata",
+                "rewindctl commit --reason boot-completed"
+            ]
+        );
+    }
+
+    #[test]
+    fn guest_command_quotes_what_the_shell_would_split() {
+        let step = BootStep {
+            stage: Stage::Fs,
+            kind: StepKind::Exec,
+            line: 1,
+            service: None,
+            argv: vec!["/system/bin/tool".into(), "two words".into(), "it's".into(), "".into(), "$HOME".into()],
+            conditions: Vec::new(),
+        };
+        assert_eq!(step.guest_command(), r#"tool 'two words' 'it'\''s' '' '$HOME'"#);
     }
 
     #[test]
