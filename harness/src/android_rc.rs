@@ -1010,6 +1010,31 @@ on early-fs
         );
     }
 
+    /// The example fstabs mount /data the way the boot contract expects:
+    /// ext4 through the always-present dm device with checkpoint=block, f2fs
+    /// from the partition with checkpoint=fs; five fields on every line
+    /// (rewindd's fstab parser is strict about that).
+    #[test]
+    fn fstab_examples_mount_data_the_way_the_contract_expects() {
+        let examples = [
+            (include_str!("../../android/fstab.rewind.ext4"), "/dev/block/mapper/rewind-userdata", "checkpoint=block"),
+            (include_str!("../../android/fstab.rewind.f2fs"), "/dev/block/by-name/userdata", "checkpoint=fs"),
+        ];
+        for (text, blk, flag) in examples {
+            let lines: Vec<Vec<&str>> = text
+                .lines()
+                .map(|l| l.split('#').next().unwrap_or("").split_whitespace().collect::<Vec<_>>())
+                .filter(|f| !f.is_empty())
+                .collect();
+            assert!(lines.iter().all(|f| f.len() == 5), "an fstab line without 5 fields: {lines:?}");
+            let data: Vec<&Vec<&str>> = lines.iter().filter(|f| f[1] == "/data").collect();
+            assert_eq!(data.len(), 1);
+            assert_eq!(data[0][0], blk);
+            assert!(data[0][4].split(',').any(|f| f == flag), "{flag} missing on /data");
+            assert!(lines.iter().any(|f| f[1] == "/metadata" && f[4].contains("first_stage_mount")));
+        }
+    }
+
     #[test]
     fn keyword_tables_have_no_duplicates() {
         for table in [COMMANDS, SERVICE_OPTIONS] {
