@@ -46,7 +46,7 @@ pub const DEFAULT_SOCKET: &str = "/dev/socket/rewindd";
 const EXAMPLES: &str = "\
 Examples:
   rewindctl start --attempts 3 --reason 'ota build 1234'
-  rewindctl prepare-userdata              # init, before mount_all /data
+  rewindctl --wait 10 prepare-userdata    # init, before mount_all /data
   rewindctl commit --reason boot-completed
   if rewindctl needs-rollback; then echo 'fall back to the old slot'; fi
   rewindctl status --json
@@ -75,6 +75,10 @@ pub struct Cli {
     /// Talk to rewindd over TCP instead (test guests: rewindd --listen-tcp).
     #[arg(long, global = true, value_name = "HOST:PORT")]
     pub tcp: Option<String>,
+    /// Keep trying to connect for up to this many seconds (init: rewindd may
+    /// still be starting when the next command runs).
+    #[arg(long, global = true, default_value_t = 0, value_name = "SECS")]
+    pub wait: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -197,8 +201,8 @@ pub enum ClientError {
         #[source]
         refusal: Refusal,
     },
-    #[error("rewindd ended the stream before phase {phase}")]
-    StreamEnded { phase: String },
+    #[error("rewindd ended the stream before {what} (shutting down?)")]
+    StreamEnded { what: String },
     #[error("Cannot start the client runtime")]
     Runtime(#[source] std::io::Error),
 }
@@ -318,7 +322,7 @@ pub fn run(cli: Cli) -> i32 {
         Some(addr) => Target::Tcp(addr.clone()),
         None => Target::Unix(cli.socket.clone()),
     };
-    match runtime.block_on(execute(&target, cli.command)) {
+    match runtime.block_on(execute(&target, Duration::from_secs(cli.wait), cli.command)) {
         Ok(code) => code,
         Err(err) => {
             print_error(&err);
@@ -336,8 +340,20 @@ fn bool_exit(value: bool) -> i32 {
     }
 }
 
-async fn execute(target: &Target, command: Command) -> Result<i32, ClientError> {
-    let mut client = connect(target).await?;
+/// [`connect`], retried every 100 ms until `wait` has passed.
+pub async fn connect_waiting(target: &Target, wait: Duration) -> Result<CheckpointClient<Channel>, ClientError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match connect(target).await {
+            Ok(client) => return Ok(client),
+            Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn execute(target: &Target, wait: Duration, command: Command) -> Result<i32, ClientError> {
+    let mut client = connect_waiting(target, wait).await?;
     match command {
         Command::Start { attempts, reason } => {
             let resp = client
@@ -408,7 +424,7 @@ async fn execute(target: &Target, command: Command) -> Result<i32, ClientError> 
                             last_line = line;
                         }
                     }
-                    None => return Err(ClientError::StreamEnded { phase: "done".into() }),
+                    None => return Err(ClientError::StreamEnded { what: "the final message".into() }),
                 }
             }
         }
@@ -450,7 +466,7 @@ async fn execute(target: &Target, command: Command) -> Result<i32, ClientError> 
                 }
             }
             match until_phase {
-                Some(phase) => Err(ClientError::StreamEnded { phase }),
+                Some(phase) => Err(ClientError::StreamEnded { what: format!("phase {phase}") }),
                 None => Ok(exit::OK),
             }
         }

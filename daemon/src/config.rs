@@ -404,7 +404,8 @@ mod tests {
 
     #[test]
     fn validation_rejects_bad_values() {
-        let cases: Vec<(&str, fn(&mut Config))> = vec![
+        type Case = (&'static str, fn(&mut Config));
+        let cases: Vec<Case> = vec![
             ("cow.chunk_sectors", |c| c.cow.chunk_sectors = 4),
             ("cow.chunk_sectors", |c| c.cow.chunk_sectors = 24),
             ("cow.chunk_sectors", |c| c.cow.chunk_sectors = 4096),

@@ -111,7 +111,10 @@ pub fn filter(level: Option<&str>) -> Result<EnvFilter, LoggingError> {
 /// Returns whether kmsg is in use.
 pub fn init(level: Option<&str>, kmsg: bool) -> Result<bool, LoggingError> {
     let filter = filter(level)?;
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    // Colours only on a terminal: a guest's serial console or a log file
+    // would show the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
     let kmsg_layer = if kmsg {
         std::fs::OpenOptions::new().write(true).open(KMSG_PATH).ok().map(|file| KmsgLayer { file: Mutex::new(file) })
     } else {

@@ -147,3 +147,24 @@ async fn usage_errors_exit_two_and_help_has_examples() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("Examples:") && run.stdout.contains("Exit status:"), "{run:?}");
 }
+
+/// --wait retries the connection: a daemon that comes up late is reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_reaches_a_daemon_that_starts_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("late.sock");
+    let client_socket = socket.clone();
+    let started = std::time::Instant::now();
+    let client = tokio::spawn(async move { rewindctl(&client_socket, None, &["--wait", "20", "needs-checkpoint"]).await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Serve the fake on that path now.
+    let (unix, _file) = rewind_daemon::service::transport::bind_unix(&socket, 0o600).unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let service = rewind_daemon::service::CheckpointService::new(common::FakeCore::new(), TestServer::default_policy(), rx.clone());
+    let server = tokio::spawn(rewind_daemon::service::server::serve(service, unix, None, rx));
+    let run = client.await.unwrap();
+    assert_eq!(run.code, exit::FALSE, "{run:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(500));
+    let _ = tx.send(true);
+    server.await.unwrap().unwrap();
+}

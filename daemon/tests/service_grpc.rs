@@ -132,12 +132,7 @@ async fn watch_status_streams_events_and_periodic_status() {
 
     server.shutdown();
     let end = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match stream.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => break,
-            }
-        }
+        while let Ok(Some(_)) = stream.message().await {}
     })
     .await;
     assert!(end.is_ok(), "the watch stream ends at shutdown");

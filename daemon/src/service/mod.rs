@@ -172,7 +172,8 @@ impl CheckpointService {
         }
         let why = match caller {
             Caller::Uid(_) => format!("allowed uids: {:?}", self.policy.allowed_uids),
-            _ => "TCP callers are not trusted (tcp_trusted = false)".to_string(),
+            Caller::Tcp(_) => "TCP callers are not trusted: tcp_trusted = false".to_string(),
+            Caller::Unknown => "the connection carries no peer credentials".to_string(),
         };
         Err(to_status(rpc, &Error::PermissionDenied(format!("{caller} may not call {rpc} ({why})"))))
     }
