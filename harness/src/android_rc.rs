@@ -397,8 +397,12 @@ fn check_service(service: &Service, errors: &mut Vec<RcError>) {
                 }
             }
             "socket" => {
-                let kind = opt.args[2].strip_suffix("+passcred").unwrap_or(&opt.args[2]);
-                if !matches!(kind, "stream" | "dgram" | "seqpacket") {
+                // "+passcred" (SO_PASSCRED) and, in newer inits, "+listen"
+                // (init makes it a listening socket) may follow the type.
+                let mut parts = opt.args[2].split('+');
+                let kind = parts.next().unwrap_or("");
+                let suffixes_ok = parts.all(|p| matches!(p, "passcred" | "listen"));
+                if !matches!(kind, "stream" | "dgram" | "seqpacket") || !suffixes_ok {
                     errors.push(bad(format!("type '{}' is not stream, dgram or seqpacket", opt.args[2])));
                 }
                 if !is_octal_mode(&opt.args[3]) {
@@ -675,7 +679,7 @@ impl BootStep {
     /// The step as a guest shell command: the program's file name (guests
     /// put rewindd and rewindctl on PATH, not in /system/bin) and its
     /// arguments, single-quoted where the shell would split or expand them.
-    /// `rewindctl prepare-userdata`, `rewindctl commit --reason boot-completed`.
+    /// `rewindctl --wait 30 prepare-userdata`, `rewindctl --wait 10 commit --reason boot-completed`.
     pub fn guest_command(&self) -> String {
         let mut words = Vec::with_capacity(self.argv.len());
         for (i, arg) in self.argv.iter().enumerate() {
@@ -825,11 +829,15 @@ mod tests {
                     StepKind::Start,
                     vec!["/system/bin/rewindd", "--config", "/system/etc/rewindd.toml"]
                 ),
-                (Stage::EarlyFs, StepKind::ExecStart, vec!["/system/bin/rewindctl", "prepare-userdata"]),
+                (
+                    Stage::EarlyFs,
+                    StepKind::ExecStart,
+                    vec!["/system/bin/rewindctl", "--wait", "30", "prepare-userdata"]
+                ),
                 (
                     Stage::BootCompleted,
                     StepKind::Start,
-                    vec!["/system/bin/rewindctl", "commit", "--reason", "boot-completed"]
+                    vec!["/system/bin/rewindctl", "--wait", "10", "commit", "--reason", "boot-completed"]
                 ),
             ]
         );
@@ -842,8 +850,8 @@ mod tests {
             commands,
             [
                 "rewindd --config /system/etc/rewindd.toml",
-                "rewindctl prepare-userdata",
-                "rewindctl commit --reason boot-completed"
+                "rewindctl --wait 30 prepare-userdata",
+                "rewindctl --wait 10 commit --reason boot-completed"
             ]
         );
     }
@@ -894,7 +902,8 @@ mod tests {
 service d /system/bin/d
     capability SYS_ADMIN
     capabilities CAP_SYS_ADMIN
-    socket d stream 0990 root system
+    socket d stream+listen 0990 root system
+    socket e stream+passcred+listen 0660 root system
     oneshot
     critical
 on boot
@@ -904,9 +913,10 @@ on boot
         let rc = parse(text).expect("syntax is fine");
         let err = rc.validate().expect_err("several problems");
         let lines: Vec<usize> = err.0.iter().map(RcError::line).collect();
-        assert_eq!(lines, [1, 2, 3, 4, 8, 9], "{err}");
+        assert_eq!(lines, [1, 2, 3, 4, 9, 10], "{err}");
         assert!(matches!(&err.0[1], RcError::UnknownOption { name, .. } if name == "capability"));
         assert!(matches!(&err.0[0], RcError::CriticalOneshot { .. }));
+        assert!(matches!(&err.0[3], RcError::BadArgument { problem, .. } if problem.contains("0990")));
         assert!(matches!(&err.0[4], RcError::ArgCount { found: 1, .. }));
     }
 
