@@ -213,3 +213,64 @@ async fn rewindd_help_shows_examples() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("Examples:") && run.stdout.contains("--listen-tcp"), "{run:?}");
 }
+
+/// A listening-less, bound socket as Android init leaves it, inherited by
+/// the child (no CLOEXEC). Returns the fd number.
+fn init_style_socket(path: &Path) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    let fd: OwnedFd = listener.into();
+    // SAFETY: clearing FD_CLOEXEC on an fd this test owns.
+    assert_eq!(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) }, 0);
+    fd
+}
+
+/// NEEDS THE REAL ENGINE. With ANDROID_SOCKET_rewindd set (and no
+/// --socket), rewindd serves on init's socket and leaves the file to init.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewindd_serves_on_the_socket_init_hands_over() {
+    use std::os::fd::AsRawFd;
+    let (dir, mut args) = layout();
+    let i = args.iter().position(|a| a == "--socket").unwrap();
+    args.drain(i..i + 2);
+    let socket = dir.path().join("from-init.sock");
+    let fd = init_style_socket(&socket);
+    let child = tokio::process::Command::new(common::rewindd_path())
+        .args(&args)
+        .env("ANDROID_SOCKET_rewindd", fd.as_raw_fd().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn rewindd");
+    drop(fd);
+    let mut daemon = Daemon { child: Some(child), socket: socket.clone(), _dir: dir };
+    daemon.wait_ready().await;
+    assert_eq!(rewindctl(&socket, None, &["status"]).await.code, exit::OK);
+    let out = daemon.stop().await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("init's socket"), "{out:?}");
+}
+
+/// A bad ANDROID_SOCKET_rewindd stops rewindd before the engine opens.
+/// (Independent of the engine.)
+#[tokio::test]
+async fn bad_init_socket_is_refused() {
+    let (dir, mut args) = layout();
+    let i = args.iter().position(|a| a == "--socket").unwrap();
+    args.drain(i..i + 2);
+    let file = std::fs::File::create(dir.path().join("not-a-socket")).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: clearing FD_CLOEXEC on a file this test owns.
+    assert_eq!(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) }, 0);
+    for (value, expect) in [(file.as_raw_fd().to_string(), "not a Unix stream socket"), ("seven".to_string(), "not a file descriptor number")] {
+        let run = common::run({
+            let mut cmd = tokio::process::Command::new(common::rewindd_path());
+            cmd.args(&args).env("ANDROID_SOCKET_rewindd", &value);
+            cmd
+        })
+        .await;
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(run.stderr.contains(expect), "{value}: {run:?}");
+    }
+}

@@ -34,10 +34,17 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
     }
 }
 
+async fn next_notice(notices: &mut Option<broadcast::Receiver<Notice>>) -> Result<Notice, broadcast::error::RecvError> {
+    match notices {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Starts the task feeding one WatchStatus stream.
 pub(super) fn spawn(
     core: Arc<dyn CheckpointCore>,
-    mut notices: broadcast::Receiver<Notice>,
+    notices: broadcast::Receiver<Notice>,
     interval: Option<Duration>,
     mut shutdown: watch::Receiver<bool>,
 ) -> mpsc::Receiver<Item> {
@@ -49,8 +56,10 @@ pub(super) fn spawn(
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             t
         });
+        // None once the core's sender is gone: statuses may still follow.
+        let mut notices = Some(notices);
         loop {
-            if *shutdown.borrow() {
+            if *shutdown.borrow() || (notices.is_none() && ticker.is_none()) {
                 break;
             }
             let item = tokio::select! {
@@ -65,7 +74,7 @@ pub(super) fn spawn(
                         Err(status) => Err(status),
                     }
                 }
-                notice = notices.recv() => match notice {
+                notice = next_notice(&mut notices) => match notice {
                     Ok(notice) => Ok(notice_event(&notice)),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         // Too slow a reader: say so in the log; the next
@@ -73,7 +82,10 @@ pub(super) fn spawn(
                         tracing::warn!("WatchStatus: a watcher missed {missed} notices");
                         continue;
                     }
-                    Err(broadcast::error::RecvError::Closed) => break,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        notices = None;
+                        continue;
+                    }
                 },
             };
             let failed = item.is_err();
