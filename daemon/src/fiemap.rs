@@ -308,7 +308,7 @@ mod tests {
 
     fn written_file(dir: &Path, size: usize) -> (File, PathBuf) {
         let path = dir.join("data");
-        let mut f = std::fs::OpenOptions::new().create(true).read(true).write(true).open(&path).expect("create");
+        let mut f = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).expect("create");
         let block: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
         let mut left = size;
         while left > 0 {
@@ -349,7 +349,7 @@ mod tests {
     fn real_sparse_file_has_a_hole() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sparse");
-        let f = std::fs::OpenOptions::new().create(true).write(true).open(&path).expect("create");
+        let f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path).expect("create");
         f.write_all_at(&[1u8; 4096], 0).expect("w");
         f.write_all_at(&[1u8; 4096], 1 << 20).expect("w");
         f.sync_all().expect("fsync");

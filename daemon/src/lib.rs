@@ -3,7 +3,16 @@
 
 pub mod client;
 pub mod config;
+pub mod backend;
+pub mod boot;
+pub mod cowstore;
+pub mod dm;
 pub mod engine;
 pub mod error;
+pub mod fiemap;
+pub mod fstab;
 pub mod logging;
 pub mod service;
+pub mod space;
+pub mod state;
+pub mod sys;

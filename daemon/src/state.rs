@@ -113,6 +113,10 @@ pub struct State {
     /// Attempts prepared (counted) so far in this checkpoint.
     pub attempt: u32,
     pub attempts: u32,
+    /// /proc/sys/kernel/random/boot_id of the boot that armed the current
+    /// attempt: a second prepare in the same boot does not count again.
+    #[serde(default)]
+    pub boot_id: String,
     /// AbortChanges without retry: the next prepare rolls back for good.
     pub no_retry: bool,
     pub reason: String,
@@ -137,6 +141,7 @@ impl Default for State {
             phase: Phase::Idle,
             attempt: 0,
             attempts: 0,
+            boot_id: String::new(),
             no_retry: false,
             reason: String::new(),
             started_unix: 0,

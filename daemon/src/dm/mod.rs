@@ -10,3 +10,6 @@ pub mod target;
 pub use control::{DmControl, DmOpError, KernelDm};
 pub use status::SnapshotStatus;
 pub use target::{Persistence, Table, Target};
+
+#[cfg(test)]
+pub mod fake;

@@ -1,0 +1,70 @@
+//! A recording backend for host tests of the life cycle and the engine.
+
+use super::{Backend, Merged, PartRef};
+use crate::dm::SnapshotStatus;
+use crate::engine::Progress;
+use crate::error::{Error, ErrorKind, Result};
+use crate::state::PartitionState;
+
+#[derive(Default)]
+pub struct FakeBackend {
+    pub ops: Vec<String>,
+    pub armed: bool,
+    /// op name -> error kind to return once.
+    pub fail: Option<(&'static str, ErrorKind)>,
+}
+
+impl FakeBackend {
+    fn step(&mut self, op: &str) -> Result<()> {
+        self.ops.push(op.to_string());
+        if let Some((f, kind)) = self.fail {
+            if f == op {
+                self.fail = None;
+                return Err(match kind {
+                    ErrorKind::Unsafe => Error::Unsafe(format!("{op}: extents changed")),
+                    _ => Error::Internal(format!("{op}: power cut")),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Backend for FakeBackend {
+    fn ensure_idle(&mut self, _part: &PartRef) -> Result<()> {
+        self.step("idle")
+    }
+    fn verify_store(&mut self, _part: &PartitionState) -> Result<()> {
+        self.step("verify")
+    }
+    fn merge(&mut self, _part: &PartitionState, progress: &mut dyn FnMut(Progress)) -> Result<Merged> {
+        self.step("merge")?;
+        self.armed = false;
+        progress(Progress { step: "merge".into(), partition: "userdata".into(), done_sectors: 8, total_sectors: 8 });
+        Ok(Merged::Merged { sectors: 8 })
+    }
+    fn arm(&mut self, _part: &PartitionState) -> Result<()> {
+        self.step("arm")?;
+        self.armed = true;
+        Ok(())
+    }
+    fn commit_live(&mut self, _part: &PartitionState) -> Result<()> {
+        self.step("commit")?;
+        self.armed = false;
+        Ok(())
+    }
+    fn is_armed(&self, _part: &PartitionState) -> Result<bool> {
+        Ok(self.armed)
+    }
+    fn usage(&self, _part: &PartitionState) -> Result<Option<SnapshotStatus>> {
+        Ok(None)
+    }
+    fn check_mounted(&self, _part: &PartRef, _mount_point: &str) -> Result<u64> {
+        // Larger than any host disk, so real FIEMAP offsets fit.
+        Ok(1 << 50)
+    }
+    fn stack(&self, _name: &str) -> Vec<String> {
+        Vec::new()
+    }
+}
+

@@ -1,0 +1,529 @@
+//! Block mode: dm-snapshot over COW files (architecture.md, "Device stack").
+//!
+//! ```text
+//! rewind-<part>       always present: linear | snapshot-origin | snapshot-merge
+//! rewind-<part>-cow   linear over the COW files' extents
+//! rewind-<part>-snap  snapshot <raw> <cow> PO <chunk>  (never mounted)
+//! rewind-<part>-verify  transient read-only linear, to re-read extents
+//! ```
+//!
+//! Kernel rule followed everywhere: the origin (or merge) device is
+//! suspended while a snapshot target is loaded or unloaded.
+//!
+//! Before the COW map is used (arm, merge), the extents are re-read and
+//! compared with the record: the partition is exposed through the
+//! read-only `-verify` device, mounted `ro` without journal replay
+//! (`noload` on ext4, `norecovery` on f2fs) on a private directory under
+//! the metadata dir, FIEMAP'd, and unmounted. Nothing can write to the raw
+//! device outside the snapshot that way (a journal replay would, and would
+//! corrupt a pending merge). start_checkpoint freezes/thaws the filesystem
+//! after creating the files so the journal is checkpointed and the no-replay
+//! view shows them. The COW header is checked too: it must be zero (never
+//! armed) or a valid dm-snapshot header with our chunk size.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use devicemapper::{Device, Sectors};
+use nix::mount::MsFlags;
+
+use super::{Backend, Merged, PartRef};
+use crate::config::Config;
+use crate::cowstore;
+use crate::dm::control::{ensure, snapshot_status};
+use crate::dm::target::{OriginParams, SnapParams, LINEAR, SNAPSHOT_MERGE, SNAPSHOT_ORIGIN};
+use crate::dm::{DmControl, SnapshotStatus, Table, Target};
+use crate::engine::Progress;
+use crate::error::{Error, Result};
+use crate::state::PartitionState;
+use crate::sys;
+
+/// dm-snapshot's persistent store magic ("SnAp", little endian).
+pub const SNAP_MAGIC: u32 = 0x7041_6e53;
+/// Bytes zeroed at the start of the store before arming (the header).
+pub const HEADER_ZERO_BYTES: usize = 4096;
+/// How often a merge is polled (progress is reported at least every second).
+const MERGE_POLL: Duration = Duration::from_millis(200);
+/// A merge making no progress for this long is reported as failed.
+const MERGE_STALL: Duration = Duration::from_secs(600);
+
+/// File and mount operations the stack needs besides dm ioctls.
+pub trait StackIo: Send {
+    /// Device number and size in bytes of the raw partition.
+    fn raw(&self, path: &str) -> Result<(Device, u64)>;
+    fn node(&self, name: &str, dev: Device) -> Result<PathBuf>;
+    fn remove_node(&self, name: &str);
+    fn read_head(&self, node: &Path) -> Result<[u8; 16]>;
+    fn zero_head(&self, node: &Path) -> Result<()>;
+    fn mount_ro(&self, node: &Path, fs_type: &str, dir: &Path) -> Result<()>;
+    fn umount(&self, dir: &Path) -> Result<()>;
+    /// Device number of the filesystem mounted at `dir`.
+    fn mounted_device(&self, dir: &str) -> Option<Device>;
+}
+
+/// The real system.
+pub struct SysIo {
+    pub dev_dir: PathBuf,
+}
+
+impl StackIo for SysIo {
+    fn raw(&self, path: &str) -> Result<(Device, u64)> {
+        let p = Path::new(path);
+        Ok((sys::block_device(p)?, sys::block_size_bytes(p)?))
+    }
+    fn node(&self, name: &str, dev: Device) -> Result<PathBuf> {
+        Ok(sys::make_dev_node(&self.dev_dir, name, dev)?)
+    }
+    fn remove_node(&self, name: &str) {
+        sys::remove_dev_node(&self.dev_dir, name)
+    }
+    // O_DIRECT both ways: the kernel writes the header through dm-bufio,
+    // below the block device's page cache, so a cached page could be stale.
+    fn read_head(&self, node: &Path) -> Result<[u8; 16]> {
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(node)
+            .map_err(|e| Error::io(format!("open {}", node.display()), e))?;
+        let mut buf = AlignedBlock::new();
+        f.read_exact_at(buf.as_mut(), 0)
+            .map_err(|e| Error::io(format!("read the COW header on {}", node.display()), e))?;
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&buf.as_mut()[..16]);
+        Ok(b)
+    }
+    fn zero_head(&self, node: &Path) -> Result<()> {
+        let f = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(node)
+            .map_err(|e| Error::io(format!("open {}", node.display()), e))?;
+        let mut buf = AlignedBlock::new();
+        buf.as_mut().fill(0);
+        f.write_all_at(buf.as_mut(), 0)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(format!("zero the COW header on {}", node.display()), e))
+    }
+    fn mount_ro(&self, node: &Path, fs_type: &str, dir: &Path) -> Result<()> {
+        let opts = match fs_type {
+            "ext4" | "ext3" => "noload",
+            "f2fs" => "norecovery",
+            _ => "",
+        };
+        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME;
+        Ok(sys::mount(node, dir, fs_type, flags, opts)?)
+    }
+    fn umount(&self, dir: &Path) -> Result<()> {
+        Ok(sys::umount(dir)?)
+    }
+    fn mounted_device(&self, dir: &str) -> Option<Device> {
+        sys::mounted_device(Path::new(dir))
+    }
+}
+
+/// A 4 KiB buffer aligned for O_DIRECT.
+struct AlignedBlock {
+    raw: Vec<u8>,
+    off: usize,
+}
+
+impl AlignedBlock {
+    fn new() -> AlignedBlock {
+        let raw = vec![0u8; HEADER_ZERO_BYTES * 2];
+        let off = raw.as_ptr().align_offset(HEADER_ZERO_BYTES);
+        AlignedBlock { raw, off }
+    }
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.raw[self.off..self.off + HEADER_ZERO_BYTES]
+    }
+}
+
+/// What the first bytes of a COW store say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Header {
+    /// All zero: never armed, or armed and never written by the kernel.
+    Zero,
+    Valid { chunk_sectors: u32 },
+    /// The kernel invalidated the snapshot (store full): no rollback.
+    Invalidated,
+    Foreign,
+}
+
+pub fn parse_header(b: &[u8; 16]) -> Header {
+    let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    if b.iter().all(|x| *x == 0) {
+        return Header::Zero;
+    }
+    // A magic of zero is a new store for the kernel, whatever follows.
+    if word(0) == 0 {
+        return Header::Zero;
+    }
+    if word(0) != SNAP_MAGIC || word(8) != 1 {
+        return Header::Foreign;
+    }
+    if word(4) == 0 {
+        return Header::Invalidated;
+    }
+    Header::Valid { chunk_sectors: word(12) }
+}
+
+pub struct SnapshotBackend {
+    dm: Box<dyn DmControl>,
+    io: Box<dyn StackIo>,
+    prefix: String,
+    verify_dir: PathBuf,
+}
+
+impl SnapshotBackend {
+    pub fn new(config: &Config, dm: Box<dyn DmControl>, io: Box<dyn StackIo>) -> SnapshotBackend {
+        SnapshotBackend {
+            dm,
+            io,
+            prefix: config.dm_prefix.clone(),
+            verify_dir: config.metadata_dir.join("mnt"),
+        }
+    }
+
+    pub fn top(&self, part: &str) -> String {
+        format!("{}-{part}", self.prefix)
+    }
+    fn cow(&self, part: &str) -> String {
+        format!("{}-{part}-cow", self.prefix)
+    }
+    fn snap(&self, part: &str) -> String {
+        format!("{}-{part}-snap", self.prefix)
+    }
+    fn verify_name(&self, part: &str) -> String {
+        format!("{}-{part}-verify", self.prefix)
+    }
+
+    fn linear_table(raw: Device, size: u64) -> Result<Table> {
+        if size < 4096 || !size.is_multiple_of(512) {
+            return Err(Error::Unsafe(format!("raw device {raw} has an unusable size of {size} bytes")));
+        }
+        Ok(Table::single(Sectors(size / 512), Target::linear(raw, Sectors(0))))
+    }
+
+    /// The raw device, checked against the record: another size means
+    /// another partition, and writing through the map would hit it.
+    fn raw_checked(&self, part: &PartitionState) -> Result<(Device, u64)> {
+        let (dev, size) = self.io.raw(&part.raw_device)?;
+        if size != part.raw_size_bytes {
+            return Err(Error::Unsafe(format!(
+                "{}: raw device {} is {size} bytes, {} recorded",
+                part.name, part.raw_device, part.raw_size_bytes
+            )));
+        }
+        Ok((dev, size))
+    }
+
+    fn ensure_top(&self, name: &str, raw: Device, size: u64) -> Result<Device> {
+        let top = self.top(name);
+        let table = Self::linear_table(raw, size)?;
+        // The top device may legitimately carry a snapshot table inside the
+        // boot that armed it; callers that accept that check first.
+        let dev = ensure(&*self.dm, &top, &table, false)?.device();
+        self.io.node(&top, dev)?;
+        Ok(dev)
+    }
+
+    fn build_cow(&self, part: &PartitionState, raw: Device, size: u64) -> Result<(Device, PathBuf)> {
+        let table = cowstore::linear_table(&part.cow_files, raw, size)?;
+        let name = self.cow(&part.name);
+        let dev = ensure(&*self.dm, &name, &table, false)?.device();
+        let node = self.io.node(&name, dev)?;
+        Ok((dev, node))
+    }
+
+    fn remove_cow(&self, part: &str) -> Result<()> {
+        let name = self.cow(part);
+        if self.dm.device(&name)?.is_some() {
+            self.dm.remove(&name)?;
+        }
+        self.io.remove_node(&name);
+        Ok(())
+    }
+
+    fn top_kind(&self, part: &str) -> Result<Option<&'static str>> {
+        let top = self.top(part);
+        Ok(match self.dm.device(&top)? {
+            Some(_) => self.dm.table(&top)?.kind(),
+            None => None,
+        })
+    }
+
+    /// Swaps the top device's table while it is suspended, removing the
+    /// snapshot device in the same window (kernel rule). On failure the
+    /// device is resumed with whatever table it had, and the error returned.
+    fn swap_top(&self, part: &str, table: &Table, remove_snap: bool) -> Result<()> {
+        let top = self.top(part);
+        let snap = self.snap(part);
+        self.dm.suspend(&top)?;
+        let step = || -> Result<()> {
+            if remove_snap && self.dm.device(&snap)?.is_some() {
+                self.dm.remove(&snap)?;
+                self.io.remove_node(&snap);
+            }
+            self.dm.load(&top, table)?;
+            Ok(())
+        };
+        let res = step();
+        let resumed = self.dm.resume(&top);
+        res?;
+        resumed?;
+        Ok(())
+    }
+
+    fn verify_inner(&self, part: &PartitionState, raw: Device, size: u64, dir: &Path) -> Result<()> {
+        let name = self.verify_name(&part.name);
+        let table = Self::linear_table(raw, size)?;
+        let dev = self.dm.create(&name, &table, true)?;
+        let node = self.io.node(&name, dev)?;
+        let res = match self.io.mount_ro(&node, &part.fs_type, dir) {
+            Ok(()) => {
+                let r = cowstore::verify(&part.cow_files, &part.mount_point, dir).map_err(Error::from);
+                let u = self.io.umount(dir);
+                r.and(u)
+            }
+            Err(e) => Err(e),
+        };
+        let removed = self.dm.remove(&name);
+        self.io.remove_node(&name);
+        res?;
+        removed?;
+        Ok(())
+    }
+}
+
+impl Backend for SnapshotBackend {
+    fn ensure_idle(&mut self, part: &PartRef) -> Result<()> {
+        let (raw, size) = self.io.raw(&part.raw_device)?;
+        self.ensure_top(&part.name, raw, size)?;
+        Ok(())
+    }
+
+    fn verify_store(&mut self, part: &PartitionState) -> Result<()> {
+        let (raw, size) = self.raw_checked(part)?;
+        // A leftover from a crash in the middle of a verification.
+        let name = self.verify_name(&part.name);
+        let dir = self.verify_dir.join(&part.name);
+        if self.dm.device(&name)?.is_some() {
+            let _ = self.io.umount(&dir);
+            self.dm.remove(&name)?;
+        }
+        self.verify_inner(part, raw, size, &dir)
+    }
+
+    fn merge(&mut self, part: &PartitionState, progress: &mut dyn FnMut(Progress)) -> Result<Merged> {
+        let (raw, size) = self.raw_checked(part)?;
+        let top = self.top(&part.name);
+        let kind = self.top_kind(&part.name)?;
+        if kind.is_none() {
+            self.ensure_top(&part.name, raw, size)?;
+        }
+        let (cow, cow_node) = self.build_cow(part, raw, size)?;
+        let chunk = Sectors(u64::from(part.chunk_sectors));
+        if kind != Some(SNAPSHOT_MERGE) {
+            if kind == Some(SNAPSHOT_ORIGIN) {
+                // Live in this boot: the snapshot device holds the store
+                // open; it goes away in the same suspended window.
+            } else if kind != Some(LINEAR) && kind.is_some() {
+                return Err(Error::Unsafe(format!("{top} has an unexpected table ({kind:?})")));
+            }
+            match parse_header(&self.io.read_head(&cow_node)?) {
+                Header::Zero if kind != Some(SNAPSHOT_ORIGIN) => {
+                    self.remove_cow(&part.name)?;
+                    return Ok(Merged::Nothing);
+                }
+                Header::Zero => {}
+                Header::Valid { chunk_sectors } if chunk_sectors == part.chunk_sectors => {}
+                Header::Valid { chunk_sectors } => {
+                    return Err(Error::Unsafe(format!(
+                        "{}: COW header says chunk {chunk_sectors}, recorded {}",
+                        part.name, part.chunk_sectors
+                    )))
+                }
+                Header::Invalidated => {
+                    return Err(Error::Unsafe(format!(
+                        "{}: the snapshot was invalidated (COW store overflowed); the baseline cannot be restored",
+                        part.name
+                    )))
+                }
+                Header::Foreign => {
+                    return Err(Error::Unsafe(format!(
+                        "{}: the COW map does not lead to a dm-snapshot store; refusing to merge",
+                        part.name
+                    )))
+                }
+            }
+            let table = Table::single(Sectors(size / 512), Target::Merge(SnapParams::new(raw, cow, chunk)));
+            self.swap_top(&part.name, &table, true)?;
+        }
+        // Poll until every exception is copied back.
+        let mut first: Option<u64> = None;
+        let mut last_change = Instant::now();
+        let mut last_alloc = u64::MAX;
+        loop {
+            let st = snapshot_status(&*self.dm, &top)?;
+            match st {
+                SnapshotStatus::Usage { allocated, metadata, .. } => {
+                    let start = *first.get_or_insert(allocated);
+                    let total = start.saturating_sub(metadata);
+                    let done = start.saturating_sub(allocated);
+                    progress(Progress {
+                        step: "merge".into(),
+                        partition: part.name.clone(),
+                        done_sectors: done.min(total),
+                        total_sectors: total,
+                    });
+                    if st.merge_done() {
+                        break;
+                    }
+                    if allocated != last_alloc {
+                        last_alloc = allocated;
+                        last_change = Instant::now();
+                    } else if last_change.elapsed() > MERGE_STALL {
+                        return Err(Error::Internal(format!("{top}: merge made no progress for {MERGE_STALL:?}")));
+                    }
+                }
+                other => {
+                    // After the swap: data is partly merged, so this is not
+                    // a refusal; the merge stays loaded and is retried.
+                    return Err(Error::Internal(format!("{top}: merge status is '{other}'")));
+                }
+            }
+            std::thread::sleep(MERGE_POLL);
+        }
+        let merged = first.unwrap_or(0);
+        self.swap_top(&part.name, &Self::linear_table(raw, size)?, false)?;
+        self.remove_cow(&part.name)?;
+        Ok(Merged::Merged { sectors: merged })
+    }
+
+    fn arm(&mut self, part: &PartitionState) -> Result<()> {
+        let (raw, size) = self.raw_checked(part)?;
+        let top = self.top(&part.name);
+        let snap = self.snap(&part.name);
+        match self.top_kind(&part.name)? {
+            None | Some(LINEAR) => {
+                self.ensure_top(&part.name, raw, size)?;
+            }
+            Some(other) => return Err(Error::Unsafe(format!("{top} is {other}, not linear; not arming"))),
+        }
+        if self.dm.device(&snap)?.is_some() {
+            return Err(Error::Unsafe(format!("{snap} exists already; not arming")));
+        }
+        let (cow, cow_node) = self.build_cow(part, raw, size)?;
+        // An empty store: dm-snapshot starts a new one when the magic is 0.
+        self.io.zero_head(&cow_node)?;
+        let chunk = Sectors(u64::from(part.chunk_sectors));
+        let snap_table = Table::single(Sectors(size / 512), Target::Snapshot(SnapParams::new(raw, cow, chunk)));
+        let origin_table = Table::single(Sectors(size / 512), Target::Origin(OriginParams { origin: raw }));
+        self.dm.suspend(&top)?;
+        let step = || -> Result<()> {
+            let dev = self.dm.create(&snap, &snap_table, false)?;
+            if let Err(e) = self.dm.load(&top, &origin_table) {
+                let _ = self.dm.remove(&snap);
+                return Err(e.into());
+            }
+            self.io.node(&snap, dev)?;
+            Ok(())
+        };
+        let res = step();
+        let resumed = self.dm.resume(&top);
+        res?;
+        resumed?;
+        match snapshot_status(&*self.dm, &snap)? {
+            SnapshotStatus::Usage { .. } => Ok(()),
+            other => Err(Error::Unsafe(format!("{snap} is '{other}' right after arming"))),
+        }
+    }
+
+    fn commit_live(&mut self, part: &PartitionState) -> Result<()> {
+        let (raw, size) = self.raw_checked(part)?;
+        match self.top_kind(&part.name)? {
+            Some(SNAPSHOT_ORIGIN) => {
+                self.swap_top(&part.name, &Self::linear_table(raw, size)?, true)?;
+            }
+            Some(LINEAR) => {
+                // Already swapped (a commit interrupted after the swap).
+                let snap = self.snap(&part.name);
+                if self.dm.device(&snap)?.is_some() {
+                    self.dm.remove(&snap)?;
+                    self.io.remove_node(&snap);
+                }
+            }
+            None => {
+                // Committed across a reboot: nothing is stacked; make the
+                // idle device.
+                self.ensure_top(&part.name, raw, size)?;
+            }
+            Some(other) => {
+                return Err(Error::Unsafe(format!("{}: cannot commit, top device is {other}", part.name)))
+            }
+        }
+        if let Err(e) = self.remove_cow(&part.name) {
+            // The commit itself is done; a leftover cow device only pins
+            // the files' blocks until the next boot.
+            tracing::warn!(partition = %part.name, error = %e, "cow device not removed after commit");
+        }
+        Ok(())
+    }
+
+    fn is_armed(&self, part: &PartitionState) -> Result<bool> {
+        Ok(self.top_kind(&part.name)? == Some(SNAPSHOT_ORIGIN) && self.dm.device(&self.snap(&part.name))?.is_some())
+    }
+
+    fn usage(&self, part: &PartitionState) -> Result<Option<SnapshotStatus>> {
+        let snap = self.snap(&part.name);
+        if self.dm.device(&snap)?.is_some() {
+            return Ok(Some(snapshot_status(&*self.dm, &snap)?));
+        }
+        if self.top_kind(&part.name)? == Some(SNAPSHOT_MERGE) {
+            return Ok(Some(snapshot_status(&*self.dm, &self.top(&part.name))?));
+        }
+        Ok(None)
+    }
+
+    fn check_mounted(&self, part: &PartRef, mount_point: &str) -> Result<u64> {
+        let (raw, size) = self.io.raw(&part.raw_device)?;
+        let top = self.top(&part.name);
+        let dev = self.dm.device(&top)?.ok_or_else(|| {
+            Error::Unavailable(format!("{top} does not exist (prepare-userdata did not run at boot)"))
+        })?;
+        let kernel = self.dm.table(&top)?;
+        if kernel != Self::linear_table(raw, size)? {
+            return Err(Error::Unsafe(format!(
+                "{top} is not the idle linear map of {}: {}",
+                part.raw_device,
+                kernel.to_string().trim_end()
+            )));
+        }
+        if self.dm.device(&self.snap(&part.name))?.is_some() {
+            return Err(Error::Unsafe(format!("{} exists while idle", self.snap(&part.name))));
+        }
+        match self.io.mounted_device(mount_point) {
+            Some(m) if m == dev => Ok(size),
+            Some(m) => Err(Error::Unsafe(format!("{mount_point} is mounted from {m}, not from {top} ({dev})"))),
+            None => Err(Error::Unavailable(format!("{mount_point} is not mounted"))),
+        }
+    }
+
+    fn stack(&self, name: &str) -> Vec<String> {
+        [self.top(name), self.cow(name), self.snap(name), self.verify_name(name)]
+            .into_iter()
+            .filter_map(|n| match self.dm.device(&n) {
+                Ok(Some(_)) => {
+                    let kind = self.dm.table(&n).ok().and_then(|t| t.kind()).unwrap_or("?");
+                    Some(format!("{n}: {kind}"))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,315 @@
+//! The stack moves against the fake device-mapper, which enforces the
+//! kernel rule (origin suspended while a snapshot is loaded/unloaded) and
+//! refuses shared COW devices.
+
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::dm::fake::FakeDm;
+use crate::engine::BackendKind;
+use crate::fiemap::Extent;
+use crate::state::{extents_hash, CowFile};
+
+const RAW: Device = Device { major: 8, minor: 16 };
+const RAW_SIZE: u64 = 1 << 30;
+
+#[derive(Default)]
+struct IoLog {
+    head: Option<[u8; 16]>,
+    ops: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct FakeIo(Arc<Mutex<IoLog>>);
+
+impl StackIo for FakeIo {
+    fn raw(&self, path: &str) -> Result<(Device, u64)> {
+        assert_eq!(path, "/dev/vdb");
+        Ok((RAW, RAW_SIZE))
+    }
+    fn node(&self, name: &str, _dev: Device) -> Result<PathBuf> {
+        Ok(PathBuf::from("/dev/mapper").join(name))
+    }
+    fn remove_node(&self, _name: &str) {}
+    fn read_head(&self, _node: &Path) -> Result<[u8; 16]> {
+        Ok(self.0.lock().unwrap_or_else(|p| p.into_inner()).head.unwrap_or([0; 16]))
+    }
+    fn zero_head(&self, node: &Path) -> Result<()> {
+        let mut l = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        l.ops.push(format!("zero {}", node.display()));
+        l.head = Some([0; 16]);
+        Ok(())
+    }
+    fn mount_ro(&self, node: &Path, fs_type: &str, dir: &Path) -> Result<()> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).ops.push(format!("mount {} {fs_type} {}", node.display(), dir.display()));
+        Ok(())
+    }
+    fn umount(&self, dir: &Path) -> Result<()> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).ops.push(format!("umount {}", dir.display()));
+        Ok(())
+    }
+    fn mounted_device(&self, _dir: &str) -> Option<Device> {
+        Some(Device { major: 254, minor: 1 })
+    }
+}
+
+fn header(valid: u32, chunk: u32) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&SNAP_MAGIC.to_le_bytes());
+    b[4..8].copy_from_slice(&valid.to_le_bytes());
+    b[8..12].copy_from_slice(&1u32.to_le_bytes());
+    b[12..].copy_from_slice(&chunk.to_le_bytes());
+    b
+}
+
+fn part() -> PartitionState {
+    let files = vec![CowFile {
+        path: "/data/rewind/cow.0000".into(),
+        size_bytes: 8 << 20,
+        extents: vec![
+            Extent { logical: 0, physical: 256 << 20, length: 4 << 20 },
+            Extent { logical: 4 << 20, physical: 512 << 20, length: 4 << 20 },
+        ],
+    }];
+    PartitionState {
+        name: "userdata".into(),
+        mount_point: "/data".into(),
+        fs_type: "ext4".into(),
+        backend: BackendKind::Snapshot,
+        raw_device: "/dev/vdb".into(),
+        raw_size_bytes: RAW_SIZE,
+        chunk_sectors: 8,
+        cow_sha256: extents_hash(&files),
+        cow_files: files,
+    }
+}
+
+fn backend() -> (SnapshotBackend, FakeDm, FakeIo) {
+    let dm = FakeDm::default();
+    let io = FakeIo::default();
+    let b = SnapshotBackend::new(&Config::default(), Box::new(dm.clone()), Box::new(io.clone()));
+    (b, dm, io)
+}
+
+fn idle_ref() -> PartRef {
+    PartRef { name: "userdata".into(), raw_device: "/dev/vdb".into() }
+}
+
+fn kind(dm: &FakeDm, name: &str) -> Option<&'static str> {
+    dm.active(name).and_then(|t| t.kind())
+}
+
+#[test]
+fn idle_top_is_linear_over_the_whole_raw_device() {
+    let (mut b, dm, _) = backend();
+    b.ensure_idle(&idle_ref()).expect("idle");
+    assert_eq!(dm.active("rewind-userdata").expect("top").to_string(), "0 2097152 linear 8:16 0\n");
+    // Idempotent: the second call verifies and touches nothing.
+    let before = dm.log().len();
+    b.ensure_idle(&idle_ref()).expect("again");
+    assert_eq!(dm.log().len(), before);
+}
+
+#[test]
+fn ensure_idle_never_replaces_a_different_table() {
+    let (mut b, dm, _) = backend();
+    let t = Table::single(Sectors(2097152), Target::Origin(OriginParams { origin: RAW }));
+    dm.create("rewind-userdata", &t, false).expect("create");
+    let err = b.ensure_idle(&idle_ref()).expect_err("mismatch");
+    assert_eq!(err.kind(), crate::error::ErrorKind::Unsafe);
+    assert_eq!(kind(&dm, "rewind-userdata"), Some(SNAPSHOT_ORIGIN));
+}
+
+#[test]
+fn arm_builds_origin_snapshot_and_cow_under_the_kernel_rule() {
+    let (mut b, dm, io) = backend();
+    b.ensure_idle(&idle_ref()).expect("idle");
+    b.arm(&part()).expect("arm");
+    assert_eq!(kind(&dm, "rewind-userdata"), Some(SNAPSHOT_ORIGIN));
+    let cow = dm.active("rewind-userdata-cow").expect("cow");
+    assert_eq!(cow.to_string(), "0 8192 linear 8:16 524288\n8192 8192 linear 8:16 1048576\n");
+    let snap = dm.active("rewind-userdata-snap").expect("snap").to_string();
+    assert_eq!(snap, format!("0 2097152 snapshot 8:16 {} PO 8\n", dm.lock().devs["rewind-userdata-cow"].dev));
+    assert!(io.0.lock().expect("io").ops.iter().any(|o| o == "zero /dev/mapper/rewind-userdata-cow"));
+    let log = dm.log();
+    let s = log.iter().position(|l| l == "suspend rewind-userdata").expect("suspend");
+    let c = log.iter().position(|l| l == "create rewind-userdata-snap").expect("create");
+    let r = log.iter().rposition(|l| l == "resume rewind-userdata").expect("resume");
+    assert!(s < c && c < r, "{log:?}");
+    assert!(b.is_armed(&part()).expect("armed"));
+    assert_eq!(b.stack("userdata").len(), 3);
+}
+
+#[test]
+fn arm_refuses_when_the_top_is_not_linear() {
+    let (mut b, _dm, _) = backend();
+    b.arm(&part()).expect("arm");
+    assert!(b.arm(&part()).is_err(), "arming twice must be refused");
+}
+
+#[test]
+fn failed_snapshot_load_leaves_the_top_linear_and_running() {
+    let (mut b, dm, _) = backend();
+    b.ensure_idle(&idle_ref()).expect("idle");
+    dm.fail_once("load rewind-userdata");
+    assert!(b.arm(&part()).is_err());
+    assert_eq!(kind(&dm, "rewind-userdata"), Some(LINEAR));
+    assert!(!dm.lock().devs["rewind-userdata"].suspended);
+    assert!(!dm.exists("rewind-userdata-snap"));
+}
+
+#[test]
+fn live_commit_swaps_to_linear_and_drops_snapshot_and_cow() {
+    let (mut b, dm, _) = backend();
+    b.arm(&part()).expect("arm");
+    b.commit_live(&part()).expect("commit");
+    assert_eq!(dm.active("rewind-userdata").expect("top").to_string(), "0 2097152 linear 8:16 0\n");
+    assert!(!dm.exists("rewind-userdata-snap"));
+    assert!(!dm.exists("rewind-userdata-cow"));
+    // Repeating a finished commit is harmless.
+    b.commit_live(&part()).expect("again");
+}
+
+#[test]
+fn commit_with_a_failing_snapshot_removal_keeps_the_origin() {
+    let (mut b, dm, _) = backend();
+    b.arm(&part()).expect("arm");
+    dm.fail_once("remove rewind-userdata-snap");
+    assert!(b.commit_live(&part()).is_err());
+    assert_eq!(kind(&dm, "rewind-userdata"), Some(SNAPSHOT_ORIGIN));
+    assert!(!dm.lock().devs["rewind-userdata"].suspended, "top must be resumed after a failure");
+    b.commit_live(&part()).expect("retry");
+}
+
+#[test]
+fn boot_merge_polls_to_completion_then_goes_linear() {
+    let (mut b, dm, io) = backend();
+    io.0.lock().expect("io").head = Some(header(1, 8));
+    dm.script_status("rewind-userdata", &["1000/16384 16", "600/16384 16", "100/16384 16", "16/16384 16"]);
+    let mut seen = Vec::new();
+    let r = b.merge(&part(), &mut |p| seen.push((p.done_sectors, p.total_sectors))).expect("merge");
+    assert_eq!(r, Merged::Merged { sectors: 1000 });
+    assert_eq!(seen.last(), Some(&(984, 984)));
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
+    assert_eq!(kind(&dm, "rewind-userdata"), Some(LINEAR));
+    assert!(!dm.exists("rewind-userdata-cow"));
+    assert!(dm.log().iter().any(|l| l == "load rewind-userdata"));
+}
+
+#[test]
+fn merge_resumes_when_the_merge_table_is_already_loaded() {
+    let (mut b, dm, io) = backend();
+    io.0.lock().expect("io").head = Some(header(1, 8));
+    b.ensure_idle(&idle_ref()).expect("idle");
+    // A merge already running in this boot (prepare re-run after an error).
+    let (cow, _) = b.build_cow(&part(), RAW, RAW_SIZE).expect("cow");
+    let t = Table::single(Sectors(2097152), Target::Merge(SnapParams::new(RAW, cow, Sectors(8))));
+    b.swap_top("userdata", &t, false).expect("swap");
+    dm.script_status("rewind-userdata", &["16/16384 16"]);
+    b.merge(&part(), &mut |_| {}).expect("merge");
+    assert_eq!(kind(&dm, "rewind-userdata"), Some(LINEAR));
+}
+
+#[test]
+fn merge_of_a_never_armed_store_is_nothing() {
+    let (mut b, dm, _) = backend();
+    assert_eq!(b.merge(&part(), &mut |_| {}).expect("merge"), Merged::Nothing);
+    assert_eq!(kind(&dm, "rewind-userdata"), Some(LINEAR));
+    assert!(!dm.exists("rewind-userdata-cow"));
+}
+
+#[test]
+fn merge_refuses_invalidated_foreign_or_mismatched_stores_without_touching_the_top() {
+    for (head, what) in [
+        (header(0, 8), "invalidated"),
+        (header(1, 16), "chunk"),
+        ({
+            let mut h = [0u8; 16];
+            h[0] = 0xEB; // a filesystem boot sector, not a COW store
+            h[1] = 0x3C;
+            h
+        }, "does not lead"),
+    ] {
+        let (mut b, dm, io) = backend();
+        io.0.lock().expect("io").head = Some(head);
+        let err = b.merge(&part(), &mut |_| {}).expect_err(what);
+        assert_eq!(err.kind(), crate::error::ErrorKind::Unsafe);
+        assert!(err.to_string().contains(what), "{err}");
+        assert_eq!(kind(&dm, "rewind-userdata"), Some(LINEAR), "{what}");
+    }
+}
+
+#[test]
+fn merge_failure_word_is_reported_not_taken_for_done() {
+    let (mut b, dm, io) = backend();
+    io.0.lock().expect("io").head = Some(header(1, 8));
+    dm.script_status("rewind-userdata", &["Merge failed"]);
+    let err = b.merge(&part(), &mut |_| {}).expect_err("failed");
+    assert!(err.to_string().contains("Merge failed"));
+    assert_eq!(kind(&dm, "rewind-userdata"), Some(SNAPSHOT_MERGE), "merge stays loaded for the next try");
+}
+
+#[test]
+fn live_rollback_from_an_armed_stack_removes_the_snapshot_first() {
+    let (mut b, dm, io) = backend();
+    b.arm(&part()).expect("arm");
+    io.0.lock().expect("io").head = Some(header(1, 8));
+    dm.script_status("rewind-userdata", &["40/16384 16", "16/16384 16"]);
+    b.merge(&part(), &mut |_| {}).expect("merge");
+    assert!(!dm.exists("rewind-userdata-snap"));
+    assert_eq!(kind(&dm, "rewind-userdata"), Some(LINEAR));
+}
+
+#[test]
+fn a_resized_raw_device_is_refused() {
+    let (mut b, _, _) = backend();
+    let mut p = part();
+    p.raw_size_bytes += 4096;
+    assert_eq!(b.arm(&p).expect_err("size").kind(), crate::error::ErrorKind::Unsafe);
+    assert_eq!(b.merge(&p, &mut |_| {}).expect_err("size").kind(), crate::error::ErrorKind::Unsafe);
+}
+
+#[test]
+fn verification_mounts_a_read_only_view_and_cleans_up() {
+    let (mut b, dm, io) = backend();
+    // The fake mount shows nothing, so the files are missing: refused.
+    let err = b.verify_store(&part()).expect_err("missing files");
+    assert_eq!(err.kind(), crate::error::ErrorKind::Unsafe);
+    assert!(!dm.exists("rewind-userdata-verify"));
+    let ops = io.0.lock().expect("io").ops.clone();
+    assert_eq!(ops[0], "mount /dev/mapper/rewind-userdata-verify ext4 /metadata/rewind/mnt/userdata");
+    assert_eq!(ops[1], "umount /metadata/rewind/mnt/userdata");
+    assert!(dm.log().iter().any(|l| l == "create rewind-userdata-verify"));
+    assert!(dm.lock().devs.is_empty());
+}
+
+#[test]
+fn usage_reads_the_snapshot() {
+    let (mut b, dm, _) = backend();
+    assert_eq!(b.usage(&part()).expect("none"), None);
+    b.arm(&part()).expect("arm");
+    dm.script_status("rewind-userdata-snap", &["Invalid"]);
+    assert_eq!(b.usage(&part()).expect("usage"), Some(SnapshotStatus::Invalid));
+}
+
+#[test]
+fn header_parsing() {
+    assert_eq!(parse_header(&[0; 16]), Header::Zero);
+    assert_eq!(parse_header(&header(1, 8)), Header::Valid { chunk_sectors: 8 });
+    assert_eq!(parse_header(&header(0, 8)), Header::Invalidated);
+    let mut h = header(1, 8);
+    h[8] = 2;
+    assert_eq!(parse_header(&h), Header::Foreign);
+}
+
+#[test]
+fn start_needs_the_filesystem_mounted_through_the_idle_top() {
+    let (mut b, dm, _) = backend();
+    assert_eq!(b.check_mounted(&idle_ref(), "/data").expect_err("no top").kind(), crate::error::ErrorKind::Unavailable);
+    b.ensure_idle(&idle_ref()).expect("idle");
+    // The fake reports /data on 254:1, the first device created: the top.
+    assert_eq!(b.check_mounted(&idle_ref(), "/data").expect("ok"), RAW_SIZE);
+    b.arm(&part()).expect("arm");
+    assert_eq!(b.check_mounted(&idle_ref(), "/data").expect_err("armed").kind(), crate::error::ErrorKind::Unsafe);
+    let _ = dm;
+}

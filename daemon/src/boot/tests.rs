@@ -1,0 +1,292 @@
+//! The life cycle against a recording backend and a real state store:
+//! attempt counting, roll-forward after power cuts, refusals.
+
+use super::*;
+use crate::engine::BackendKind;
+use crate::fiemap::Extent;
+use crate::state::{extents_hash, CowFile, PartitionState};
+
+use crate::backend::fake::FakeBackend;
+
+fn part() -> PartitionState {
+    let files = vec![CowFile {
+        path: "/data/rewind/cow.0000".into(),
+        size_bytes: 1 << 20,
+        extents: vec![Extent { logical: 0, physical: 1 << 20, length: 1 << 20 }],
+    }];
+    PartitionState {
+        name: "userdata".into(),
+        mount_point: "/data".into(),
+        fs_type: "ext4".into(),
+        backend: BackendKind::Snapshot,
+        raw_device: "/dev/vdb".into(),
+        raw_size_bytes: 1 << 30,
+        chunk_sectors: 8,
+        cow_sha256: extents_hash(&files),
+        cow_files: files,
+    }
+}
+
+/// A device: the state directory survives "reboots"; the backend (dm
+/// devices) does not.
+struct Device {
+    dir: tempfile::TempDir,
+    boot: u32,
+}
+
+impl Device {
+    fn new(attempts: u32) -> Device {
+        let dir = tempfile::tempdir().expect("tmp");
+        let st = State {
+            phase: Phase::Armed,
+            attempts,
+            partitions: vec![part()],
+            ..State::default()
+        };
+        let mut st = st;
+        st.partitions[0].cow_sha256 = extents_hash(&st.partitions[0].cow_files);
+        Store::new(dir.path()).save(&st).expect("save");
+        Device { dir, boot: 0 }
+    }
+
+    fn load(&self) -> State {
+        Store::new(self.dir.path()).load().expect("load").state
+    }
+
+    /// One boot: prepare with a fresh backend.
+    fn boot(&mut self, fail: Option<(&'static str, ErrorKind)>) -> (Result<PrepareOutcome>, FakeBackend, State) {
+        self.boot += 1;
+        let mut backend = FakeBackend { fail, ..FakeBackend::default() };
+        let (r, state) = self.run(&mut backend, |ctx| prepare(ctx, &mut |_| {}));
+        (r, backend, state)
+    }
+
+    fn run<T>(&self, backend: &mut FakeBackend, f: impl FnOnce(&mut Ctx<'_>) -> Result<T>) -> (Result<T>, State) {
+        let mut store = Store::new(self.dir.path());
+        let mut state = store.load().expect("load").state;
+        let parts = [PartRef { name: "userdata".into(), raw_device: "/dev/vdb".into() }];
+        let boot_id = format!("boot-{}", self.boot);
+        let mut ctx = Ctx {
+            backend,
+            store: &mut store,
+            state: &mut state,
+            parts: &parts,
+            history_limit: 64,
+            boot_id: &boot_id,
+            boot_reason: "reboot,test",
+            notify: &|_| {},
+        };
+        let r = f(&mut ctx);
+        (r, self.load())
+    }
+}
+
+#[test]
+fn three_failed_boots_then_rolled_back() {
+    let mut d = Device::new(3);
+    for k in 1..=3 {
+        let (r, b, st) = d.boot(None);
+        let o = r.expect("prepare");
+        assert_eq!((o.phase, o.attempt, o.attempts), (Phase::Checkpointing, k, 3));
+        assert_eq!(st.attempt, k);
+        if k == 1 {
+            assert_eq!(b.ops, ["verify", "arm"]);
+        } else {
+            assert_eq!(b.ops, ["verify", "merge", "arm"], "boot {k} discards attempt {}", k - 1);
+        }
+    }
+    let (r, b, st) = d.boot(None);
+    let o = r.expect("prepare");
+    assert_eq!(o.phase, Phase::RolledBack);
+    assert_eq!(b.ops, ["verify", "merge", "idle"]);
+    assert!(st.partitions.is_empty());
+    assert_eq!(st.pending_cleanup.len(), 1, "COW files deleted once mounted");
+    // Later boots stay rolled back and idle.
+    let (r, b, _) = d.boot(None);
+    assert_eq!(r.expect("prepare").phase, Phase::RolledBack);
+    assert_eq!(b.ops, ["idle"]);
+    let kinds: Vec<String> = st.history.iter().map(|e| e.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        ["attempt", "rollback-begun", "rollback-finished", "attempt", "rollback-begun", "rollback-finished", "attempt",
+         "rollback-begun", "rollback-finished"]
+    );
+    assert!(st.history.iter().all(|e| e.boot_reason == "reboot,test"));
+}
+
+#[test]
+fn second_prepare_in_the_same_boot_counts_nothing() {
+    let mut d = Device::new(3);
+    let (r, mut b, _) = d.boot(None);
+    r.expect("prepare");
+    b.ops.clear();
+    let (r, st) = d.run(&mut b, |ctx| prepare(ctx, &mut |_| {}));
+    assert_eq!(r.expect("again").attempt, 1);
+    assert_eq!(st.attempt, 1);
+    assert!(b.ops.is_empty());
+}
+
+#[test]
+fn commit_keeps_data_and_ends_the_checkpoint() {
+    let mut d = Device::new(3);
+    let (r, mut b, _) = d.boot(None);
+    r.expect("prepare");
+    let mut hooked = 0;
+    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "boot completed", &mut || { hooked += 1; Ok(()) }));
+    r.expect("commit");
+    assert_eq!(hooked, 1);
+    assert_eq!(st.phase, Phase::Idle);
+    assert_eq!(st.pending_cleanup.len(), 1);
+    assert_eq!(b.ops.last().map(String::as_str), Some("commit"));
+    // Next boot: idle, no merge.
+    let (r, b, _) = d.boot(None);
+    assert_eq!(r.expect("prepare").phase, Phase::Idle);
+    assert_eq!(b.ops, ["idle"]);
+}
+
+#[test]
+fn power_cut_during_commit_finishes_the_commit_at_boot() {
+    let mut d = Device::new(3);
+    let (r, mut b, _) = d.boot(None);
+    r.expect("prepare");
+    b.fail = Some(("commit", ErrorKind::Internal));
+    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "boot completed", &mut || Ok(())));
+    assert!(r.is_err());
+    assert_eq!(st.phase, Phase::Committing, "the intent is on disk");
+    let (r, b, st) = d.boot(None);
+    assert_eq!(r.expect("prepare").phase, Phase::Idle);
+    assert_eq!(b.ops, ["commit", "idle"], "rolled forward, never merged");
+    assert!(st.history.iter().any(|e| e.kind == "committed"));
+}
+
+#[test]
+fn failing_commit_hook_keeps_the_intent_and_a_retry_completes() {
+    let mut d = Device::new(3);
+    let (r, mut b, _) = d.boot(None);
+    r.expect("prepare");
+    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "c", &mut || Err(Error::Internal("bootctl failed".into()))));
+    assert!(r.is_err());
+    assert_eq!(st.phase, Phase::Committing);
+    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "c", &mut || Ok(())));
+    r.expect("retry");
+    assert_eq!(st.phase, Phase::Idle);
+}
+
+#[test]
+fn power_cut_during_merge_resumes_without_using_an_attempt() {
+    let mut d = Device::new(3);
+    d.boot(None).0.expect("attempt 1");
+    let (r, _, st) = d.boot(Some(("merge", ErrorKind::Internal)));
+    assert!(r.is_err());
+    assert_eq!((st.phase, st.attempt), (Phase::RollingBack, 1));
+    let (r, b, st) = d.boot(None);
+    let o = r.expect("resumed");
+    assert_eq!((o.phase, o.attempt), (Phase::Checkpointing, 2));
+    assert_eq!(b.ops, ["verify", "merge", "verify", "arm"]);
+    assert_eq!(st.attempt, 2);
+}
+
+#[test]
+fn power_cut_while_arming_does_not_use_an_attempt() {
+    let mut d = Device::new(3);
+    let (r, _, st) = d.boot(Some(("arm", ErrorKind::Internal)));
+    assert!(r.is_err());
+    assert_eq!((st.phase, st.attempt), (Phase::Armed, 0));
+    let (r, _, _) = d.boot(None);
+    assert_eq!(r.expect("prepare").attempt, 1);
+}
+
+#[test]
+fn final_merge_interrupted_still_ends_rolled_back() {
+    let mut d = Device::new(1);
+    d.boot(None).0.expect("attempt 1");
+    let (r, _, st) = d.boot(Some(("merge", ErrorKind::Internal)));
+    assert!(r.is_err());
+    assert!(matches!(st.intent, Some(Intent::Rollback { final_: true, .. })));
+    let (r, b, _) = d.boot(None);
+    assert_eq!(r.expect("prepare").phase, Phase::RolledBack);
+    assert_eq!(b.ops, ["verify", "merge", "idle"]);
+}
+
+#[test]
+fn changed_extents_refuse_to_arm_and_keep_the_device_bootable() {
+    let mut d = Device::new(3);
+    let (r, b, st) = d.boot(Some(("verify", ErrorKind::Unsafe)));
+    assert_eq!(r.expect_err("refused").kind(), ErrorKind::Unsafe);
+    assert_eq!(b.ops, ["verify", "idle"], "never armed, idle device made");
+    assert_eq!(st.phase, Phase::Idle);
+    assert!(st.protection_lost.as_deref().unwrap_or("").contains("extents changed"));
+    assert!(st.history.iter().any(|e| e.kind == "refused"));
+}
+
+#[test]
+fn changed_extents_before_a_merge_refuse_the_merge() {
+    let mut d = Device::new(3);
+    d.boot(None).0.expect("attempt 1");
+    let (r, b, st) = d.boot(Some(("verify", ErrorKind::Unsafe)));
+    assert!(r.is_err());
+    assert_eq!(b.ops, ["verify", "idle"]);
+    assert_eq!(st.phase, Phase::Idle);
+    assert!(st.protection_lost.is_some());
+}
+
+#[test]
+fn abort_without_retry_rolls_back_at_the_next_boot() {
+    let mut d = Device::new(3);
+    let (r, mut b, _) = d.boot(None);
+    r.expect("attempt 1");
+    let (r, st) = d.run(&mut b, |ctx| abort(ctx, "health check failed", false));
+    r.expect("abort");
+    assert!(st.no_retry);
+    assert_eq!(st.phase, Phase::Checkpointing, "abort does not reboot or act by itself");
+    let (r, b, _) = d.boot(None);
+    assert_eq!(r.expect("prepare").phase, Phase::RolledBack);
+    assert_eq!(b.ops, ["verify", "merge", "idle"]);
+}
+
+#[test]
+fn abort_with_retry_only_records() {
+    let mut d = Device::new(3);
+    let (r, mut b, _) = d.boot(None);
+    r.expect("attempt 1");
+    let (r, st) = d.run(&mut b, |ctx| abort(ctx, "retry please", true));
+    r.expect("abort");
+    assert!(!st.no_retry);
+    assert_eq!(d.boot(None).0.expect("prepare").attempt, 2);
+}
+
+#[test]
+fn abort_before_the_first_boot_without_retry_ends_rolled_back_without_merging() {
+    let mut d = Device::new(3);
+    let mut b = FakeBackend::default();
+    let (r, _) = d.run(&mut b, |ctx| abort(ctx, "cancel", false));
+    r.expect("abort");
+    let (r, b, st) = d.boot(None);
+    assert_eq!(r.expect("prepare").phase, Phase::RolledBack);
+    assert_eq!(b.ops, ["idle"]);
+    assert_eq!(st.pending_cleanup.len(), 1);
+}
+
+#[test]
+fn commit_or_abort_without_a_checkpoint_is_a_phase_error() {
+    let d = Device::new(3);
+    let mut b = FakeBackend::default();
+    let mut st = d.load();
+    st.phase = Phase::Idle;
+    st.partitions.clear();
+    Store::new(d.dir.path()).save(&st).expect("save");
+    let (r, _) = d.run(&mut b, |ctx| commit(ctx, "x", &mut || Ok(())));
+    assert_eq!(r.expect_err("phase").kind(), ErrorKind::WrongPhase);
+    let (r, _) = d.run(&mut b, |ctx| abort(ctx, "x", false));
+    assert_eq!(r.expect_err("phase").kind(), ErrorKind::WrongPhase);
+}
+
+#[test]
+fn commit_before_the_first_boot_cancels() {
+    let d = Device::new(3);
+    let mut b = FakeBackend::default();
+    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "never mind", &mut || Ok(())));
+    r.expect("commit");
+    assert_eq!(st.phase, Phase::Idle);
+    assert!(b.ops.is_empty());
+}

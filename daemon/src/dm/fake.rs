@@ -1,0 +1,239 @@
+//! An in-memory device-mapper for host tests. It keeps active/inactive
+//! tables and suspension like the kernel and *enforces* the rules rewind
+//! must follow, failing the test's operation instead of corrupting data:
+//! - a snapshot device is created or removed only while every device using
+//!   the same origin (snapshot-origin / snapshot-merge) is suspended;
+//! - no two tables use the same COW device;
+//! - a device in use as origin/cow by another table cannot be removed.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use devicemapper::{Device, DmError, ErrorEnum};
+
+use super::control::{DmControl, DmOpError};
+use super::target::{Table, Target};
+
+#[derive(Debug, Clone)]
+pub struct FakeDev {
+    pub dev: Device,
+    pub active: Option<Table>,
+    pub inactive: Option<Table>,
+    pub suspended: bool,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct FakeState {
+    pub devs: BTreeMap<String, FakeDev>,
+    next_minor: u32,
+    /// Every operation, "op name", in order.
+    pub log: Vec<String>,
+    /// Scripted status lines per device; the last one repeats.
+    pub status: HashMap<String, VecDeque<String>>,
+    /// "op name" that fails once.
+    pub fail: Option<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeDm {
+    pub s: Arc<Mutex<FakeState>>,
+}
+
+fn refuse(step: &'static str, device: &str, why: &str) -> DmOpError {
+    DmOpError::Ioctl {
+        step,
+        device: device.to_string(),
+        source: DmError::Dm(ErrorEnum::Invalid, why.to_string()),
+    }
+}
+
+fn origin_of(t: &Table) -> Option<Device> {
+    t.lines.iter().find_map(|l| match &l.params {
+        Target::Origin(p) => Some(p.origin),
+        Target::Merge(p) => Some(p.origin),
+        _ => None,
+    })
+}
+
+fn snapshot_of(t: &Table) -> Option<(Device, Device)> {
+    t.lines.iter().find_map(|l| match &l.params {
+        Target::Snapshot(p) | Target::Merge(p) => Some((p.origin, p.cow)),
+        _ => None,
+    })
+}
+
+fn is_plain_snapshot(t: &Table) -> bool {
+    t.lines.iter().any(|l| matches!(l.params, Target::Snapshot(_)))
+}
+
+impl FakeDm {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.s.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn log(&self) -> Vec<String> {
+        self.lock().log.clone()
+    }
+    pub fn active(&self, name: &str) -> Option<Table> {
+        self.lock().devs.get(name).and_then(|d| d.active.clone())
+    }
+    pub fn exists(&self, name: &str) -> bool {
+        self.lock().devs.contains_key(name)
+    }
+    pub fn script_status(&self, name: &str, lines: &[&str]) {
+        self.lock().status.insert(name.to_string(), lines.iter().map(|s| s.to_string()).collect());
+    }
+    pub fn fail_once(&self, op: &str) {
+        self.lock().fail = Some(op.to_string());
+    }
+
+    fn check_fail(s: &mut FakeState, op: &str, name: &str) -> Result<(), DmOpError> {
+        let key = format!("{op} {name}");
+        s.log.push(key.clone());
+        if s.fail.as_deref() == Some(key.as_str()) {
+            s.fail = None;
+            return Err(refuse("injected", name, "injected failure"));
+        }
+        Ok(())
+    }
+
+    /// Kernel rule: loading/unloading a snapshot needs its origin users
+    /// suspended.
+    fn origin_users_suspended(s: &FakeState, origin: Device, except: &str) -> bool {
+        s.devs.iter().filter(|(n, _)| n.as_str() != except).all(|(_, d)| {
+            let uses = d.active.as_ref().and_then(origin_of) == Some(origin);
+            !uses || d.suspended
+        })
+    }
+
+    fn cow_users(s: &FakeState, cow: Device, except: &str) -> usize {
+        s.devs
+            .iter()
+            .filter(|(n, _)| n.as_str() != except)
+            .filter(|(_, d)| {
+                [d.active.as_ref(), d.inactive.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|t| snapshot_of(t).map(|x| x.1) == Some(cow))
+            })
+            .count()
+    }
+}
+
+impl DmControl for FakeDm {
+    fn device(&self, name: &str) -> Result<Option<Device>, DmOpError> {
+        Ok(self.lock().devs.get(name).map(|d| d.dev))
+    }
+
+    fn create(&self, name: &str, table: &Table, read_only: bool) -> Result<Device, DmOpError> {
+        let mut s = self.lock();
+        Self::check_fail(&mut s, "create", name)?;
+        table.check().map_err(|p| refuse("create", name, &p))?;
+        if s.devs.contains_key(name) {
+            return Err(refuse("create", name, "exists"));
+        }
+        if let Some((origin, cow)) = snapshot_of(table) {
+            if is_plain_snapshot(table) && !Self::origin_users_suspended(&s, origin, name) {
+                return Err(refuse("create", name, "KERNEL RULE: origin not suspended while loading a snapshot"));
+            }
+            if Self::cow_users(&s, cow, name) > 0 {
+                return Err(refuse("create", name, "COW device already in use"));
+            }
+        }
+        s.next_minor += 1;
+        let dev = Device { major: 254, minor: s.next_minor };
+        s.devs.insert(
+            name.to_string(),
+            FakeDev { dev, active: Some(table.clone()), inactive: None, suspended: false, read_only },
+        );
+        Ok(dev)
+    }
+
+    fn load(&self, name: &str, table: &Table) -> Result<(), DmOpError> {
+        let mut s = self.lock();
+        Self::check_fail(&mut s, "load", name)?;
+        table.check().map_err(|p| refuse("load", name, &p))?;
+        if let Some((_, cow)) = snapshot_of(table) {
+            if Self::cow_users(&s, cow, name) > 0 {
+                return Err(refuse("load", name, "COW device already in use by another table"));
+            }
+        }
+        let d = s.devs.get_mut(name).ok_or_else(|| refuse("load", name, "no such device"))?;
+        d.inactive = Some(table.clone());
+        Ok(())
+    }
+
+    fn suspend(&self, name: &str) -> Result<(), DmOpError> {
+        let mut s = self.lock();
+        Self::check_fail(&mut s, "suspend", name)?;
+        let d = s.devs.get_mut(name).ok_or_else(|| refuse("suspend", name, "no such device"))?;
+        d.suspended = true;
+        Ok(())
+    }
+
+    fn resume(&self, name: &str) -> Result<(), DmOpError> {
+        let mut s = self.lock();
+        Self::check_fail(&mut s, "resume", name)?;
+        let d = s.devs.get_mut(name).ok_or_else(|| refuse("resume", name, "no such device"))?;
+        if let Some(t) = d.inactive.take() {
+            // Swapping a snapshot-merge in (it loads a snapshot) needs the
+            // device itself suspended, which it is while resuming.
+            if !d.suspended && d.active.is_some() {
+                return Err(refuse("resume", name, "table swap on a device that was not suspended"));
+            }
+            d.active = Some(t);
+        }
+        d.suspended = false;
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> Result<(), DmOpError> {
+        let mut s = self.lock();
+        Self::check_fail(&mut s, "remove", name)?;
+        let d = s.devs.get(name).cloned().ok_or_else(|| refuse("remove", name, "no such device"))?;
+        let in_use = s.devs.iter().filter(|(n, _)| n.as_str() != name).any(|(_, o)| {
+            [o.active.as_ref(), o.inactive.as_ref()].into_iter().flatten().any(|t| {
+                t.lines.iter().any(|l| match &l.params {
+                    Target::Linear(p) => p.device == d.dev,
+                    Target::Origin(p) => p.origin == d.dev,
+                    Target::Snapshot(p) | Target::Merge(p) => p.origin == d.dev || p.cow == d.dev,
+                })
+            })
+        });
+        if in_use {
+            return Err(refuse("remove", name, "device in use"));
+        }
+        if let Some(t) = d.active.as_ref() {
+            if is_plain_snapshot(t) {
+                if let Some((origin, _)) = snapshot_of(t) {
+                    if !Self::origin_users_suspended(&s, origin, name) {
+                        return Err(refuse("remove", name, "KERNEL RULE: origin not suspended while unloading a snapshot"));
+                    }
+                }
+            }
+        }
+        s.devs.remove(name);
+        Ok(())
+    }
+
+    fn table(&self, name: &str) -> Result<Table, DmOpError> {
+        let s = self.lock();
+        s.devs
+            .get(name)
+            .and_then(|d| d.active.clone())
+            .ok_or_else(|| refuse("table", name, "no such device"))
+    }
+
+    fn status(&self, name: &str) -> Result<Vec<String>, DmOpError> {
+        let mut s = self.lock();
+        if !s.devs.contains_key(name) {
+            return Err(refuse("status", name, "no such device"));
+        }
+        let line = match s.status.get_mut(name) {
+            Some(q) if q.len() > 1 => q.pop_front().unwrap_or_default(),
+            Some(q) => q.front().cloned().unwrap_or_default(),
+            None => "16/2048 16".to_string(),
+        };
+        Ok(vec![line])
+    }
+}
