@@ -16,14 +16,18 @@
 //! - `cli`       the `rewind-harness` command line
 
 pub mod android_rc;
+pub mod cli;
 pub mod failure;
 pub mod guest;
 pub mod kit;
 pub mod lock;
+pub mod manifest;
 pub mod paths;
 pub mod plan;
 pub mod qemu;
 pub mod qmp;
+pub mod report;
+pub mod scenario;
 pub mod target;
 pub mod timeouts;
 

@@ -117,7 +117,7 @@ if [ "${REWIND_MODE:-raw}" = rewind ]; then
   while [ ! -S /dev/socket/rewindd ] && [ $i -lt 300 ]; do usleep 100000; i=$((i + 1)); done
   if [ -S /dev/socket/rewindd ]; then stage rewindd-started; else error "rewindd did not create /dev/socket/rewindd"; fi
   stage prepare-userdata
-  rewindctl prepare-userdata > "$LOGS/prepare-userdata.log" 2>&1
+  rewindctl --wait 30 prepare-userdata > "$LOGS/prepare-userdata.log" 2>&1
   rc=$?
   [ $rc -eq 0 ] || error "prepare-userdata rc=$rc"
   stage userdata-prepared
@@ -125,6 +125,10 @@ if [ "${REWIND_MODE:-raw}" = rewind ]; then
   line=$(awk '$1 !~ /^#/ && $2 == "/data" { print $1, $3, $4; exit }' /etc/fstab.rewind)
   set -- $line
   [ -n "${1:-}" ] && DATA_DEV=$1 && DATA_TYPE=$2 && DATA_OPTS=$3
+  # f2fs (checkpoint=fs): what fs_mgr does when a checkpoint is on.
+  if [ "$DATA_TYPE" = f2fs ] && rewindctl is-checkpointing > /dev/null 2>&1; then
+    DATA_OPTS="$DATA_OPTS,checkpoint=disable"
+  fi
 fi
 
 if [ "${REWIND_MOUNT_DATA:-1}" = 1 ]; then
@@ -144,7 +148,7 @@ if [ -n "${REWIND_WORKLOAD:-}" ]; then
 fi
 
 if [ "${REWIND_COMMIT:-0}" = 1 ]; then
-  rewindctl commit > "$LOGS/commit.log" 2>&1
+  rewindctl commit --reason boot-completed > "$LOGS/commit.log" 2>&1
   rc=$?
   [ $rc -eq 0 ] || error "commit rc=$rc"
   stage committed

@@ -167,21 +167,20 @@ pub fn rewindd_toml() -> String {
     )
 }
 
-/// The fstab the guest uses: android/fstab.rewind when it exists (ext4),
-/// else the equivalent line.
+/// The fstab the guest uses: the boot contract's /data line for the
+/// filesystem, with mount options a plain guest kernel honours (the
+/// example fstabs in android/ carry device-only ones such as inlinecrypt).
 pub fn guest_fstab(fs: FsType) -> String {
-    let android = crate::paths::workspace_root().join("android/fstab.rewind");
-    if fs == FsType::Ext4 {
-        if let Ok(text) = std::fs::read_to_string(android) {
-            return text;
-        }
-    }
-    match fs {
-        FsType::Ext4 => {
-            "/dev/block/mapper/rewind-userdata /data ext4 noatime,nosuid,nodev wait,check,checkpoint=block\n".into()
-        }
-        FsType::F2fs => "/dev/block/by-name/userdata /data f2fs noatime,nosuid,nodev wait,check,checkpoint=fs\n".into(),
-    }
+    let data = match fs {
+        FsType::Ext4 => "/dev/block/mapper/rewind-userdata /data ext4 noatime,nosuid,nodev \
+             wait,check,checkpoint=block,rewind_raw=/dev/block/by-name/userdata",
+        FsType::F2fs => "/dev/block/by-name/userdata /data f2fs noatime,nosuid,nodev wait,check,checkpoint=fs",
+    };
+    format!(
+        "# fstab of the rewind QEMU guest (written by rewind-harness)\n\
+         /dev/block/by-name/metadata /metadata ext4 noatime,nosuid,nodev wait,check,first_stage_mount\n\
+         {data}\n"
+    )
 }
 
 impl QemuGuest {

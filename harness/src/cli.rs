@@ -1,0 +1,267 @@
+//! The `rewind-harness` command line. anyhow lives here, at the edge only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::guest::{GuestConfig, QemuGuest};
+use crate::kit::Kit;
+use crate::plan::{BootPlan, FsType};
+use crate::report;
+use crate::scenario::{self, Options};
+
+const EXAMPLES: &str = "\
+Examples:
+  rewind-harness kit                               # build (or reuse) the guest kit, list it
+  rewind-harness scenario --list
+  rewind-harness scenario dm-witness
+  rewind-harness scenario failure-kinds --report out.json --junit out.xml
+  rewind-harness scenario three-failed-boots --fs f2fs --keep
+  rewind-harness scenario manifest-detects-changes --baseline my-data.sh
+  rewind-harness scenario three-failed-boots --workload migrate.sh --guest-tool /usr/bin/sqlite3
+  rewind-harness demo                              # narrated: three failed boots, then rollback
+  rewind-harness guest shell                       # serial console on this terminal (Ctrl-A x quits)
+
+Environment:
+  REWIND_KIT_DIR        kit cache (default target/rewind-kit)
+  REWIND_ACCEL          kvm or tcg (default: probe KVM once, cache the answer)
+  REWIND_MAX_GUESTS     guests at once on this machine (default 2)
+  REWIND_KERNEL_PACKAGE pin the Debian kernel package (default: what linux-image-amd64 depends on)
+  REWIND_NO_CARGO_BUILD use the project binaries as they are (no cargo build)
+
+Exit status: 0 when every check passed, 1 when a check failed, 2 on errors.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rewind-harness",
+    version,
+    about = "Boots real kernels in QEMU guests, injects boot failures, verifies userdata without trusting rewindd",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args, Clone)]
+struct RunArgs {
+    /// Filesystem of userdata.
+    #[arg(long, default_value = "ext4", value_parser = parse_fs)]
+    fs: FsType,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write a JUnit XML report here.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Keep disk images and logs (the report names their directory).
+    #[arg(long)]
+    keep: bool,
+    /// Script run in the guest (busybox sh, /data mounted) to fill userdata before the checkpoint.
+    #[arg(long, value_name = "SCRIPT")]
+    baseline: Option<PathBuf>,
+    /// Script run by each boot of the "new system" (REWIND_ATTEMPT is set).
+    #[arg(long, value_name = "SCRIPT")]
+    workload: Option<PathBuf>,
+    /// Host program added to the guest (with its shared libraries), e.g. /usr/bin/sqlite3.
+    #[arg(long = "guest-tool", value_name = "PATH")]
+    guest_tools: Vec<PathBuf>,
+    /// Size of the userdata disk, MiB (default 512).
+    #[arg(long, value_name = "MIB")]
+    userdata_mib: Option<u64>,
+}
+
+fn parse_fs(s: &str) -> Result<FsType, String> {
+    s.parse()
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a scenario (or list them).
+    Scenario {
+        /// Scenario name (see --list).
+        name: Option<String>,
+        /// List the scenarios.
+        #[arg(long)]
+        list: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Narrated demo: a checkpoint, three failed boots of the new system, rollback.
+    Demo {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Interactive guests.
+    Guest {
+        #[command(subcommand)]
+        command: GuestCommand,
+    },
+    /// Build or refresh the guest kit and print what is in it.
+    Kit,
+}
+
+#[derive(Debug, Subcommand)]
+enum GuestCommand {
+    /// Boot a guest with its serial console on this terminal.
+    Shell {
+        #[arg(long, default_value = "ext4", value_parser = parse_fs)]
+        fs: FsType,
+        /// Follow the boot contract with rewindd (default: raw /data).
+        #[arg(long)]
+        rewind: bool,
+        /// Keep the disk images afterwards.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long = "guest-tool", value_name = "PATH")]
+        guest_tools: Vec<PathBuf>,
+    },
+}
+
+impl RunArgs {
+    fn options(&self, narrate: bool) -> Options {
+        Options {
+            fs: self.fs,
+            keep: self.keep,
+            baseline: self.baseline.clone(),
+            workload: self.workload.clone(),
+            guest_tools: self.guest_tools.clone(),
+            userdata_mib: self.userdata_mib,
+            narrate,
+        }
+    }
+}
+
+fn run_scenario(name: &str, args: &RunArgs, narrate: bool) -> Result<bool> {
+    for p in args.baseline.iter().chain(args.workload.iter()).chain(args.guest_tools.iter()) {
+        if !p.exists() {
+            bail!("{} does not exist", p.display());
+        }
+    }
+    let report = scenario::run(name, &args.options(narrate)).with_context(|| format!("Running scenario {name}"))?;
+    print!("{}", report.summary());
+    if let Some(path) = &args.report {
+        report::write(path, &report::to_json(std::slice::from_ref(&report))?)?;
+        eprintln!("report: {}", path.display());
+    }
+    if let Some(path) = &args.junit {
+        report::write(path, &report::to_junit(std::slice::from_ref(&report)))?;
+        eprintln!("junit: {}", path.display());
+    }
+    Ok(report.passed)
+}
+
+fn run(cli: Cli) -> Result<bool> {
+    match cli.command {
+        Command::Scenario { list: true, .. } | Command::Scenario { name: None, .. } => {
+            for s in scenario::REGISTRY {
+                println!(
+                    "{:<26} {}{}",
+                    s.name,
+                    s.summary,
+                    if s.needs_daemon { " [needs rewindd]" } else { "" }
+                );
+            }
+            Ok(true)
+        }
+        Command::Scenario { name: Some(name), run, .. } => run_scenario(&name, &run, false),
+        Command::Demo { run } => {
+            println!("rewind demo: a phone's userdata survives three failed boots of an update.");
+            run_scenario("three-failed-boots", &run, true)
+        }
+        Command::Kit => {
+            let kit = Kit::ensure().context("Building the guest kit")?;
+            print!("{}", kit.describe());
+            Ok(true)
+        }
+        Command::Guest {
+            command: GuestCommand::Shell {
+                fs,
+                rewind,
+                keep,
+                guest_tools,
+            },
+        } => {
+            let mut cfg = GuestConfig::new("shell").with_fs(fs).keep(keep);
+            for t in guest_tools {
+                cfg = cfg.with_guest_tool(t);
+            }
+            let mut guest = QemuGuest::new(cfg).context("Preparing the guest")?;
+            let plan = if rewind { BootPlan::rewind() } else { BootPlan::raw() };
+            let status = guest.interactive(&plan).context("Running QEMU")?;
+            if keep {
+                eprintln!("disk images kept in {}", crate::target::Target::artifacts_dir(&guest).display());
+            }
+            Ok(status.success())
+        }
+    }
+}
+
+/// Prints the numbered error chain (cloud-hypervisor style).
+fn print_error(e: &anyhow::Error) {
+    eprintln!("Error: {e}");
+    for (i, cause) in e.chain().skip(1).enumerate() {
+        eprintln!("  {i}: {cause}");
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            print_error(&e);
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn scenario_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "rewind-harness",
+            "scenario",
+            "dm-witness",
+            "--fs",
+            "f2fs",
+            "--keep",
+            "--guest-tool",
+            "/usr/bin/sqlite3",
+            "--report",
+            "r.json",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Scenario { name, run, .. } => {
+                assert_eq!(name.as_deref(), Some("dm-witness"));
+                assert_eq!(run.fs, FsType::F2fs);
+                assert!(run.keep);
+                assert_eq!(run.guest_tools, vec![PathBuf::from("/usr/bin/sqlite3")]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["rewind-harness", "scenario", "x", "--fs", "btrfs"]).is_err());
+    }
+
+    #[test]
+    fn every_registered_scenario_has_a_unique_name() {
+        let mut names: Vec<&str> = scenario::REGISTRY.iter().map(|s| s.name).collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+}

@@ -1,0 +1,327 @@
+//! The registered scenarios. Those with `needs_daemon: false` exercise the
+//! harness and the kernel alone (raw plans); the rewind ones drive rewindd.
+
+use std::time::Duration;
+
+use super::{checks, Ctx, Scenario, ScenarioError};
+use crate::failure::BootEnd;
+use crate::manifest;
+use crate::plan::{stage, BootPlan, Failure};
+
+pub static REGISTRY: &[Scenario] = &[
+    Scenario {
+        name: "boot-to-ready",
+        summary: "A raw guest boots to ready: disks by name, modules, tools, exec status/stderr, clean poweroff, fsck clean",
+        needs_daemon: false,
+        run: boot_to_ready,
+    },
+    Scenario {
+        name: "dm-witness",
+        summary: "device-mapper in the guest: dm targets present, a linear device over userdata reads back its table and carries a filesystem",
+        needs_daemon: false,
+        run: dm_witness,
+    },
+    Scenario {
+        name: "manifest-detects-changes",
+        summary: "The manifest sees a changed, added, removed, chmod-ed and re-xattr-ed file exactly, and nothing across a clean reboot",
+        needs_daemon: false,
+        run: manifest_detects_changes,
+    },
+    Scenario {
+        name: "failure-panic",
+        summary: "A kernel panic injected at data-mounted is observed as a panic; the next boot is fine",
+        needs_daemon: false,
+        run: failure_panic,
+    },
+    Scenario {
+        name: "failure-watchdog",
+        summary: "A hang at data-mounted is reset by the i6300esb watchdog and observed as a watchdog reset",
+        needs_daemon: false,
+        run: failure_watchdog,
+    },
+    Scenario {
+        name: "failure-power-cut",
+        summary: "The host cuts power while the workload writes; observed as a power cut; ext4 recovers and fsck is clean",
+        needs_daemon: false,
+        run: failure_power_cut,
+    },
+    Scenario {
+        name: "failure-guest-reset",
+        summary: "A guest reset (sysrq b) is observed as a guest reset",
+        needs_daemon: false,
+        run: failure_guest_reset,
+    },
+    Scenario {
+        name: "failure-kinds",
+        summary: "Every failure kind in one guest, each observed as what it is",
+        needs_daemon: false,
+        run: failure_kinds,
+    },
+    Scenario {
+        name: "three-failed-boots",
+        summary: "Checkpoint with 3 attempts, three failed boots (panic, hang, power cut) of the new system: userdata is back to the baseline",
+        needs_daemon: true,
+        run: three_failed_boots,
+    },
+];
+
+const USERDATA: &str = "/dev/block/by-name/userdata";
+
+fn boot_to_ready(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    let rec = cx.boot_ready(&BootPlan::raw())?;
+    cx.check(
+        "boot reaches ready",
+        true,
+        format!("{:.1} s to ready", rec.ready_ms.unwrap_or(0) as f64 / 1000.0),
+    );
+    let uname = cx.exec_checked("uname -r")?;
+    cx.check("guest runs Debian's kernel", uname.trim().ends_with("-amd64"), uname.trim().to_string());
+    for disk in ["userdata", "metadata"] {
+        let serial = cx.exec_checked(&format!(
+            "d=$(readlink /dev/block/by-name/{disk}); cat /sys/block/${{d##*/}}/serial"
+        ))?;
+        cx.check_eq(&format!("by-name/{disk} is the disk with that serial"), disk, serial.trim());
+    }
+    let mounts = cx.exec_checked("cat /proc/mounts")?;
+    for m in [" /data ", " /metadata ", " /host 9p "] {
+        cx.check(&format!("{} is mounted", m.trim()), mounts.contains(m), "");
+    }
+    let modules = cx.exec_checked("cut -d' ' -f1 /proc/modules")?;
+    let loaded: Vec<&str> = modules.lines().collect();
+    for m in ["dm_mod", "dm_snapshot", "dm_flakey", "dm_log_writes", "dm_delay", "ext4", "f2fs", "i6300esb", "9p"] {
+        cx.check(&format!("module {m} is loaded"), loaded.contains(&m), "");
+    }
+    let tools = cx.exec("mkfs.ext4 -V && e2fsck -V && fsck.f2fs -V && dmsetup version && getfattr --version && rewind-manifest --help")?;
+    cx.check("guest tools run", tools.success(), format!("{}{}", tools.stdout, tools.stderr));
+    let status = cx.exec("echo out; echo err >&2; exit 7")?;
+    cx.check_eq(
+        "exec returns status, stdout and stderr",
+        (7, "out\n", "err\n"),
+        (status.status, status.stdout.as_str(), status.stderr.as_str()),
+    );
+    cx.shutdown()?;
+    cx.boot_ready(&BootPlan::raw().without_data())?;
+    let fs = cx.target.fs();
+    let (clean, out) = checks::fsck(cx.target, fs, USERDATA)?;
+    cx.check("userdata fsck clean after a clean shutdown", clean, out);
+    cx.shutdown()?;
+    Ok(())
+}
+
+fn dm_witness(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    cx.boot_ready(&BootPlan::raw().without_data())?;
+    let targets = checks::dmsetup(cx.target, "targets")?;
+    for t in ["linear", "snapshot", "snapshot-origin", "snapshot-merge", "flakey", "delay", "log-writes"] {
+        cx.check(
+            &format!("dm target {t} is available"),
+            targets.lines().any(|l| l.split_whitespace().next() == Some(t)),
+            "",
+        );
+    }
+    let sectors = checks::sectors(cx.target, USERDATA)?;
+    let devno = cx.exec_checked("d=$(readlink /dev/block/by-name/userdata); cat /sys/block/${d##*/}/dev")?;
+    let devno = devno.trim().to_string();
+    cx.exec_checked(&format!("dmsetup create wit-linear --table '0 {sectors} linear {USERDATA} 0'"))?;
+    let table = checks::dmsetup(cx.target, "table wit-linear")?;
+    cx.check_eq("linear table reads back", format!("0 {sectors} linear {devno} 0"), table.trim().to_string());
+    let status = checks::dmsetup(cx.target, "status wit-linear")?;
+    cx.check_eq("linear status reads back", format!("0 {sectors} linear"), status.trim().to_string());
+    let node = cx.exec_checked("for d in /sys/block/dm-*; do [ \"$(cat $d/dm/name)\" = wit-linear ] && echo /dev/${d##*/}; done")?;
+    let node = node.trim().to_string();
+    cx.require("dm node appears without udev", node.starts_with("/dev/dm-"), node.clone())?;
+    let fs = cx.target.fs().as_str();
+    let wrote = cx.exec(&format!(
+        "mount -t {fs} {node} /mnt && echo through-dm > /mnt/witness && sync && umount /mnt"
+    ))?;
+    cx.check("a filesystem mounts and writes through dm-linear", wrote.success(), wrote.stderr);
+    // A delay target over the same disk loads and reads back, live-swapped
+    // in like rewindd's commit does (suspend, load, resume).
+    let swap = cx.exec(&format!(
+        "dmsetup suspend wit-linear && dmsetup load wit-linear --table '0 {sectors} delay {USERDATA} 0 0' && dmsetup resume wit-linear && dmsetup table wit-linear"
+    ))?;
+    cx.check_eq(
+        "live table swap to delay reads back",
+        format!("0 {sectors} delay {devno} 0 0"),
+        swap.stdout.trim().to_string(),
+    );
+    cx.exec_checked("dmsetup remove wit-linear")?;
+    let gone = cx.exec_checked("dmsetup ls")?;
+    cx.check("dm device removed", !gone.contains("wit-linear"), gone);
+    let read = cx.exec_checked(&format!("mount -t {fs} {USERDATA} /mnt && cat /mnt/witness; umount /mnt"))?;
+    cx.check_eq("data written through dm is on the raw disk", "through-dm", read.trim());
+    let fs = cx.target.fs();
+    let (clean, out) = checks::fsck(cx.target, fs, USERDATA)?;
+    cx.check("userdata fsck clean", clean, out);
+    cx.shutdown()?;
+    Ok(())
+}
+
+fn manifest_detects_changes(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    cx.boot_ready(&BootPlan::raw())?;
+    cx.run_baseline()?;
+    let before = cx.manifest("/data")?;
+    cx.check(
+        "baseline manifest covers the tree",
+        before.files() > 300,
+        format!("{} entries, {} files", before.entries.len(), before.files()),
+    );
+    let label = before.get("db/app.db").and_then(|e| e.xattrs.get("user.rewind.label").cloned());
+    cx.check_eq("xattrs are recorded", Some(hex_of("baseline")), label);
+    let group = before.get("user/0/version.hardlink").and_then(|e| e.link_group.clone());
+    cx.check_eq("hard links are grouped", Some("db/app.db.version".to_string()), group);
+    let link = before.get("user/0/current.db").and_then(|e| e.target.clone());
+    cx.check_eq("symlink targets are recorded", Some("../db/app.db".to_string()), link);
+
+    cx.exec_checked(
+        "set -e; cd /data
+         dd if=/dev/urandom of=media/video.bin bs=4096 seek=10 count=1 conv=notrunc 2>/dev/null
+         echo new > misc/added
+         rm app/com.example.app1/files/f1
+         chmod 0640 misc/empty
+         setfattr -n user.rewind.label -v changed db/app.db
+         sync",
+    )?;
+    let after = cx.manifest("/data")?;
+    let d = manifest::diff(&before, &after);
+    cx.check_eq("added is listed", vec!["misc/added".to_string()], d.added.clone());
+    cx.check_eq("removed is listed", vec!["app/com.example.app1/files/f1".to_string()], d.removed.clone());
+    cx.check_eq("changed are listed", vec!["db/app.db", "media/video.bin"], d.changed_paths());
+    cx.check_eq("chmod-ed is listed", vec!["misc/empty"], d.chmodded_paths());
+    let what: Vec<Vec<&str>> = d.changed.iter().map(|c| c.what.clone()).collect();
+    cx.check_eq("what changed is named", vec![vec!["xattrs"], vec!["content"]], what);
+    cx.shutdown()?;
+
+    cx.boot_ready(&BootPlan::raw())?;
+    let again = cx.manifest("/data")?;
+    let d = manifest::diff(&after, &again);
+    cx.check("manifest is identical across a clean reboot", d.is_empty(), d.summary(10));
+    cx.exec_checked("umount /data")?;
+    let fs = cx.target.fs();
+    let (clean, out) = checks::fsck(cx.target, fs, USERDATA)?;
+    cx.check("userdata fsck clean", clean, out);
+    cx.shutdown()?;
+    Ok(())
+}
+
+fn hex_of(s: &str) -> String {
+    hex::encode(s.as_bytes())
+}
+
+/// Boots with `failure`, expects `expected`, then proves the machine boots
+/// again with /data mounted.
+fn failure_case(cx: &mut Ctx, plan: BootPlan, expected: BootEnd) -> Result<(), ScenarioError> {
+    let rec = cx.boot_expect_end(&plan, expected.clone())?;
+    if expected == BootEnd::WatchdogReset {
+        let at = plan.failure.as_ref().and_then(|f| f.guest_side()).map(|(_, at)| at.to_string());
+        if let Some(i) = at.and_then(|at| rec.stages.iter().position(|s| *s == at)) {
+            let detect = rec.duration_ms.saturating_sub(rec.stage_ms[i]);
+            cx.check(
+                "watchdog resets a hung guest within 3 watchdog periods",
+                detect < u64::from(plan.watchdog_secs) * 3000,
+                format!("hang at {} ms, reset observed {} ms later", rec.stage_ms[i], detect),
+            );
+        }
+    }
+    let next = cx.boot_ready(&BootPlan::raw())?;
+    cx.check(
+        &format!("boot {} after the failure mounts /data", next.index),
+        next.reached(stage::DATA_MOUNTED),
+        next.stages.join(","),
+    );
+    cx.exec_checked("umount /data")?;
+    let fs = cx.target.fs();
+    let (clean, out) = checks::fsck(cx.target, fs, USERDATA)?;
+    cx.check(&format!("userdata fsck clean after {expected}"), clean, out);
+    cx.shutdown()?;
+    Ok(())
+}
+
+fn failure_panic(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    failure_case(cx, BootPlan::raw().with_failure(Failure::panic_at(stage::DATA_MOUNTED)), BootEnd::Panic)
+}
+
+fn failure_watchdog(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    failure_case(
+        cx,
+        BootPlan::raw().with_failure(Failure::hang_at(stage::DATA_MOUNTED)),
+        BootEnd::WatchdogReset,
+    )
+}
+
+fn failure_power_cut(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    // Baseline first so the workload has files to rewrite when the cut hits.
+    cx.boot_ready(&BootPlan::raw())?;
+    cx.run_baseline()?;
+    cx.shutdown()?;
+    failure_case(
+        cx,
+        BootPlan::raw()
+            .with_workload(1)
+            .with_failure(Failure::power_cut_at_after(stage::WORKLOAD_START, Duration::from_millis(1500))),
+        BootEnd::HostPowerCut,
+    )
+}
+
+fn failure_guest_reset(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    failure_case(
+        cx,
+        BootPlan::raw().with_failure(Failure::guest_reset_at(stage::DATA_MOUNTED)),
+        BootEnd::GuestReset,
+    )
+}
+
+fn failure_kinds(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    let cases = [
+        (Failure::panic_at(stage::NETWORK_UP), BootEnd::Panic),
+        (Failure::hang_at(stage::DATA_MOUNTED), BootEnd::WatchdogReset),
+        (Failure::power_cut_at(stage::METADATA_MOUNTED), BootEnd::HostPowerCut),
+        (Failure::guest_reset_at(stage::BOOT_COMPLETED), BootEnd::GuestReset),
+        (Failure::poweroff_at(stage::READY), BootEnd::CleanShutdown),
+    ];
+    for (failure, expected) in cases {
+        cx.boot_expect_end(&BootPlan::raw().with_failure(failure), expected)?;
+    }
+    let rec = cx.boot_ready(&BootPlan::raw())?;
+    cx.check("the machine boots after every kind", rec.reached(stage::DATA_MOUNTED), rec.stages.join(","));
+    cx.shutdown()?;
+    Ok(())
+}
+
+/// The demo and issue 4's headline: three failed boots roll userdata back.
+fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    // The COW store lives in /data/rewind; it is rewindd's, not user data.
+    const EXCLUDE: &[&str] = &["rewind"];
+    cx.say("Boot the old system and fill userdata with the baseline.");
+    cx.boot_ready(&BootPlan::rewind())?;
+    cx.run_baseline()?;
+    cx.say("Start a checkpoint with 3 attempts (the update is installed).");
+    let started = cx.exec("rewindctl start --attempts 3 --reason 'demo: ota'")?;
+    cx.require("rewindctl start succeeds", started.success(), format!("{}{}", started.stdout, started.stderr))?;
+    let baseline = checks::manifest(cx.target, "/data", EXCLUDE)?;
+    cx.shutdown()?;
+    let failures = [
+        (Failure::panic_at(stage::WORKLOAD_DONE), BootEnd::Panic),
+        (Failure::hang_at(stage::WORKLOAD_DONE), BootEnd::WatchdogReset),
+        (Failure::power_cut_at(stage::WORKLOAD_DONE), BootEnd::HostPowerCut),
+    ];
+    for (k, (failure, end)) in failures.into_iter().enumerate() {
+        let attempt = k as u32 + 1;
+        cx.say(&format!("Boot the new system, attempt {attempt}: it migrates /data, then fails ({failure})."));
+        cx.boot_expect_end(&BootPlan::rewind().with_workload(attempt).with_failure(failure), end)?;
+    }
+    cx.say("Boot again: the attempts are used up; prepare-userdata rolls userdata back.");
+    cx.boot_ready(&BootPlan::rewind())?;
+    let needs = cx.exec("rewindctl needs-rollback")?;
+    cx.check_eq("needs-rollback is true", 0, needs.status);
+    let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
+    let d = manifest::diff(&baseline, &now);
+    cx.check("userdata is exactly the baseline", d.is_empty(), d.summary(10));
+    let table = checks::dmsetup(cx.target, "table")?;
+    cx.check("dmsetup shows rewind-userdata", table.contains("rewind-userdata"), table);
+    cx.exec_checked("umount /data")?;
+    let fs = cx.target.fs();
+    let (clean, out) = checks::fsck(cx.target, fs, "/dev/block/mapper/rewind-userdata")?;
+    cx.check("userdata fsck clean after the rollback", clean, out);
+    cx.shutdown()?;
+    Ok(())
+}
