@@ -295,3 +295,22 @@ async fn a_panicking_core_call_answers_internal() {
     task.await.unwrap().unwrap();
     let _ = ErrorKind::Internal;
 }
+
+/// The boot step runs to its end even when the client goes away midway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_userdata_finishes_when_the_client_leaves() {
+    let server = TestServer::start(TestServer::default_policy(), false).await;
+    let mut c = client(&server).await;
+    c.start_checkpoint(pb::StartCheckpointRequest { attempts: 2, reason: String::new() }).await.unwrap();
+    let mut stream = c.prepare_userdata(pb::PrepareUserdataRequest {}).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(!first.done);
+    drop(stream);
+    drop(c);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.core.phase() != rewind_daemon::engine::Phase::Checkpointing {
+        assert!(tokio::time::Instant::now() < deadline, "prepare did not finish without its client");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
