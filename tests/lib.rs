@@ -1,1 +1,35 @@
-//! Shared helpers for the end-to-end tests (see guest_*.rs).
+//! Shared helpers for the end-to-end tests (guest_*.rs): each test is one
+//! line naming a scenario of the harness registry
+//! (`rewind_harness::scenario::REGISTRY`), so the CLI and the tests run the
+//! very same code. Guests are never skipped: a missing QEMU or kit fails
+//! the test (and under CI=true that is what must happen).
+
+use rewind_harness::scenario::{self, Options};
+use rewind_harness::FsType;
+
+/// Runs a registered scenario on ext4 and panics with its report (the
+/// console of the last boot is already printed between `==== console`
+/// markers) unless every check passed.
+pub fn run(name: &str) {
+    run_with(name, Options::default());
+}
+
+/// Same on f2fs.
+pub fn run_f2fs(name: &str) {
+    run_with(
+        name,
+        Options {
+            fs: FsType::F2fs,
+            ..Options::default()
+        },
+    );
+}
+
+pub fn run_with(name: &str, options: Options) {
+    let report = match scenario::run(name, &options) {
+        Ok(r) => r,
+        Err(e) => panic!("scenario {name} could not run: {}", scenario::error_chain(&e)),
+    };
+    eprint!("{}", report.summary());
+    assert!(report.passed, "scenario {name} failed:\n{}", report.summary());
+}

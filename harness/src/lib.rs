@@ -18,6 +18,7 @@
 pub mod android_rc;
 pub mod cli;
 pub mod failure;
+pub mod grpc;
 pub mod guest;
 pub mod kit;
 pub mod lock;

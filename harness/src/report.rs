@@ -93,7 +93,9 @@ impl ScenarioReport {
             );
         }
         for c in &self.checks {
-            s += &format!("  [{}] {}: {}\n", if c.passed { "ok" } else { "FAIL" }, c.name, c.detail);
+            // Full details are in the JSON report; one line each here.
+            let detail = c.detail.trim().lines().next().unwrap_or_default();
+            s += &format!("  [{}] {}: {detail}\n", if c.passed { "ok" } else { "FAIL" }, c.name);
         }
         if let Some(e) = &self.error {
             s += &format!("  error: {e}\n");

@@ -292,3 +292,40 @@ pub fn file_sha256(path: &Path) -> Result<[u8; 32], KitError> {
     std::io::copy(&mut f, &mut h).map_err(io_err(path))?;
     Ok(h.finalize().into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel(deb: &str) -> Kernel {
+        Kernel {
+            package: "linux-image-6.1.0-56-amd64".into(),
+            release: "6.1.0-56-amd64".into(),
+            root: "/k".into(),
+            vmlinuz: "/k/boot/vmlinuz".into(),
+            modules_dir: "/k/lib/modules/6.1.0-56-amd64".into(),
+            deb_sha256: deb.into(),
+        }
+    }
+
+    #[test]
+    fn cache_key_follows_every_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let tool = dir.path().join("tool");
+        std::fs::write(&tool, b"v1").unwrap();
+        let mut a = Archive::new();
+        a.file_from_host("usr/bin/tool", &tool, 0o755).unwrap();
+        a.symlink("bin/sh", "/bin/busybox").unwrap();
+        let k1 = archive_key(&a, &kernel("aa")).unwrap();
+        assert_eq!(k1, archive_key(&a, &kernel("aa")).unwrap(), "stable for the same inputs");
+        assert_ne!(k1, archive_key(&a, &kernel("bb")).unwrap(), "another kernel .deb");
+        std::fs::write(&tool, b"v2").unwrap();
+        let k2 = archive_key(&a, &kernel("aa")).unwrap();
+        assert_ne!(k1, k2, "a tool's content");
+        a.symlink("bin/ls", "/bin/busybox").unwrap();
+        assert_ne!(k2, archive_key(&a, &kernel("aa")).unwrap(), "a new entry");
+        let mut b = a.clone();
+        b.file_from_host("usr/bin/tool", &tool, 0o700).unwrap();
+        assert_ne!(archive_key(&a, &kernel("aa")).unwrap(), archive_key(&b, &kernel("aa")).unwrap(), "a mode");
+    }
+}

@@ -312,7 +312,10 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.say("Boot again: the attempts are used up; prepare-userdata rolls userdata back.");
     cx.boot_ready(&BootPlan::rewind())?;
     let needs = cx.exec("rewindctl needs-rollback")?;
-    cx.check_eq("needs-rollback is true", 0, needs.status);
+    cx.check_eq("needs-rollback is true (rewindctl in the guest)", 0, needs.status);
+    let mut grpc = cx.grpc()?;
+    let via_host = grpc.needs_rollback()?;
+    cx.check_eq("NeedsRollback is true (gRPC from the host)", true, via_host);
     let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
     let d = manifest::diff(&baseline, &now);
     cx.check("userdata is exactly the baseline", d.is_empty(), d.summary(10));

@@ -45,6 +45,8 @@ pub enum ScenarioError {
     Manifest(#[from] ManifestError),
     #[error("Required check failed: {name}: {detail}")]
     Required { name: String, detail: String },
+    #[error("Talking to rewindd over gRPC")]
+    Grpc(#[from] crate::grpc::GrpcError),
     #[error("Unknown scenario {0:?} (see `rewind-harness scenario --list`)")]
     Unknown(String),
 }
@@ -212,6 +214,13 @@ impl<'a> Ctx<'a> {
         let script = self.target.baseline_script();
         let out = self.exec(&format!("REWIND_DATA=/data sh {script}"))?;
         self.require("baseline script succeeds", out.success(), first_lines(&out.stderr, 5))
+    }
+
+    /// gRPC client of rewindd in the running guest (host side, through the
+    /// forwarded port).
+    pub fn grpc(&mut self) -> Result<crate::grpc::Grpc, ScenarioError> {
+        let endpoint = self.target.grpc_endpoint().ok_or(TargetError::NotRunning)?;
+        Ok(crate::grpc::Grpc::connect(&endpoint, Duration::from_secs(30))?)
     }
 
     /// Manifest of a guest directory (by the guest's rewind-manifest).
