@@ -23,6 +23,7 @@ Examples:
   rewind-harness scenario three-failed-boots --workload migrate.sh --guest-tool /usr/bin/sqlite3
   rewind-harness demo                              # narrated: three failed boots, then rollback
   rewind-harness guest shell                       # serial console on this terminal (Ctrl-A x quits)
+  rewind-harness bench --boots 5                   # median boot-to-ready time
 
 Environment:
   REWIND_KIT_DIR        kit cache (default target/rewind-kit)
@@ -101,6 +102,14 @@ enum Command {
     },
     /// Build or refresh the guest kit and print what is in it.
     Kit,
+    /// Measure boot-to-ready of a raw guest (median of N boots).
+    Bench {
+        /// Number of boots.
+        #[arg(long, default_value_t = 5)]
+        boots: u32,
+        #[arg(long, default_value = "ext4", value_parser = parse_fs)]
+        fs: FsType,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +179,27 @@ fn run(cli: Cli) -> Result<bool> {
         Command::Demo { run } => {
             println!("rewind demo: a phone's userdata survives three failed boots of an update.");
             run_scenario("three-failed-boots", &run, true)
+        }
+        Command::Bench { boots, fs } => {
+            let mut guest = QemuGuest::new(GuestConfig::new("bench").with_fs(fs)).context("Preparing the guest")?;
+            let mut times = Vec::new();
+            for _ in 0..boots.max(1) {
+                let rec = crate::target::Target::boot(&mut guest, &BootPlan::raw()).context("Booting")?;
+                let ms = rec.ready_ms.context("The guest did not reach ready")?;
+                times.push(ms);
+                crate::target::Target::power_cut(&mut guest).context("Stopping the guest")?;
+            }
+            times.sort_unstable();
+            let median = times[times.len() / 2];
+            println!(
+                "boot-to-ready on {} over {} boots: median {:.2} s (min {:.2} s, max {:.2} s)",
+                crate::target::Target::describe(&guest),
+                times.len(),
+                median as f64 / 1000.0,
+                times[0] as f64 / 1000.0,
+                times[times.len() - 1] as f64 / 1000.0
+            );
+            Ok(true)
         }
         Command::Kit => {
             let kit = Kit::ensure().context("Building the guest kit")?;

@@ -270,7 +270,7 @@ impl QemuGuest {
             accel: self.accel,
             cpus: self.cfg.cpus,
             memory_mib: self.cfg.memory_mib,
-            kernel: self.kit.kernel.vmlinuz.clone(),
+            kernel: self.kit.boot_kernel.clone(),
             initrd: self.initrd.clone(),
             append: qemu::default_append(),
             disks: vec![

@@ -40,6 +40,7 @@ pub const HOST_PROGRAMS: &[(&str, &str)] = &[
     ("setfattr", "attr"),
     ("depmod", "kmod"),
     ("strip", "binutils"),
+    ("xz", "xz-utils"),
     ("dpkg", "dpkg"),
     ("apt-get", "apt"),
 ];

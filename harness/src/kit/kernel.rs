@@ -119,8 +119,20 @@ fn cached(kernels_dir: &Path) -> Vec<String> {
 /// not cached. `REWIND_KERNEL_PACKAGE` pins a package name.
 pub fn ensure(kit_dir: &Path) -> Result<Kernel, KernelError> {
     let kernels_dir = kit_dir.join("kernel");
+    // apt-cache takes a second; its answer only changes with the package
+    // lists, so it is remembered against their mtime.
+    let lists_stamp = std::fs::metadata("/var/lib/apt/lists")
+        .and_then(|m| m.modified())
+        .map(|t| format!("{t:?}"))
+        .unwrap_or_default();
+    let resolved_path = kernels_dir.join("resolved");
+    let remembered = std::fs::read_to_string(&resolved_path).ok().and_then(|t| {
+        let (stamp, pkg) = t.trim().split_once('\t')?;
+        (stamp == lists_stamp && kernels_dir.join(pkg).join(COMPLETE_MARKER).exists()).then(|| pkg.to_string())
+    });
     let wanted = match std::env::var("REWIND_KERNEL_PACKAGE") {
         Ok(p) if !p.is_empty() => Ok(p),
+        _ if remembered.is_some() => Ok(remembered.unwrap_or_default()),
         _ => host::run(Command::new("apt-cache").args(["depends", "linux-image-amd64"])).and_then(|out| {
             parse_apt_depends(&out).ok_or_else(|| HostError::CommandFailed {
                 command: "apt-cache depends linux-image-amd64".into(),
@@ -144,9 +156,11 @@ pub fn ensure(kit_dir: &Path) -> Result<Kernel, KernelError> {
     };
     let dir = kernels_dir.join(&package);
     if let Some(k) = load(&dir, &package)? {
+        let _ = std::fs::write(&resolved_path, format!("{lists_stamp}\t{package}\n"));
         return Ok(k);
     }
     download(kit_dir, &package)?;
+    let _ = std::fs::write(&resolved_path, format!("{lists_stamp}\t{package}\n"));
     load(&dir, &package)?.ok_or(KernelError::Incomplete {
         package: package.clone(),
         missing: dir.join(COMPLETE_MARKER),
@@ -209,6 +223,52 @@ fn download(kit_dir: &Path, package: &str) -> Result<(), KernelError> {
     Ok(())
 }
 
+/// Offset of the xz stream inside a bzImage.
+pub fn xz_offset(bz: &[u8]) -> Option<usize> {
+    const MAGIC: &[u8] = b"\xfd7zXZ\x00";
+    bz.windows(MAGIC.len()).position(|w| w == MAGIC)
+}
+
+/// The uncompressed ELF kernel, for QEMU's PVH entry: it skips the
+/// firmware's bzImage path and the in-guest xz decompression, which cost
+/// ~3 s of every TCG boot (measured: 6.8 s -> 4.0 s to the first panic).
+/// None when the kernel has no PVH entry or cannot be unpacked; the caller
+/// then boots the bzImage.
+pub fn pvh_vmlinux(kernel: &Kernel) -> Option<PathBuf> {
+    let out = kernel.root.join("boot").join(format!("vmlinux-{}.pvh", kernel.release));
+    if out.exists() {
+        return Some(out);
+    }
+    let config = std::fs::read_to_string(kernel.root.join("boot").join(format!("config-{}", kernel.release))).ok()?;
+    if !config.lines().any(|l| l == "CONFIG_PVH=y") {
+        return None;
+    }
+    let bz = std::fs::read(&kernel.vmlinuz).ok()?;
+    let offset = xz_offset(&bz)?;
+    let tmp = out.with_extension("tmp");
+    let mut child = Command::new("xz")
+        .args(["-dc", "--single-stream"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&tmp).ok()?)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take()?;
+        // xz stops at the end of its stream; the bytes after it are not xz.
+        let _ = stdin.write_all(&bz[offset..]);
+    }
+    let ok = child.wait().ok()?.success();
+    let elf = std::fs::read(&tmp).ok().is_some_and(|b| b.starts_with(b"\x7fELF"));
+    if !(ok && elf) {
+        let _ = std::fs::remove_file(&tmp);
+        return None;
+    }
+    std::fs::rename(&tmp, &out).ok()?;
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +279,13 @@ mod tests {
         assert_eq!(parse_apt_depends(text).as_deref(), Some("linux-image-6.1.0-56-amd64"));
         assert_eq!(parse_apt_depends("linux-image-amd64\n"), None);
         assert_eq!(release_of("linux-image-6.1.0-56-amd64"), Some("6.1.0-56-amd64"));
+    }
+
+    #[test]
+    fn xz_stream_is_found_in_a_bzimage() {
+        let mut bz = vec![0u8; 100];
+        bz.extend_from_slice(b"\xfd7zXZ\x00rest");
+        assert_eq!(xz_offset(&bz), Some(100));
+        assert_eq!(xz_offset(b"no stream here"), None);
     }
 }

@@ -74,6 +74,8 @@ pub struct Kit {
     pub dir: PathBuf,
     pub kernel: Kernel,
     pub base_cpio: PathBuf,
+    /// What QEMU boots: the PVH vmlinux when there is one, else the bzImage.
+    pub boot_kernel: PathBuf,
     /// Hash of the base archive's inputs (its file name carries it).
     pub key: String,
     /// Module paths (relative to lib/modules/<release>) in load order.
@@ -100,7 +102,10 @@ impl Kit {
         host::ensure_host_programs()?;
         let kernel = kernel::ensure(dir)?;
         let (archive, modules, tools) = base_archive(&kernel)?;
-        let key = archive_key(&archive, &kernel)?;
+        let memo_path = dir.join("hash-memo.tsv");
+        let mut memo = HashMemo::load(&memo_path);
+        let key = archive_key_with(&archive, &kernel, &mut |p| memo.sha256(p))?;
+        memo.save(&memo_path);
         let base_cpio = dir.join(format!("base-{}.cpio", &key[..16]));
         let cached = base_cpio.exists();
         if !cached {
@@ -117,8 +122,10 @@ impl Kit {
                 }
             }
         }
+        let boot_kernel = kernel::pvh_vmlinux(&kernel).unwrap_or_else(|| kernel.vmlinuz.clone());
         Ok(Kit {
             dir: dir.to_path_buf(),
+            boot_kernel,
             kernel,
             base_cpio,
             key,
@@ -150,6 +157,7 @@ impl Kit {
         let size = std::fs::metadata(&self.base_cpio).map(|m| m.len()).unwrap_or(0);
         s += &format!("kit dir:      {}\n", self.dir.display());
         s += &format!("kernel:       {} ({})\n", self.kernel.package, self.kernel.vmlinuz.display());
+        s += &format!("boots:        {}\n", self.boot_kernel.display());
         s += &format!(
             "base cpio:    {} ({} entries, {:.1} MiB, {})\n",
             self.base_cpio.display(),
@@ -259,9 +267,80 @@ fn remove_link(a: &mut Archive, path: &str) {
     a.remove_if(path, |n| matches!(n, Node::Symlink { .. }));
 }
 
+/// Content hashes of host files, remembered by (path, size, mtime, inode):
+/// a debug build hashes ~15 MB of kit inputs in over a second, on every
+/// guest start. A changed file changes its mtime or size, so it is hashed
+/// again.
+#[derive(Debug, Default)]
+struct HashMemo {
+    entries: std::collections::HashMap<String, (String, [u8; 32])>,
+    dirty: bool,
+}
+
+impl HashMemo {
+    fn stamp(path: &Path) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(format!("{}:{}.{}:{}", m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
+    }
+
+    fn load(path: &Path) -> Self {
+        let mut memo = HashMemo::default();
+        for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+            let mut f = line.split('\t');
+            if let (Some(p), Some(stamp), Some(sha)) = (f.next(), f.next(), f.next()) {
+                let mut bytes = [0u8; 32];
+                if hex::decode_to_slice(sha, &mut bytes).is_ok() {
+                    memo.entries.insert(p.to_string(), (stamp.to_string(), bytes));
+                }
+            }
+        }
+        memo
+    }
+
+    fn sha256(&mut self, path: &Path) -> Result<[u8; 32], KitError> {
+        let key = path.to_string_lossy().into_owned();
+        let stamp = Self::stamp(path);
+        if let (Some(stamp), Some((known, sha))) = (&stamp, self.entries.get(&key)) {
+            if stamp == known {
+                return Ok(*sha);
+            }
+        }
+        let sha = file_sha256(path)?;
+        if let Some(stamp) = stamp {
+            self.entries.insert(key, (stamp, sha));
+            self.dirty = true;
+        }
+        Ok(sha)
+    }
+
+    fn save(&self, path: &Path) {
+        if !self.dirty {
+            return;
+        }
+        let mut text = String::new();
+        for (p, (stamp, sha)) in &self.entries {
+            text += &format!("{p}\t{stamp}\t{}\n", hex::encode(sha));
+        }
+        let tmp = path.with_extension("tmp");
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+}
+
+#[cfg(test)]
+fn archive_key(a: &Archive, kernel: &Kernel) -> Result<String, KitError> {
+    archive_key_with(a, kernel, &mut |p| file_sha256(p))
+}
+
 /// sha256 over the format version, the kernel package and every entry
 /// (host files by content).
-fn archive_key(a: &Archive, kernel: &Kernel) -> Result<String, KitError> {
+fn archive_key_with(
+    a: &Archive,
+    kernel: &Kernel,
+    hash: &mut dyn FnMut(&Path) -> Result<[u8; 32], KitError>,
+) -> Result<String, KitError> {
     let mut h = Sha256::new();
     h.update(KIT_FORMAT.as_bytes());
     h.update(kernel.package.as_bytes());
@@ -277,7 +356,7 @@ fn archive_key(a: &Archive, kernel: &Kernel) -> Result<String, KitError> {
                 h.update(format!("f{mode:o}"));
                 match source {
                     Source::Bytes(b) => h.update(b),
-                    Source::Host(p) => h.update(file_sha256(p)?),
+                    Source::Host(p) => h.update(hash(p)?),
                 }
             }
         }
@@ -327,5 +406,20 @@ mod tests {
         let mut b = a.clone();
         b.file_from_host("usr/bin/tool", &tool, 0o700).unwrap();
         assert_ne!(archive_key(&a, &kernel("aa")).unwrap(), archive_key(&b, &kernel("aa")).unwrap(), "a mode");
+    }
+
+    #[test]
+    fn hash_memo_rehashes_a_changed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        let memo_path = dir.path().join("memo.tsv");
+        std::fs::write(&f, b"one").unwrap();
+        let mut memo = HashMemo::load(&memo_path);
+        let one = memo.sha256(&f).unwrap();
+        memo.save(&memo_path);
+        let mut memo = HashMemo::load(&memo_path);
+        assert_eq!(memo.sha256(&f).unwrap(), one, "remembered");
+        std::fs::write(&f, b"two!").unwrap();
+        assert_ne!(memo.sha256(&f).unwrap(), one, "size/mtime changed: hashed again");
     }
 }
