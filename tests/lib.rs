@@ -25,6 +25,22 @@ pub fn run_f2fs(name: &str) {
     );
 }
 
+/// Runs a scenario body kept beside its test (see
+/// `rewind_harness::scenario::run_fn`), with the same report and console
+/// dump as registered scenarios.
+pub fn run_body(
+    name: &str,
+    options: Options,
+    body: impl FnOnce(&mut scenario::Ctx) -> Result<(), scenario::ScenarioError>,
+) {
+    let report = match scenario::run_fn(name, &options, body) {
+        Ok(r) => r,
+        Err(e) => panic!("scenario {name} could not run: {}", scenario::error_chain(&e)),
+    };
+    eprint!("{}", report.summary());
+    assert!(report.passed, "scenario {name} failed:\n{}", report.summary());
+}
+
 pub fn run_with(name: &str, options: Options) {
     let report = match scenario::run(name, &options) {
         Ok(r) => r,

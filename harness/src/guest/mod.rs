@@ -399,6 +399,46 @@ impl QemuGuest {
         end
     }
 
+    /// Starts QEMU for one boot and connects the QMP listener (QEMU waits
+    /// for it before running the guest).
+    fn spawn_qemu(
+        &self,
+        boot_dir: &Path,
+        console_log: &Path,
+        qmp_log: &Path,
+    ) -> Result<(Child, QmpListener, u16, String, Instant), TargetError> {
+        let port = qemu::free_port().map_err(io_err(Path::new("127.0.0.1")))?;
+        let _ = std::fs::remove_file(console_log);
+        let cfg = self.qemu_config(boot_dir, port, Console::File(console_log.to_path_buf()));
+        let command_line = cfg.command_line();
+        let _ = std::fs::write(boot_dir.join("qemu.cmdline"), format!("{command_line}\n"));
+        eprintln!("[{}] {command_line}", self.cfg.name);
+        let stderr_path = boot_dir.join("qemu.stderr");
+        let stderr = File::create(&stderr_path).map_err(io_err(&stderr_path))?;
+        let mut child = cfg
+            .command()
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(stderr.try_clone().map_err(io_err(&stderr_path))?)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| TargetError::Start {
+                detail: format!("{}: {e}", qemu::QEMU),
+            })?;
+        let started = Instant::now();
+        match QmpListener::connect(&boot_dir.join("qmp.sock"), qmp_log, Duration::from_secs(20)) {
+            Ok(q) => Ok((child, q, port, command_line, started)),
+            Err(e) => {
+                kill_group(&mut child);
+                let _ = child.wait();
+                let detail = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                Err(TargetError::Start {
+                    detail: format!("{e}; qemu stderr: {}", detail.trim()),
+                })
+            }
+        }
+    }
+
     fn running_index(&self) -> u32 {
         self.boots.last().map(|b| b.index).unwrap_or(0)
     }
@@ -467,42 +507,27 @@ impl Target for QemuGuest {
         std::fs::create_dir_all(&boot_dir).map_err(io_err(&boot_dir))?;
         self.write_plan(plan, index, false)?;
         self.agent.reset().map_err(io_err(&self.share))?;
-        let port = qemu::free_port().map_err(io_err(Path::new("127.0.0.1")))?;
         let console_log = boot_dir.join("console.log");
         let qmp_log = boot_dir.join("qmp.log");
-        let cfg = self.qemu_config(&boot_dir, port, Console::File(console_log.clone()));
-        let command_line = cfg.command_line();
-        let _ = std::fs::write(boot_dir.join("qemu.cmdline"), format!("{command_line}\n"));
         let failure_text = plan.failure.as_ref().map(Failure::to_string);
         eprintln!(
-            "[{}] boot {index} ({:?}, attempt {}, {}): {command_line}",
+            "[{}] boot {index} ({:?}, attempt {}, {})",
             self.cfg.name,
             plan.mode,
             plan.attempt,
             failure_text.as_deref().unwrap_or("no failure injected")
         );
-        let stderr_path = boot_dir.join("qemu.stderr");
-        let stderr = File::create(&stderr_path).map_err(io_err(&stderr_path))?;
-        let mut child = cfg
-            .command()
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(stderr.try_clone().map_err(io_err(&stderr_path))?)
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| TargetError::Start {
-                detail: format!("{}: {e}", qemu::QEMU),
-            })?;
-        let started = Instant::now();
-        let qmp = match QmpListener::connect(&boot_dir.join("qmp.sock"), &qmp_log, Duration::from_secs(20)) {
-            Ok(q) => q,
-            Err(e) => {
-                kill_group(&mut child);
-                let _ = child.wait();
-                let detail = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                return Err(TargetError::Start {
-                    detail: format!("{e}; qemu stderr: {}", detail.trim()),
-                });
+        // The free port is picked before QEMU binds it; another process can
+        // take it in between. Such a start fails at once: try a new port.
+        let mut attempt = 0;
+        let (child, qmp, port, command_line, started) = loop {
+            attempt += 1;
+            match self.spawn_qemu(&boot_dir, &console_log, &qmp_log) {
+                Ok(v) => break v,
+                Err(TargetError::Start { detail }) if attempt < 3 && detail.contains("forward") => {
+                    eprintln!("[{}] boot {index}: port clash, retrying: {detail}", self.cfg.name);
+                }
+                Err(e) => return Err(e),
             }
         };
         let (cut_at, cut_after) = match &plan.failure {

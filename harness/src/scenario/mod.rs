@@ -252,6 +252,17 @@ pub enum RunError {
 /// markers. The report is returned whether the scenario passed or not.
 pub fn run(name: &str, options: &Options) -> Result<ScenarioReport, RunError> {
     let scenario = find(name).ok_or_else(|| ScenarioError::Unknown(name.to_string()))?;
+    run_fn(name, options, scenario.run)
+}
+
+/// Runs any scenario body (a closure) on a fresh QEMU guest configured from
+/// `options`, with the same report, teardown and console dump as `run`:
+/// for tests that keep their scenario next to them.
+pub fn run_fn(
+    name: &str,
+    options: &Options,
+    body: impl FnOnce(&mut Ctx) -> Result<(), ScenarioError>,
+) -> Result<ScenarioReport, RunError> {
     let started = Instant::now();
     let mut cfg = GuestConfig::new(name)
         .with_fs(options.fs)
@@ -272,7 +283,7 @@ pub fn run(name: &str, options: &Options) -> Result<ScenarioReport, RunError> {
     let mut report = {
         let mut cx = Ctx::new(&mut guest, name, options.clone());
         // A panic inside a scenario is a failed scenario, with its console.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (scenario.run)(&mut cx)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut cx)));
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => cx.report.error = Some(error_chain(&e)),
