@@ -105,7 +105,9 @@ pub enum Failure {
     /// Clean power-off requested by the guest at a stage.
     Poweroff { at: String },
     /// The host kills QEMU (SIGKILL) when the stage marker appears, after
-    /// `delay`.
+    /// `delay`. With a zero delay the guest holds at that stage until the
+    /// cut (exactly there); with a delay it goes on running (a cut while a
+    /// merge or the workload runs).
     HostPowerCut {
         at: String,
         #[serde(with = "duration_ms")]
@@ -256,6 +258,11 @@ impl BootPlan {
             vars.push(("REWIND_FAIL_KIND", kind.into()));
             vars.push(("REWIND_FAIL_AT", at.into()));
         }
+        if let Some(Failure::HostPowerCut { at, delay }) = &self.failure {
+            if delay.is_zero() {
+                vars.push(("REWIND_HOLD_AT", at.clone()));
+            }
+        }
         let mut s = String::from("# Written by rewind-harness for one boot.\n");
         for (k, v) in vars {
             s += &format!("{k}={}\n", shell_quote(&v));
@@ -291,6 +298,9 @@ mod tests {
         let plan = BootPlan::raw().with_failure(Failure::power_cut_at(stage::READY));
         let env = plan.to_env(1, FsType::Ext4, None);
         assert!(!env.contains("REWIND_FAIL"));
+        assert!(env.contains("REWIND_HOLD_AT='ready'\n"), "an exact cut holds the guest there");
+        let later = BootPlan::raw().with_failure(Failure::power_cut_at_after(stage::READY, Duration::from_secs(1)));
+        assert!(!later.to_env(1, FsType::Ext4, None).contains("REWIND_HOLD_AT"));
         assert!(env.contains("REWIND_WORKLOAD=''\n"));
     }
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# PID 1 of the rewind test guest (busybox sh, initramfs root).
+# PID 1 of the rewind test guest (dash, busybox applets; initramfs root).
 #
 # Follows the boot contract of architecture.md with the commands Android's
 # init would run: /metadata, `start rewindd`, `rewindctl prepare-userdata`,
@@ -30,6 +30,12 @@ error() { marker "ERROR $*"; }
 
 WDPID=
 fail_point() {
+  if [ "${REWIND_HOLD_AT:-}" = "$1" ]; then
+    # The host cuts the power at this stage: stay here so the cut lands
+    # exactly at it (the watchdog daemon keeps feeding meanwhile).
+    marker "HOLD at $1"
+    while :; do sleep 1; done
+  fi
   [ "${REWIND_FAIL_AT:-}" = "$1" ] || return 0
   marker "INJECT ${REWIND_FAIL_KIND} at $1"
   case "$REWIND_FAIL_KIND" in

@@ -26,6 +26,7 @@ pub enum HostError {
 pub const HOST_PROGRAMS: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("busybox", "busybox-static"),
+    ("dash", "dash"),
     ("mkfs.ext4", "e2fsprogs"),
     ("e2fsck", "e2fsprogs"),
     ("tune2fs", "e2fsprogs"),

@@ -225,6 +225,14 @@ fn base_archive(kernel: &Kernel) -> Result<BaseParts, KitError> {
         }
     }
 
+    // /bin/sh is dash, not busybox: Debian's busybox-static shell runs its
+    // own applets before anything on PATH, so `xz`, `chattr` or
+    // `setfattr` would silently be busybox's, not the real tools (or a
+    // --guest-tool). busybox stays as `ash` and for every other applet.
+    let dash = host::find_program("dash").ok_or_else(|| KitError::ProgramNotFound("dash".into()))?;
+    add_program(&mut a, "bin/dash", &dash)?;
+    a.symlink("bin/sh", "/bin/dash").map_err(cpio_err)?;
+
     // Real tools replace busybox applets of the same name (chattr, ...).
     let mut tools = Vec::new();
     for name in host::GUEST_TOOLS {

@@ -279,7 +279,10 @@ fn failure_kinds(cx: &mut Ctx) -> Result<(), ScenarioError> {
         (Failure::poweroff_at(stage::READY), BootEnd::CleanShutdown),
     ];
     for (failure, expected) in cases {
-        cx.boot_expect_end(&BootPlan::raw().with_failure(failure), expected)?;
+        let rec = cx.boot_expect_end(&BootPlan::raw().with_failure(failure.clone()), expected)?;
+        if let Failure::HostPowerCut { at, .. } = &failure {
+            cx.check_eq("an exact power cut lands at its stage", at.as_str(), rec.last_stage());
+        }
     }
     let rec = cx.boot_ready(&BootPlan::raw())?;
     cx.check("the machine boots after every kind", rec.reached(stage::DATA_MOUNTED), rec.stages.join(","));
