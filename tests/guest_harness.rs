@@ -85,3 +85,18 @@ fn guest_runs_custom_baseline_workload_and_tool() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The same on an f2fs userdata (fsck.f2fs clean after a clean shutdown).
+#[test]
+fn guest_boots_to_ready_on_f2fs() {
+    rewind_e2e::run_f2fs("boot-to-ready");
+}
+
+/// The demo: a checkpoint with 3 attempts, three failed boots of the new
+/// system (power cut, panic, watchdog), then userdata is exactly the
+/// baseline (the guest's manifest), NeedsRollback is true over gRPC from
+/// the host, fsck is clean.
+#[test]
+fn guest_demo_rolls_userdata_back_after_three_failed_boots() {
+    rewind_e2e::run("three-failed-boots");
+}

@@ -110,10 +110,10 @@ mod tests {
         let reset = ev("SHUTDOWN", json!({"guest": true, "reason": "guest-reset"}));
         let off = ev("SHUTDOWN", json!({"guest": true, "reason": "guest-shutdown"}));
         let wd = ev("WATCHDOG", json!({"action": "reset"}));
-        assert_eq!(classify_with(&[off.clone()], "", false), BootEnd::CleanShutdown);
-        assert_eq!(classify_with(&[reset.clone()], "", false), BootEnd::GuestReset);
+        assert_eq!(classify_with(std::slice::from_ref(&off), "", false), BootEnd::CleanShutdown);
+        assert_eq!(classify_with(std::slice::from_ref(&reset), "", false), BootEnd::GuestReset);
         assert_eq!(
-            classify_with(&[reset.clone()], "\u{1b}[0m[ 3.1] Kernel panic - not syncing: sysrq triggered crash", false),
+            classify_with(std::slice::from_ref(&reset), "\u{1b}[0m[ 3.1] Kernel panic - not syncing: sysrq triggered crash", false),
             BootEnd::Panic
         );
         assert_eq!(classify_with(&[ev("GUEST_PANICKED", json!({}))], "", false), BootEnd::Panic);

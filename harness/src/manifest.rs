@@ -221,15 +221,13 @@ pub fn scan(root: &Path) -> Result<Manifest, ManifestError> {
                 e.target = Some(t.to_string_lossy().into_owned());
             }
             Kind::CharDev | Kind::BlockDev => e.rdev = Some(meta.rdev()),
-            Kind::Dir => {
-                // Stay on this filesystem (like find -xdev).
-                if meta.dev() == root_meta.dev() {
-                    for child in std::fs::read_dir(&abs).map_err(read_err(&abs))? {
-                        let child = child.map_err(read_err(&abs))?;
-                        let name = child.file_name().to_string_lossy().into_owned();
-                        let child_rel = if rel == "." { name } else { format!("{rel}/{name}") };
-                        stack.push((child.path(), child_rel));
-                    }
+            // Stay on this filesystem (like find -xdev).
+            Kind::Dir if meta.dev() == root_meta.dev() => {
+                for child in std::fs::read_dir(&abs).map_err(read_err(&abs))? {
+                    let child = child.map_err(read_err(&abs))?;
+                    let name = child.file_name().to_string_lossy().into_owned();
+                    let child_rel = if rel == "." { name } else { format!("{rel}/{name}") };
+                    stack.push((child.path(), child_rel));
                 }
             }
             _ => {}

@@ -166,8 +166,11 @@ stage boot-completed
 # (renamed into place last, so the host never reads a partial result).
 mkdir -p /host/cmd /host/out
 if [ "${REWIND_SHELL:-0}" = 1 ]; then
-  # `rewind-harness guest shell`: a shell on the serial console beside the agent.
-  ( while :; do setsid cttyhack sh -l; done ) &
+  # `rewind-harness guest shell`: a shell on the serial console beside the
+  # agent. busybox ash for its line editing; it runs its own applets before
+  # PATH, so real tools are reached by path or through `sh -c` (dash).
+  echo "rewind guest: /data, /metadata, /host (9p share); real tools: sh -c '...' or /usr/sbin/<tool>"
+  ( while :; do setsid cttyhack ash -l; done ) &
 fi
 stage ready
 cd /

@@ -451,14 +451,26 @@ impl QemuGuest {
         self.agent.submit(command).map(|_| ()).map_err(io_err(&self.share))
     }
 
+    /// Records a failure the scenario injects into a running boot (the
+    /// report then says what was done, not "no failure injected").
+    fn note_failure(&mut self, kind: &str) {
+        if let Some(rec) = self.boots.last_mut() {
+            if rec.failure.is_none() {
+                rec.failure = Some(format!("{kind}@{} (by the scenario)", rec.last_stage()));
+            }
+        }
+    }
+
     /// Guest-initiated reset (`echo b > /proc/sysrq-trigger`) from the agent.
     pub fn guest_reset(&mut self) -> Result<BootRecord, TargetError> {
+        self.note_failure("guest-reset");
         self.exec_detached("echo b > /proc/sysrq-trigger")?;
         self.wait_end(timeouts::SHUTDOWN_TIMEOUT)
     }
 
     /// Kernel panic from the agent (`echo c > /proc/sysrq-trigger`).
     pub fn guest_panic(&mut self) -> Result<BootRecord, TargetError> {
+        self.note_failure("panic");
         self.exec_detached("echo c > /proc/sysrq-trigger")?;
         self.wait_end(timeouts::SHUTDOWN_TIMEOUT)
     }
@@ -629,6 +641,7 @@ impl Target for QemuGuest {
         if self.running.is_none() {
             return Err(TargetError::NotRunning);
         }
+        self.note_failure("power-cut");
         self.end_boot(true);
         self.boots.last().cloned().ok_or(TargetError::NotRunning)
     }

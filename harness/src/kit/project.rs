@@ -80,10 +80,8 @@ fn is_stale(binary: &Path, sources: &[&str]) -> bool {
 /// the daemon compiling at this minute.
 pub fn ensure_built(bin: &ProjectBinary) -> Result<PathBuf, ProjectError> {
     let binary = paths::bin_dir().join(bin.name);
-    if std::env::var_os("REWIND_NO_CARGO_BUILD").is_some() || !is_stale(&binary, bin.sources) {
-        if binary.exists() {
-            return Ok(binary);
-        }
+    if (std::env::var_os("REWIND_NO_CARGO_BUILD").is_some() || !is_stale(&binary, bin.sources)) && binary.exists() {
+        return Ok(binary);
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);

@@ -238,12 +238,12 @@ fn first_lines(s: &str, n: usize) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    Scenario(#[from] ScenarioError),
+    Scenario(#[from] Box<ScenarioError>),
     #[error("Starting the QEMU guest for {scenario}")]
     Guest {
         scenario: String,
         #[source]
-        source: TargetError,
+        source: Box<TargetError>,
     },
 }
 
@@ -251,7 +251,7 @@ pub enum RunError {
 /// On failure the last boot's console is printed between `==== console`
 /// markers. The report is returned whether the scenario passed or not.
 pub fn run(name: &str, options: &Options) -> Result<ScenarioReport, RunError> {
-    let scenario = find(name).ok_or_else(|| ScenarioError::Unknown(name.to_string()))?;
+    let scenario = find(name).ok_or_else(|| Box::new(ScenarioError::Unknown(name.to_string())))?;
     run_fn(name, options, scenario.run)
 }
 
@@ -277,7 +277,7 @@ pub fn run_fn(
     }
     let mut guest = QemuGuest::new(cfg).map_err(|source| RunError::Guest {
         scenario: name.to_string(),
-        source,
+        source: Box::new(source),
     })?;
     eprintln!("[{name}] on {} (run dir {})", guest.describe(), guest.artifacts_dir().display());
     let mut report = {
