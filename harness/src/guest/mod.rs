@@ -195,10 +195,14 @@ impl QemuGuest {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
+        remove_dead_runs(&runs);
         let dir = runs.join(format!("{}-{stamp}-{}", cfg.name, std::process::id()));
         let share = dir.join("share");
         for d in [&dir, &share, &share.join("boot"), &share.join("scripts"), &share.join("xfer")] {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        if cfg.keep {
+            let _ = std::fs::write(dir.join(KEEP_MARKER), "kept by --keep\n");
         }
         make_disk(&dir.join("userdata.img"), cfg.userdata_mib, cfg.fs, "userdata")?;
         make_disk(&dir.join("metadata.img"), cfg.metadata_mib, FsType::Ext4, "metadata")?;
@@ -373,6 +377,7 @@ impl QemuGuest {
             kill_group(&mut run.child);
         }
         let status = run.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+        reap_group(&mut run.child);
         let events = run.qmp.as_mut().map(|q| q.finish(Duration::from_secs(2))).unwrap_or_default();
         let markers = run.console.flush();
         let name = self.cfg.name.clone();
@@ -415,8 +420,18 @@ impl QemuGuest {
         eprintln!("[{}] {command_line}", self.cfg.name);
         let stderr_path = boot_dir.join("qemu.stderr");
         let stderr = File::create(&stderr_path).map_err(io_err(&stderr_path))?;
-        let mut child = cfg
-            .command()
+        let mut cmd = cfg.command();
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the
+        // child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // If the harness dies (Ctrl-C, a test runner's SIGKILL), so
+                // does QEMU: a TCG guest left behind eats a core forever.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(stderr.try_clone().map_err(io_err(&stderr_path))?)
@@ -487,11 +502,55 @@ impl QemuGuest {
     }
 }
 
+/// Marks a run directory kept on purpose (--keep).
+const KEEP_MARKER: &str = ".keep";
+
+/// Removes run directories left by harness processes that died without
+/// dropping their guest (SIGKILL): `<name>-<millis>-<pid>` whose pid is
+/// gone, older than half an hour, and not kept on purpose.
+fn remove_dead_runs(runs: &Path) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    for e in std::fs::read_dir(runs).into_iter().flatten().flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let mut parts = name.rsplit('-');
+        let (Some(pid), Some(stamp)) = (
+            parts.next().and_then(|p| p.parse::<u32>().ok()),
+            parts.next().and_then(|p| p.parse::<u128>().ok()),
+        ) else {
+            continue;
+        };
+        let old = now_ms.saturating_sub(stamp) > 30 * 60 * 1000;
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if old && !alive && path.is_dir() && !path.join(KEEP_MARKER).exists() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 fn kill_group(child: &mut Child) {
     // The child leads its own process group (process_group(0)).
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
     let _ = child.kill();
+}
+
+/// Reaps QEMU and reports anything of its process group still alive.
+fn reap_group(child: &mut Child) {
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = child.wait();
+    // Signal 0: does any process of the group remain?
+    if nix::sys::signal::killpg(pgid, None).is_ok() {
+        let lingered = timeouts::wait_until(Duration::from_secs(5), || {
+            nix::sys::signal::killpg(pgid, None).is_err().then_some(())
+        });
+        if lingered.is_none() {
+            eprintln!("rewind-harness: warning: processes of QEMU's group {pgid} lingered after SIGKILL");
+        }
+    }
 }
 
 impl Target for QemuGuest {
@@ -722,7 +781,7 @@ impl Drop for QemuGuest {
     fn drop(&mut self) {
         if let Some(mut run) = self.running.take() {
             kill_group(&mut run.child);
-            let _ = run.child.wait();
+            reap_group(&mut run.child);
         }
         if !self.cfg.keep {
             let _ = std::fs::remove_dir_all(&self.dir);
