@@ -240,7 +240,15 @@ fn arm_next(ctx: &mut Ctx<'_>, verified: bool) -> Result<PrepareOutcome> {
                 return Err(e);
             }
         }
-        ctx.backend.arm(&p)?;
+        if let Err(e) = ctx.backend.arm(&p) {
+            // f2fs: the kernel refused checkpoint=disable in every form. It
+            // would refuse at every boot, so give protection up now,
+            // recorded and reported, rather than stay armed in name only.
+            if p.backend == crate::engine::BackendKind::F2fs && e.kind() == ErrorKind::Unsafe {
+                return ctx.refuse(&p.name, e);
+            }
+            return Err(e);
+        }
     }
     ctx.state.attempt += 1;
     ctx.state.phase = Phase::Checkpointing;

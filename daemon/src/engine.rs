@@ -173,6 +173,8 @@ impl Engine {
             ))),
             Err(e) => Err(format!("device-mapper is not available: {}", error_chain(&e))),
         };
+        // checkpoint=fs entries add the f2fs backend (routed by partition).
+        let backend = crate::backend::f2fs::select(&config, backend, Box::new(crate::backend::f2fs::KernelF2fs));
         Ok(Self::open_with(config, backend, read_boot_id(), sys::boot_reason()))
     }
 
@@ -189,13 +191,17 @@ impl Engine {
             fstab::checkpointed(&e, &config.fstab, &config.dm_prefix, &config.dev_mapper_dir)
         }) {
             Ok(all) => {
+                // Both modes: checkpoint=fs partitions go to the f2fs backend
+                // (backend::f2fs::Routed).
                 let block: Vec<PartRef> = all
                     .iter()
-                    .filter(|p| p.mode == CheckpointMode::Block)
                     .map(|p| PartRef { name: p.name.clone(), raw_device: p.raw_device.clone() })
                     .collect();
                 if block.is_empty() {
-                    unavailable.push(format!("no checkpoint=block partition in {}", config.fstab.display()));
+                    unavailable.push(format!(
+                        "no checkpoint=block or checkpoint=fs partition in {}",
+                        config.fstab.display()
+                    ));
                 }
                 (all, block)
             }
@@ -352,7 +358,11 @@ impl Engine {
     }
     pub fn supports(&self) -> Supports {
         let inner = self.lock();
-        Supports { block: inner.unavailable.is_none() && !inner.parts.is_empty(), file: false }
+        // As vold: block = a checkpoint=block entry, file = a checkpoint=fs
+        // entry; and only when rewind can act on them here.
+        let ok = inner.unavailable.is_none();
+        let has = |m: CheckpointMode| inner.fstab_parts.iter().any(|p| p.mode == m);
+        Supports { block: ok && has(CheckpointMode::Block), file: ok && has(CheckpointMode::Fs) }
     }
     pub fn status(&self) -> StatusReport {
         match self.inner.try_lock() {
@@ -452,6 +462,25 @@ impl Inner {
                 let backend = self.backend.as_deref().ok_or_else(|| Error::Unavailable("no backend".into()))?;
                 let raw_size = backend.check_mounted(&pr, &fp.mount_point)?;
                 let mp = Path::new(&fp.mount_point);
+                if fp.mode == CheckpointMode::Fs {
+                    // f2fs mode keeps no COW store: the baseline is f2fs's
+                    // last checkpoint before the next checkpoint=disable
+                    // mount. Write one now so everything up to the start
+                    // is in it even if this boot ends in a crash.
+                    sys::checkpoint_fs(mp)?;
+                    made.push(PartitionState {
+                        name: pr.name.clone(),
+                        mount_point: fp.mount_point.clone(),
+                        fs_type: fp.fs_type.clone(),
+                        backend: BackendKind::F2fs,
+                        raw_device: pr.raw_device.clone(),
+                        raw_size_bytes: raw_size,
+                        chunk_sectors: chunk,
+                        cow_sha256: extents_hash(&[]),
+                        cow_files: Vec::new(),
+                    });
+                    continue;
+                }
                 // Files from an earlier, unrecorded start (a cut before the
                 // record was written) are ours: remove them first.
                 let stray = cowstore::stray_files(mp, &self.config.cow.dir);
@@ -650,22 +679,25 @@ impl Inner {
                     _ => None,
                 };
                 let progress = self.merge_progress.iter().find(|p| p.partition == pr.name);
+                // f2fs reports its unusable share as a usage (backend::f2fs).
+                let f2fs = fp.is_some_and(|p| p.mode == CheckpointMode::Fs);
+                let used_bytes = match usage {
+                    Some(SnapshotStatus::Usage { allocated, .. }) => allocated * 512,
+                    _ => 0,
+                };
                 PartitionReport {
                     name: pr.name.clone(),
                     mount_point: fp.map(|p| p.mount_point.clone()).unwrap_or_default(),
-                    backend: BackendKind::Snapshot,
+                    backend: if f2fs { BackendKind::F2fs } else { BackendKind::Snapshot },
                     raw_device: pr.raw_device.clone(),
                     device_stack: self.backend.as_deref().map(|b| b.stack(&pr.name)).unwrap_or_default(),
                     cow_bytes: rec.map(|r| r.cow_bytes()).unwrap_or(0),
-                    cow_used_bytes: match usage {
-                        Some(SnapshotStatus::Usage { allocated, .. }) => allocated * 512,
-                        _ => 0,
-                    },
+                    cow_used_bytes: if f2fs { 0 } else { used_bytes },
                     chunk_sectors: rec.map(|r| r.chunk_sectors).unwrap_or(self.config.cow.chunk_sectors),
                     merge_done_sectors: progress.map(|p| p.done_sectors).unwrap_or(0),
                     merge_total_sectors: progress.map(|p| p.total_sectors).unwrap_or(0),
                     snapshot_state: usage.and_then(|u| u.word()).map(str::to_string),
-                    unusable_bytes: 0,
+                    unusable_bytes: if f2fs { used_bytes } else { 0 },
                 }
             })
             .collect();

@@ -56,6 +56,8 @@ pub enum Error {
     Dm(#[from] crate::dm::DmOpError),
     #[error("System call")]
     Sys(#[from] crate::sys::SysError),
+    #[error("f2fs checkpoint")]
+    F2fs(#[from] crate::backend::f2fs::F2fsError),
 }
 
 impl Error {
@@ -91,6 +93,7 @@ impl Error {
                 | DmOpError::Status { .. } => ErrorKind::Internal,
             },
             Error::Sys(_) => ErrorKind::Internal,
+            Error::F2fs(e) => e.kind(),
         }
     }
 

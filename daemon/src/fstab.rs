@@ -90,6 +90,8 @@ pub struct CheckpointedPartition {
     pub blk_device: String,
     /// The partition under the dm stack.
     pub raw_device: String,
+    /// The fstab's mount options (f2fs mode mounts /data with them).
+    pub mnt_options: Vec<String>,
 }
 
 /// fs_mgr flags that take a value; a bare occurrence is a bad line. The
@@ -292,6 +294,7 @@ pub fn checkpointed(
             mode,
             blk_device: e.blk_device.clone(),
             raw_device,
+            mnt_options: e.mnt_options.clone(),
         });
     }
     Ok(out)

@@ -1,11 +1,12 @@
 //! Backends: how one partition is checkpointed. `snapshot` (block mode,
-//! dm-snapshot over COW files) is implemented; `f2fs` (checkpoint=disable)
-//! is a later issue and plugs in through the same trait.
+//! dm-snapshot over COW files) and `f2fs` (checkpoint=fs entries: f2fs's own
+//! checkpoint=disable); `f2fs::Routed` sends each partition to its own.
 //!
 //! The boot logic (`boot`) decides *what* happens from the state record;
 //! a backend does it to the devices. Keeping the seam here also lets the
 //! decision logic be tested on a host with a recording backend.
 
+pub mod f2fs;
 pub mod snapshot;
 
 #[cfg(test)]

@@ -1,0 +1,656 @@
+//! f2fs mode (`checkpoint=fs` in the fstab): f2fs's own checkpointing
+//! instead of dm-snapshot.
+//!
+//! While f2fs is mounted with `checkpoint=disable[:N%]` it writes no
+//! checkpoint, so every change of the boot disappears on any unmount or
+//! crash until it is remounted with `checkpoint=enable`. So:
+//! - arm     = mount /data with `checkpoint=disable:N%` (N from 0, +10 on
+//!             EAGAIN up to 100; plain `checkpoint=disable` on EINVAL; if the
+//!             kernel refuses both, an `Unsafe` refusal the boot records);
+//! - commit  = live remount with `checkpoint=enable`, keeping the other
+//!             mount options (the fstab's, and the VFS flags of the live
+//!             mount: f2fs resets unspecified options on remount);
+//! - rollback= nothing to do: the crash or unmount that ended the attempt
+//!             already dropped it. The next attempt mounts with
+//!             `checkpoint=disable` again; after the last one /data is
+//!             mounted normally by init and shows the baseline.
+//!
+//! # Who mounts /data (the mount-ownership decision)
+//! rewindd itself mounts /data, during PrepareUserdata, when this boot is an
+//! attempt; the attempt is counted in the same record write that follows a
+//! successful mount, so an attempt that could not be armed is never
+//! counted. init's own mount of /data comes later and is skipped because
+//! /data is mounted already (the QEMU guest init checks /proc/mounts). On a
+//! boot that is not an attempt rewindd mounts nothing and init mounts /data
+//! as usual. (On Android fs_mgr does the mount: see android/README.md.)
+//!
+//! rewind keeps no COW files in f2fs mode, so it has no files to pin here;
+//! block mode on an f2fs /data pins its COW files before fallocate
+//! (cowstore.rs, F2FS_IOC_SET_PIN_FILE) and checks the pin
+//! (F2FS_IOC_GET_PIN_FILE) whenever it re-reads their extents.
+//!
+//! Space: f2fs hides the blocks it cannot reuse before the next checkpoint
+//! as "unusable" (`/sys/fs/f2fs/<dev>/unusable`, in filesystem blocks).
+//! rewind reports them and applies the block-mode thresholds and overflow
+//! policy to `unusable / (unusable + free)`, free being statvfs's f_bfree
+//! (which f2fs already lowers by the unusable blocks): at 100 % nothing can
+//! be written any more until a checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+
+use super::{Backend, Merged, PartRef};
+use crate::dm::SnapshotStatus;
+use crate::engine::{BackendKind, Progress};
+use crate::error::{Error, Result};
+use crate::fstab::{CheckpointMode, CheckpointedPartition};
+use crate::state::PartitionState;
+
+/// First `checkpoint=disable:N%` tried, the step on EAGAIN and the ceiling.
+pub const START_PERCENT: u32 = 0;
+pub const STEP_PERCENT: u32 = 10;
+pub const MAX_PERCENT: u32 = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum F2fsError {
+    #[error(
+        "The kernel refused checkpoint=disable for {device} on {mount_point} (tried: {}); \
+         rollback protection cannot work with this kernel or these mount options",
+        tried.iter().map(|(o, e)| format!("{o}: {}", e.desc())).collect::<Vec<_>>().join(", ")
+    )]
+    CheckpointRefused { device: String, mount_point: String, tried: Vec<(String, Errno)> },
+    #[error("Cannot mount {device} on {mount_point} with '{options}'")]
+    Mount {
+        device: String,
+        mount_point: String,
+        options: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("Cannot remount {mount_point} with '{options}'")]
+    Remount {
+        mount_point: String,
+        options: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("Cannot unmount {mount_point} to drop the uncommitted attempt")]
+    Unmount {
+        mount_point: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("{mount_point} is not mounted")]
+    NotMounted { mount_point: String },
+    #[error("{mount_point} is {found}, not f2fs")]
+    NotF2fs { mount_point: String, found: String },
+    #[error("{mount_point} is mounted from device {found}, not from {device} ({expected})")]
+    WrongDevice { mount_point: String, device: String, expected: String, found: String },
+    #[error("{mount_point} is already mounted with checkpoint=disable (a checkpoint outside rewind?)")]
+    AlreadyDisabled { mount_point: String },
+    #[error("{device} is {now} bytes now but {recorded} bytes when the checkpoint started: not the same partition")]
+    DeviceChanged { device: String, recorded: u64, now: u64 },
+    #[error("Partition {name} is not a checkpoint=fs entry of the fstab")]
+    UnknownPartition { name: String },
+    #[error("Cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Unparsable {path}: '{text}'")]
+    Parse { path: PathBuf, text: String },
+    #[error("Cannot statvfs {mount_point}")]
+    Statvfs {
+        mount_point: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("Cannot find the size of {device}")]
+    Size {
+        device: String,
+        #[source]
+        source: crate::sys::SysError,
+    },
+}
+
+impl F2fsError {
+    /// The service edge's error kind.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind as K;
+        match self {
+            // Protection cannot be given: refuse and report (boot records it).
+            F2fsError::CheckpointRefused { .. } | F2fsError::DeviceChanged { .. } => K::Unsafe,
+            F2fsError::NotMounted { .. }
+            | F2fsError::NotF2fs { .. }
+            | F2fsError::WrongDevice { .. }
+            | F2fsError::UnknownPartition { .. } => K::Unavailable,
+            F2fsError::AlreadyDisabled { .. } => K::WrongPhase,
+            F2fsError::Mount { .. }
+            | F2fsError::Remount { .. }
+            | F2fsError::Unmount { .. }
+            | F2fsError::Read { .. }
+            | F2fsError::Parse { .. }
+            | F2fsError::Statvfs { .. }
+            | F2fsError::Size { .. } => K::Internal,
+        }
+    }
+}
+
+/// The filesystem mounted on a mount point, from /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveMount {
+    /// "major:minor" of the mounted device.
+    pub device: String,
+    pub fs_type: String,
+    /// Per-mount options (rw, nosuid, nodev, noatime...).
+    pub mount_options: Vec<String>,
+    /// Superblock options (f2fs prints `checkpoint=disable:<blocks>`).
+    pub super_options: Vec<String>,
+}
+
+impl LiveMount {
+    /// Checkpointing is off (an attempt is armed).
+    pub fn checkpoint_disabled(&self) -> bool {
+        self.super_options.iter().any(|o| o == "checkpoint=disable" || o.starts_with("checkpoint=disable:"))
+    }
+
+    /// The VFS flags of the live mount, for a remount that must keep them
+    /// (MS_REMOUNT without MS_NOSUID would clear nosuid).
+    pub fn vfs_flags(&self) -> MsFlags {
+        let mut f = MsFlags::empty();
+        for o in self.mount_options.iter().chain(self.super_options.iter()) {
+            f |= match o.as_str() {
+                "ro" => MsFlags::MS_RDONLY,
+                "nosuid" => MsFlags::MS_NOSUID,
+                "nodev" => MsFlags::MS_NODEV,
+                "noexec" => MsFlags::MS_NOEXEC,
+                "noatime" => MsFlags::MS_NOATIME,
+                "nodiratime" => MsFlags::MS_NODIRATIME,
+                "relatime" => MsFlags::MS_RELATIME,
+                "sync" => MsFlags::MS_SYNCHRONOUS,
+                "dirsync" => MsFlags::MS_DIRSYNC,
+                "lazytime" => MsFlags::MS_LAZYTIME,
+                _ => MsFlags::empty(),
+            };
+        }
+        f
+    }
+}
+
+/// The last mount on `mount_point` in mountinfo text (the one visible).
+pub fn live_mount_from(mountinfo: &str, mount_point: &str) -> Option<LiveMount> {
+    let mut found = None;
+    for line in mountinfo.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() < 7 || f[4] != mount_point {
+            continue;
+        }
+        // Optional fields end at the "-" separator.
+        let Some(sep) = f.iter().skip(6).position(|x| *x == "-").map(|p| p + 6) else { continue };
+        if f.len() < sep + 4 {
+            continue;
+        }
+        found = Some(LiveMount {
+            device: f[2].to_string(),
+            fs_type: f[sep + 1].to_string(),
+            mount_options: f[5].split(',').map(str::to_string).collect(),
+            super_options: f[sep + 3].split(',').map(str::to_string).collect(),
+        });
+    }
+    found
+}
+
+/// Space f2fs hides while checkpointing is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct F2fsSpace {
+    pub unusable_bytes: u64,
+    /// statvfs f_bfree in bytes (f2fs subtracts the unusable blocks).
+    pub free_bytes: u64,
+}
+
+impl F2fsSpace {
+    /// As a snapshot-style usage (sectors), so the block-mode thresholds
+    /// and overflow policy apply unchanged: used = unusable, total =
+    /// unusable + free.
+    pub fn as_status(&self) -> SnapshotStatus {
+        let allocated = self.unusable_bytes / 512;
+        let total = ((self.unusable_bytes + self.free_bytes) / 512).max(allocated).max(1);
+        SnapshotStatus::Usage { allocated, total, metadata: 0 }
+    }
+}
+
+/// The system calls f2fs mode makes, behind a trait so the option logic
+/// (EAGAIN/EINVAL) and the life cycle run on a host with a fake.
+pub trait F2fsSys: Send {
+    /// mount(2) of an f2fs filesystem. The raw errno is the answer the
+    /// option choice depends on.
+    fn mount(&mut self, source: &str, target: &str, flags: MsFlags, data: &str) -> std::result::Result<(), Errno>;
+    fn umount(&mut self, target: &str) -> std::result::Result<(), Errno>;
+    /// What is mounted on `mount_point`, if anything.
+    fn live(&self, mount_point: &str) -> Option<LiveMount>;
+    /// "major:minor" of a block device node.
+    fn device_number(&self, device: &str) -> std::result::Result<String, F2fsError>;
+    fn device_size(&self, device: &str) -> std::result::Result<u64, F2fsError>;
+    /// Unusable and free space of the f2fs mounted on `mount_point`.
+    fn space(&self, mount_point: &str) -> std::result::Result<F2fsSpace, F2fsError>;
+}
+
+/// The real kernel.
+pub struct KernelF2fs;
+
+impl F2fsSys for KernelF2fs {
+    fn mount(&mut self, source: &str, target: &str, flags: MsFlags, data: &str) -> std::result::Result<(), Errno> {
+        nix::mount::mount(Some(source), target, Some("f2fs"), flags, if data.is_empty() { None } else { Some(data) })
+    }
+    fn umount(&mut self, target: &str) -> std::result::Result<(), Errno> {
+        nix::mount::umount2(target, nix::mount::MntFlags::empty())
+    }
+    fn live(&self, mount_point: &str) -> Option<LiveMount> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        live_mount_from(&text, mount_point)
+    }
+    fn device_number(&self, device: &str) -> std::result::Result<String, F2fsError> {
+        crate::sys::block_device(Path::new(device))
+            .map(|d| d.to_string())
+            .map_err(|source| F2fsError::Size { device: device.to_string(), source })
+    }
+    fn device_size(&self, device: &str) -> std::result::Result<u64, F2fsError> {
+        crate::sys::block_size_bytes(Path::new(device)).map_err(|source| F2fsError::Size { device: device.to_string(), source })
+    }
+    fn space(&self, mount_point: &str) -> std::result::Result<F2fsSpace, F2fsError> {
+        let live = self.live(mount_point).ok_or_else(|| F2fsError::NotMounted { mount_point: mount_point.to_string() })?;
+        // The sysfs directory is named after the kernel's name of the
+        // block device (sb->s_id: vda, dm-0, sda17), which the
+        // /sys/dev/block/<maj:min> link leads to.
+        let link = PathBuf::from(format!("/sys/dev/block/{}", live.device));
+        let target = std::fs::read_link(&link).map_err(|source| F2fsError::Read { path: link.clone(), source })?;
+        let name = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| F2fsError::Parse { path: link.clone(), text: target.display().to_string() })?;
+        let path = PathBuf::from(format!("/sys/fs/f2fs/{name}/unusable"));
+        let text = std::fs::read_to_string(&path).map_err(|source| F2fsError::Read { path: path.clone(), source })?;
+        let blocks: u64 =
+            text.trim().parse().map_err(|_| F2fsError::Parse { path: path.clone(), text: text.trim().to_string() })?;
+        let st = nix::sys::statvfs::statvfs(mount_point)
+            .map_err(|source| F2fsError::Statvfs { mount_point: mount_point.to_string(), source })?;
+        // f2fs counts unusable in its own blocks, which statfs reports as
+        // f_bsize (4 KiB, or the page size on newer kernels).
+        let bsize = st.block_size() as u64;
+        Ok(F2fsSpace { unusable_bytes: blocks * bsize, free_bytes: st.blocks_free() as u64 * bsize })
+    }
+}
+
+/// Splits fstab mount options into VFS flags and the filesystem's data
+/// string (fs_mgr's split). `checkpoint=` options are dropped: rewind
+/// decides them.
+pub fn split_options(options: &[String]) -> (MsFlags, Vec<String>) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in options {
+        let f = match o.as_str() {
+            "defaults" | "rw" => Some(MsFlags::empty()),
+            "ro" => Some(MsFlags::MS_RDONLY),
+            "nosuid" => Some(MsFlags::MS_NOSUID),
+            "nodev" => Some(MsFlags::MS_NODEV),
+            "noexec" => Some(MsFlags::MS_NOEXEC),
+            "noatime" => Some(MsFlags::MS_NOATIME),
+            "nodiratime" => Some(MsFlags::MS_NODIRATIME),
+            "relatime" => Some(MsFlags::MS_RELATIME),
+            "sync" => Some(MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => Some(MsFlags::MS_DIRSYNC),
+            "lazytime" => Some(MsFlags::MS_LAZYTIME),
+            _ => None,
+        };
+        match f {
+            Some(f) => flags |= f,
+            None if o.starts_with("checkpoint=") => {}
+            None => data.push(o.clone()),
+        }
+    }
+    (flags, data)
+}
+
+fn with_option(base: &[String], opt: &str) -> String {
+    let mut v = base.to_vec();
+    v.push(opt.to_string());
+    v.join(",")
+}
+
+/// Mounts (or, with MS_REMOUNT in `flags`, remounts) with checkpointing
+/// off: `checkpoint=disable:N%` from N = 0, N += 10 on EAGAIN (f2fs could
+/// not free enough space within its GC time for that share of unusable
+/// blocks) up to 100, and plain `checkpoint=disable` on EINVAL (kernels
+/// without the `:N%` form). Returns the option that was accepted.
+pub fn disable_checkpoint(
+    sys: &mut dyn F2fsSys,
+    device: &str,
+    mount_point: &str,
+    flags: MsFlags,
+    base: &[String],
+) -> std::result::Result<String, F2fsError> {
+    let mut tried: Vec<(String, Errno)> = Vec::new();
+    let refused = |tried: Vec<(String, Errno)>| F2fsError::CheckpointRefused {
+        device: device.to_string(),
+        mount_point: mount_point.to_string(),
+        tried,
+    };
+    let mut percent = START_PERCENT;
+    loop {
+        let opt = format!("checkpoint=disable:{percent}%");
+        let data = with_option(base, &opt);
+        match sys.mount(device, mount_point, flags, &data) {
+            Ok(()) => return Ok(opt),
+            Err(Errno::EAGAIN) => {
+                tracing::warn!(device, mount_point, option = %opt, "f2fs: EAGAIN (not enough space reclaimable); raising the unusable share");
+                tried.push((opt, Errno::EAGAIN));
+                if percent >= MAX_PERCENT {
+                    return Err(refused(tried));
+                }
+                percent = (percent + STEP_PERCENT).min(MAX_PERCENT);
+            }
+            Err(Errno::EINVAL) => {
+                tried.push((opt, Errno::EINVAL));
+                let plain = "checkpoint=disable".to_string();
+                tracing::warn!(device, mount_point, "f2fs: EINVAL for checkpoint=disable:N%; trying plain checkpoint=disable");
+                return match sys.mount(device, mount_point, flags, &with_option(base, &plain)) {
+                    Ok(()) => Ok(plain),
+                    Err(e) => {
+                        tried.push((plain, e));
+                        Err(refused(tried))
+                    }
+                };
+            }
+            // Not an answer about the option (no device, busy, I/O): a
+            // plain failure the next prepare retries.
+            Err(source) => {
+                return Err(F2fsError::Mount {
+                    device: device.to_string(),
+                    mount_point: mount_point.to_string(),
+                    options: data,
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// The f2fs backend.
+pub struct F2fsBackend {
+    /// checkpoint=fs entries of the fstab.
+    parts: Vec<CheckpointedPartition>,
+    sys: Box<dyn F2fsSys>,
+}
+
+impl F2fsBackend {
+    pub fn new(parts: Vec<CheckpointedPartition>, sys: Box<dyn F2fsSys>) -> Self {
+        let parts = parts.into_iter().filter(|p| p.mode == CheckpointMode::Fs).collect();
+        F2fsBackend { parts, sys }
+    }
+
+    fn entry(&self, name: &str) -> std::result::Result<&CheckpointedPartition, F2fsError> {
+        self.parts.iter().find(|p| p.name == name).ok_or_else(|| F2fsError::UnknownPartition { name: name.to_string() })
+    }
+
+    /// The live mount on the entry's mount point, checked to be f2fs from
+    /// the entry's device.
+    fn live_checked(&self, e: &CheckpointedPartition) -> std::result::Result<Option<LiveMount>, F2fsError> {
+        let Some(live) = self.sys.live(&e.mount_point) else { return Ok(None) };
+        if live.fs_type != "f2fs" {
+            return Err(F2fsError::NotF2fs { mount_point: e.mount_point.clone(), found: live.fs_type });
+        }
+        let expected = self.sys.device_number(&e.blk_device)?;
+        if live.device != expected {
+            return Err(F2fsError::WrongDevice {
+                mount_point: e.mount_point.clone(),
+                device: e.blk_device.clone(),
+                expected,
+                found: live.device,
+            });
+        }
+        Ok(Some(live))
+    }
+
+    fn arm_one(&mut self, e: &CheckpointedPartition) -> std::result::Result<String, F2fsError> {
+        let (flags, data) = split_options(&e.mnt_options);
+        match self.live_checked(e)? {
+            Some(live) if live.checkpoint_disabled() => Ok("already mounted with checkpoint=disable".into()),
+            Some(live) => {
+                // Mounted before PrepareUserdata (boot-order problem): arm
+                // in place. Writes made before this point are part of the
+                // baseline; say so.
+                tracing::warn!(mount_point = %e.mount_point,
+                    "f2fs: already mounted before prepare-userdata; disabling checkpoints by remount");
+                let flags = live.vfs_flags() | MsFlags::MS_REMOUNT;
+                disable_checkpoint(self.sys.as_mut(), &e.blk_device, &e.mount_point, flags, &data)
+            }
+            None => {
+                std::fs::create_dir_all(&e.mount_point).ok();
+                disable_checkpoint(self.sys.as_mut(), &e.blk_device, &e.mount_point, flags, &data)
+            }
+        }
+    }
+}
+
+fn f2fs_err(e: F2fsError) -> Error {
+    Error::F2fs(e)
+}
+
+impl Backend for F2fsBackend {
+    /// Not an attempt: nothing to set up; init mounts /data as usual.
+    fn ensure_idle(&mut self, _part: &PartRef) -> Result<()> {
+        Ok(())
+    }
+
+    /// No store to verify; the partition must still be the one the
+    /// checkpoint started on (same size).
+    fn verify_store(&mut self, part: &PartitionState) -> Result<()> {
+        let now = self.sys.device_size(&part.raw_device).map_err(f2fs_err)?;
+        if now != part.raw_size_bytes {
+            return Err(f2fs_err(F2fsError::DeviceChanged {
+                device: part.raw_device.clone(),
+                recorded: part.raw_size_bytes,
+                now,
+            }));
+        }
+        Ok(())
+    }
+
+    /// The uncommitted attempt was dropped by the crash or unmount that
+    /// ended it. Only if it is still mounted with checkpointing off (not
+    /// on a normal boot) does dropping it need an unmount.
+    fn merge(&mut self, part: &PartitionState, _progress: &mut dyn FnMut(Progress)) -> Result<Merged> {
+        let e = self.entry(&part.name).map_err(f2fs_err)?.clone();
+        match self.live_checked(&e).map_err(f2fs_err)? {
+            Some(live) if live.checkpoint_disabled() => {
+                self.sys
+                    .umount(&e.mount_point)
+                    .map_err(|source| f2fs_err(F2fsError::Unmount { mount_point: e.mount_point.clone(), source }))?;
+                tracing::info!(mount_point = %e.mount_point, "f2fs: unmounted with checkpoint=disable: attempt dropped");
+            }
+            Some(_) => {
+                // Mounted with checkpointing on before prepare: that mount
+                // already went back to the last checkpoint (the baseline).
+                tracing::warn!(mount_point = %e.mount_point, "f2fs: mounted before prepare-userdata; the attempt was dropped at that mount");
+            }
+            None => {}
+        }
+        Ok(Merged::Nothing)
+    }
+
+    fn arm(&mut self, part: &PartitionState) -> Result<()> {
+        let e = self.entry(&part.name).map_err(f2fs_err)?.clone();
+        let started = std::time::Instant::now();
+        let opt = self.arm_one(&e).map_err(f2fs_err)?;
+        tracing::info!(mount_point = %e.mount_point, option = %opt, ms = started.elapsed().as_millis() as u64,
+            "f2fs: attempt armed (checkpointing off)");
+        Ok(())
+    }
+
+    fn commit_live(&mut self, part: &PartitionState) -> Result<()> {
+        let e = self.entry(&part.name).map_err(f2fs_err)?.clone();
+        match self.live_checked(&e).map_err(f2fs_err)? {
+            Some(live) if live.checkpoint_disabled() => {
+                let (_, mut data) = split_options(&e.mnt_options);
+                data.push("checkpoint=enable".into());
+                let options = data.join(",");
+                let flags = live.vfs_flags() | MsFlags::MS_REMOUNT;
+                self.sys.mount(&e.blk_device, &e.mount_point, flags, &options).map_err(|source| {
+                    f2fs_err(F2fsError::Remount { mount_point: e.mount_point.clone(), options: options.clone(), source })
+                })?;
+                Ok(())
+            }
+            // Already enabled (a repeated commit after a cut): done.
+            Some(_) => Ok(()),
+            None => {
+                // Not mounted: whatever the attempt wrote is gone already
+                // (f2fs drops it at unmount); there is nothing to enable.
+                tracing::warn!(mount_point = %e.mount_point,
+                    "f2fs: commit with the filesystem not mounted: changes not checkpointed before the unmount are lost");
+                Ok(())
+            }
+        }
+    }
+
+    fn is_armed(&self, part: &PartitionState) -> Result<bool> {
+        let e = self.entry(&part.name).map_err(f2fs_err)?;
+        Ok(self.live_checked(e).map_err(f2fs_err)?.is_some_and(|l| l.checkpoint_disabled()))
+    }
+
+    fn usage(&self, part: &PartitionState) -> Result<Option<SnapshotStatus>> {
+        if !self.is_armed(part)? {
+            return Ok(None);
+        }
+        Ok(Some(self.sys.space(&part.mount_point).map_err(f2fs_err)?.as_status()))
+    }
+
+    /// StartCheckpoint: /data must be mounted now, as f2fs, from the
+    /// fstab's device, with checkpointing on.
+    fn check_mounted(&self, part: &PartRef, mount_point: &str) -> Result<u64> {
+        let e = self.entry(&part.name).map_err(f2fs_err)?;
+        match self.live_checked(e).map_err(f2fs_err)? {
+            None => Err(f2fs_err(F2fsError::NotMounted { mount_point: mount_point.to_string() })),
+            Some(l) if l.checkpoint_disabled() => {
+                Err(f2fs_err(F2fsError::AlreadyDisabled { mount_point: mount_point.to_string() }))
+            }
+            Some(_) => self.sys.device_size(&part.raw_device).map_err(f2fs_err),
+        }
+    }
+
+    fn stack(&self, name: &str) -> Vec<String> {
+        let Ok(e) = self.entry(name) else { return Vec::new() };
+        match self.sys.live(&e.mount_point) {
+            Some(l) => {
+                let cp = l
+                    .super_options
+                    .iter()
+                    .find(|o| o.starts_with("checkpoint="))
+                    .cloned()
+                    .unwrap_or_else(|| "checkpoint=enable".into());
+                vec![format!("{name}: f2fs {} on {} ({cp})", e.mount_point, e.blk_device)]
+            }
+            None => vec![format!("{name}: f2fs on {} (not mounted)", e.blk_device)],
+        }
+    }
+}
+
+/// Routes each partition to its backend: block-mode partitions to the
+/// snapshot backend, checkpoint=fs ones to f2fs.
+pub struct Routed {
+    /// The snapshot backend, or why there is none (no device-mapper).
+    pub snapshot: std::result::Result<Box<dyn Backend>, String>,
+    pub f2fs: Box<dyn Backend>,
+    /// Names of the checkpoint=fs partitions.
+    pub fs_names: Vec<String>,
+}
+
+impl Routed {
+    fn by_kind(&self, kind: BackendKind) -> Result<&dyn Backend> {
+        match kind {
+            BackendKind::F2fs => Ok(self.f2fs.as_ref()),
+            BackendKind::Snapshot => self.snapshot.as_deref().map_err(|why| Error::Unavailable(why.clone())),
+        }
+    }
+    fn by_kind_mut(&mut self, kind: BackendKind) -> Result<&mut dyn Backend> {
+        match kind {
+            BackendKind::F2fs => Ok(self.f2fs.as_mut()),
+            BackendKind::Snapshot => match &mut self.snapshot {
+                Ok(b) => Ok(b.as_mut()),
+                Err(why) => Err(Error::Unavailable(why.clone())),
+            },
+        }
+    }
+    fn kind_of(&self, name: &str) -> BackendKind {
+        if self.fs_names.iter().any(|n| n == name) {
+            BackendKind::F2fs
+        } else {
+            BackendKind::Snapshot
+        }
+    }
+}
+
+impl Backend for Routed {
+    fn ensure_idle(&mut self, part: &PartRef) -> Result<()> {
+        let k = self.kind_of(&part.name);
+        self.by_kind_mut(k)?.ensure_idle(part)
+    }
+    fn verify_store(&mut self, part: &PartitionState) -> Result<()> {
+        self.by_kind_mut(part.backend)?.verify_store(part)
+    }
+    fn merge(&mut self, part: &PartitionState, progress: &mut dyn FnMut(Progress)) -> Result<Merged> {
+        self.by_kind_mut(part.backend)?.merge(part, progress)
+    }
+    fn arm(&mut self, part: &PartitionState) -> Result<()> {
+        self.by_kind_mut(part.backend)?.arm(part)
+    }
+    fn commit_live(&mut self, part: &PartitionState) -> Result<()> {
+        self.by_kind_mut(part.backend)?.commit_live(part)
+    }
+    fn is_armed(&self, part: &PartitionState) -> Result<bool> {
+        self.by_kind(part.backend)?.is_armed(part)
+    }
+    fn usage(&self, part: &PartitionState) -> Result<Option<SnapshotStatus>> {
+        self.by_kind(part.backend)?.usage(part)
+    }
+    fn check_mounted(&self, part: &PartRef, mount_point: &str) -> Result<u64> {
+        self.by_kind(self.kind_of(&part.name))?.check_mounted(part, mount_point)
+    }
+    fn stack(&self, name: &str) -> Vec<String> {
+        self.by_kind(self.kind_of(name)).map(|b| b.stack(name)).unwrap_or_default()
+    }
+}
+
+/// The backend for this fstab: the snapshot backend alone when no entry
+/// is `checkpoint=fs` (unchanged block mode); otherwise both, routed. When
+/// a `checkpoint=block` entry exists and device-mapper is missing, the
+/// reason stands for the whole daemon (as before).
+pub fn select(
+    config: &crate::config::Config,
+    snapshot: std::result::Result<Box<dyn Backend>, String>,
+    sys: Box<dyn F2fsSys>,
+) -> std::result::Result<Box<dyn Backend>, String> {
+    let parts = match crate::fstab::load(&config.fstab)
+        .and_then(|e| crate::fstab::checkpointed(&e, &config.fstab, &config.dm_prefix, &config.dev_mapper_dir))
+    {
+        Ok(p) => p,
+        // The engine reports the fstab problem itself.
+        Err(_) => return snapshot,
+    };
+    let fs_names: Vec<String> = parts.iter().filter(|p| p.mode == CheckpointMode::Fs).map(|p| p.name.clone()).collect();
+    if fs_names.is_empty() {
+        return snapshot;
+    }
+    let has_block = parts.iter().any(|p| p.mode == CheckpointMode::Block);
+    if has_block {
+        if let Err(why) = &snapshot {
+            return Err(why.clone());
+        }
+    }
+    Ok(Box::new(Routed { snapshot, f2fs: Box::new(F2fsBackend::new(parts, sys)), fs_names }))
+}
+
+#[cfg(test)]
+mod tests;

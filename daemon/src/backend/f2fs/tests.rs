@@ -1,0 +1,411 @@
+//! f2fs mode on a host: the option fallback (EAGAIN/EINVAL) and the
+//! backend's steps against a fake mount syscall.
+
+use super::*;
+use std::sync::{Arc, Mutex};
+
+/// Shared view of what the fake kernel did, for the assertions.
+#[derive(Default)]
+pub struct Kernel {
+    /// Every mount(2) call: (flags, data).
+    pub calls: Vec<(MsFlags, String)>,
+    /// Answers for the next mount calls, in order; empty = success.
+    pub answers: Vec<Errno>,
+    /// What is mounted on /data (super options), if anything.
+    pub mounted: Option<Vec<String>>,
+    pub unmounts: usize,
+    pub unusable: u64,
+    pub free: u64,
+    pub size: u64,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeF2fs(pub Arc<Mutex<Kernel>>);
+
+impl FakeF2fs {
+    pub fn k(&self) -> std::sync::MutexGuard<'_, Kernel> {
+        self.0.lock().expect("fake kernel")
+    }
+}
+
+impl F2fsSys for FakeF2fs {
+    fn mount(&mut self, _source: &str, _target: &str, flags: MsFlags, data: &str) -> std::result::Result<(), Errno> {
+        let mut k = self.k();
+        k.calls.push((flags, data.to_string()));
+        if !k.answers.is_empty() {
+            return Err(k.answers.remove(0));
+        }
+        let opts: Vec<String> = data
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|o| if o.starts_with("checkpoint=disable") { "checkpoint=disable:0".to_string() } else { o.to_string() })
+            .filter(|o| o != "checkpoint=enable")
+            .collect();
+        k.mounted = Some(opts);
+        Ok(())
+    }
+    fn umount(&mut self, _target: &str) -> std::result::Result<(), Errno> {
+        let mut k = self.k();
+        k.mounted = None;
+        k.unmounts += 1;
+        Ok(())
+    }
+    fn live(&self, _mount_point: &str) -> Option<LiveMount> {
+        self.k().mounted.clone().map(|s| LiveMount {
+            device: "253:0".into(),
+            fs_type: "f2fs".into(),
+            mount_options: vec!["rw".into(), "nosuid".into(), "nodev".into(), "noatime".into()],
+            super_options: s,
+        })
+    }
+    fn device_number(&self, _device: &str) -> std::result::Result<String, F2fsError> {
+        Ok("253:0".into())
+    }
+    fn device_size(&self, _device: &str) -> std::result::Result<u64, F2fsError> {
+        Ok(self.k().size)
+    }
+    fn space(&self, _mount_point: &str) -> std::result::Result<F2fsSpace, F2fsError> {
+        let k = self.k();
+        Ok(F2fsSpace { unusable_bytes: k.unusable, free_bytes: k.free })
+    }
+}
+
+fn data_opts(k: &Kernel) -> Vec<String> {
+    k.calls.iter().map(|(_, d)| d.clone()).collect()
+}
+
+#[test]
+fn first_try_is_zero_percent() {
+    let mut f = FakeF2fs::default();
+    let opt = disable_checkpoint(&mut f, "/dev/vda", "/data", MsFlags::MS_NOATIME, &["discard".into()]).expect("mounts");
+    assert_eq!(opt, "checkpoint=disable:0%");
+    assert_eq!(data_opts(&f.k()), vec!["discard,checkpoint=disable:0%"]);
+    assert_eq!(f.k().calls[0].0, MsFlags::MS_NOATIME);
+}
+
+#[test]
+fn eagain_raises_the_share_by_ten() {
+    let mut f = FakeF2fs::default();
+    f.k().answers = vec![Errno::EAGAIN, Errno::EAGAIN, Errno::EAGAIN];
+    let opt = disable_checkpoint(&mut f, "/dev/vda", "/data", MsFlags::empty(), &[]).expect("mounts");
+    assert_eq!(opt, "checkpoint=disable:30%");
+    assert_eq!(
+        data_opts(&f.k()),
+        vec!["checkpoint=disable:0%", "checkpoint=disable:10%", "checkpoint=disable:20%", "checkpoint=disable:30%"]
+    );
+}
+
+#[test]
+fn eagain_up_to_one_hundred_then_refused() {
+    let mut f = FakeF2fs::default();
+    f.k().answers = vec![Errno::EAGAIN; 11];
+    let e = disable_checkpoint(&mut f, "/dev/vda", "/data", MsFlags::empty(), &[]).expect_err("refused");
+    let calls = data_opts(&f.k());
+    assert_eq!(calls.len(), 11, "0..=100 in steps of 10");
+    assert_eq!(calls.last().map(String::as_str), Some("checkpoint=disable:100%"));
+    assert!(matches!(e, F2fsError::CheckpointRefused { ref tried, .. } if tried.len() == 11));
+    assert_eq!(e.kind(), crate::error::ErrorKind::Unsafe);
+}
+
+#[test]
+fn einval_falls_back_to_plain_disable() {
+    let mut f = FakeF2fs::default();
+    f.k().answers = vec![Errno::EINVAL];
+    let opt = disable_checkpoint(&mut f, "/dev/vda", "/data", MsFlags::empty(), &["discard".into()]).expect("mounts");
+    assert_eq!(opt, "checkpoint=disable");
+    assert_eq!(data_opts(&f.k()), vec!["discard,checkpoint=disable:0%", "discard,checkpoint=disable"]);
+}
+
+#[test]
+fn eagain_then_einval_falls_back_too() {
+    let mut f = FakeF2fs::default();
+    f.k().answers = vec![Errno::EAGAIN, Errno::EINVAL];
+    assert_eq!(disable_checkpoint(&mut f, "/dev/vda", "/data", MsFlags::empty(), &[]).expect("mounts"), "checkpoint=disable");
+    assert_eq!(data_opts(&f.k()).len(), 3);
+}
+
+#[test]
+fn both_forms_refused_is_reported_plainly() {
+    let mut f = FakeF2fs::default();
+    f.k().answers = vec![Errno::EINVAL, Errno::EINVAL];
+    let e = disable_checkpoint(&mut f, "/dev/vda", "/data", MsFlags::empty(), &[]).expect_err("refused");
+    let msg = e.to_string();
+    assert!(msg.contains("refused checkpoint=disable"), "{msg}");
+    assert!(msg.contains("checkpoint=disable:0%: Invalid argument"), "{msg}");
+    assert!(msg.contains("checkpoint=disable: Invalid argument"), "{msg}");
+    assert_eq!(e.kind(), crate::error::ErrorKind::Unsafe);
+}
+
+#[test]
+fn other_errors_are_plain_mount_failures() {
+    let mut f = FakeF2fs::default();
+    f.k().answers = vec![Errno::ENOENT];
+    let e = disable_checkpoint(&mut f, "/dev/vda", "/data", MsFlags::empty(), &[]).expect_err("fails");
+    assert!(matches!(e, F2fsError::Mount { source: Errno::ENOENT, .. }));
+    assert_eq!(e.kind(), crate::error::ErrorKind::Internal);
+    assert_eq!(f.k().calls.len(), 1, "no retries for errors that are not about the option");
+}
+
+#[test]
+fn fstab_options_split_into_flags_and_data() {
+    let opts: Vec<String> = "noatime,nosuid,nodev,discard,reserve_root=32768,checkpoint=disable,inlinecrypt"
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let (flags, data) = split_options(&opts);
+    assert_eq!(flags, MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
+    assert_eq!(data, vec!["discard", "reserve_root=32768", "inlinecrypt"]);
+}
+
+#[test]
+fn mountinfo_shows_the_checkpoint_state() {
+    let mi = "\
+22 1 0:2 / / rw shared:1 - rootfs rootfs rw
+40 22 254:0 / /data rw,nosuid,nodev,noatime shared:2 - f2fs /dev/block/by-name/userdata rw,lazytime,background_gc=on,checkpoint=disable:0,active_logs=6
+";
+    let l = live_mount_from(mi, "/data").expect("mounted");
+    assert_eq!(l.device, "254:0");
+    assert_eq!(l.fs_type, "f2fs");
+    assert!(l.checkpoint_disabled());
+    assert_eq!(
+        l.vfs_flags(),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME | MsFlags::MS_LAZYTIME
+    );
+    let enabled = mi.replace("checkpoint=disable:0,", "");
+    assert!(!live_mount_from(&enabled, "/data").expect("mounted").checkpoint_disabled());
+    assert!(live_mount_from(mi, "/metadata").is_none());
+}
+
+#[test]
+fn unusable_share_is_a_usage_for_the_space_watch() {
+    let s = F2fsSpace { unusable_bytes: 90 << 20, free_bytes: 10 << 20 };
+    assert_eq!(s.as_status().used_percent(), Some(90));
+    assert_eq!(F2fsSpace { unusable_bytes: 0, free_bytes: 0 }.as_status().used_percent(), Some(0));
+}
+
+pub fn entry() -> CheckpointedPartition {
+    CheckpointedPartition {
+        name: "userdata".into(),
+        mount_point: "/data".into(),
+        fs_type: "f2fs".into(),
+        mode: CheckpointMode::Fs,
+        blk_device: "/dev/block/by-name/userdata".into(),
+        raw_device: "/dev/block/by-name/userdata".into(),
+        mnt_options: vec!["noatime".into(), "nosuid".into(), "nodev".into(), "discard".into()],
+    }
+}
+
+fn part_state() -> PartitionState {
+    PartitionState {
+        name: "userdata".into(),
+        mount_point: "/data".into(),
+        fs_type: "f2fs".into(),
+        backend: BackendKind::F2fs,
+        raw_device: "/dev/block/by-name/userdata".into(),
+        raw_size_bytes: 1 << 30,
+        chunk_sectors: 8,
+        cow_files: Vec::new(),
+        cow_sha256: String::new(),
+    }
+}
+
+#[test]
+fn arm_mounts_commit_remounts_with_the_same_options() {
+    let f = FakeF2fs::default();
+    f.k().size = 1 << 30;
+    let mut b = F2fsBackend::new(vec![entry()], Box::new(f.clone()));
+    let p = part_state();
+    b.verify_store(&p).expect("same device");
+    assert!(!b.is_armed(&p).expect("state"));
+    b.arm(&p).expect("armed");
+    assert!(b.is_armed(&p).expect("state"));
+    {
+        let k = f.k();
+        assert_eq!(k.calls[0].1, "discard,checkpoint=disable:0%");
+        assert_eq!(k.calls[0].0, MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
+    }
+    // Armed again in the same boot: no second mount.
+    b.arm(&p).expect("idempotent");
+    assert_eq!(f.k().calls.len(), 1);
+    b.commit_live(&p).expect("committed");
+    {
+        let k = f.k();
+        let (flags, data) = &k.calls[1];
+        assert_eq!(data, "discard,checkpoint=enable");
+        assert!(flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME));
+    }
+    assert!(!b.is_armed(&p).expect("state"));
+    b.commit_live(&p).expect("repeated commit is a no-op");
+    assert_eq!(f.k().calls.len(), 2);
+}
+
+#[test]
+fn merge_drops_a_still_mounted_attempt_and_is_a_no_op_otherwise() {
+    let f = FakeF2fs::default();
+    let mut b = F2fsBackend::new(vec![entry()], Box::new(f.clone()));
+    let p = part_state();
+    assert_eq!(b.merge(&p, &mut |_| {}).expect("nothing"), Merged::Nothing);
+    assert_eq!(f.k().unmounts, 0);
+    b.arm(&p).expect("armed");
+    assert_eq!(b.merge(&p, &mut |_| {}).expect("dropped"), Merged::Nothing);
+    assert_eq!(f.k().unmounts, 1);
+    assert!(f.k().mounted.is_none());
+}
+
+#[test]
+fn a_different_device_size_is_refused() {
+    let f = FakeF2fs::default();
+    f.k().size = 2 << 30;
+    let mut b = F2fsBackend::new(vec![entry()], Box::new(f));
+    let e = b.verify_store(&part_state()).expect_err("refused");
+    assert_eq!(e.kind(), crate::error::ErrorKind::Unsafe);
+}
+
+#[test]
+fn start_needs_a_mounted_f2fs_with_checkpoints_on() {
+    let f = FakeF2fs::default();
+    f.k().size = 1 << 30;
+    let b = F2fsBackend::new(vec![entry()], Box::new(f.clone()));
+    let r = PartRef { name: "userdata".into(), raw_device: "/dev/block/by-name/userdata".into() };
+    assert_eq!(b.check_mounted(&r, "/data").expect_err("not mounted").kind(), crate::error::ErrorKind::Unavailable);
+    f.k().mounted = Some(vec!["rw".into()]);
+    assert_eq!(b.check_mounted(&r, "/data").expect("mounted"), 1 << 30);
+    f.k().mounted = Some(vec!["checkpoint=disable:0".into()]);
+    assert_eq!(b.check_mounted(&r, "/data").expect_err("disabled").kind(), crate::error::ErrorKind::WrongPhase);
+}
+
+#[test]
+fn usage_reports_unusable_only_while_armed() {
+    let f = FakeF2fs::default();
+    f.k().unusable = 50 << 20;
+    f.k().free = 50 << 20;
+    let mut b = F2fsBackend::new(vec![entry()], Box::new(f.clone()));
+    let p = part_state();
+    assert_eq!(b.usage(&p).expect("usage"), None);
+    b.arm(&p).expect("armed");
+    assert_eq!(b.usage(&p).expect("usage").and_then(|s| s.used_percent()), Some(50));
+    assert!(b.stack("userdata")[0].contains("checkpoint=disable"), "{:?}", b.stack("userdata"));
+}
+
+// The life cycle through the engine, f2fs partition only, no dm.
+mod engine_cycle {
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::{Engine, Phase};
+
+    struct Host {
+        _dir: tempfile::TempDir,
+        config: Config,
+        kernel: FakeF2fs,
+    }
+
+    fn host() -> Host {
+        let dir = tempfile::tempdir().expect("tmp");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data");
+        let fstab = dir.path().join("fstab");
+        std::fs::write(
+            &fstab,
+            format!("/dev/block/by-name/userdata {} f2fs noatime,nosuid,nodev,discard wait,check,checkpoint=fs\n", data.display()),
+        )
+        .expect("fstab");
+        let config = Config { fstab, metadata_dir: dir.path().join("metadata"), ..Config::default() };
+        let kernel = FakeF2fs::default();
+        kernel.k().size = 1 << 30;
+        // Mounted normally when the checkpoint is started.
+        kernel.k().mounted = Some(vec!["rw".into()]);
+        Host { _dir: dir, config, kernel }
+    }
+
+    /// A boot: rewindd starts afresh; /data is not mounted yet.
+    fn boot(h: &Host, id: &str) -> Engine {
+        let routed = select(&h.config, Err("device-mapper is not available: test".into()), Box::new(h.kernel.clone()))
+            .expect("f2fs needs no dm");
+        Engine::open_with(h.config.clone(), Ok(routed), id.to_string(), "reboot,test".into())
+    }
+
+    fn power_cut(h: &Host) {
+        h.kernel.k().mounted = None;
+    }
+
+    #[test]
+    fn supports_answers_file_from_the_fstab() {
+        let h = host();
+        let e = boot(&h, "b0");
+        let s = e.supports();
+        assert!(s.file && !s.block, "{s:?}");
+        assert_eq!(e.status().unavailable_reason, None);
+    }
+
+    #[test]
+    fn failed_attempts_are_counted_once_each_then_rolled_back() {
+        let h = host();
+        let e = boot(&h, "b0");
+        e.start_checkpoint(2, "ota").expect("started");
+        assert_eq!(e.status().phase, Phase::Armed);
+        assert_eq!(e.status().partitions[0].backend, BackendKind::F2fs);
+        assert_eq!(h.kernel.k().calls.len(), 0, "start mounts nothing");
+        power_cut(&h);
+
+        for (n, id) in [(1, "b1"), (2, "b2")] {
+            let e = boot(&h, id);
+            let out = e.prepare_userdata(&mut |_| {}).expect("armed");
+            assert_eq!((out.phase, out.attempt), (Phase::Checkpointing, n));
+            assert_eq!(h.kernel.k().calls.last().map(|c| c.1.clone()).as_deref(), Some("discard,checkpoint=disable:0%"));
+            // A second prepare in the same boot changes nothing.
+            let again = e.prepare_userdata(&mut |_| {}).expect("same boot");
+            assert_eq!(again.attempt, n);
+            assert_eq!(h.kernel.k().calls.len(), n as usize);
+            h.kernel.k().unusable = 8 << 20;
+            h.kernel.k().free = 24 << 20;
+            assert_eq!(e.status().partitions[0].unusable_bytes, 8 << 20);
+            assert!(e.is_checkpointing() && !e.needs_rollback());
+            power_cut(&h);
+        }
+
+        let e = boot(&h, "b3");
+        let out = e.prepare_userdata(&mut |_| {}).expect("rolled back");
+        assert_eq!(out.phase, Phase::RolledBack);
+        assert!(e.needs_rollback());
+        assert_eq!(h.kernel.k().calls.len(), 2, "no attempt left: init mounts /data normally");
+        let kinds: Vec<String> = e.history().iter().map(|ev| ev.kind.clone()).collect();
+        assert_eq!(kinds.iter().filter(|k| *k == "attempt").count(), 2, "{kinds:?}");
+        assert!(kinds.contains(&"rollback-finished".to_string()));
+    }
+
+    #[test]
+    fn commit_remounts_with_checkpoints_on_and_ends_the_checkpoint() {
+        let h = host();
+        boot(&h, "b0").start_checkpoint(3, "ota").expect("started");
+        power_cut(&h);
+        let e = boot(&h, "b1");
+        e.prepare_userdata(&mut |_| {}).expect("armed");
+        e.commit("boot-completed").expect("committed");
+        let k = h.kernel.k();
+        let (flags, data) = k.calls.last().cloned().expect("remount");
+        assert_eq!(data, "discard,checkpoint=enable");
+        assert!(flags.contains(MsFlags::MS_REMOUNT));
+        drop(k);
+        assert_eq!(e.status().phase, Phase::Idle);
+        assert!(!e.needs_rollback());
+        // Next boot: idle, nothing mounted by rewind.
+        let e = boot(&h, "b2");
+        assert_eq!(e.prepare_userdata(&mut |_| {}).expect("idle").phase, Phase::Idle);
+    }
+
+    #[test]
+    fn kernel_refusing_checkpoint_disable_is_recorded_and_not_counted() {
+        let h = host();
+        boot(&h, "b0").start_checkpoint(3, "ota").expect("started");
+        power_cut(&h);
+        h.kernel.k().answers = vec![Errno::EINVAL, Errno::EINVAL];
+        let e = boot(&h, "b1");
+        let err = e.prepare_userdata(&mut |_| {}).expect_err("refused");
+        assert_eq!(err.kind(), crate::error::ErrorKind::Unsafe);
+        let s = e.status();
+        assert_eq!(s.phase, Phase::Idle);
+        assert!(s.protection_lost.as_deref().unwrap_or("").contains("refused checkpoint=disable"), "{s:?}");
+        assert!(e.history().iter().any(|ev| ev.kind == "refused"));
+        assert!(e.history().iter().all(|ev| ev.kind != "attempt"));
+    }
+}
