@@ -131,14 +131,16 @@ if [ "${REWIND_MODE:-raw}" = rewind ]; then
   line=$(awk '$1 !~ /^#/ && $2 == "/data" { print $1, $3, $4; exit }' /etc/fstab.rewind)
   set -- $line
   [ -n "${1:-}" ] && DATA_DEV=$1 && DATA_TYPE=$2 && DATA_OPTS=$3
-  # f2fs (checkpoint=fs): what fs_mgr does when a checkpoint is on.
-  if [ "$DATA_TYPE" = f2fs ] && rewindctl is-checkpointing > /dev/null 2>&1; then
-    DATA_OPTS="$DATA_OPTS,checkpoint=disable"
-  fi
+  # f2fs (checkpoint=fs): when this boot is an attempt, rewindd has
+  # mounted /data itself during prepare-userdata, with checkpoint=disable:N%
+  # (daemon/src/backend/f2fs.rs, "Who mounts /data"); init then leaves it.
 fi
 
-if [ "${REWIND_MOUNT_DATA:-1}" = 1 ]; then
-  if mount -t "$DATA_TYPE" -o "$DATA_OPTS" "$DATA_DEV" /data; then
+if [ "${REWIND_MOUNT_DATA:-1}" = 1 ] || grep -q ' /data ' /proc/mounts; then
+  if grep -q ' /data ' /proc/mounts; then
+    marker "DATA mounted by rewindd: $(awk '$2 == "/data" { print $4 }' /proc/mounts)"
+    stage data-mounted
+  elif mount -t "$DATA_TYPE" -o "$DATA_OPTS" "$DATA_DEV" /data; then
     stage data-mounted
   else
     error "mount $DATA_DEV on /data failed"
