@@ -1,0 +1,244 @@
+//! f2fs mode (`checkpoint=fs`) on a real kernel (QEMU guest, Debian 6.1,
+//! TCG): rewindd mounts /data with f2fs's `checkpoint=disable:N%` while an
+//! attempt runs, any crash drops the attempt, a commit remounts with
+//! `checkpoint=enable` and keeps it. Witnesses rewindd does not share:
+//! /proc/mounts, the guest's manifest tool, fsck.f2fs on the unmounted
+//! partition, and f2fs's own sysfs.
+
+use rewind_harness::manifest;
+use rewind_harness::scenario::{checks, Ctx, Options, ScenarioError};
+use rewind_harness::{BootPlan, FsType};
+
+/// f2fs mode keeps nothing of rewind's on /data.
+const EXCLUDE: &[&str] = &[];
+const DATA_DEV: &str = "/dev/block/by-name/userdata";
+
+fn run(name: &str, body: impl FnOnce(&mut Ctx) -> Result<(), ScenarioError>) {
+    let options = Options { fs: FsType::F2fs, ..Options::default() };
+    let report = rewind_harness::scenario::run_fn(name, &options, body).expect("guest kit and disks");
+    eprint!("{}", report.summary());
+    if !report.passed {
+        panic!("{}", report.summary());
+    }
+}
+
+fn other(msg: String) -> ScenarioError {
+    ScenarioError::Target(rewind_harness::TargetError::Other(msg))
+}
+
+fn status_json(cx: &mut Ctx) -> Result<serde_json::Value, ScenarioError> {
+    let out = cx.exec_checked("rewindctl status --json")?;
+    serde_json::from_str(&out).map_err(|e| other(format!("status --json: {e}: {out}")))
+}
+
+fn start(cx: &mut Ctx, attempts: u32) -> Result<(), ScenarioError> {
+    let out = cx.exec(&format!("rewindctl start --attempts {attempts} --reason guest-test"))?;
+    cx.require("rewindctl start succeeds", out.success(), format!("{}{}", out.stdout, out.stderr))
+}
+
+/// The /data line of /proc/mounts (options column).
+fn data_options(cx: &mut Ctx) -> Result<String, ScenarioError> {
+    Ok(cx.exec_checked("awk '$2 == \"/data\" { print $3, $4 }' /proc/mounts")?.trim().to_string())
+}
+
+/// Changes no attempt may leave behind: fsync'd writes (f2fs roll-forward
+/// must not bring them back), a rewrite in place, deletions, a rename.
+const ATTEMPT_WRITES: &str = "set -e; \
+    dd if=/dev/urandom of=/data/attempt.bin bs=1M count=16 conv=fsync 2>/dev/null; \
+    echo fsynced > /data/fsynced.txt; dd if=/data/fsynced.txt of=/data/fsynced.copy conv=fsync 2>/dev/null; \
+    dd if=/dev/urandom of=/data/db/app.db bs=4096 seek=10 count=64 conv=notrunc,fsync 2>/dev/null; \
+    rm -rf /data/app/com.example.app2; mv /data/media /data/media.moved; sync";
+
+fn fsck_clean(cx: &mut Ctx, what: &str) -> Result<(), ScenarioError> {
+    let (clean, out) = checks::fsck(cx.target, FsType::F2fs, DATA_DEV)?;
+    cx.check(&format!("fsck.f2fs clean {what}"), clean, out);
+    Ok(())
+}
+
+/// start -> the attempt writes (with fsync) -> power cut -> next boot: the
+/// changes are gone (the manifest equals the baseline), the next attempt is
+/// armed with checkpoint=disable, and fsck.f2fs finds the partition clean.
+#[test]
+fn guest_f2fs_crash_drops_the_attempt() {
+    run("guest-f2fs-crash", |cx| {
+        cx.boot_ready(&BootPlan::rewind())?;
+        let opts = data_options(cx)?;
+        cx.check("no checkpoint: init mounted /data normally", !opts.contains("checkpoint=disable"), opts);
+        cx.run_baseline()?;
+        start(cx, 3)?;
+        let baseline = checks::manifest(cx.target, "/data", EXCLUDE)?;
+        cx.shutdown()?;
+
+        cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
+        let opts = data_options(cx)?;
+        cx.require("attempt 1: /data is mounted with checkpoint=disable", opts.contains("checkpoint=disable"), opts)?;
+        let st = status_json(cx)?;
+        cx.check_eq("phase is checkpointing", "checkpointing", st["phase"].as_str().unwrap_or(""));
+        cx.exec_checked(ATTEMPT_WRITES)?;
+        let changed = checks::manifest(cx.target, "/data", EXCLUDE)?;
+        cx.check("the attempt changed userdata", !manifest::diff(&baseline, &changed).is_empty(), "");
+        let unusable = cx.exec_checked("cat /sys/fs/f2fs/$(basename $(readlink -f /dev/block/by-name/userdata))/unusable")?;
+        let st = status_json(cx)?;
+        cx.say(&format!("f2fs unusable blocks (sysfs) {}; status {}", unusable.trim(), st["partitions"][0]));
+        cx.target.power_cut()?;
+
+        cx.boot_ready(&BootPlan::rewind())?;
+        let opts = data_options(cx)?;
+        cx.check("attempt 2 is armed again with checkpoint=disable", opts.contains("checkpoint=disable"), opts);
+        let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
+        let d = manifest::diff(&baseline, &now);
+        cx.check("userdata is exactly the baseline after the crash", d.is_empty(), d.summary(10));
+        let st = status_json(cx)?;
+        cx.check_eq("attempt 2 of 3", 2, st["attempt"].as_u64().unwrap_or(0));
+        cx.exec_checked("umount /data")?;
+        fsck_clean(cx, "after the crash")?;
+        cx.shutdown()?;
+        Ok(())
+    });
+}
+
+/// start -> the attempt writes -> commit (live remount with
+/// checkpoint=enable) -> power cut: every change survives, and the next
+/// boot is idle with /data mounted normally.
+#[test]
+fn guest_f2fs_commit_keeps_changes() {
+    run("guest-f2fs-commit", |cx| {
+        cx.boot_ready(&BootPlan::rewind())?;
+        cx.run_baseline()?;
+        start(cx, 2)?;
+        cx.shutdown()?;
+        cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
+        cx.exec_checked(ATTEMPT_WRITES)?;
+        let out = cx.exec("rewindctl commit --reason guest-test")?;
+        cx.require("commit succeeds", out.success(), format!("{}{}", out.stdout, out.stderr))?;
+        let opts = data_options(cx)?;
+        cx.check("after the commit checkpointing is on again (live)", !opts.contains("checkpoint=disable"), opts.clone());
+        cx.check("the remount kept nosuid,nodev,noatime", ["nosuid", "nodev", "noatime"].iter().all(|o| opts.contains(o)), opts);
+        let changed = checks::manifest(cx.target, "/data", EXCLUDE)?;
+        let hist = cx.exec_checked("rewindctl history")?;
+        cx.check("history records the commit", hist.contains("committed"), hist.clone());
+        if let Some(ms) = hist.split("live, ").nth(1).and_then(|s| s.split(' ').next()) {
+            eprintln!("[guest-f2fs-commit] commit (remount checkpoint=enable) latency: {ms} ms");
+        }
+        // A power cut right after the commit: the remount wrote the checkpoint.
+        cx.target.power_cut()?;
+        cx.boot_ready(&BootPlan::rewind())?;
+        let opts = data_options(cx)?;
+        cx.check("next boot: /data mounted normally", !opts.contains("checkpoint=disable"), opts);
+        let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
+        let d = manifest::diff(&changed, &now);
+        cx.check("committed data survives a power cut and reboot", d.is_empty(), d.summary(10));
+        let st = status_json(cx)?;
+        cx.check_eq("phase is idle", "idle", st["phase"].as_str().unwrap_or(""));
+        cx.exec_checked("umount /data")?;
+        fsck_clean(cx, "after the commit")?;
+        cx.shutdown()?;
+        Ok(())
+    });
+}
+
+/// Two attempts, both fail (one power cut, one clean shutdown without a
+/// commit): the third boot has no attempt left, NeedsRollback is true,
+/// init mounts /data normally and it is exactly the baseline.
+#[test]
+fn guest_f2fs_attempts_exhausted_needs_rollback() {
+    run("guest-f2fs-exhausted", |cx| {
+        cx.boot_ready(&BootPlan::rewind())?;
+        cx.run_baseline()?;
+        start(cx, 2)?;
+        let baseline = checks::manifest(cx.target, "/data", EXCLUDE)?;
+        cx.shutdown()?;
+        cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
+        cx.target.power_cut()?;
+        cx.boot_ready(&BootPlan::rewind().with_workload(2))?;
+        let st = status_json(cx)?;
+        cx.check_eq("attempt 2 of 2", 2, st["attempt"].as_u64().unwrap_or(0));
+        // A clean unmount without commit drops the attempt too.
+        cx.shutdown()?;
+        cx.boot_ready(&BootPlan::rewind())?;
+        let needs = cx.exec("rewindctl needs-rollback")?;
+        cx.check_eq("needs-rollback is true", 0, needs.status);
+        let st = status_json(cx)?;
+        cx.check_eq("phase is rolled-back", "rolled-back", st["phase"].as_str().unwrap_or(""));
+        let opts = data_options(cx)?;
+        cx.check("/data mounted normally (no attempt left)", !opts.is_empty() && !opts.contains("checkpoint=disable"), opts);
+        let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
+        let d = manifest::diff(&baseline, &now);
+        cx.check("userdata is exactly the baseline", d.is_empty(), d.summary(10));
+        let hist = cx.exec_checked("rewindctl history")?;
+        cx.check_eq("two attempts counted", 2, hist.lines().filter(|l| l.contains("attempt ") && l.contains("armed")).count());
+        cx.exec_checked("umount /data")?;
+        fsck_clean(cx, "after the rollback")?;
+        cx.shutdown()?;
+        Ok(())
+    });
+}
+
+/// Figures, side by side in one guest (TCG, so only the ratios mean much):
+/// mount time with checkpoint=disable:0% vs a plain mount, the
+/// checkpoint=enable remount (the commit), and 64 MiB dd with conv=fsync
+/// on each. Printed on stderr (`--nocapture` or nextest's output).
+#[test]
+fn guest_f2fs_bench_mount_commit_write() {
+    run("guest-f2fs-bench", |cx| {
+        cx.boot_ready(&BootPlan::raw())?;
+        cx.run_baseline()?;
+        // Milliseconds from the kernel's monotonic clock: /proc/uptime has
+        // 10 ms resolution, which is fine next to TCG's mount times.
+        let script = format!(
+            "set -e; D={DATA_DEV}; O=noatime,nosuid,nodev; \
+             ms() {{ awk '{{ printf \"%d\", $1 * 1000 }}' /proc/uptime; }}; \
+             cd /; umount /data; \
+             for r in 1 2 3; do \
+               sync; echo 3 > /proc/sys/vm/drop_caches; \
+               a=$(ms); mount -t f2fs -o $O $D /data; b=$(ms); \
+               dd if=/dev/zero of=/data/bench.bin bs=1M count=64 conv=fsync 2>/dev/null; c=$(ms); \
+               rm /data/bench.bin; umount /data; \
+               sync; echo 3 > /proc/sys/vm/drop_caches; \
+               d=$(ms); mount -t f2fs -o $O,checkpoint=disable:0% $D /data; e=$(ms); \
+               dd if=/dev/zero of=/data/bench.bin bs=1M count=64 conv=fsync 2>/dev/null; f=$(ms); \
+               u=$(cat /sys/fs/f2fs/$(basename $(readlink -f $D))/unusable); \
+               mount -o remount,$O,checkpoint=enable /data; g=$(ms); \
+               rm /data/bench.bin; umount /data; \
+               echo \"round $r plain_mount $((b-a)) plain_write $((c-b)) cpd_mount $((e-d)) cpd_write $((f-e)) enable_remount $((g-f)) unusable_blocks $u\"; \
+             done; mount -t f2fs -o $O $D /data"
+        );
+        let out = cx.exec(&script)?;
+        cx.require("bench script ran", out.success(), format!("{}{}", out.stdout, out.stderr))?;
+        let rounds: Vec<Vec<(String, u64)>> = out
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("round "))
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().skip(2).collect();
+                w.chunks(2).filter_map(|c| Some((c[0].to_string(), c.get(1)?.parse().ok()?))).collect()
+            })
+            .collect();
+        cx.require("three rounds measured", rounds.len() == 3, out.stdout.clone())?;
+        let median = |key: &str| {
+            let mut v: Vec<u64> = rounds.iter().filter_map(|r| r.iter().find(|(k, _)| k == key).map(|(_, x)| *x)).collect();
+            v.sort_unstable();
+            v.get(v.len() / 2).copied().unwrap_or(0)
+        };
+        let (pm, pw, cm, cw, en) =
+            (median("plain_mount"), median("plain_write"), median("cpd_mount"), median("cpd_write"), median("enable_remount"));
+        let mibs = |ms: u64| if ms == 0 { 0.0 } else { 64.0 * 1000.0 / ms as f64 };
+        eprintln!("[guest-f2fs-bench] raw rounds:\n{}", out.stdout.trim());
+        eprintln!(
+            "[guest-f2fs-bench] median of 3 (TCG guest, {} MiB f2fs userdata):\n  \
+             mount plain {pm} ms, mount checkpoint=disable:0% {cm} ms ({:.2}x)\n  \
+             commit = remount checkpoint=enable after 64 MiB written: {en} ms\n  \
+             64 MiB dd conv=fsync: plain {pw} ms ({:.1} MiB/s), checkpoint=disable {cw} ms ({:.1} MiB/s), throughput ratio {:.2}",
+            cx.exec_checked("blockdev --getsize64 /dev/block/by-name/userdata")?.trim().parse::<u64>().unwrap_or(0) >> 20,
+            cm as f64 / pm.max(1) as f64,
+            mibs(pw),
+            mibs(cw),
+            if cw == 0 { 0.0 } else { pw as f64 / cw as f64 }
+        );
+        cx.check("every step was timed", pm > 0 && pw > 0 && cm > 0 && cw > 0, out.stdout.clone());
+        cx.exec_checked("umount /data")?;
+        fsck_clean(cx, "after the bench")?;
+        cx.shutdown()?;
+        Ok(())
+    });
+}
