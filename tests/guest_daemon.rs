@@ -11,39 +11,16 @@ use std::time::{Duration, Instant};
 use rewind_daemon::state::{decode, CowFile, State};
 use rewind_harness::manifest;
 use rewind_harness::scenario::{checks, Ctx, Options, ScenarioError};
-use rewind_harness::{stage, BootPlan, Failure, GuestConfig, QemuGuest, Target};
+use rewind_harness::{stage, BootPlan, Failure};
 
 /// The COW store lives in /data/rewind; it is rewindd's, not user data.
 const EXCLUDE: &[&str] = &["rewind"];
 
-/// Runs `body` on a fresh guest; on failure prints the checks and the last
-/// console between markers, and panics.
+/// Runs `body` on a fresh guest (the harness prints the console between
+/// markers on failure) and panics with the report if a check failed.
 fn run(name: &str, body: impl FnOnce(&mut Ctx) -> Result<(), ScenarioError>) {
-    let mut guest = QemuGuest::new(GuestConfig::new(name)).expect("guest kit and disks");
-    let mut report = {
-        let mut cx = Ctx::new(&mut guest, name, Options::default());
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut cx)));
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => cx.report.error = Some(rewind_harness::scenario::error_chain(&e)),
-            Err(p) => {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panic".into());
-                cx.report.error = Some(format!("test panicked: {msg}"));
-            }
-        }
-        cx.report
-    };
-    if guest.boots().last().is_some_and(|b| b.ended.is_none()) {
-        let _ = guest.power_cut();
-    }
-    report.boots = guest.boots().to_vec();
-    report.finish();
+    let report = rewind_harness::scenario::run_fn(name, &Options::default(), body).expect("guest kit and disks");
     if !report.passed {
-        eprint!("{}", guest.framed_console());
         panic!("{}", report.summary());
     }
     eprint!("{}", report.summary());
@@ -207,11 +184,13 @@ fn guest_rollback_restores_every_byte() {
         cx.check_eq("disk image outside the COW blocks is byte-identical to the baseline", before, after);
 
         cx.boot_ready(&BootPlan::rewind())?;
+        // rewindd deletes the COW files once /data is mounted; wait, so the
+        // manifest does not race the deletion.
+        let left = wait_cow_gone(cx)?;
+        cx.check_eq("COW files removed after the final rollback", 0, left);
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
         let d = manifest::diff(&baseline, &now);
         cx.check("userdata is exactly the baseline", d.is_empty(), d.summary(10));
-        let left = wait_cow_gone(cx)?;
-        cx.check_eq("COW files removed after the final rollback", 0, left);
         let st = status_json(cx)?;
         cx.check_eq("phase is rolled-back", "rolled-back", st["phase"].as_str().unwrap_or(""));
         cx.shutdown()?;
@@ -294,25 +273,32 @@ fn guest_changed_extents_are_refused() {
 
 /// A power cut in the middle of the final merge: the next boot finds the
 /// rollback intent, finishes the merge and ends at the baseline, byte for
-/// byte outside the COW blocks.
+/// byte outside the COW blocks. The cut is timed from the prepare-userdata
+/// marker; a cut that missed the merge (before or after it) is retried
+/// with a new checkpoint and another delay.
 #[test]
 fn guest_merge_interrupted_by_power_cut_resumes() {
-    run("guest-merge-power-cut", |cx| {
+    let options = Options { userdata_mib: Some(1024), ..Options::default() };
+    let report = rewind_harness::scenario::run_fn("guest-merge-power-cut", &options, |cx| {
         cx.boot_ready(&BootPlan::rewind())?;
         cx.run_baseline()?;
-        start(cx, 1)?;
-        let cow = state(cx)?.partitions.first().map(|p| p.cow_files.clone()).unwrap_or_default();
-        let baseline = checks::manifest(cx.target, "/data", EXCLUDE)?;
-        cx.shutdown()?;
-        let image = userdata_image(cx);
-        let before = image_hash_outside(&image, &cow);
-        cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
-        // Enough changed chunks for the merge to take seconds under TCG.
-        cx.exec_checked("dd if=/dev/urandom of=/data/big.bin bs=1M count=80 2>/dev/null; sync")?;
-        cx.target.power_cut()?;
-        // Cut shortly after prepare-userdata starts (verification, then merge).
-        let mut interrupted = false;
-        for delay_ms in [2500u64, 1500, 3500] {
+        let mut interrupted = None;
+        let mut last = None;
+        for delay_ms in [1800u64, 2400, 1300, 3000, 900] {
+            // A fresh checkpoint for each try (the guest is running, /data
+            // mounted, phase idle or rolled back).
+            start(cx, 1)?;
+            let cow = state(cx)?.partitions.first().map(|p| p.cow_files.clone()).unwrap_or_default();
+            let cow_mib = cow.iter().map(|f| f.size_bytes).sum::<u64>() >> 20;
+            let baseline = checks::manifest(cx.target, "/data", EXCLUDE)?;
+            cx.shutdown()?;
+            let image = userdata_image(cx);
+            let before = image_hash_outside(&image, &cow);
+            cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
+            // Enough changed chunks for the merge to take seconds under TCG.
+            let mib = cow_mib * 3 / 4;
+            cx.exec_checked(&format!("dd if=/dev/urandom of=/data/big.bin bs=1M count={mib} 2>/dev/null; sync"))?;
+            cx.target.power_cut()?;
             cx.boot(&BootPlan::rewind().with_failure(Failure::power_cut_at_after(
                 stage::PREPARE_USERDATA,
                 Duration::from_millis(delay_ms),
@@ -322,28 +308,39 @@ fn guest_merge_interrupted_by_power_cut_resumes() {
                 cx.target.artifacts_dir().join(format!("share/logs/boot-{n}/prepare-userdata.log")),
             )
             .unwrap_or_default();
-            eprintln!("[guest-merge-power-cut] cut at +{delay_ms} ms; prepare log: {}", log.replace('\n', " | "));
-            if !log.contains("userdata prepared") {
-                interrupted = true;
+            cx.say(&format!("cut at +{delay_ms} ms; prepare log: {}", log.trim().replace('\n', " | ")));
+            last = Some((before, cow, baseline));
+            if log.contains("merge:") && !log.contains("userdata prepared") {
+                interrupted = Some(delay_ms);
                 break;
             }
+            // Missed: finish this round and try another delay.
+            cx.boot_ready(&BootPlan::rewind())?;
         }
-        cx.check("a boot was cut before prepare-userdata finished", interrupted, "");
+        cx.require("a power cut landed inside the merge", interrupted.is_some(), "no delay hit the merge")?;
+        let Some((before, cow, baseline)) = last else { return Ok(()) };
+        let image = userdata_image(cx);
         cx.boot_ready(&BootPlan::rewind().without_data())?;
         let n = cx.target.boots().len();
         let rlog = std::fs::read_to_string(cx.target.artifacts_dir().join(format!("share/logs/boot-{n}/rewindd.log")))
             .unwrap_or_default();
         cx.check(
-            "the next boot found the rollback intent (or the merge not yet begun)",
-            rlog.contains("phase RollingBack") || rlog.contains("phase Checkpointing"),
+            "the next boot found the rollback intent",
+            rlog.contains("phase RollingBack"),
             rlog.lines().find(|l| l.contains("ready: phase")).unwrap_or("").to_string(),
         );
+        let hist = history(cx)?;
+        if let Some(line) = hist.lines().filter(|l| l.contains("rollback-finished")).last() {
+            cx.say(&format!("resumed merge: {}", line.trim()));
+        }
         let st = status_json(cx)?;
         cx.check_eq("phase is rolled-back", "rolled-back", st["phase"].as_str().unwrap_or(""));
         cx.shutdown()?;
         let after = image_hash_outside(&image, &cow);
         cx.check_eq("disk image outside the COW blocks equals the baseline", before, after);
         cx.boot_ready(&BootPlan::rewind())?;
+        let left = wait_cow_gone(cx)?;
+        cx.check_eq("COW files removed after the final rollback", 0, left);
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
         let d = manifest::diff(&baseline, &now);
         cx.check("userdata is exactly the baseline", d.is_empty(), d.summary(10));
@@ -353,7 +350,12 @@ fn guest_merge_interrupted_by_power_cut_resumes() {
         cx.check("fsck clean after the resumed merge", clean, out);
         cx.shutdown()?;
         Ok(())
-    });
+    })
+    .expect("guest kit and disks");
+    if !report.passed {
+        panic!("{}", report.summary());
+    }
+    eprint!("{}", report.summary());
 }
 
 /// The attempt writes more than the COW store holds: the kernel invalidates
