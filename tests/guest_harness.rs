@@ -100,3 +100,10 @@ fn guest_boots_to_ready_on_f2fs() {
 fn guest_demo_rolls_userdata_back_after_three_failed_boots() {
     rewind_e2e::run("three-failed-boots");
 }
+
+/// A boot that completes runs android/rewindd.rc's boot-completed step
+/// (rewindctl commit): the checkpoint ends and the changes stay.
+#[test]
+fn guest_boot_completed_commits_and_keeps_changes() {
+    rewind_e2e::run("boot-completed-commits");
+}

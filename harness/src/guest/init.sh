@@ -112,21 +112,64 @@ link_mapper() {
   done
 }
 
+# Properties the .rc's triggers test (a device sets them at build time or
+# in init; the guest's defaults, overridable by the plan: PROP_<name>).
+PROP_rewind_defer_commit=${PROP_rewind_defer_commit:-false}
+getprop() { eval "echo \"\${PROP_$(echo "$1" | tr '.-' '__'):-}\""; }
+rc_prop_is() { [ "$(getprop "$1")" = "$2" ]; }
+
+# One step of android/rewindd.rc (guest/contract.rs renders them into
+# /etc/rewind/boot-steps.sh): rc_step KIND SERVICE LINE ARGV...
+# Logs go to the share, named for what they are.
+RC_BG=
+rc_step() {
+  kind=$1; svc=$2; line=$3; shift 3
+  case " $* " in
+    *" prepare-userdata "*) log=prepare-userdata; stage prepare-userdata ;;
+    *" commit "*) log=commit ;;
+    *) log=$svc ;;
+  esac
+  case "$kind" in
+    start|exec_background)
+      [ "$svc" = rewindd ] && stage rewindd-starting
+      "$@" > "$LOGS/$log.log" 2>&1 < /dev/null &
+      pid=$!
+      if [ "$svc" = rewindd ]; then
+        i=0
+        while [ ! -S /dev/socket/rewindd ] && [ $i -lt 300 ]; do usleep 100000; i=$((i + 1)); done
+        if [ -S /dev/socket/rewindd ]; then stage rewindd-started; else error "rewindd did not create /dev/socket/rewindd"; fi
+      else
+        RC_BG="$RC_BG $pid:$svc:$line"
+      fi ;;
+    exec|exec_start)
+      "$@" > "$LOGS/$log.log" 2>&1 < /dev/null
+      rc=$?
+      [ $rc -eq 0 ] || error "$log rc=$rc ($svc, rewindd.rc line $line)" ;;
+    mount_all) : ;; # the guest mounts /data itself, after the fs stage
+  esac
+  [ "$log" = prepare-userdata ] && stage userdata-prepared
+  return 0
+}
+# Waits for the services a stage started (oneshots such as rewind_commit).
+rc_wait_started() {
+  for job in $RC_BG; do
+    pid=${job%%:*}; rest=${job#*:}
+    wait "$pid"
+    rc=$?
+    [ $rc -eq 0 ] || error "${rest%%:*} rc=$rc (rewindd.rc line ${rest#*:})"
+  done
+  RC_BG=
+}
+. /etc/rewind/boot-steps.sh
+
 DATA_DEV=/dev/block/by-name/userdata
 DATA_TYPE=${REWIND_FS:-ext4}
 DATA_OPTS=noatime,nosuid,nodev
 if [ "${REWIND_MODE:-raw}" = rewind ]; then
   mkdir -p /metadata/rewind /dev/socket
-  stage rewindd-starting
-  rewindd --config /etc/rewind/rewindd.toml > "$LOGS/rewindd.log" 2>&1 &
-  i=0
-  while [ ! -S /dev/socket/rewindd ] && [ $i -lt 300 ]; do usleep 100000; i=$((i + 1)); done
-  if [ -S /dev/socket/rewindd ]; then stage rewindd-started; else error "rewindd did not create /dev/socket/rewindd"; fi
-  stage prepare-userdata
-  rewindctl --wait 30 prepare-userdata > "$LOGS/prepare-userdata.log" 2>&1
-  rc=$?
-  [ $rc -eq 0 ] || error "prepare-userdata rc=$rc"
-  stage userdata-prepared
+  # early-fs: start rewindd, exec_start rewind_prepare (prepare-userdata).
+  rc_early_fs
+  rc_fs
   link_mapper
   line=$(awk '$1 !~ /^#/ && $2 == "/data" { print $1, $3, $4; exit }' /etc/fstab.rewind)
   set -- $line
@@ -147,6 +190,12 @@ if [ "${REWIND_MOUNT_DATA:-1}" = 1 ] || grep -q ' /data ' /proc/mounts; then
   fi
 fi
 
+if [ "${REWIND_MODE:-raw}" = rewind ]; then
+  rc_post_fs
+  rc_late_fs
+  rc_post_fs_data
+fi
+
 if [ -n "${REWIND_WORKLOAD:-}" ]; then
   stage workload-start
   REWIND_DATA=/data REWIND_ATTEMPT=${REWIND_ATTEMPT:-0} sh "$REWIND_WORKLOAD" > "$LOGS/workload.log" 2>&1
@@ -155,10 +204,11 @@ if [ -n "${REWIND_WORKLOAD:-}" ]; then
   stage workload-done
 fi
 
-if [ "${REWIND_COMMIT:-0}" = 1 ]; then
-  rewindctl commit --reason boot-completed > "$LOGS/commit.log" 2>&1
-  rc=$?
-  [ $rc -eq 0 ] || error "commit rc=$rc"
+# sys.boot_completed=1 (rewindd.rc: start rewind_commit): only a boot the
+# plan lets complete gets here; a failed boot of the new system never does.
+if [ "${REWIND_MODE:-raw}" = rewind ] && [ "${REWIND_COMMIT:-0}" = 1 ]; then
+  rc_boot_completed
+  rc_wait_started
   stage committed
 fi
 stage boot-completed

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod console;
+pub mod contract;
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -223,6 +224,9 @@ impl QemuGuest {
         let ov = |e| TargetError::Other(format!("Building the overlay: {e}"));
         overlay.file_bytes("init", INIT_SCRIPT, 0o755).map_err(ov)?;
         overlay.file_bytes("etc/rewind/rewindd.toml", rewindd_toml(), 0o644).map_err(ov)?;
+        // Where android/rewindd.rc's service line points rewindd.
+        overlay.file_bytes("system/etc/rewindd.toml", rewindd_toml(), 0o644).map_err(ov)?;
+        overlay.file_bytes("etc/rewind/boot-steps.sh", contract::steps_script(), 0o644).map_err(ov)?;
         overlay.file_bytes("etc/fstab.rewind", guest_fstab(cfg.fs), 0o644).map_err(ov)?;
         let manifest = project::guest_binary(&kit.dir, &project::MANIFEST).map_err(kit::KitError::from)?;
         overlay.file_from_host("usr/bin/rewind-manifest", &manifest, 0o755).map_err(ov)?;

@@ -58,6 +58,12 @@ pub static REGISTRY: &[Scenario] = &[
         run: failure_kinds,
     },
     Scenario {
+        name: "boot-completed-commits",
+        summary: "A boot of the new system that completes runs rewindd.rc's boot-completed commit: its changes stay across a reboot",
+        needs_daemon: true,
+        run: boot_completed_commits,
+    },
+    Scenario {
         name: "three-failed-boots",
         summary: "Checkpoint with 3 attempts, three failed boots (power cut, panic, hang) of the new system: userdata is back to the baseline",
         needs_daemon: true,
@@ -370,5 +376,34 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.check("userdata fsck clean after the rollback", clean, out);
     cx.shutdown()?;
     cx.say("Userdata is bit-for-bit the baseline: the bootloader can fall back to the old slot.");
+    Ok(())
+}
+
+/// The boot-completed step of android/rewindd.rc (start rewind_commit),
+/// run by the guest init when the plan lets the boot complete.
+fn boot_completed_commits(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    const EXCLUDE: &[&str] = &["rewind"];
+    cx.boot_ready(&BootPlan::rewind())?;
+    cx.run_baseline()?;
+    let started = cx.exec("rewindctl start --attempts 2 --reason 'commit test'")?;
+    cx.require("rewindctl start succeeds", started.success(), format!("{}{}", started.stdout, started.stderr))?;
+    cx.shutdown()?;
+    let rec = cx.boot_ready(&BootPlan::rewind().with_workload(1).with_commit())?;
+    cx.check(
+        "boot completed and committed without errors",
+        rec.reached(stage::COMMITTED) && rec.errors.is_empty(),
+        format!("stages {}; errors {:?}", rec.stages.join(","), rec.errors),
+    );
+    let checkpointing = cx.exec("rewindctl is-checkpointing")?;
+    cx.check_eq("is-checkpointing is false after the commit", 1, checkpointing.status);
+    let history = cx.exec_checked("rewindctl history")?;
+    cx.check("history records the commit", history.contains("committed"), history);
+    let committed = checks::manifest(cx.target, "/data", EXCLUDE)?;
+    cx.shutdown()?;
+    cx.boot_ready(&BootPlan::rewind())?;
+    let after = checks::manifest(cx.target, "/data", EXCLUDE)?;
+    let d = manifest::diff(&committed, &after);
+    cx.check("committed changes stay across a reboot", d.is_empty(), d.summary(10));
+    cx.shutdown()?;
     Ok(())
 }
