@@ -378,6 +378,52 @@ pub fn disable_checkpoint(
     }
 }
 
+/// Data options of the live mount that can be given back on a remount:
+/// without rw/ro and the VFS-level ones (passed as flags), and without
+/// `checkpoint=` (rewind decides it).
+pub fn remountable_options(live: &LiveMount) -> Vec<String> {
+    live.super_options
+        .iter()
+        .filter(|o| !matches!(o.as_str(), "rw" | "ro" | "sync" | "dirsync" | "lazytime" | "nolazytime"))
+        .filter(|o| !o.starts_with("checkpoint="))
+        .cloned()
+        .collect()
+}
+
+/// The commit: a live remount with `checkpoint=enable`, which writes a
+/// checkpoint of everything. f2fs resets the options a remount does not
+/// name, so the live mount's own options are given back first; should the
+/// kernel refuse one of them, the fstab's options, then `checkpoint=enable`
+/// alone (what vold does). A failed commit would lose the attempt at the
+/// next reboot, so every form is tried before giving up. Returns the data
+/// string that was accepted.
+pub fn enable_checkpoint(
+    sys: &mut dyn F2fsSys,
+    device: &str,
+    mount_point: &str,
+    live: &LiveMount,
+    fstab_data: &[String],
+) -> std::result::Result<String, F2fsError> {
+    let flags = live.vfs_flags() | MsFlags::MS_REMOUNT;
+    let mut forms = vec![
+        with_option(&remountable_options(live), "checkpoint=enable"),
+        with_option(fstab_data, "checkpoint=enable"),
+        "checkpoint=enable".to_string(),
+    ];
+    forms.dedup();
+    let mut last = None;
+    for options in forms {
+        match sys.mount(device, mount_point, flags, &options) {
+            Ok(()) => return Ok(options),
+            Err(source) => {
+                tracing::warn!(mount_point, options = %options, error = %source, "f2fs: remount with checkpoint=enable refused; trying fewer options");
+                last = Some(F2fsError::Remount { mount_point: mount_point.to_string(), options, source });
+            }
+        }
+    }
+    Err(last.unwrap_or(F2fsError::NotMounted { mount_point: mount_point.to_string() }))
+}
+
 /// The f2fs backend.
 pub struct F2fsBackend {
     /// checkpoint=fs entries of the fstab.
@@ -494,13 +540,10 @@ impl Backend for F2fsBackend {
         let e = self.entry(&part.name).map_err(f2fs_err)?.clone();
         match self.live_checked(&e).map_err(f2fs_err)? {
             Some(live) if live.checkpoint_disabled() => {
-                let (_, mut data) = split_options(&e.mnt_options);
-                data.push("checkpoint=enable".into());
-                let options = data.join(",");
-                let flags = live.vfs_flags() | MsFlags::MS_REMOUNT;
-                self.sys.mount(&e.blk_device, &e.mount_point, flags, &options).map_err(|source| {
-                    f2fs_err(F2fsError::Remount { mount_point: e.mount_point.clone(), options: options.clone(), source })
-                })?;
+                let (_, fstab_data) = split_options(&e.mnt_options);
+                let opt = enable_checkpoint(self.sys.as_mut(), &e.blk_device, &e.mount_point, &live, &fstab_data)
+                    .map_err(f2fs_err)?;
+                tracing::info!(mount_point = %e.mount_point, options = %opt, "f2fs: checkpointing on again (committed)");
                 Ok(())
             }
             // Already enabled (a repeated commit after a cut): done.

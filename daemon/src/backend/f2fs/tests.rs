@@ -231,6 +231,7 @@ fn arm_mounts_commit_remounts_with_the_same_options() {
     {
         let k = f.k();
         let (flags, data) = &k.calls[1];
+        // The live mount's options given back (the fake shows what was mounted).
         assert_eq!(data, "discard,checkpoint=enable");
         assert!(flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME));
     }
@@ -408,4 +409,35 @@ mod engine_cycle {
         assert!(e.history().iter().any(|ev| ev.kind == "refused"));
         assert!(e.history().iter().all(|ev| ev.kind != "attempt"));
     }
+}
+
+#[test]
+fn commit_gives_back_the_live_options_then_fewer() {
+    let live = LiveMount {
+        device: "254:0".into(),
+        fs_type: "f2fs".into(),
+        mount_options: vec!["rw".into(), "nosuid".into(), "nodev".into(), "noatime".into()],
+        super_options: "rw,lazytime,background_gc=on,discard,alloc_mode=reuse,checkpoint=disable:0,checkpoint_merge"
+            .split(',')
+            .map(str::to_string)
+            .collect(),
+    };
+    let mut f = FakeF2fs::default();
+    let opt = enable_checkpoint(&mut f, "/dev/vda", "/data", &live, &["discard".into()]).expect("remounted");
+    assert_eq!(opt, "background_gc=on,discard,alloc_mode=reuse,checkpoint_merge,checkpoint=enable");
+    assert!(f.k().calls[0].0.contains(MsFlags::MS_REMOUNT | MsFlags::MS_LAZYTIME | MsFlags::MS_NOSUID));
+
+    let mut f = FakeF2fs::default();
+    f.k().answers = vec![Errno::EINVAL];
+    assert_eq!(enable_checkpoint(&mut f, "/dev/vda", "/data", &live, &["discard".into()]).expect("fstab form"), "discard,checkpoint=enable");
+
+    let mut f = FakeF2fs::default();
+    f.k().answers = vec![Errno::EINVAL, Errno::EINVAL];
+    assert_eq!(enable_checkpoint(&mut f, "/dev/vda", "/data", &live, &["discard".into()]).expect("bare"), "checkpoint=enable");
+
+    let mut f = FakeF2fs::default();
+    f.k().answers = vec![Errno::EIO; 3];
+    let e = enable_checkpoint(&mut f, "/dev/vda", "/data", &live, &["discard".into()]).expect_err("fails");
+    assert!(matches!(e, F2fsError::Remount { source: Errno::EIO, .. }));
+    assert_eq!(f.k().calls.len(), 3);
 }
