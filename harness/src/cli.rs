@@ -16,6 +16,7 @@ const EXAMPLES: &str = "\
 Examples:
   rewind-harness kit                               # build (or reuse) the guest kit, list it
   rewind-harness scenario --list
+  rewind-harness scenario --all --junit all.xml     # every scenario that needs no rewindd
   rewind-harness scenario dm-witness
   rewind-harness scenario failure-kinds --report out.json --junit out.xml
   rewind-harness scenario three-failed-boots --fs f2fs --keep
@@ -60,7 +61,7 @@ struct RunArgs {
     /// Keep disk images and logs (the report names their directory).
     #[arg(long)]
     keep: bool,
-    /// Script run in the guest (busybox sh, /data mounted) to fill userdata before the checkpoint.
+    /// Script run in the guest (sh with busybox applets, /data mounted, REWIND_DATA=/data) to fill userdata before the checkpoint.
     #[arg(long, value_name = "SCRIPT")]
     baseline: Option<PathBuf>,
     /// Script run by each boot of the "new system" (REWIND_ATTEMPT is set).
@@ -87,6 +88,13 @@ enum Command {
         /// List the scenarios.
         #[arg(long)]
         list: bool,
+        /// Run every scenario that needs no rewindd, one after the other
+        /// (with --with-daemon: every scenario); one report for all.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// With --all: also the scenarios that need rewindd.
+        #[arg(long, requires = "all")]
+        with_daemon: bool,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -162,8 +170,32 @@ fn run_scenario(name: &str, args: &RunArgs, narrate: bool) -> Result<bool> {
     Ok(report.passed)
 }
 
+fn run_all(args: &RunArgs, with_daemon: bool) -> Result<bool> {
+    let mut reports = Vec::new();
+    for s in scenario::REGISTRY.iter().filter(|s| with_daemon || !s.needs_daemon) {
+        let report = scenario::run(s.name, &args.options(false)).with_context(|| format!("Running scenario {}", s.name))?;
+        print!("{}", report.summary());
+        reports.push(report);
+    }
+    let passed = reports.iter().filter(|r| r.passed).count();
+    println!("{passed} passed, {} failed", reports.len() - passed);
+    if let Some(path) = &args.report {
+        report::write(path, &report::to_json(&reports)?)?;
+    }
+    if let Some(path) = &args.junit {
+        report::write(path, &report::to_junit(&reports))?;
+    }
+    Ok(passed == reports.len())
+}
+
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
+        Command::Scenario {
+            all: true,
+            with_daemon,
+            run,
+            ..
+        } => run_all(&run, with_daemon),
         Command::Scenario { list: true, .. } | Command::Scenario { name: None, .. } => {
             for s in scenario::REGISTRY {
                 println!(

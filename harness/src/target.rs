@@ -121,7 +121,11 @@ pub trait Target {
     /// or when the boot ended (an injected failure); check `ended`.
     fn boot(&mut self, plan: &BootPlan) -> Result<BootRecord, TargetError>;
     /// Runs a shell command in the running guest.
-    fn exec(&mut self, command: &str) -> Result<ExecOutput, TargetError>;
+    fn exec(&mut self, command: &str) -> Result<ExecOutput, TargetError> {
+        self.exec_timeout(command, crate::timeouts::EXEC_TIMEOUT)
+    }
+    /// `exec` with its own time limit (a long merge, a big fill).
+    fn exec_timeout(&mut self, command: &str, timeout: Duration) -> Result<ExecOutput, TargetError>;
     /// Like `exec`, but a non-zero exit is an error; returns stdout.
     fn exec_checked(&mut self, command: &str) -> Result<String, TargetError> {
         let out = self.exec(command)?;

@@ -494,15 +494,21 @@ impl QemuGuest {
         self.wait_end(timeouts::SHUTDOWN_TIMEOUT)
     }
 
-    /// The last boot's console between `==== console ... ====` markers.
+    /// Consoles between `==== console ... ====` markers: every boot whose
+    /// init reported an error, and the last boot.
     pub fn framed_console(&self) -> String {
-        match self.boots.last() {
-            Some(b) => console::framed(
-                &format!("{} boot {}", self.cfg.name, b.index),
-                &std::fs::read_to_string(&b.console_log).unwrap_or_default(),
-            ),
-            None => String::new(),
-        }
+        let last = self.boots.len();
+        self.boots
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| !b.errors.is_empty() || i + 1 == last)
+            .map(|(_, b)| {
+                console::framed(
+                    &format!("{} boot {}", self.cfg.name, b.index),
+                    &std::fs::read_to_string(&b.console_log).unwrap_or_default(),
+                )
+            })
+            .collect()
     }
 }
 
@@ -667,7 +673,7 @@ impl Target for QemuGuest {
         self.boots.last().cloned().ok_or(TargetError::NotRunning)
     }
 
-    fn exec(&mut self, command: &str) -> Result<ExecOutput, TargetError> {
+    fn exec_timeout(&mut self, command: &str, timeout: Duration) -> Result<ExecOutput, TargetError> {
         if self.running.is_none() {
             return Err(TargetError::NotRunning);
         }
@@ -690,7 +696,7 @@ impl Target for QemuGuest {
                     doing: format!("running `{command}`"),
                 });
             }
-            if started.elapsed() > timeouts::EXEC_TIMEOUT {
+            if started.elapsed() > timeout {
                 return Err(TargetError::ExecTimeout {
                     command: command.to_string(),
                     waited: started.elapsed(),
