@@ -149,6 +149,11 @@ fn fill_one(f: &File, path: &Path, size: u64, fs_type: &str) -> Result<CowFile, 
     if fs_type == "f2fs" {
         // Pin before allocating: f2fs GC must never move these blocks.
         sys::f2fs_pin(f, path).map_err(sys)?;
+        // A pin the kernel did not take would let GC move the blocks
+        // under the linear map: check it before allocating anything.
+        if !sys::f2fs_is_pinned(f, path).map_err(sys)? {
+            return Err(CowError::BadMap(format!("f2fs did not pin {}: its blocks could move", path.display())));
+        }
     }
     nix::fcntl::fallocate(f, nix::fcntl::FallocateFlags::empty(), 0, size as i64)
         .map_err(|e| io("fallocate")(std::io::Error::from(e)))?;
@@ -252,6 +257,13 @@ pub fn verify(files: &[CowFile], mount_point: &str, root: &Path) -> Result<(), C
             Ok(true) => {}
             Ok(false) => return Err(changed("no longer immutable".into())),
             Err(e) => return Err(changed(format!("cannot read inode flags: {e}"))),
+        }
+        if sys::is_f2fs(&p) {
+            match sys::f2fs_is_pinned(&f, &p) {
+                Ok(true) => {}
+                Ok(false) => return Err(changed("no longer pinned (f2fs GC may have moved it)".into())),
+                Err(e) => return Err(changed(format!("cannot read the f2fs pin: {e}"))),
+            }
         }
         let now = read_extents_readonly(&f, &p, file.size_bytes).map_err(|e| changed(e.to_string()))?;
         compare(file, &now)?;

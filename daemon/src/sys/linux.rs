@@ -166,6 +166,33 @@ pub fn f2fs_pin(file: &File, path: &Path) -> Result<(), SysError> {
     Ok(())
 }
 
+nix::ioctl_read!(f2fs_ioc_get_pin_file, 0xf5, 14, u32);
+/// FS_NOCOW_FL from linux/fs.h; f2fs reports pinned files with it.
+pub const FS_NOCOW_FL: libc::c_long = 0x0080_0000;
+/// F2FS_SUPER_MAGIC from linux/magic.h.
+pub const F2FS_SUPER_MAGIC: i64 = 0xF2F5_2010;
+
+/// f2fs: whether the file is pinned. F2FS_IOC_GET_PIN_FILE answers with the
+/// pin's GC-failure count, which can be 0 for a file just pinned, so the
+/// FS_NOCOW_FL inode flag (what libfiemap checks) counts too.
+pub fn f2fs_is_pinned(file: &File, path: &Path) -> Result<bool, SysError> {
+    let mut pin: u32 = 0;
+    // SAFETY: the kernel writes one u32 to the pointer.
+    unsafe { f2fs_ioc_get_pin_file(file.as_raw_fd(), &mut pin) }.map_err(nix_err("read the f2fs pin of", path))?;
+    if pin != 0 {
+        return Ok(true);
+    }
+    let mut flags: libc::c_long = 0;
+    // SAFETY: the pointer is to a live c_long.
+    unsafe { fs_ioc_getflags(file.as_raw_fd(), &mut flags) }.map_err(nix_err("read inode flags of", path))?;
+    Ok(flags & FS_NOCOW_FL != 0)
+}
+
+/// Whether `path` is on an f2fs filesystem (statfs magic).
+pub fn is_f2fs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 as i64 == F2FS_SUPER_MAGIC).unwrap_or(false)
+}
+
 nix::ioctl_readwrite!(fifreeze, b'X', 119, libc::c_int);
 nix::ioctl_readwrite!(fithaw, b'X', 120, libc::c_int);
 
