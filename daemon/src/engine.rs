@@ -602,15 +602,17 @@ impl Inner {
         let mut actions = Vec::new();
         for p in &self.state.partitions {
             if let Some(st) = backend.usage(p)? {
-                actions.push((p.name.clone(), space::evaluate(&st, &self.config.space, &self.state.thresholds_hit)));
+                // f2fs: the share of space hidden as unusable (backend::f2fs).
+                let what = if p.backend == BackendKind::F2fs { "f2fs unusable space" } else { "COW store" };
+                actions.push((p.name.clone(), what, space::evaluate(&st, &self.config.space, &self.state.thresholds_hit)));
             }
         }
-        for (name, d) in actions {
+        for (name, what, d) in actions {
             if !d.crossed.is_empty() {
                 let pct = d.percent.unwrap_or(0);
                 self.with_ctx(notify, |ctx| {
                     for t in &d.crossed {
-                        ctx.record("space-threshold", &name, format!("COW store {pct}% used (crossed {t}%)"));
+                        ctx.record("space-threshold", &name, format!("{what} {pct}% used (crossed {t}%)"));
                         ctx.state.thresholds_hit.push(*t);
                     }
                     ctx.save()
@@ -633,7 +635,7 @@ impl Inner {
                     return Ok(());
                 }
                 space::Action::Commit { percent } => {
-                    let why = format!("COW store {percent}% used; overflow policy commit");
+                    let why = format!("{what} {percent}% used; overflow policy commit");
                     self.state.protection_lost = Some(format!("{name}: committed early: {why}"));
                     self.with_ctx(notify, |ctx| {
                         ctx.record("overflow", &name, why.clone());
@@ -648,7 +650,7 @@ impl Inner {
                     }
                     self.reboot_requested = true;
                     let why = format!(
-                        "COW store {percent}% used (abort at {}%): rebooting to discard this attempt",
+                        "{what} {percent}% used (abort at {}%): rebooting to discard this attempt",
                         self.config.space.abort_at_percent
                     );
                     self.with_ctx(notify, |ctx| boot::abort(ctx, &why, true))?;

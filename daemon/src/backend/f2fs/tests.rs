@@ -395,6 +395,32 @@ mod engine_cycle {
     }
 
     #[test]
+    fn unusable_space_crosses_thresholds_then_the_abort_policy_acts() {
+        let mut h = host();
+        h.config.reboot_command = vec!["true".into()];
+        boot(&h, "b0").start_checkpoint(3, "ota").expect("started");
+        power_cut(&h);
+        let e = boot(&h, "b1");
+        e.prepare_userdata(&mut |_| {}).expect("armed");
+        h.kernel.k().unusable = 85 << 20;
+        h.kernel.k().free = 15 << 20;
+        e.poll_space().expect("poll");
+        let details: Vec<String> =
+            e.history().iter().filter(|ev| ev.kind == "space-threshold").map(|ev| ev.detail.clone()).collect();
+        assert_eq!(details, vec!["f2fs unusable space 85% used (crossed 50%)", "f2fs unusable space 85% used (crossed 80%)"]);
+        assert_eq!(e.status().partitions[0].unusable_bytes, 85 << 20);
+        h.kernel.k().unusable = 96 << 20;
+        h.kernel.k().free = 4 << 20;
+        e.poll_space().expect("poll");
+        let ab = e.history().into_iter().find(|ev| ev.kind == "aborted").expect("aborted");
+        assert!(ab.detail.contains("f2fs unusable space 96% used"), "{}", ab.detail);
+        // The reboot (here `true`) drops the attempt; the next boot arms attempt 2.
+        power_cut(&h);
+        let out = boot(&h, "b2").prepare_userdata(&mut |_| {}).expect("next attempt");
+        assert_eq!(out.attempt, 2);
+    }
+
+    #[test]
     fn kernel_refusing_checkpoint_disable_is_recorded_and_not_counted() {
         let h = host();
         boot(&h, "b0").start_checkpoint(3, "ota").expect("started");
