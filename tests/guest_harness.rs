@@ -107,3 +107,11 @@ fn guest_demo_rolls_userdata_back_after_three_failed_boots() {
 fn guest_boot_completed_commits_and_keeps_changes() {
     rewind_e2e::run("boot-completed-commits");
 }
+
+/// The power is cut while the rollback merge runs (the guest's `merging`
+/// stage, from prepare-userdata's progress); the next boot finishes the
+/// merge: userdata is exactly the baseline, fsck clean.
+#[test]
+fn guest_power_cut_mid_merge_still_rolls_back() {
+    rewind_e2e::run("power-cut-mid-merge");
+}

@@ -168,6 +168,13 @@ fn sha256sum_batch<'a>(paths: &[&'a Path]) -> HashMap<&'a Path, String> {
 
 /// Walks `root` (one filesystem, symlinks not followed).
 pub fn scan(root: &Path) -> Result<Manifest, ManifestError> {
+    scan_excluding(root, &[])
+}
+
+/// Like `scan`, but never enters the `exclude` subtrees (relative paths):
+/// their contents may change under the walk (rewindd deleting its COW
+/// files), and they are not part of what is compared anyway.
+pub fn scan_excluding(root: &Path, exclude: &[&str]) -> Result<Manifest, ManifestError> {
     let read_err = |p: &Path| {
         let path = p.display().to_string();
         move |source| ManifestError::Read { path, source }
@@ -227,7 +234,9 @@ pub fn scan(root: &Path) -> Result<Manifest, ManifestError> {
                     let child = child.map_err(read_err(&abs))?;
                     let name = child.file_name().to_string_lossy().into_owned();
                     let child_rel = if rel == "." { name } else { format!("{rel}/{name}") };
-                    stack.push((child.path(), child_rel));
+                    if !exclude.contains(&child_rel.as_str()) {
+                        stack.push((child.path(), child_rel));
+                    }
                 }
             }
             _ => {}
@@ -436,6 +445,15 @@ mod tests {
         assert_eq!(d.changed[2].what, vec!["target"]);
         assert_eq!(d.chmodded_paths(), vec!["mode"]);
         assert!(d.summary(3).contains("removed: gone"));
+    }
+
+    #[test]
+    fn excluded_subtrees_are_not_entered() {
+        let dir = tree();
+        let m = scan_excluding(dir.path(), &["a"]).unwrap();
+        assert!(m.get("a").is_none() && m.get("a/file").is_none());
+        // "hard" shares a's inode: still a group of one path seen.
+        assert!(m.get("hard").is_some());
     }
 
     #[test]

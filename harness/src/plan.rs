@@ -19,6 +19,9 @@ pub mod stage {
     /// Printed just before `rewindctl prepare-userdata` runs (a rollback
     /// merge runs inside it).
     pub const PREPARE_USERDATA: &str = "prepare-userdata";
+    /// Printed at prepare-userdata's first "merging" progress line: a
+    /// rollback merge is running now (only boots that roll back get it).
+    pub const MERGING: &str = "merging";
     pub const USERDATA_PREPARED: &str = "userdata-prepared";
     pub const DATA_MOUNTED: &str = "data-mounted";
     pub const WORKLOAD_START: &str = "workload-start";
@@ -37,6 +40,7 @@ pub mod stage {
         REWINDD_STARTING,
         REWINDD_STARTED,
         PREPARE_USERDATA,
+        MERGING,
         USERDATA_PREPARED,
         DATA_MOUNTED,
         WORKLOAD_START,
@@ -147,6 +151,18 @@ impl Failure {
     }
     pub fn power_cut_at_after(stage: &str, delay: Duration) -> Self {
         Failure::HostPowerCut { at: stage.into(), delay }
+    }
+
+    /// The stage the failure is tied to, if any.
+    pub fn stage(&self) -> Option<&str> {
+        match self {
+            Failure::Panic { at }
+            | Failure::Hang { at }
+            | Failure::GuestReset { at }
+            | Failure::Poweroff { at }
+            | Failure::HostPowerCut { at, .. } => Some(at),
+            Failure::HostPowerCutAfter { .. } => None,
+        }
     }
 
     /// (guest kind word, stage) when the guest injects it itself.

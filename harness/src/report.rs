@@ -41,6 +41,9 @@ pub struct ScenarioReport {
     pub error: Option<String>,
     /// Disk images and logs, when kept (--keep).
     pub artifacts: Option<PathBuf>,
+    /// The kept disk images (userdata, metadata).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<PathBuf>,
 }
 
 impl ScenarioReport {
@@ -59,6 +62,7 @@ impl ScenarioReport {
             checks: Vec::new(),
             error: None,
             artifacts: None,
+            images: Vec::new(),
         }
     }
 
@@ -102,6 +106,9 @@ impl ScenarioReport {
         }
         if let Some(a) = &self.artifacts {
             s += &format!("  artifacts kept in {}\n", a.display());
+        }
+        for i in &self.images {
+            s += &format!("  disk image {}\n", i.display());
         }
         s
     }

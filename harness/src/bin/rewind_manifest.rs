@@ -32,10 +32,10 @@ fn main() -> ExitCode {
         eprintln!("usage: rewind-manifest ROOT [--exclude REL]...");
         return ExitCode::from(2);
     };
-    match rewind_harness::manifest::scan(std::path::Path::new(&root)) {
+    let refs: Vec<&str> = exclude.iter().map(|e| e.trim_matches('/')).collect();
+    match rewind_harness::manifest::scan_excluding(std::path::Path::new(&root), &refs) {
         Ok(m) => {
-            let refs: Vec<&str> = exclude.iter().map(String::as_str).collect();
-            match serde_json::to_string(&m.without(&refs)) {
+            match serde_json::to_string(&m) {
                 Ok(s) => {
                     println!("{s}");
                     ExitCode::SUCCESS

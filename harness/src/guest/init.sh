@@ -142,13 +142,29 @@ rc_step() {
         RC_BG="$RC_BG $pid:$svc:$line"
       fi ;;
     exec|exec_start)
-      "$@" > "$LOGS/$log.log" 2>&1 < /dev/null
-      rc=$?
-      [ $rc -eq 0 ] || error "$log rc=$rc ($svc, rewindd.rc line $line)" ;;
+      if [ "$log" = prepare-userdata ]; then
+        # Its progress lines tell when a rollback merge is running: the
+        # `merging` stage, where a host can cut the power mid-merge.
+        { "$@" < /dev/null 2>&1; echo $? > /tmp/rc_step.rc; } | watch_merge > "$LOGS/$log.log"
+        rc=$(cat /tmp/rc_step.rc)
+      else
+        "$@" > "$LOGS/$log.log" 2>&1 < /dev/null
+        rc=$?
+      fi
+      [ "$rc" = 0 ] || error "$log rc=$rc ($svc, rewindd.rc line $line)" ;;
     mount_all) : ;; # the guest mounts /data itself, after the fs stage
   esac
   [ "$log" = prepare-userdata ] && stage userdata-prepared
   return 0
+}
+watch_merge() {
+  seen=
+  while IFS= read -r l; do
+    printf '%s\n' "$l"
+    case "$l" in
+      merg*) if [ -z "$seen" ]; then seen=1; stage merging > /dev/console 2>&1; fi ;;
+    esac
+  done
 }
 # Waits for the services a stage started (oneshots such as rewind_commit).
 rc_wait_started() {

@@ -649,6 +649,17 @@ impl Target for QemuGuest {
                 break;
             }
             let rec = self.boots.last().cloned().ok_or(TargetError::NotRunning)?;
+            // A failure tied to a stage this boot never passed (no merge
+            // to cut, say) would only time out: say so at once.
+            if let Some(at) = plan.failure.as_ref().and_then(Failure::stage) {
+                if at != stage::READY && rec.reached(stage::READY) && !rec.reached(at) {
+                    self.end_boot(true);
+                    return Err(TargetError::Other(format!(
+                        "Boot {index} reached ready without passing stage {at}: the planned {} was never injected",
+                        plan.failure.as_ref().map(Failure::to_string).unwrap_or_default()
+                    )));
+                }
+            }
             if !expect_end && rec.reached(stage::READY) {
                 eprintln!(
                     "[{}] boot {index}: ready in {:.1} s",

@@ -64,6 +64,12 @@ pub static REGISTRY: &[Scenario] = &[
         run: boot_completed_commits,
     },
     Scenario {
+        name: "power-cut-mid-merge",
+        summary: "The power is cut while the rollback merge runs (stage `merging`); the next boot finishes it: userdata is the baseline, fsck clean",
+        needs_daemon: true,
+        run: power_cut_mid_merge,
+    },
+    Scenario {
         name: "three-failed-boots",
         summary: "Checkpoint with 3 attempts, three failed boots (power cut, panic, hang) of the new system: userdata is back to the baseline",
         needs_daemon: true,
@@ -404,6 +410,40 @@ fn boot_completed_commits(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let after = checks::manifest(cx.target, "/data", EXCLUDE)?;
     let d = manifest::diff(&committed, &after);
     cx.check("committed changes stay across a reboot", d.is_empty(), d.summary(10));
+    cx.shutdown()?;
+    Ok(())
+}
+
+/// A power cut while prepare-userdata merges: the merge is resumed.
+fn power_cut_mid_merge(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    const EXCLUDE: &[&str] = &["rewind"];
+    cx.boot_ready(&BootPlan::rewind())?;
+    cx.run_baseline()?;
+    let started = cx.exec("rewindctl start --attempts 1 --reason 'merge cut'")?;
+    cx.require("rewindctl start succeeds", started.success(), format!("{}{}", started.stdout, started.stderr))?;
+    let baseline = checks::manifest(cx.target, "/data", EXCLUDE)?;
+    cx.shutdown()?;
+    // The only attempt writes, then dies without committing.
+    cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
+    let rec = cx.target.power_cut()?;
+    cx.check_eq("attempt 1 ends in a power cut", Some(BootEnd::HostPowerCut), rec.ended);
+    // The next boot rolls back: cut the power as soon as the merge runs.
+    let rec = cx.boot_expect_end(
+        &BootPlan::rewind().with_failure(Failure::power_cut_at(stage::MERGING)),
+        BootEnd::HostPowerCut,
+    )?;
+    cx.check_eq("the cut lands while the merge runs", stage::MERGING, rec.last_stage());
+    let rec = cx.boot_ready(&BootPlan::rewind())?;
+    cx.check("the next boot prepares without errors", rec.errors.is_empty(), format!("{:?}", rec.errors));
+    let needs = cx.exec("rewindctl needs-rollback")?;
+    cx.check_eq("needs-rollback is true", 0, needs.status);
+    let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
+    let d = manifest::diff(&baseline, &now);
+    cx.check("userdata is exactly the baseline after the resumed merge", d.is_empty(), d.summary(10));
+    cx.exec_checked("umount /data")?;
+    let fs = cx.target.fs();
+    let (clean, out) = checks::fsck(cx.target, fs, "/dev/block/mapper/rewind-userdata")?;
+    cx.check("userdata fsck clean", clean, out);
     cx.shutdown()?;
     Ok(())
 }

@@ -306,7 +306,9 @@ pub fn run_fn(
     report.duration_ms = started.elapsed().as_millis() as u64;
     report.finish();
     if options.keep {
-        report.artifacts = Some(guest.artifacts_dir());
+        let dir = guest.artifacts_dir();
+        report.images = ["userdata.img", "metadata.img"].iter().map(|n| dir.join(n)).collect();
+        report.artifacts = Some(dir);
     }
     if !report.passed {
         eprint!("{}", guest.framed_console());
