@@ -330,7 +330,7 @@ fn guest_merge_interrupted_by_power_cut_resumes() {
             rlog.lines().find(|l| l.contains("ready: phase")).unwrap_or("").to_string(),
         );
         let hist = history(cx)?;
-        if let Some(line) = hist.lines().filter(|l| l.contains("rollback-finished")).last() {
+        if let Some(line) = hist.lines().rfind(|l| l.contains("rollback-finished")) {
             cx.say(&format!("resumed merge: {}", line.trim()));
         }
         let st = status_json(cx)?;

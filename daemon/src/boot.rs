@@ -112,17 +112,29 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// PrepareUserdata (architecture.md, boot contract).
 pub fn prepare(ctx: &mut Ctx<'_>, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome> {
-    // Already prepared in this boot: verify, change nothing.
-    if ctx.state.phase == Phase::Checkpointing && ctx.state.boot_id == ctx.boot_id && !ctx.boot_id.is_empty() {
-        for p in ctx.state.partitions.clone() {
-            if !ctx.backend.is_armed(&p)? {
-                return Err(Error::Unsafe(format!(
-                    "{}: attempt {} was armed in this boot but its snapshot is gone",
-                    p.name, ctx.state.attempt
-                )));
+    // Already prepared in this boot: change nothing. dm devices do not
+    // survive a reboot, so a live armed stack means "this boot" even if the
+    // boot id could not be read; merging it now would pull the data from
+    // under a mounted filesystem.
+    if ctx.state.phase == Phase::Checkpointing {
+        let mut live = 0;
+        for p in &ctx.state.partitions {
+            if ctx.backend.is_armed(p)? {
+                live += 1;
             }
         }
-        return Ok(ctx.outcome());
+        let same_boot = ctx.state.boot_id == ctx.boot_id && !ctx.boot_id.is_empty();
+        if live > 0 && live == ctx.state.partitions.len() {
+            return Ok(ctx.outcome());
+        }
+        if live > 0 || same_boot {
+            return Err(Error::Unsafe(format!(
+                "attempt {} was armed in this boot but {} of {} snapshots are live; not touching them",
+                ctx.state.attempt,
+                live,
+                ctx.state.partitions.len()
+            )));
+        }
     }
 
     // Roll forward what a power cut interrupted.

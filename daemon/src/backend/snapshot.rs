@@ -327,17 +327,21 @@ impl Backend for SnapshotBackend {
         let chunk = Sectors(u64::from(part.chunk_sectors));
         if kind != Some(SNAPSHOT_MERGE) {
             if kind == Some(SNAPSHOT_ORIGIN) {
-                // Live in this boot: the snapshot device holds the store
-                // open; it goes away in the same suspended window.
+                // The attempt is live in this boot (its filesystem may be
+                // mounted): merging would change data under it. Rollback
+                // happens at the next boot.
+                return Err(Error::WrongPhase {
+                    phase: "checkpointing".into(),
+                    what: format!("{top} carries a live attempt; reboot to roll it back"),
+                });
             } else if kind != Some(LINEAR) && kind.is_some() {
                 return Err(Error::Unsafe(format!("{top} has an unexpected table ({kind:?})")));
             }
             match parse_header(&self.io.read_head(&cow_node)?) {
-                Header::Zero if kind != Some(SNAPSHOT_ORIGIN) => {
+                Header::Zero => {
                     self.remove_cow(&part.name)?;
                     return Ok(Merged::Nothing);
                 }
-                Header::Zero => {}
                 Header::Valid { chunk_sectors } if chunk_sectors == part.chunk_sectors => {}
                 Header::Valid { chunk_sectors } => {
                     return Err(Error::Unsafe(format!(
@@ -359,6 +363,8 @@ impl Backend for SnapshotBackend {
                 }
             }
             let table = Table::single(Sectors(size / 512), Target::Merge(SnapParams::new(raw, cow, chunk)));
+            // A leftover snapshot device would share the store with the
+            // merge: it goes in the same suspended window.
             self.swap_top(&part.name, &table, true)?;
         }
         // Poll until every exception is copied back.

@@ -290,3 +290,31 @@ fn commit_before_the_first_boot_cancels() {
     assert_eq!(st.phase, Phase::Idle);
     assert!(b.ops.is_empty());
 }
+
+#[test]
+fn a_live_stack_is_never_prepared_twice_even_without_a_boot_id() {
+    let mut d = Device::new(3);
+    let (r, mut b, _) = d.boot(None);
+    r.expect("attempt 1");
+    b.ops.clear();
+    // Same boot, but the boot id reads differently (unreadable /proc...):
+    // the live stack alone says "this boot".
+    d.boot += 1;
+    let (r, st) = d.run(&mut b, |ctx| prepare(ctx, &mut |_| {}));
+    assert_eq!(r.expect("no-op").attempt, 1);
+    assert_eq!(st.attempt, 1);
+    assert!(b.ops.is_empty(), "nothing merged under a mounted filesystem: {:?}", b.ops);
+}
+
+#[test]
+fn same_boot_with_the_stack_gone_is_refused_not_rearmed() {
+    let mut d = Device::new(3);
+    let (r, mut b, _) = d.boot(None);
+    r.expect("attempt 1");
+    b.armed = false;
+    b.ops.clear();
+    let (r, st) = d.run(&mut b, |ctx| prepare(ctx, &mut |_| {}));
+    assert_eq!(r.expect_err("gone").kind(), ErrorKind::Unsafe);
+    assert_eq!(st.attempt, 1);
+    assert!(b.ops.is_empty());
+}

@@ -250,14 +250,15 @@ fn merge_failure_word_is_reported_not_taken_for_done() {
 }
 
 #[test]
-fn live_rollback_from_an_armed_stack_removes_the_snapshot_first() {
+fn a_live_attempt_is_never_merged_under_a_mounted_filesystem() {
     let (mut b, dm, io) = backend();
     b.arm(&part()).expect("arm");
     io.0.lock().expect("io").head = Some(header(1, 8));
-    dm.script_status("rewind-userdata", &["40/16384 16", "16/16384 16"]);
-    b.merge(&part(), &mut |_| {}).expect("merge");
-    assert!(!dm.exists("rewind-userdata-snap"));
-    assert_eq!(kind(&dm, "rewind-userdata"), Some(LINEAR));
+    let err = b.merge(&part(), &mut |_| {}).expect_err("live");
+    assert_eq!(err.kind(), crate::error::ErrorKind::WrongPhase);
+    assert_eq!(kind(&dm, "rewind-userdata"), Some(SNAPSHOT_ORIGIN));
+    assert!(dm.exists("rewind-userdata-snap"));
+    assert!(!dm.lock().devs["rewind-userdata"].suspended);
 }
 
 #[test]
