@@ -109,11 +109,15 @@ fn guest_f2fs_commit_keeps_changes() {
         cx.shutdown()?;
         cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
         cx.exec_checked(ATTEMPT_WRITES)?;
+        let armed_opts = data_options(cx)?;
         let out = cx.exec("rewindctl commit --reason guest-test")?;
         cx.require("commit succeeds", out.success(), format!("{}{}", out.stdout, out.stderr))?;
         let opts = data_options(cx)?;
         cx.check("after the commit checkpointing is on again (live)", !opts.contains("checkpoint=disable"), opts.clone());
-        cx.check("the remount kept nosuid,nodev,noatime", ["nosuid", "nodev", "noatime"].iter().all(|o| opts.contains(o)), opts);
+        cx.check("the remount kept nosuid,nodev,noatime", ["nosuid", "nodev", "noatime"].iter().all(|o| opts.contains(o)), opts.clone());
+        let without_cp: String =
+            armed_opts.split(',').filter(|o| !o.starts_with("checkpoint=disable")).collect::<Vec<_>>().join(",");
+        cx.check_eq("the remount kept every other mount option", without_cp, opts);
         let changed = checks::manifest(cx.target, "/data", EXCLUDE)?;
         let hist = cx.exec_checked("rewindctl history")?;
         cx.check("history records the commit", hist.contains("committed"), hist.clone());
@@ -238,6 +242,52 @@ fn guest_f2fs_bench_mount_commit_write() {
         cx.check("every step was timed", pm > 0 && pw > 0 && cm > 0 && cw > 0, out.stdout.clone());
         cx.exec_checked("umount /data")?;
         fsck_clean(cx, "after the bench")?;
+        cx.shutdown()?;
+        Ok(())
+    });
+}
+
+/// A nearly full, fragmented f2fs (90 % of the free space written as
+/// 256 KiB files, every other one deleted since the last checkpoint): `checkpoint=disable:0%` can be refused with EAGAIN when
+/// f2fs's GC cannot clean the holes within its time limit. rewindd then
+/// raises the share by 10 until the kernel accepts, the attempt is armed
+/// and counted once, and a crash still drops it.
+#[test]
+fn guest_f2fs_fragmented_userdata_still_arms() {
+    run("guest-f2fs-eagain", |cx| {
+        cx.boot_ready(&BootPlan::rewind())?;
+        cx.run_baseline()?;
+        let frag = cx.exec_checked(
+            "set -e; dev=$(basename $(readlink -f /dev/block/by-name/userdata)); mkdir -p /data/frag; \
+             n=$(df -k /data | tail -1 | awk '{ print int($(NF-2) * 0.9 / 256) }'); \
+             i=0; while [ $i -lt $n ]; do dd if=/dev/zero of=/data/frag/f$i bs=256k count=1 2>/dev/null; i=$((i+1)); done; sync; \
+             i=0; while [ $i -lt $n ]; do rm /data/frag/f$i; i=$((i+2)); done; sync; \
+             echo unusable_if_disabled $(cat /sys/fs/f2fs/$dev/unusable); df -k /data | tail -1",
+        )?;
+        cx.say(&format!("fragmented: {}", frag.replace('\n', " | ")));
+        start(cx, 2)?;
+        let baseline = checks::manifest(cx.target, "/data", EXCLUDE)?;
+        cx.shutdown()?;
+        let rec = cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
+        let n = rec.index;
+        let log = std::fs::read_to_string(cx.target.artifacts_dir().join(format!("share/logs/boot-{n}/rewindd.log")))
+            .unwrap_or_default();
+        let tried: Vec<&str> = log.lines().filter(|l| l.contains("f2fs: EAGAIN") || l.contains("attempt armed")).collect();
+        cx.say(&format!("rewindd arming: {}", tried.join(" | ")));
+        let opts = data_options(cx)?;
+        cx.require("the attempt is armed with checkpoint=disable", opts.contains("checkpoint=disable"), opts)?;
+        let eagains = log.lines().filter(|l| l.contains("f2fs: EAGAIN")).count();
+        eprintln!("[guest-f2fs-eagain] EAGAIN answers before the kernel accepted: {eagains}");
+        let st = status_json(cx)?;
+        cx.check_eq("attempt 1 of 2", 1, st["attempt"].as_u64().unwrap_or(0));
+        cx.exec_checked(ATTEMPT_WRITES)?;
+        cx.target.power_cut()?;
+        cx.boot_ready(&BootPlan::rewind())?;
+        let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
+        let d = manifest::diff(&baseline, &now);
+        cx.check("userdata is exactly the baseline after the crash", d.is_empty(), d.summary(10));
+        cx.exec_checked("umount /data")?;
+        fsck_clean(cx, "after the crash")?;
         cx.shutdown()?;
         Ok(())
     });
