@@ -115,3 +115,9 @@ fn guest_boot_completed_commits_and_keeps_changes() {
 fn guest_power_cut_mid_merge_still_rolls_back() {
     rewind_e2e::run("power-cut-mid-merge");
 }
+
+/// The demo on f2fs userdata (checkpoint=fs: f2fs's own checkpoint=disable).
+#[test]
+fn guest_demo_rolls_userdata_back_on_f2fs() {
+    rewind_e2e::run_f2fs("three-failed-boots");
+}
