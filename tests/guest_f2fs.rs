@@ -178,68 +178,27 @@ fn guest_f2fs_attempts_exhausted_needs_rollback() {
     });
 }
 
-/// Figures, side by side in one guest (TCG, so only the ratios mean much):
-/// mount time with checkpoint=disable:0% vs a plain mount, the
-/// checkpoint=enable remount (the commit), and 64 MiB dd with conv=fsync
-/// on each. Printed on stderr (`--nocapture` or nextest's output).
+/// Figures, side by side in one guest (TCG, so only the ratios mean
+/// much): mount with checkpoint=disable:0% vs a plain mount, 64 MiB with
+/// conv=fsync (new file, then rewritten in place) on each, the commit
+/// (remount checkpoint=enable). The same code as `rewind-harness bench
+/// --f2fs-checkpoint`; printed on stderr (`--nocapture`).
 #[test]
 fn guest_f2fs_bench_mount_commit_write() {
     run("guest-f2fs-bench", |cx| {
         cx.boot_ready(&BootPlan::raw())?;
         cx.run_baseline()?;
-        // Milliseconds from the kernel's monotonic clock: /proc/uptime has
-        // 10 ms resolution, which is fine next to TCG's mount times.
-        let script = format!(
-            "set -e; D={DATA_DEV}; O=noatime,nosuid,nodev; \
-             ms() {{ awk '{{ printf \"%d\", $1 * 1000 }}' /proc/uptime; }}; \
-             cd /; umount /data; \
-             for r in 1 2 3; do \
-               sync; echo 3 > /proc/sys/vm/drop_caches; \
-               a=$(ms); mount -t f2fs -o $O $D /data; b=$(ms); \
-               dd if=/dev/zero of=/data/bench.bin bs=1M count=64 conv=fsync 2>/dev/null; c=$(ms); \
-               rm /data/bench.bin; umount /data; \
-               sync; echo 3 > /proc/sys/vm/drop_caches; \
-               d=$(ms); mount -t f2fs -o $O,checkpoint=disable:0% $D /data; e=$(ms); \
-               dd if=/dev/zero of=/data/bench.bin bs=1M count=64 conv=fsync 2>/dev/null; f=$(ms); \
-               u=$(cat /sys/fs/f2fs/$(basename $(readlink -f $D))/unusable); \
-               mount -o remount,$O,checkpoint=enable /data; g=$(ms); \
-               rm /data/bench.bin; umount /data; \
-               echo \"round $r plain_mount $((b-a)) plain_write $((c-b)) cpd_mount $((e-d)) cpd_write $((f-e)) enable_remount $((g-f)) unusable_blocks $u\"; \
-             done; mount -t f2fs -o $O $D /data"
+        let f = rewind_harness::bench::f2fs_checkpoint(cx.target, 3)?;
+        eprintln!("[guest-f2fs-bench] {f}\n{}", f.raw);
+        cx.check_eq("three rounds measured", 3, f.rounds);
+        cx.check(
+            "every step was timed",
+            [f.plain_mount_ms, f.plain_write_ms, f.disabled_mount_ms, f.disabled_write_ms, f.enable_remount_ms]
+                .iter()
+                .all(|ms| *ms > 0),
+            f.raw.clone(),
         );
-        let out = cx.exec(&script)?;
-        cx.require("bench script ran", out.success(), format!("{}{}", out.stdout, out.stderr))?;
-        let rounds: Vec<Vec<(String, u64)>> = out
-            .stdout
-            .lines()
-            .filter(|l| l.starts_with("round "))
-            .map(|l| {
-                let w: Vec<&str> = l.split_whitespace().skip(2).collect();
-                w.chunks(2).filter_map(|c| Some((c[0].to_string(), c.get(1)?.parse().ok()?))).collect()
-            })
-            .collect();
-        cx.require("three rounds measured", rounds.len() == 3, out.stdout.clone())?;
-        let median = |key: &str| {
-            let mut v: Vec<u64> = rounds.iter().filter_map(|r| r.iter().find(|(k, _)| k == key).map(|(_, x)| *x)).collect();
-            v.sort_unstable();
-            v.get(v.len() / 2).copied().unwrap_or(0)
-        };
-        let (pm, pw, cm, cw, en) =
-            (median("plain_mount"), median("plain_write"), median("cpd_mount"), median("cpd_write"), median("enable_remount"));
-        let mibs = |ms: u64| if ms == 0 { 0.0 } else { 64.0 * 1000.0 / ms as f64 };
-        eprintln!("[guest-f2fs-bench] raw rounds:\n{}", out.stdout.trim());
-        eprintln!(
-            "[guest-f2fs-bench] median of 3 (TCG guest, {} MiB f2fs userdata):\n  \
-             mount plain {pm} ms, mount checkpoint=disable:0% {cm} ms ({:.2}x)\n  \
-             commit = remount checkpoint=enable after 64 MiB written: {en} ms\n  \
-             64 MiB dd conv=fsync: plain {pw} ms ({:.1} MiB/s), checkpoint=disable {cw} ms ({:.1} MiB/s), throughput ratio {:.2}",
-            cx.exec_checked("blockdev --getsize64 /dev/block/by-name/userdata")?.trim().parse::<u64>().unwrap_or(0) >> 20,
-            cm as f64 / pm.max(1) as f64,
-            mibs(pw),
-            mibs(cw),
-            if cw == 0 { 0.0 } else { pw as f64 / cw as f64 }
-        );
-        cx.check("every step was timed", pm > 0 && pw > 0 && cm > 0 && cw > 0, out.stdout.clone());
+        cx.check("the in-place rewrite left unusable blocks while checkpointing was off", f.unusable_blocks > 0, f.raw.clone());
         cx.exec_checked("umount /data")?;
         fsck_clean(cx, "after the bench")?;
         cx.shutdown()?;

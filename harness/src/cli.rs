@@ -25,6 +25,7 @@ Examples:
   rewind-harness demo                              # narrated: three failed boots, then rollback
   rewind-harness guest shell                       # serial console on this terminal (Ctrl-A x quits)
   rewind-harness bench --boots 5                   # median boot-to-ready time
+  rewind-harness bench --f2fs-checkpoint --boots 3 # f2fs checkpoint=disable vs plain: mount, write, commit
 
 Environment:
   REWIND_KIT_DIR        kit cache (default target/rewind-kit)
@@ -117,6 +118,10 @@ enum Command {
         boots: u32,
         #[arg(long, default_value = "ext4", value_parser = parse_fs)]
         fs: FsType,
+        /// Instead: f2fs mount/write/commit costs with checkpoint=disable
+        /// vs a plain mount, side by side (f2fs userdata; --boots = rounds).
+        #[arg(long)]
+        f2fs_checkpoint: bool,
     },
 }
 
@@ -212,7 +217,16 @@ fn run(cli: Cli) -> Result<bool> {
             println!("rewind demo: a phone's userdata survives three failed boots of an update.");
             run_scenario("three-failed-boots", &run, true)
         }
-        Command::Bench { boots, fs } => {
+        Command::Bench { boots, f2fs_checkpoint: true, .. } => {
+            let mut guest = QemuGuest::new(GuestConfig::new("bench-f2fs").with_fs(FsType::F2fs))
+                .context("Preparing the guest")?;
+            crate::target::Target::boot(&mut guest, &BootPlan::raw()).context("Booting")?;
+            let figures = crate::bench::f2fs_checkpoint(&mut guest, boots).context("Measuring in the guest")?;
+            println!("on {}:\n{figures}\n{}", crate::target::Target::describe(&guest), figures.raw);
+            crate::target::Target::power_cut(&mut guest).context("Stopping the guest")?;
+            Ok(true)
+        }
+        Command::Bench { boots, fs, .. } => {
             let mut guest = QemuGuest::new(GuestConfig::new("bench").with_fs(fs)).context("Preparing the guest")?;
             let mut times = Vec::new();
             for _ in 0..boots.max(1) {

@@ -12,10 +12,12 @@
 //! - `target`    the `Target` trait scenarios drive (QEMU today, Cuttlefish later)
 //! - `manifest`  file tree manifests of /data and their diff
 //! - `report`    JSON and JUnit reports
+//! - `bench`     measurements on a running guest (f2fs checkpoint=disable costs)
 //! - `scenario/` the scenario framework and registry
 //! - `cli`       the `rewind-harness` command line
 
 pub mod android_rc;
+pub mod bench;
 pub mod cli;
 pub mod failure;
 pub mod grpc;
