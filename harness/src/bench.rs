@@ -19,7 +19,7 @@ pub const WRITE_MIB: u64 = 64;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct F2fsFigures {
     pub rounds: usize,
-    /// Clock used in the guest ("ns" from date +%s%N, or "10ms" /proc/uptime).
+    /// Clock used in the guest ("ns": /proc/timer_list, or "10ms": /proc/uptime).
     pub clock: String,
     pub plain_mount_ms: u64,
     pub plain_write_ms: u64,
@@ -84,23 +84,25 @@ impl fmt::Display for F2fsFigures {
     }
 }
 
-/// The guest side. `ms` prints a millisecond clock: date's nanoseconds
-/// when busybox has them, else /proc/uptime (10 ms).
+/// The guest side. `ms` prints a millisecond clock: the kernel's
+/// monotonic clock from /proc/timer_list when readable, else /proc/uptime
+/// (10 ms). The rewrite in the disabled round overwrites a file the last
+/// checkpoint holds, which is what f2fs must hide as unusable.
 fn script(device: &str, options: &str, rounds: u32) -> String {
     format!(
         "set -e; D={device}; O={options}; M=/data; \
-         if date +%s%N | grep -qx '[0-9]\\{{15,\\}}'; then \
-           echo clock ns; ms() {{ echo $(( $(date +%s%N) / 1000000 )); }}; \
+         if awk '/^now at/ {{ ok = 1 }} END {{ exit !ok }}' /proc/timer_list 2>/dev/null; then \
+           echo clock ns; ms() {{ awk '/^now at/ {{ printf \"%d\", $3 / 1000000; exit }}' /proc/timer_list; }}; \
          else echo clock 10ms; ms() {{ awk '{{ printf \"%d\", $1 * 1000 }}' /proc/uptime; }}; fi; \
          dev=$(basename $(readlink -f $D)); cd /; umount $M 2>/dev/null || true; \
-         w() {{ dd if=/dev/zero of=$M/bench.bin bs=1M count={WRITE_MIB} $1 2>/dev/null; }}; \
+         w() {{ dd if=/dev/zero of=$M/$1 bs=1M count={WRITE_MIB} $2 2>/dev/null; }}; \
          r=1; while [ $r -le {rounds} ]; do \
            sync; echo 3 > /proc/sys/vm/drop_caches; \
-           a=$(ms); mount -t f2fs -o $O $D $M; b=$(ms); w conv=fsync; c=$(ms); w conv=notrunc,fsync; d=$(ms); \
-           rm $M/bench.bin; umount $M; sync; echo 3 > /proc/sys/vm/drop_caches; \
-           e=$(ms); mount -t f2fs -o $O,checkpoint=disable:0% $D $M; f=$(ms); w conv=fsync; g=$(ms); w conv=notrunc,fsync; h=$(ms); \
+           a=$(ms); mount -t f2fs -o $O $D $M; b=$(ms); w old.bin conv=fsync; c=$(ms); w old.bin conv=notrunc,fsync; d=$(ms); \
+           umount $M; sync; echo 3 > /proc/sys/vm/drop_caches; \
+           e=$(ms); mount -t f2fs -o $O,checkpoint=disable:0% $D $M; f=$(ms); w new.bin conv=fsync; g=$(ms); w old.bin conv=notrunc,fsync; h=$(ms); \
            u=$(cat /sys/fs/f2fs/$dev/unusable); \
-           mount -o remount,$O,checkpoint=enable $M; i=$(ms); rm $M/bench.bin; umount $M; \
+           mount -o remount,$O,checkpoint=enable $M; i=$(ms); rm $M/old.bin $M/new.bin; umount $M; \
            echo round $r plain_mount $((b-a)) plain_write $((c-b)) plain_rewrite $((d-c)) \
              disabled_mount $((f-e)) disabled_write $((g-f)) disabled_rewrite $((h-g)) unusable_blocks $u enable_remount $((i-h)); \
            r=$((r+1)); \

@@ -1,10 +1,11 @@
 #!/bin/sh
 # PID 1 of the rewind test guest (dash, busybox applets; initramfs root).
 #
-# Follows the boot contract of architecture.md with the commands Android's
-# init would run: /metadata, `start rewindd`, `rewindctl prepare-userdata`,
-# mount /data from the fstab, the workload, boot completed (`rewindctl
-# commit`), then an agent that runs the host's commands. The boot plan
+# Follows the boot contract of architecture.md with the very commands of
+# android/rewindd.rc (rendered per stage into /etc/rewind/boot-steps.sh by
+# guest/contract.rs): /metadata, early-fs (`start rewindd`, `rewindctl
+# prepare-userdata`), /data from the fstab, the workload, boot completed
+# (`rewindctl commit`), then an agent that runs the host's commands. The boot plan
 # comes from the host over 9p (/host/boot/plan.env). Every step prints a
 # stage marker; the host injects failures at named stages. PID 1 must never
 # exit (the kernel would panic), so there is no `set -e` here.
