@@ -278,10 +278,21 @@ fn arm_next(ctx: &mut Ctx<'_>, verified: bool) -> Result<PrepareOutcome> {
 }
 
 fn finish_commit_at_boot(ctx: &mut Ctx<'_>) -> Result<()> {
+    let mut notes = Vec::new();
     for p in ctx.state.partitions.clone() {
+        // f2fs: a cut before checkpoint=enable took loses the attempt
+        // whatever the intent says; the history must say which it was.
+        if let Some(n) = ctx.backend.interrupted_commit_note(&p) {
+            notes.push(format!("{}: {n}", p.name));
+        }
         ctx.backend.commit_live(&p)?;
     }
-    ctx.record("committed", "", "commit finished at boot after an interruption");
+    let mut detail = "commit finished at boot after an interruption".to_string();
+    for n in notes {
+        detail.push_str("; ");
+        detail.push_str(&n);
+    }
+    ctx.record("committed", "", detail);
     ctx.retire_partitions();
     ctx.state.phase = Phase::Idle;
     ctx.save()

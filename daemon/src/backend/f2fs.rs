@@ -236,6 +236,59 @@ pub trait F2fsSys: Send {
     fn device_size(&self, device: &str) -> std::result::Result<u64, F2fsError>;
     /// Unusable and free space of the f2fs mounted on `mount_point`.
     fn space(&self, mount_point: &str) -> std::result::Result<F2fsSpace, F2fsError>;
+    /// `ckpt_flags` of the last valid checkpoint on the (unmounted) device.
+    fn checkpoint_flags(&self, device: &str) -> std::result::Result<u32, F2fsError>;
+}
+
+/// include/linux/f2fs_fs.h: the checkpoint was written while checkpointing
+/// was off (the mount with checkpoint=disable); a mount goes back to it.
+pub const CP_DISABLED_FLAG: u32 = 0x0000_1000;
+const F2FS_MAGIC: u32 = 0xF2F5_2010;
+/// The superblock's offset on the device (the first copy).
+const SUPER_OFFSET: u64 = 1024;
+
+/// `ckpt_flags` of the newest valid checkpoint pack (of the two) on an
+/// f2fs device or image, read directly (on-disk layout of
+/// include/linux/f2fs_fs.h). A pack is valid when its header and footer
+/// carry the same version; the CRC is not checked, so use the answer for
+/// reports only, never to decide what to do with data.
+pub fn last_checkpoint_flags(device: &Path) -> std::result::Result<u32, F2fsError> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(device).map_err(|source| F2fsError::Read { path: device.to_path_buf(), source })?;
+    let read = |off: u64, len: usize| -> std::result::Result<Vec<u8>, F2fsError> {
+        let mut b = vec![0u8; len];
+        f.read_exact_at(&mut b, off).map_err(|source| F2fsError::Read { path: device.to_path_buf(), source })?;
+        Ok(b)
+    };
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let u64_at = |b: &[u8], o: usize| u64::from(u32_at(b, o)) | (u64::from(u32_at(b, o + 4)) << 32);
+    let bad = |what: &str| F2fsError::Parse { path: device.to_path_buf(), text: what.to_string() };
+    let sb = read(SUPER_OFFSET, 128)?;
+    if u32_at(&sb, 0) != F2FS_MAGIC {
+        return Err(bad("no f2fs superblock"));
+    }
+    let (log_block, log_per_seg, cp_blkaddr) = (u32_at(&sb, 16), u32_at(&sb, 20), u64::from(u32_at(&sb, 76)));
+    if !(9..=16).contains(&log_block) || log_per_seg > 16 {
+        return Err(bad("superblock sizes out of range"));
+    }
+    let bs = 1u64 << log_block;
+    let per_seg = 1u64 << log_per_seg;
+    let mut best: Option<(u64, u32)> = None;
+    for start in [cp_blkaddr, cp_blkaddr + per_seg] {
+        let head = read(start * bs, 140)?;
+        let (ver, flags, total) = (u64_at(&head, 0), u32_at(&head, 132), u64::from(u32_at(&head, 136)));
+        if total == 0 || total > per_seg {
+            continue;
+        }
+        let foot = read((start + total - 1) * bs, 8)?;
+        if u64_at(&foot, 0) != ver {
+            continue;
+        }
+        if best.is_none_or(|(v, _)| ver > v) {
+            best = Some((ver, flags));
+        }
+    }
+    best.map(|(_, f)| f).ok_or_else(|| bad("no valid checkpoint pack"))
 }
 
 /// The real kernel.
@@ -281,6 +334,9 @@ impl F2fsSys for KernelF2fs {
         // f_bsize (4 KiB, or the page size on newer kernels).
         let bsize = st.block_size() as u64;
         Ok(F2fsSpace { unusable_bytes: blocks * bsize, free_bytes: st.blocks_free() as u64 * bsize })
+    }
+    fn checkpoint_flags(&self, device: &str) -> std::result::Result<u32, F2fsError> {
+        last_checkpoint_flags(Path::new(device))
     }
 }
 
@@ -583,6 +639,24 @@ impl Backend for F2fsBackend {
         }
     }
 
+    fn interrupted_commit_note(&self, part: &PartitionState) -> Option<String> {
+        // Mounted: commit_live enables checkpointing live, nothing is lost.
+        if self.sys.live(&part.mount_point).is_some() {
+            return None;
+        }
+        Some(match self.sys.checkpoint_flags(&part.raw_device) {
+            Ok(f) if f & CP_DISABLED_FLAG != 0 => "the power cut came before f2fs checkpointed the attempt \
+                 (its last checkpoint is the one written with checkpointing off): the attempt's changes \
+                 are lost and userdata is at the baseline"
+                .to_string(),
+            Ok(_) => "f2fs had checkpointed the attempt before the power cut: its changes are kept".to_string(),
+            Err(e) => format!(
+                "f2fs's last checkpoint is unreadable ({}): whether the attempt's changes were kept is unknown",
+                crate::boot::error_chain(&e)
+            ),
+        })
+    }
+
     fn stack(&self, name: &str) -> Vec<String> {
         let Ok(e) = self.entry(name) else { return Vec::new() };
         match self.sys.live(&e.mount_point) {
@@ -663,6 +737,9 @@ impl Backend for Routed {
     }
     fn stack(&self, name: &str) -> Vec<String> {
         self.by_kind(self.kind_of(name)).map(|b| b.stack(name)).unwrap_or_default()
+    }
+    fn interrupted_commit_note(&self, part: &PartitionState) -> Option<String> {
+        self.by_kind(part.backend).ok()?.interrupted_commit_note(part)
     }
 }
 

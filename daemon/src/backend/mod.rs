@@ -61,4 +61,10 @@ pub trait Backend: Send {
     fn check_mounted(&self, part: &PartRef, mount_point: &str) -> Result<u64>;
     /// "rewind-userdata: snapshot-origin", one line per existing device.
     fn stack(&self, name: &str) -> Vec<String>;
+    /// Boot, before finishing a commit a power cut interrupted: what is
+    /// known about the attempt's data, for the history (f2fs: whether the
+    /// cut came before f2fs checkpointed it). None: nothing to add.
+    fn interrupted_commit_note(&self, _part: &PartitionState) -> Option<String> {
+        None
+    }
 }

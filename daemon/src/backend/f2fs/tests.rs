@@ -17,6 +17,7 @@ pub struct Kernel {
     pub unusable: u64,
     pub free: u64,
     pub size: u64,
+    pub cp_flags: u32,
 }
 
 #[derive(Clone, Default)]
@@ -67,6 +68,9 @@ impl F2fsSys for FakeF2fs {
     fn space(&self, _mount_point: &str) -> std::result::Result<F2fsSpace, F2fsError> {
         let k = self.k();
         Ok(F2fsSpace { unusable_bytes: k.unusable, free_bytes: k.free })
+    }
+    fn checkpoint_flags(&self, _device: &str) -> std::result::Result<u32, F2fsError> {
+        Ok(self.k().cp_flags)
     }
 }
 
@@ -420,6 +424,29 @@ mod engine_cycle {
         assert_eq!(out.attempt, 2);
     }
 
+    /// A power cut between the commit intent and the remount: the next
+    /// boot finishes the commit and says whether f2fs had checkpointed.
+    #[test]
+    fn interrupted_commit_says_whether_the_attempt_survived() {
+        for (flags, says) in [(CP_DISABLED_FLAG, "changes are lost"), (0x1, "changes are kept")] {
+            let h = host();
+            boot(&h, "b0").start_checkpoint(3, "ota").expect("started");
+            power_cut(&h);
+            let e = boot(&h, "b1");
+            e.prepare_userdata(&mut |_| {}).expect("armed");
+            // The remount fails as if the cut came in the middle of it.
+            h.kernel.k().answers = vec![Errno::EIO; 3];
+            e.commit("boot-completed").expect_err("cut");
+            assert_eq!(e.status().phase, Phase::Committing);
+            power_cut(&h);
+            h.kernel.k().cp_flags = flags;
+            let e = boot(&h, "b2");
+            assert_eq!(e.prepare_userdata(&mut |_| {}).expect("finished").phase, Phase::Idle);
+            let c = e.history().into_iter().rev().find(|ev| ev.kind == "committed").expect("committed");
+            assert!(c.detail.contains(says), "{}", c.detail);
+        }
+    }
+
     #[test]
     fn kernel_refusing_checkpoint_disable_is_recorded_and_not_counted() {
         let h = host();
@@ -466,4 +493,26 @@ fn commit_gives_back_the_live_options_then_fewer() {
     let e = enable_checkpoint(&mut f, "/dev/vda", "/data", &live, &["discard".into()]).expect_err("fails");
     assert!(matches!(e, F2fsError::Remount { source: Errno::EIO, .. }));
     assert_eq!(f.k().calls.len(), 3);
+}
+
+/// The on-disk reader against a real mkfs.f2fs image (skipped when the
+/// host has no mkfs.f2fs): a fresh filesystem's last checkpoint was
+/// written with checkpointing on.
+#[test]
+fn checkpoint_flags_of_a_fresh_image() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let img = dir.path().join("f2fs.img");
+    std::fs::File::create(&img).and_then(|f| f.set_len(128 << 20)).expect("image");
+    let Ok(st) = std::process::Command::new("mkfs.f2fs").arg("-q").arg("-f").arg(&img).status() else {
+        eprintln!("no mkfs.f2fs here; skipped");
+        return;
+    };
+    assert!(st.success(), "mkfs.f2fs failed");
+    let flags = last_checkpoint_flags(&img).expect("readable");
+    assert_eq!(flags & CP_DISABLED_FLAG, 0, "flags {flags:#x}");
+    // mkfs writes a clean-unmount checkpoint.
+    assert_ne!(flags & 0x1, 0, "CP_UMOUNT_FLAG expected in {flags:#x}");
+    let junk = dir.path().join("junk.img");
+    std::fs::write(&junk, vec![0u8; 8192]).expect("junk");
+    assert!(matches!(last_checkpoint_flags(&junk), Err(F2fsError::Parse { .. })));
 }
