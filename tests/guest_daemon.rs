@@ -403,3 +403,44 @@ fn guest_cow_overflow_is_detected_and_reported() {
         Ok(())
     });
 }
+
+/// The default space policy: the COW store fills slowly; rewindd reports
+/// the 50 % and 80 % thresholds, and at 95 % records an abort and reboots
+/// (before protection could be lost). The next boot discards the attempt
+/// (merge) and arms the next one; nothing the attempt wrote survives.
+#[test]
+fn guest_space_abort_policy_reboots_and_discards_the_attempt() {
+    run("guest-space-abort", |cx| {
+        cx.boot_ready(&BootPlan::rewind())?;
+        cx.run_baseline()?;
+        start(cx, 3)?;
+        let cow_bytes = state(cx)?.partitions.first().map(|p| p.cow_bytes()).unwrap_or(0);
+        let baseline = checks::manifest(cx.target, "/data", EXCLUDE)?;
+        cx.shutdown()?;
+        cx.boot_ready(&BootPlan::rewind())?;
+        // ~2 MiB/s, synced: the 95-100 % window lasts ~3 s, seen by a 1 s poll.
+        let mib = cow_bytes / (1 << 20) + 32;
+        cx.exec_checked(&format!(
+            "setsid sh -c 'i=0; while [ $i -lt {mib} ]; do dd if=/dev/urandom of=/data/fill.$i bs=1M count=1 2>/dev/null; sync; usleep 500000; i=$((i+1)); done' > /dev/null 2>&1 < /dev/null &"
+        ))?;
+        let rec = cx.target.wait_end(Duration::from_secs(240))?;
+        cx.check_eq(
+            "rewindd rebooted the attempt",
+            Some(rewind_harness::failure::BootEnd::GuestReset),
+            rec.ended.clone(),
+        );
+        cx.boot_ready(&BootPlan::rewind())?;
+        let st = status_json(cx)?;
+        cx.check_eq("the next attempt is armed", 2, st["attempt"].as_u64().unwrap_or(0));
+        let hist = history(cx)?;
+        cx.check("the 50 % threshold was reported", hist.contains("crossed 50%"), hist.clone());
+        cx.check("the 80 % threshold was reported", hist.contains("crossed 80%"), hist.clone());
+        cx.check("the abort at 95 % was recorded", hist.contains("aborted") && hist.contains("abort at 95%"), hist.clone());
+        cx.check("protection was never lost", !hist.contains("overflow"), hist);
+        let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
+        let d = manifest::diff(&baseline, &now);
+        cx.check("the aborted attempt left nothing behind", d.is_empty(), d.summary(10));
+        cx.shutdown()?;
+        Ok(())
+    });
+}
