@@ -160,10 +160,24 @@ rc_step() {
 }
 watch_merge() {
   seen=
+  pcts=
   while IFS= read -r l; do
     printf '%s\n' "$l"
     case "$l" in
       merg*) if [ -z "$seen" ]; then seen=1; stage merging > /dev/console 2>&1; fi ;;
+    esac
+    # "merging rewind-userdata: 41% (21 MiB/51 MiB)": stages merge-25,
+    # merge-50, merge-75 once this merge passes them (power cuts at a
+    # point of the merge rather than after a guessed delay).
+    case "$l" in
+      merg*:*%*)
+        p=${l#*: }; p=${p%%%*}
+        case "$p" in ''|*[!0-9]*) p= ;; esac
+        for t in 25 50 75; do
+          if [ -n "$p" ] && [ "$p" -ge $t ]; then
+            case " $pcts " in *" $t "*) ;; *) pcts="$pcts $t"; stage merge-$t > /dev/console 2>&1 ;; esac
+          fi
+        done ;;
     esac
   done
 }
@@ -184,6 +198,11 @@ DATA_TYPE=${REWIND_FS:-ext4}
 DATA_OPTS=noatime,nosuid,nodev
 if [ "${REWIND_MODE:-raw}" = rewind ]; then
   mkdir -p /metadata/rewind /dev/socket
+  # A scenario's rewindd settings (COW size, space policy, commit hook):
+  # TOML the host keeps on the share, appended to the config every boot.
+  if [ -r /host/boot/rewindd.extra.toml ]; then
+    cat /host/boot/rewindd.extra.toml >> /system/etc/rewindd.toml
+  fi
   # early-fs: start rewindd, exec_start rewind_prepare (prepare-userdata).
   rc_early_fs
   rc_fs
