@@ -5,6 +5,7 @@
 //! /proc/mounts, the guest's manifest tool, fsck.f2fs on the unmounted
 //! partition, and f2fs's own sysfs.
 
+use rewind_daemon::backend::f2fs::{last_checkpoint_flags, CP_DISABLED_FLAG};
 use rewind_harness::manifest;
 use rewind_harness::scenario::{checks, Ctx, Options, ScenarioError};
 use rewind_harness::{BootPlan, FsType};
@@ -49,6 +50,13 @@ const ATTEMPT_WRITES: &str = "set -e; \
     dd if=/dev/urandom of=/data/db/app.db bs=4096 seek=10 count=64 conv=notrunc,fsync 2>/dev/null; \
     rm -rf /data/app/com.example.app2; mv /data/media /data/media.moved; sync";
 
+/// ckpt_flags of the last checkpoint in the host's userdata image (the
+/// guest must be stopped).
+fn checkpoint_flags(cx: &mut Ctx) -> Result<u32, String> {
+    let image = cx.target.artifacts_dir().join("userdata.img");
+    last_checkpoint_flags(&image).map_err(|e| e.to_string())
+}
+
 fn fsck_clean(cx: &mut Ctx, what: &str) -> Result<(), ScenarioError> {
     let (clean, out) = checks::fsck(cx.target, FsType::F2fs, DATA_DEV)?;
     cx.check(&format!("fsck.f2fs clean {what}"), clean, out);
@@ -81,6 +89,8 @@ fn guest_f2fs_crash_drops_the_attempt() {
         let st = status_json(cx)?;
         cx.say(&format!("f2fs unusable blocks (sysfs) {}; status {}", unusable.trim(), st["partitions"][0]));
         cx.target.power_cut()?;
+        let flags = checkpoint_flags(cx);
+        cx.check("on disk, the last checkpoint is the one written with checkpointing off", flags.clone().is_ok_and(|f| f & CP_DISABLED_FLAG != 0), format!("{flags:x?}"));
 
         cx.boot_ready(&BootPlan::rewind())?;
         let opts = data_options(cx)?;
@@ -126,6 +136,8 @@ fn guest_f2fs_commit_keeps_changes() {
         }
         // A power cut right after the commit: the remount wrote the checkpoint.
         cx.target.power_cut()?;
+        let flags = checkpoint_flags(cx);
+        cx.check("on disk, the last checkpoint was written with checkpointing on", flags.clone().is_ok_and(|f| f & CP_DISABLED_FLAG == 0), format!("{flags:x?}"));
         cx.boot_ready(&BootPlan::rewind())?;
         let opts = data_options(cx)?;
         cx.check("next boot: /data mounted normally", !opts.contains("checkpoint=disable"), opts);
