@@ -380,11 +380,23 @@ async fn execute(target: &Target, wait: Duration, command: Command) -> Result<i3
             Ok(bool_exit(v.into_inner().value))
         }
         Command::Commit { reason } => {
-            let resp = client
-                .commit_changes(pb::CommitChangesRequest { reason })
-                .await
-                .map_err(|s| ClientError::rpc("CommitChanges", s))?
-                .into_inner();
+            let resp = match client.commit_changes(pb::CommitChangesRequest { reason }).await {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    // init runs `rewindctl commit` at every boot_completed, as
+                    // vold's commitChanges: with no checkpoint running there
+                    // is nothing to commit, and that is success, not an error.
+                    let refusal = Refusal::from_status(&s);
+                    if refusal.kind == Some(ErrorKind::WrongPhase) {
+                        let status = client.get_status(pb::GetStatusRequest {}).await.map_err(|s| ClientError::rpc("GetStatus", s))?.into_inner();
+                        if nothing_to_commit(status.phase) {
+                            println!("nothing to commit: {}", status_summary(&status));
+                            return Ok(exit::OK);
+                        }
+                    }
+                    return Err(ClientError::rpc("CommitChanges", s));
+                }
+            };
             println!("committed in {:.3} ms", resp.duration_us as f64 / 1000.0);
             if let Some(status) = resp.status {
                 println!("{}", status_summary(&status));
@@ -549,6 +561,12 @@ pub fn prepare_outcome_line(p: &pb::PrepareUserdataProgress) -> String {
 }
 
 /// One line: phase, attempts and COW use of each partition.
+/// Phases in which a commit has nothing to do: no checkpoint, or one that
+/// already ended in a rollback (NeedsRollback stays true).
+fn nothing_to_commit(phase: i32) -> bool {
+    phase == pb::Phase::Idle as i32 || phase == pb::Phase::RolledBack as i32
+}
+
 pub fn status_summary(s: &pb::Status) -> String {
     let mut line = attempt_text(s.phase, s.attempt, s.attempts);
     for p in &s.partitions {

@@ -68,9 +68,14 @@ async fn error_kinds_have_distinct_exit_codes() {
         assert!(run.stderr.contains("  1: rewindd answered"), "{kind:?}: {run:?}");
         assert!(run.stderr.contains(&common::error_of(kind).to_string()), "{kind:?}: {run:?}");
     }
-    // A real wrong-phase refusal: commit with no checkpoint.
-    let run = rewindctl(s, None, &["commit"]).await;
+    // A real wrong-phase refusal: abort with no checkpoint.
+    let run = rewindctl(s, None, &["abort"]).await;
     assert_eq!(run.code, exit::WRONG_PHASE, "{run:?}");
+    // Commit with no checkpoint is init's every-boot case: nothing to do,
+    // success (vold's commitChanges answers the same).
+    let run = rewindctl(s, None, &["commit"]).await;
+    assert_eq!(run.code, exit::OK, "{run:?}");
+    assert!(run.stdout.contains("nothing to commit"), "{run:?}");
     server.stop().await;
 }
 
@@ -102,7 +107,13 @@ async fn watch_until_phase_exits_when_reached() {
     let server = TestServer::start(TestServer::default_policy(), false).await;
     let socket = server.socket.clone();
     let watcher = tokio::spawn(async move { rewindctl(&socket, None, &["watch", "--interval-ms", "100", "--until-phase", "armed"]).await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Start only once the watcher's stream is subscribed: under load the
+    // rewindctl process can take longer than any fixed sleep to connect.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.core.watchers() == 0 {
+        assert!(std::time::Instant::now() < deadline, "rewindctl watch never subscribed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(rewindctl(&server.socket, None, &["start", "--attempts", "1"]).await.code, exit::OK);
     let run = watcher.await.unwrap();
     assert_eq!(run.code, exit::OK, "{run:?}");

@@ -61,6 +61,12 @@ impl FakeCore {
         self.state.lock().unwrap().phase
     }
 
+    /// How many WatchStatus streams are subscribed right now (tests wait
+    /// for a watcher instead of sleeping and hoping).
+    pub fn watchers(&self) -> usize {
+        self.notices.receiver_count()
+    }
+
     fn take_failure(state: &mut FakeState) -> Result<()> {
         match state.fail_next.take() {
             Some(kind) => Err(error_of(kind)),
