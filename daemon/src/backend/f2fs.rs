@@ -4,16 +4,16 @@
 //! While f2fs is mounted with `checkpoint=disable[:N%]` it writes no
 //! checkpoint, so every change of the boot disappears on any unmount or
 //! crash until it is remounted with `checkpoint=enable`. So:
-//! - arm     = mount /data with `checkpoint=disable:N%` (N from 0, +10 on
-//!             EAGAIN up to 100; plain `checkpoint=disable` on EINVAL; if the
-//!             kernel refuses both, an `Unsafe` refusal the boot records);
-//! - commit  = live remount with `checkpoint=enable`, keeping the other
-//!             mount options (the fstab's, and the VFS flags of the live
-//!             mount: f2fs resets unspecified options on remount);
-//! - rollback= nothing to do: the crash or unmount that ended the attempt
-//!             already dropped it. The next attempt mounts with
-//!             `checkpoint=disable` again; after the last one /data is
-//!             mounted normally by init and shows the baseline.
+//! - arm: mount /data with `checkpoint=disable:N%` (N from 0, +10 on
+//!   EAGAIN up to 100; plain `checkpoint=disable` on EINVAL; if the kernel
+//!   refuses both, an `Unsafe` refusal the boot records);
+//! - commit: live remount with `checkpoint=enable`, keeping the other mount
+//!   options (the live mount's, and its VFS flags: f2fs resets unspecified
+//!   options on remount);
+//! - rollback: nothing to do: the crash or unmount that ended the attempt
+//!   already dropped it. The next attempt mounts with `checkpoint=disable`
+//!   again; after the last one /data is mounted normally by init and shows
+//!   the baseline.
 //!
 //! # Who mounts /data (the mount-ownership decision)
 //! rewindd itself mounts /data, during PrepareUserdata, when this boot is an

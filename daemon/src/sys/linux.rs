@@ -189,8 +189,10 @@ pub fn f2fs_is_pinned(file: &File, path: &Path) -> Result<bool, SysError> {
 }
 
 /// Whether `path` is on an f2fs filesystem (statfs magic).
+// f_type is i64 on 64-bit Linux but narrower on 32-bit Android targets.
+#[allow(clippy::useless_conversion)]
 pub fn is_f2fs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 as i64 == F2FS_SUPER_MAGIC).unwrap_or(false)
+    nix::sys::statfs::statfs(path).map(|s| i64::from(s.filesystem_type().0) == F2FS_SUPER_MAGIC).unwrap_or(false)
 }
 
 nix::ioctl_readwrite!(fifreeze, b'X', 119, libc::c_int);
