@@ -177,7 +177,7 @@ fn run_scenario(name: &str, args: &RunArgs, narrate: bool) -> Result<bool> {
 
 fn run_all(args: &RunArgs, with_daemon: bool) -> Result<bool> {
     let mut reports = Vec::new();
-    for s in scenario::REGISTRY.iter().filter(|s| with_daemon || !s.needs_daemon) {
+    for s in scenario::all().filter(|s| with_daemon || !s.needs_daemon) {
         let report = scenario::run(s.name, &args.options(false)).with_context(|| format!("Running scenario {}", s.name))?;
         print!("{}", report.summary());
         reports.push(report);
@@ -202,7 +202,7 @@ fn run(cli: Cli) -> Result<bool> {
             ..
         } => run_all(&run, with_daemon),
         Command::Scenario { list: true, .. } | Command::Scenario { name: None, .. } => {
-            for s in scenario::REGISTRY {
+            for s in scenario::all() {
                 println!(
                     "{:<26} {}{}",
                     s.name,
@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn every_registered_scenario_has_a_unique_name() {
-        let mut names: Vec<&str> = scenario::REGISTRY.iter().map(|s| s.name).collect();
+        let mut names: Vec<&str> = scenario::all().map(|s| s.name).collect();
         let n = names.len();
         names.sort();
         names.dedup();

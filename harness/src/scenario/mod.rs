@@ -24,6 +24,7 @@
 
 pub mod builtin;
 pub mod checks;
+pub mod e2e;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -67,8 +68,14 @@ impl std::fmt::Debug for Scenario {
     }
 }
 
+/// Every registered scenario: the harness's own and rewindd's (builtin),
+/// then issue 4's end-to-end outcomes (e2e).
+pub fn all() -> impl Iterator<Item = &'static Scenario> {
+    REGISTRY.iter().chain(e2e::E2E.iter())
+}
+
 pub fn find(name: &str) -> Option<&'static Scenario> {
-    REGISTRY.iter().find(|s| s.name == name)
+    all().find(|s| s.name == name)
 }
 
 /// How to run a scenario (the CLI's flags; tests use the defaults).

@@ -1,0 +1,63 @@
+//! Issue 4's outcomes, end to end on a real kernel (QEMU guest): each test
+//! runs one scenario of `rewind_harness::scenario::e2e` (also
+//! `rewind-harness scenario NAME`) and passes only if every check did; the
+//! report (checks, boots, times) is printed either way.
+
+/// A boot that reaches boot-completed commits: two more boots keep every
+/// change, no snapshot/COW device or COW file is left, the space is free.
+#[test]
+fn guest_good_boot_commits_keeps_every_change() {
+    rewind_e2e::run("good-boot-commits");
+}
+
+/// Attempt 1 panics, attempt 2 commits: nothing of attempt 1 survives.
+#[test]
+fn guest_fail_then_succeed_keeps_only_the_second_attempt() {
+    rewind_e2e::run("fail-then-succeed");
+}
+
+/// Power cuts early, twice in a row, mid and late in the final rollback's
+/// merge: userdata still ends at the baseline, fsck clean.
+#[test]
+fn guest_power_cut_during_rollback_still_ends_at_baseline() {
+    rewind_e2e::run("power-cut-during-rollback");
+}
+
+/// A power cut after the commit intent rolls forward at the next boot.
+#[test]
+fn guest_power_cut_during_commit_rolls_forward() {
+    rewind_e2e::run("power-cut-during-commit");
+}
+
+/// AbortChanges without retry: the next boot rolls back, NeedsRollback.
+#[test]
+fn guest_abort_rolls_back_and_needs_rollback() {
+    rewind_e2e::run("abort");
+}
+
+/// Ordinary boots: linear passthrough, data kept; overhead vs raw reported.
+#[test]
+fn guest_no_checkpoint_is_passthrough() {
+    rewind_e2e::run("no-checkpoint");
+}
+
+/// More than the COW store holds, default policy abort: recorded at 95 %,
+/// the attempt is discarded by a reboot, baseline intact.
+#[test]
+fn guest_overflow_aborts_and_keeps_the_baseline() {
+    rewind_e2e::run("overflow");
+}
+
+/// More than the COW store holds, policy commit: committed early,
+/// protection_lost reported, every write kept.
+#[test]
+fn guest_overflow_commit_policy_commits_and_reports() {
+    rewind_e2e::run("overflow-commit");
+}
+
+/// A COW file's blocks moved between boots: rewindd refuses to arm, names
+/// the file, userdata is unchanged.
+#[test]
+fn guest_extents_tampered_are_refused() {
+    rewind_e2e::run("extents-tampered");
+}
