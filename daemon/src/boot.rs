@@ -323,9 +323,21 @@ pub fn commit(ctx: &mut Ctx<'_>, reason: &str, hook: &mut dyn FnMut() -> Result<
         ctx.record("commit-begun", "", reason);
         ctx.save()?;
     }
+    // f2fs: until the checkpoint=enable remount has taken, a power cut
+    // drops the attempt whatever the intent says; the hook (which may mark
+    // the slot successful) must not run before the data is kept. Block
+    // mode keeps its order: its data survives a cut at any point.
+    let data_first = ctx.state.partitions.iter().any(|p| p.backend == crate::engine::BackendKind::F2fs);
+    if data_first {
+        for p in ctx.state.partitions.clone() {
+            ctx.backend.commit_live(&p)?;
+        }
+    }
     hook()?;
-    for p in ctx.state.partitions.clone() {
-        ctx.backend.commit_live(&p)?;
+    if !data_first {
+        for p in ctx.state.partitions.clone() {
+            ctx.backend.commit_live(&p)?;
+        }
     }
     let took = started.elapsed();
     ctx.record("committed", "", format!("{reason} (live, {} ms)", took.as_millis()));
