@@ -564,7 +564,12 @@ fn power_cut_during_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    cx.require("the commit reached its hook (intent written)", intent, "no commit-intent marker on the console")?;
+    let waited = format!(
+        "{} after {:.1} s",
+        if intent { "commit-intent marker on the console" } else { "no commit-intent marker on the console" },
+        t.elapsed().as_secs_f64()
+    );
+    cx.require("the commit reached its hook (intent written)", intent, waited)?;
     let state = cx.exec_checked("cat /metadata/rewind/state")?;
     let phase_line = state.lines().find(|l| l.contains("\"phase\"")).unwrap_or("").trim().to_string();
     cx.check(
