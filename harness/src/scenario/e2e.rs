@@ -335,8 +335,9 @@ fn fail_then_succeed(cx: &mut Ctx) -> Result<(), ScenarioError> {
         "attempt 2's boot merged attempt 1 away first",
         rec.reached(stage::MERGING),
         format!(
-            "power-on to data-mounted {} with the merge of attempt 1; prepare-userdata: {merged}",
+            "power-on to data-mounted {} with the merge of attempt 1 vs {} in boot 1 (no checkpoint); prepare-userdata: {merged}",
             secs(stage_ms(&rec, stage::DATA_MOUNTED)),
+            secs(cx.target.boots().first().and_then(|b| stage_ms(b, stage::DATA_MOUNTED))),
         ),
     );
     let committed = data_manifest(cx)?;
@@ -401,14 +402,34 @@ fn fail_then_succeed(cx: &mut Ctx) -> Result<(), ScenarioError> {
 fn merge_progress(log: &str) -> (Option<(u32, String)>, bool) {
     let last = log
         .lines()
+        .rev()
         .filter(|l| l.starts_with("merg") && l.contains('%'))
         .filter_map(|l| {
             let rest = l.split_once(": ")?.1;
             let (pct, tail) = rest.split_once('%')?;
             Some((pct.trim().parse::<u32>().ok()?, tail.trim().to_string()))
         })
-        .last();
+        .next();
     (last, log.contains("userdata prepared"))
+}
+
+/// "(21 MiB/51 MiB)" -> (done, total) in bytes (rewindctl's human_bytes).
+fn merge_bytes(tail: &str) -> Option<(u64, u64)> {
+    let inner = tail.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let (a, b) = inner.split_once('/')?;
+    let bytes = |s: &str| -> Option<u64> {
+        let (num, unit) = s.trim().split_once(' ')?;
+        let v: f64 = num.parse().ok()?;
+        let mul = match unit {
+            "B" => 1u64,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => return None,
+        };
+        Some((v * mul as f64) as u64)
+    };
+    Some((bytes(a)?, bytes(b)?))
 }
 
 /// "last progress, prepared" of a boot's prepare-userdata, for details.
@@ -460,13 +481,14 @@ fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioError> {
         let (free, _) = df_du(cx)?;
         cx.shutdown()?;
         cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
-        let mib = (cow * 3 / 4 >> 20).min((free >> 10).saturating_sub(32));
+        let mib = ((cow * 3 / 4) >> 20).min((free >> 10).saturating_sub(32));
         cx.exec_checked(&format!("dd if=/dev/zero of=/data/big.bin bs=1M count={mib} 2>/dev/null; sync"))?;
         cx.say(&format!("round {round}: COW store {} MiB, attempt dirtied {mib} MiB more; power cut", cow >> 20));
         cx.target.power_cut()?;
         // Cut the same rollback at each pending point, boot after boot,
         // until the merge is over (a cut that found it done).
         let mut tries = 0;
+        let mut first_total: Option<u64> = None;
         while let Some(i) = landed.iter().position(Option::is_none) {
             tries += 1;
             if tries > 6 {
@@ -492,8 +514,19 @@ fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioError> {
                 && last.as_ref().is_some_and(|(p, _)| *p < 100);
             let at_text = last.as_ref().map(|(p, t)| format!("{p}% {t}")).unwrap_or_else(|| "no progress".into());
             cx.say(&format!("round {round}, boot {n}: cut {label} at stage {at}: merge at {at_text}; inside the merge: {inside}"));
+            if let (Some((_, tail)), None) = (&last, first_total) {
+                first_total = merge_bytes(tail).map(|(_, t)| t);
+            }
             if inside {
-                landed[i] = Some(format!("boot {n}, merge at {at_text}"));
+                // Of the whole rollback (the first boot's total), how much
+                // was merged when the power went.
+                let overall = match (last.as_ref().and_then(|(_, t)| merge_bytes(t)), first_total) {
+                    (Some((done, total)), Some(whole)) if whole > 0 => {
+                        format!("; {}% of the whole rollback", (whole - total + done) * 100 / whole)
+                    }
+                    _ => String::new(),
+                };
+                landed[i] = Some(format!("boot {n}, merge at {at_text}{overall}"));
             } else if prepared || rec.is_none() || last.as_ref().is_some_and(|(p, _)| *p >= 100) {
                 // Missed after the end: this round's merge is over.
                 break;
@@ -628,8 +661,9 @@ fn abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
         "the boot after the abort merged the attempt away",
         rec.reached(stage::MERGING),
         format!(
-            "power-on to data-mounted {} with the rollback merge; prepare-userdata: {merged}",
+            "power-on to data-mounted {} with the rollback merge vs {} in boot 1 (no checkpoint); prepare-userdata: {merged}",
             secs(stage_ms(&rec, stage::DATA_MOUNTED)),
+            secs(cx.target.boots().first().and_then(|b| stage_ms(b, stage::DATA_MOUNTED))),
         ),
     );
     cx.say(&format!(
@@ -821,7 +855,7 @@ fn overflow_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let c = h.iter().rposition(|(k, _)| k == "committed");
     cx.check("history: overflow (policy commit), then committed", matches!((o, c), (Some(o), Some(c)) if o < c), ht);
     check_idle_stack(cx, "after the early commit")?;
-    let sizes = cx.exec_checked(&format!("cat /data/fill.* | wc -c; ls /data/fill.* | grep -vc done"))?;
+    let sizes = cx.exec_checked("cat /data/fill.* | wc -c; ls /data/fill.* | grep -vc done")?;
     let v: Vec<u64> = sizes.split_whitespace().filter_map(|s| s.parse().ok()).collect();
     cx.check_eq("every write of the attempt is kept", vec![(mib << 20) + 5, mib], v);
     let kept = data_manifest(cx)?;
@@ -874,4 +908,36 @@ fn extents_tampered(cx: &mut Ctx) -> Result<(), ScenarioError> {
     fsck_after_umount(cx, TOP, "after the refusal")?;
     cx.shutdown()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_progress_reads_the_last_line_and_the_end() {
+        let log = "arming\nmerging rewind-userdata: 0% (0 B/167 MiB)\nmerging rewind-userdata: 55% (82 MiB/148 MiB)\n";
+        assert_eq!(merge_progress(log), (Some((55, "(82 MiB/148 MiB)".to_string())), false));
+        assert!(merge_progress("merging rewind-userdata: 100% (10 MiB/10 MiB)\nuserdata prepared\n").1);
+        assert_eq!(merge_progress("userdata prepared\n"), (None, true));
+    }
+
+    #[test]
+    fn merge_bytes_reads_human_units() {
+        assert_eq!(merge_bytes("(82 MiB/148 MiB)"), Some((82 << 20, 148 << 20)));
+        assert_eq!(merge_bytes("(0 B/1.5 GiB)"), Some((0, 3 << 29)));
+        assert_eq!(merge_bytes("82 MiB/148 MiB"), None);
+    }
+
+    #[test]
+    fn every_scenario_name_is_unique_across_registries() {
+        let mut names: Vec<&str> = super::super::all().map(|s| s.name).collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(n, names.len());
+        for s in E2E {
+            assert!(super::super::find(s.name).is_some(), "{} is found by name", s.name);
+        }
+    }
 }
