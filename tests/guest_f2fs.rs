@@ -293,7 +293,7 @@ fn guest_f2fs_commit_cut_during_the_hook_keeps_the_attempt() {
         cx.exec_checked("setsid rewindctl commit --reason guest-test > /tmp/commit.log 2>&1 < /dev/null &")?;
         // The record on /metadata, not status (which serves its cached copy
         // while the commit holds the engine).
-        let rec = cx.exec("i=0; until grep -q committing /metadata/rewind/state || [ $i -gt 100 ]; do usleep 100000; i=$((i+1)); done; \
+        let rec = cx.exec("i=0; until pidof sleep > /dev/null || [ $i -gt 300 ]; do usleep 100000; i=$((i+1)); done; \
              grep -o '\\\"phase\\\": *\\\"[a-z-]*\\\"' /metadata/rewind/state; pidof sleep")?;
         cx.require("the commit intent is recorded and the hook runs", rec.stdout.contains("committing") && rec.success(), rec.stdout.clone())?;
         let opts = data_options(cx)?;
