@@ -20,6 +20,8 @@ Examples:
   rewind-harness scenario dm-witness
   rewind-harness scenario failure-kinds --report out.json --junit out.xml
   rewind-harness scenario three-failed-boots --fs f2fs --keep
+  rewind-harness scenario history-survives --target adb --serial 1A2B3C4D --android-bins out/arm64
+  rewind-harness scenario history-survives --target cuttlefish --cvd-dir ~/cf
   rewind-harness scenario manifest-detects-changes --baseline my-data.sh
   rewind-harness scenario three-failed-boots --workload migrate.sh --guest-tool /usr/bin/sqlite3
   rewind-harness demo                              # narrated: three failed boots, then rollback
@@ -80,6 +82,39 @@ fn parse_fs(s: &str) -> Result<FsType, String> {
     s.parse()
 }
 
+/// Where a scenario runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+enum TargetKind {
+    /// A QEMU guest built from the kit (what CI runs).
+    #[default]
+    Qemu,
+    /// An Android device over adb (not run in CI).
+    Adb,
+    /// A Cuttlefish device: launch_cvd/stop_cvd, then adb (not run in CI).
+    Cuttlefish,
+}
+
+#[derive(Debug, clap::Args, Clone)]
+struct DeviceArgs {
+    /// Where to run: a QEMU guest, a device over adb, or Cuttlefish.
+    #[arg(long, value_enum, default_value_t = TargetKind::Qemu)]
+    target: TargetKind,
+    /// adb serial of the device (`adb devices -l`); default: the only one.
+    #[arg(long, value_name = "SERIAL")]
+    serial: Option<String>,
+    /// Cuttlefish host package / runtime directory (holds bin/launch_cvd; default $HOME).
+    #[arg(long, value_name = "DIR")]
+    cvd_dir: Option<PathBuf>,
+    /// Cuttlefish instance number (launch_cvd --base_instance_num).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    cvd_instance: u32,
+    /// Directory with rewindd, rewindctl, rewind-manifest built for the
+    /// device: pushed to /system/bin after `adb root` + `adb remount`
+    /// (userdebug, verity off). Without it the build must contain rewind.
+    #[arg(long, value_name = "DIR")]
+    android_bins: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a scenario (or list them).
@@ -98,6 +133,8 @@ enum Command {
         with_daemon: bool,
         #[command(flatten)]
         run: RunArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
     },
     /// Narrated demo: a checkpoint, three failed boots of the new system, rollback.
     Demo {
@@ -175,6 +212,47 @@ fn run_scenario(name: &str, args: &RunArgs, narrate: bool) -> Result<bool> {
     Ok(report.passed)
 }
 
+/// A scenario on an adb device or Cuttlefish. Setup problems (no adb, no
+/// device, no launch_cvd) come back as one line and exit 2.
+fn run_device_scenario(name: &str, args: &RunArgs, dev: &DeviceArgs) -> Result<bool> {
+    use crate::device::{adb, cuttlefish};
+    if scenario::find(name).is_none() {
+        bail!("Unknown scenario {name:?} (see `rewind-harness scenario --list`)");
+    }
+    let artifacts = crate::paths::target_dir()
+        .join("rewind-device")
+        .join(format!("{name}-{}", std::process::id()));
+    let cfg = adb::AdbConfig {
+        android_bins: dev.android_bins.clone(),
+        baseline: args.baseline.clone(),
+        workload: args.workload.clone(),
+        artifacts,
+    };
+    let mut target = match dev.target {
+        TargetKind::Adb => {
+            let handle = adb::find_device(dev.serial.as_deref())?;
+            adb::AdbTarget::new(handle, Box::new(adb::NoPowerControl), cfg).context("Setting up the device")?
+        }
+        TargetKind::Cuttlefish => {
+            let cvd = cuttlefish::find_cvd(dev.cvd_dir.as_deref(), dev.cvd_instance)?;
+            let handle = cuttlefish::start(&cvd)?;
+            adb::AdbTarget::new(handle, Box::new(cuttlefish::CvdPower { cvd }), cfg)
+                .context("Setting up the Cuttlefish device")?
+        }
+        TargetKind::Qemu => unreachable!("QEMU scenarios go through run_scenario"),
+    };
+    let report = crate::device::run_scenario_on(&mut target, name, &args.options(false))
+        .with_context(|| format!("Running scenario {name}"))?;
+    print!("{}", report.summary());
+    if let Some(path) = &args.report {
+        report::write(path, &report::to_json(std::slice::from_ref(&report))?)?;
+    }
+    if let Some(path) = &args.junit {
+        report::write(path, &report::to_junit(std::slice::from_ref(&report)))?;
+    }
+    Ok(report.passed)
+}
+
 fn run_all(args: &RunArgs, with_daemon: bool) -> Result<bool> {
     let mut reports = Vec::new();
     for s in scenario::all().filter(|s| with_daemon || !s.needs_daemon) {
@@ -195,6 +273,9 @@ fn run_all(args: &RunArgs, with_daemon: bool) -> Result<bool> {
 
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
+        Command::Scenario { all: true, device, .. } if device.target != TargetKind::Qemu => {
+            bail!("--all runs on QEMU only; name one scenario for --target {:?}", device.target)
+        }
         Command::Scenario {
             all: true,
             with_daemon,
@@ -212,6 +293,12 @@ fn run(cli: Cli) -> Result<bool> {
             }
             Ok(true)
         }
+        Command::Scenario {
+            name: Some(name),
+            run,
+            device,
+            ..
+        } if device.target != TargetKind::Qemu => run_device_scenario(&name, &run, &device),
         Command::Scenario { name: Some(name), run, .. } => run_scenario(&name, &run, false),
         Command::Demo { run } => {
             println!("rewind demo: a phone's userdata survives three failed boots of an update.");
@@ -330,6 +417,41 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["rewind-harness", "scenario", "x", "--fs", "btrfs"]).is_err());
+    }
+
+    #[test]
+    fn target_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "rewind-harness",
+            "scenario",
+            "dm-witness",
+            "--target",
+            "adb",
+            "--serial",
+            "emulator-5554",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Scenario { device, .. } => {
+                assert_eq!(device.target, TargetKind::Adb);
+                assert_eq!(device.serial.as_deref(), Some("emulator-5554"));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["rewind-harness", "scenario", "x", "--target", "cuttlefish", "--cvd-dir", "/cf"]).unwrap();
+        match cli.command {
+            Command::Scenario { device, .. } => {
+                assert_eq!(device.target, TargetKind::Cuttlefish);
+                assert_eq!(device.cvd_dir, Some(PathBuf::from("/cf")));
+                assert_eq!(device.cvd_instance, 1);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        match Cli::try_parse_from(["rewind-harness", "scenario", "x"]).unwrap().command {
+            Command::Scenario { device, .. } => assert_eq!(device.target, TargetKind::Qemu),
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["rewind-harness", "scenario", "x", "--target", "vbox"]).is_err());
     }
 
     #[test]

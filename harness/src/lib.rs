@@ -9,7 +9,8 @@
 //! - `plan`      one boot's plan (mode, failure, workload, commit)
 //! - `guest/`    a QEMU guest (`QemuGuest`), its console tail and exec agent
 //! - `failure`   how a boot ended (panic, watchdog, power cut, ...)
-//! - `target`    the `Target` trait scenarios drive (QEMU today, Cuttlefish later)
+//! - `target`    the `Target` trait scenarios drive (QEMU; `device/`: adb, Cuttlefish)
+//! - `device/`   Android targets: any device over adb, Cuttlefish (launch_cvd/stop_cvd)
 //! - `manifest`  file tree manifests of /data and their diff
 //! - `report`    JSON and JUnit reports
 //! - `bench`     measurements on a running guest (f2fs checkpoint=disable costs)
@@ -19,6 +20,7 @@
 pub mod android_rc;
 pub mod bench;
 pub mod cli;
+pub mod device;
 pub mod failure;
 pub mod grpc;
 pub mod guest;

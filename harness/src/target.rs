@@ -47,6 +47,21 @@ pub enum TargetError {
     Slot(#[from] crate::lock::LockError),
     #[error("QMP")]
     Qmp(#[from] crate::qmp::QmpError),
+    /// The target cannot do what the scenario asks (a QEMU-only stage
+    /// hook, a power cut without a relay, ...): names the missing piece.
+    #[error("{target} cannot {what}: {why}")]
+    Unsupported {
+        target: String,
+        what: String,
+        why: String,
+    },
+    /// An adb / launch_cvd / stop_cvd step failed on the host.
+    #[error("{step} failed: `{command}`: {detail}")]
+    Tool {
+        step: &'static str,
+        command: String,
+        detail: String,
+    },
     #[error("{0}")]
     Other(String),
 }
