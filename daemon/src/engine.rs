@@ -244,6 +244,7 @@ impl Engine {
                 (State::default(), Some(why))
             }
         };
+        store.publish_phase(state.phase);
         let (tx, _) = broadcast::channel(NOTICE_CAPACITY);
         let inner = Inner {
             config,

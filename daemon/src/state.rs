@@ -260,11 +260,24 @@ pub struct Store {
     /// The current file is bad: move it aside instead of keeping it as the
     /// previous copy at the next save.
     current_bad: bool,
+    /// Last phase published as `rewind.phase` (Android), so the property
+    /// service is called on a change only, not on every record write.
+    published_phase: Option<Phase>,
 }
 
 impl Store {
     pub fn new(dir: &Path) -> Store {
-        Store { dir: dir.to_path_buf(), current_bad: false }
+        Store { dir: dir.to_path_buf(), current_bad: false, published_phase: None }
+    }
+
+    /// Sets `rewind.phase` (Android; a no-op elsewhere) when `phase` differs
+    /// from what was published last. Called after every save, and once
+    /// after loading the record at start (properties do not survive a boot).
+    pub fn publish_phase(&mut self, phase: Phase) {
+        if self.published_phase != Some(phase) {
+            self.published_phase = Some(phase);
+            crate::sys::publish_phase(crate::service::mapping::phase_name(crate::service::mapping::phase_to_pb(phase)));
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -352,6 +365,8 @@ impl Store {
             .and_then(|d| d.sync_all())
             .map_err(io("fsync directory", self.dir.clone()))?;
         self.current_bad = false;
+        // After the record is durable: the property never runs ahead of it.
+        self.publish_phase(state.phase);
         Ok(())
     }
 }

@@ -39,8 +39,26 @@ fn io_err(step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Sys
     move |source| SysError::Io { step, path, source }
 }
 
-/// `androidboot.bootreason=` from the kernel command line, if present.
+/// Why this boot happened, recorded with every attempt in the history.
+/// In order: on Android the properties `sys.boot.reason` (bootstat's
+/// canonical reason, once it ran) and `ro.boot.bootreason` (init copies it
+/// from bootconfig / the command line before any service starts); then
+/// `androidboot.bootreason` from /proc/bootconfig (Android 12+ bootloaders
+/// pass androidboot.* there) and /proc/cmdline (older ones, the test
+/// guests). Empty when nothing says.
 pub fn boot_reason() -> String {
+    #[cfg(target_os = "android")]
+    for prop in ["sys.boot.reason", "ro.boot.bootreason"] {
+        match super::android::getprop(prop) {
+            Ok(v) if !v.is_empty() => return v,
+            Ok(_) => {}
+            Err(e) => tracing::warn!("reading {prop}: {e}"),
+        }
+    }
+    let bootconfig = std::fs::read_to_string("/proc/bootconfig").map(|c| boot_reason_from_bootconfig(&c)).unwrap_or_default();
+    if !bootconfig.is_empty() {
+        return bootconfig;
+    }
     std::fs::read_to_string("/proc/cmdline").map(|c| boot_reason_from(&c)).unwrap_or_default()
 }
 
@@ -50,6 +68,37 @@ pub fn boot_reason_from(cmdline: &str) -> String {
         .find_map(|w| w.strip_prefix("androidboot.bootreason="))
         .unwrap_or("")
         .to_string()
+}
+
+/// `androidboot.bootreason` from /proc/bootconfig, whose lines read
+/// `androidboot.bootreason = "reboot,ota"` (the kernel prints every value
+/// quoted; an array value is `"a", "b"`: the first is taken).
+pub fn boot_reason_from_bootconfig(bootconfig: &str) -> String {
+    bootconfig
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == "androidboot.bootreason")
+        .map(|(_, v)| {
+            let v = v.trim();
+            let first = match v.strip_prefix('"') {
+                Some(rest) => rest.split('"').next().unwrap_or(""),
+                None => v,
+            };
+            first.to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// Publishes the phase as `rewind.phase` (android/rewindd.rc documents the
+/// words). Android only; a failure is logged and never fatal: the state
+/// record, not the property, is the truth.
+pub fn publish_phase(word: &str) {
+    #[cfg(target_os = "android")]
+    if let Err(e) = super::android::setprop("rewind.phase", word) {
+        tracing::warn!("setting rewind.phase={word}: {e}");
+    }
+    #[cfg(not(target_os = "android"))]
+    let _ = word;
 }
 
 /// Makes `<dir>/<name>` a block node for `dev` (no udev on the device's
@@ -254,6 +303,16 @@ mod tests {
     fn boot_reason_is_read_from_cmdline() {
         assert_eq!(boot_reason_from("console=ttyS0 androidboot.bootreason=reboot,ota quiet"), "reboot,ota");
         assert_eq!(boot_reason_from("console=ttyS0 quiet"), "");
+    }
+
+    #[test]
+    fn boot_reason_is_read_from_bootconfig() {
+        let bc = "androidboot.hardware = \"cutf_cvm\"\nandroidboot.bootreason = \"reboot,ota\"\nandroidboot.serialno = \"CUTTLEFISHCVD01\"\n";
+        assert_eq!(boot_reason_from_bootconfig(bc), "reboot,ota");
+        assert_eq!(boot_reason_from_bootconfig("androidboot.bootreason = \"kernel_panic\", \"x\"\n"), "kernel_panic");
+        assert_eq!(boot_reason_from_bootconfig("androidboot.bootreasonx = \"no\"\n"), "");
+        assert_eq!(boot_reason_from_bootconfig("androidboot.hardware = \"x\"\n"), "");
+        assert_eq!(boot_reason_from_bootconfig(""), "");
     }
 
     #[test]

@@ -4,5 +4,8 @@
 //! (crosvm's `sys/{linux,...}` pattern).
 
 pub mod linux;
+// Property tools: compiled everywhere (plain process calls), used on
+// Android only (`linux::publish_phase`, `linux::boot_reason`).
+pub mod android;
 
 pub use linux::*;
