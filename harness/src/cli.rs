@@ -236,7 +236,7 @@ fn run_device_scenario(name: &str, args: &RunArgs, dev: &DeviceArgs) -> Result<b
         TargetKind::Cuttlefish => {
             let cvd = cuttlefish::find_cvd(dev.cvd_dir.as_deref(), dev.cvd_instance)?;
             let handle = cuttlefish::start(&cvd)?;
-            adb::AdbTarget::new(handle, Box::new(cuttlefish::CvdPower { cvd }), cfg)
+            adb::AdbTarget::new(handle, Box::new(cuttlefish::CvdPower::new(cvd)), cfg)
                 .context("Setting up the Cuttlefish device")?
         }
         TargetKind::Qemu => unreachable!("QEMU scenarios go through run_scenario"),

@@ -217,6 +217,8 @@ pub fn find_device(serial: Option<&str>) -> Result<Adb, DeviceSetupError> {
 pub trait PowerControl {
     /// "a physical device", "cuttlefish cvd-1".
     fn name(&self) -> String;
+    /// Whether `power_cut` can do anything (asked before a boot's plan).
+    fn can_cut(&self) -> bool;
     /// Cuts the power (None: cannot).
     fn power_cut(&mut self) -> Option<Result<(), TargetError>>;
     /// Powers the device on after a cut (no-op for a device that reboots).
@@ -230,6 +232,9 @@ pub struct NoPowerControl;
 impl PowerControl for NoPowerControl {
     fn name(&self) -> String {
         "a physical device".into()
+    }
+    fn can_cut(&self) -> bool {
+        false
     }
     fn power_cut(&mut self) -> Option<Result<(), TargetError>> {
         None
@@ -262,7 +267,13 @@ pub struct AdbTarget {
     /// The device is up (a boot is running).
     up: bool,
     forwarded: Option<u16>,
+    /// Pause after `adb reboot` before waiting for the device again.
+    settle: Duration,
 }
+
+/// adbd goes away only during the shutdown: waiting right after `adb
+/// reboot` could still reach the old boot and its boot_completed=1.
+const REBOOT_SETTLE: Duration = Duration::from_secs(5);
 
 impl AdbTarget {
     /// Sets the device up for scenarios: root, install (with
@@ -277,6 +288,7 @@ impl AdbTarget {
             boots: Vec::new(),
             up: true,
             forwarded: None,
+            settle: REBOOT_SETTLE,
         };
         t.root()?;
         if let Some(dir) = t.cfg.android_bins.clone() {
@@ -390,8 +402,7 @@ impl AdbTarget {
     }
 
     fn can_cut(&self) -> bool {
-        // A physical device answers None; asking does not cut anything.
-        !self.power.name().starts_with("a physical")
+        self.power.can_cut()
     }
 
     fn collect_logs(&mut self, index: u32) {
@@ -467,9 +478,7 @@ impl Target for AdbTarget {
             // A fresh boot for every plan: an orderly reboot.
             command_line = super::display_command("adb", &self.adb.reboot_args());
             self.adb.run_ok("adb reboot", &self.adb.reboot_args(), TOOL_TIMEOUT)?;
-            // adbd goes away during the shutdown; waiting right away could
-            // still see the old boot's adbd and its boot_completed=1.
-            std::thread::sleep(Duration::from_secs(5));
+            std::thread::sleep(self.settle);
         } else {
             command_line = "power on".into();
             self.power.power_on()?;
@@ -584,7 +593,7 @@ impl Target for AdbTarget {
             self.collect_logs(i);
         }
         self.adb.run_ok("adb reboot", &self.adb.reboot_args(), TOOL_TIMEOUT)?;
-        std::thread::sleep(Duration::from_secs(5));
+        std::thread::sleep(self.settle);
         self.end_boot(BootEnd::CleanShutdown)
     }
 
@@ -728,6 +737,108 @@ mod tests {
         let e = pick_device(&d, Some("C")).unwrap_err().to_string();
         assert!(!e.contains('\n'), "{e}");
         assert!(!DeviceSetupError::NoAdb.to_string().contains('\n'));
+    }
+
+    /// A fake `adb` (a shell script) standing in for a device: records
+    /// every call, answers getprop, runs `shell` commands against stubs.
+    fn fake_adb(dir: &Path, defer_commit: &str) -> Adb {
+        let log = dir.join("calls.log");
+        let script = format!(
+            r#"#!/bin/sh
+echo "$*" >> {log}
+[ "$1" = -s ] && shift 2
+case "$1" in
+  forward) [ "$2" = tcp:0 ] && echo 40123; exit 0;;
+  logcat) echo "I rewindd: armed"; exit 0;;
+  shell)
+    getprop() {{ case "$1" in sys.boot_completed) echo 1;; init.svc.rewindd) echo running;; rewind.defer_commit) echo {defer_commit};; *) echo;; esac; }}
+    mkdir() {{ :; }}
+    rewindctl() {{ echo "rewindctl $*"; }}
+    dmesg() {{ echo "[    0.000000] Linux version"; }}
+    cat() {{ echo "/dev/block/mapper/rewind-userdata /data ext4 rw 0 0"; }}
+    sh() {{ echo "ran $*"; }}
+    su() {{ echo "su $*"; }}
+    eval "$2";;
+  *) exit 0;;
+esac
+"#,
+            log = log.display()
+        );
+        let path = dir.join("adb");
+        std::fs::write(&path, script).expect("write fake adb");
+        let mut perms = std::fs::metadata(&path).expect("stat").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&path, perms).expect("chmod");
+        Adb {
+            program: path,
+            serial: "FAKE01".into(),
+        }
+    }
+
+    fn fake_target(dir: &Path, defer_commit: &str) -> AdbTarget {
+        let cfg = AdbConfig {
+            artifacts: dir.join("artifacts"),
+            ..AdbConfig::default()
+        };
+        let mut t = AdbTarget::new(fake_adb(dir, defer_commit), Box::new(NoPowerControl), cfg).expect("set up");
+        t.settle = Duration::ZERO;
+        t
+    }
+
+    #[test]
+    fn a_boot_on_a_fake_device_runs_the_documented_adb_steps() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut t = fake_target(dir.path(), "true");
+        assert_eq!(t.fs(), FsType::Ext4);
+        let rec = t.boot(&BootPlan::rewind().with_commit().with_workload(1)).expect("boot");
+        assert!(rec.is_ready(), "{rec:?}");
+        assert!(rec.reached(stage::REWINDD_STARTED) && rec.reached(stage::COMMITTED), "{rec:?}");
+        assert!(rec.errors.is_empty(), "{:?}", rec.errors);
+        assert_eq!(t.grpc_endpoint().as_deref(), Some("http://127.0.0.1:40123"));
+        assert_eq!(t.exec_checked("echo hi").expect("exec"), "hi\n");
+        assert!(t.console().contains("Linux version"));
+        let panic = t.boot(&BootPlan::rewind().with_commit().with_failure(Failure::panic_at(stage::READY))).expect("boot 2");
+        assert_eq!(panic.ended, Some(BootEnd::Panic));
+        assert!(matches!(t.exec("true"), Err(TargetError::NotRunning)));
+        let calls = std::fs::read_to_string(dir.path().join("calls.log")).expect("log");
+        for want in [
+            "-s FAKE01 root",
+            "-s FAKE01 wait-for-device",
+            "-s FAKE01 push",
+            "-s FAKE01 reboot",
+            "-s FAKE01 shell getprop sys.boot_completed",
+            "-s FAKE01 forward tcp:0 localfilesystem:/dev/socket/rewindd",
+            "-s FAKE01 logcat -d",
+            "-s FAKE01 shell rewindctl --wait 10 commit --reason boot-completed",
+            "-s FAKE01 shell su 0 sh -c 'echo c > /proc/sysrq-trigger'",
+        ] {
+            assert!(calls.contains(want), "no `{want}` in:\n{calls}");
+        }
+    }
+
+    #[test]
+    fn what_a_device_cannot_do_is_unsupported_naming_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut t = fake_target(dir.path(), "false");
+        let msg = |r: Result<BootRecord, TargetError>| match r {
+            Err(e @ TargetError::Unsupported { .. }) => e.to_string(),
+            other => panic!("expected Unsupported, got {other:?}"),
+        };
+        assert!(msg(t.boot(&BootPlan::raw())).contains("raw"));
+        assert!(msg(t.boot(&BootPlan::rewind().without_data())).contains("/data"));
+        let m = msg(t.boot(&BootPlan::rewind().with_commit().with_failure(Failure::panic_at(stage::DATA_MOUNTED))));
+        assert!(m.contains("panic@data-mounted") && m.contains("QEMU"), "{m}");
+        let m = msg(t.boot(&BootPlan::rewind().with_commit().with_failure(Failure::power_cut_at(stage::READY))));
+        assert!(m.contains("hardware relay"), "{m}");
+        let m = msg(t.boot(&BootPlan::rewind()));
+        assert!(m.contains("ro.rewind.defer_commit"), "{m}");
+        assert!(msg(t.power_cut()).contains("hardware relay"));
+        // Through a scenario: the report carries the same clear error.
+        let report = crate::device::run_scenario_on(&mut t, "dm-witness", &crate::scenario::Options::default())
+            .expect("report");
+        assert!(!report.passed);
+        let err = report.error.clone().unwrap_or_default();
+        assert!(err.contains("cannot"), "{err}");
     }
 
     #[test]

@@ -132,17 +132,36 @@ pub fn start(cvd: &Cvd) -> Result<Adb, DeviceSetupError> {
 
 pub struct CvdPower {
     pub cvd: Cvd,
+    /// stop_cvd ran: the next boot must launch_cvd. After a panic the
+    /// device reboots by itself (the launcher restarts the VM) and a second
+    /// launch_cvd would clash with the running one.
+    stopped: bool,
+}
+
+impl CvdPower {
+    pub fn new(cvd: Cvd) -> Self {
+        CvdPower { cvd, stopped: false }
+    }
 }
 
 impl PowerControl for CvdPower {
     fn name(&self) -> String {
         format!("cuttlefish cvd-{}", self.cvd.instance)
     }
+    fn can_cut(&self) -> bool {
+        true
+    }
     fn power_cut(&mut self) -> Option<Result<(), TargetError>> {
-        Some(self.cvd.stop())
+        let r = self.cvd.stop();
+        self.stopped = r.is_ok();
+        Some(r)
     }
     fn power_on(&mut self) -> Result<(), TargetError> {
-        self.cvd.launch()
+        if self.stopped {
+            self.cvd.launch()?;
+            self.stopped = false;
+        }
+        Ok(())
     }
     fn console(&self) -> Option<String> {
         let mut s = String::new();
