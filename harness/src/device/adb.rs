@@ -658,6 +658,52 @@ impl Target for AdbTarget {
 }
 
 #[cfg(test)]
+impl AdbTarget {
+    /// No pause after reboot (fake devices reboot at once).
+    pub(crate) fn no_settle(&mut self) {
+        self.settle = Duration::ZERO;
+    }
+}
+
+#[cfg(test)]
+/// A fake `adb` (a shell script) standing in for a device: records
+/// every call, answers getprop, runs `shell` commands against stubs.
+pub(crate) fn fake_adb(dir: &Path, defer_commit: &str) -> Adb {
+    let log = dir.join("calls.log");
+    let script = format!(
+        r#"#!/bin/sh
+echo "$*" >> {log}
+[ "$1" = -s ] && shift 2
+case "$1" in
+  forward) [ "$2" = tcp:0 ] && echo 40123; exit 0;;
+  logcat) echo "I rewindd: armed"; exit 0;;
+  shell)
+getprop() {{ case "$1" in sys.boot_completed) echo 1;; init.svc.rewindd) echo running;; rewind.defer_commit) echo {defer_commit};; *) echo;; esac; }}
+mkdir() {{ :; }}
+rewindctl() {{ echo "rewindctl $*"; }}
+dmesg() {{ echo "[    0.000000] Linux version"; }}
+cat() {{ echo "/dev/block/mapper/rewind-userdata /data ext4 rw 0 0"; }}
+sh() {{ echo "ran $*"; }}
+su() {{ echo "su $*"; }}
+eval "$2";;
+  *) exit 0;;
+esac
+"#,
+        log = log.display()
+    );
+    let path = dir.join("adb");
+    std::fs::write(&path, script).expect("write fake adb");
+    let mut perms = std::fs::metadata(&path).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&path, perms).expect("chmod");
+    Adb {
+        program: path,
+        serial: "FAKE01".into(),
+    }
+}
+
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -737,42 +783,6 @@ mod tests {
         let e = pick_device(&d, Some("C")).unwrap_err().to_string();
         assert!(!e.contains('\n'), "{e}");
         assert!(!DeviceSetupError::NoAdb.to_string().contains('\n'));
-    }
-
-    /// A fake `adb` (a shell script) standing in for a device: records
-    /// every call, answers getprop, runs `shell` commands against stubs.
-    fn fake_adb(dir: &Path, defer_commit: &str) -> Adb {
-        let log = dir.join("calls.log");
-        let script = format!(
-            r#"#!/bin/sh
-echo "$*" >> {log}
-[ "$1" = -s ] && shift 2
-case "$1" in
-  forward) [ "$2" = tcp:0 ] && echo 40123; exit 0;;
-  logcat) echo "I rewindd: armed"; exit 0;;
-  shell)
-    getprop() {{ case "$1" in sys.boot_completed) echo 1;; init.svc.rewindd) echo running;; rewind.defer_commit) echo {defer_commit};; *) echo;; esac; }}
-    mkdir() {{ :; }}
-    rewindctl() {{ echo "rewindctl $*"; }}
-    dmesg() {{ echo "[    0.000000] Linux version"; }}
-    cat() {{ echo "/dev/block/mapper/rewind-userdata /data ext4 rw 0 0"; }}
-    sh() {{ echo "ran $*"; }}
-    su() {{ echo "su $*"; }}
-    eval "$2";;
-  *) exit 0;;
-esac
-"#,
-            log = log.display()
-        );
-        let path = dir.join("adb");
-        std::fs::write(&path, script).expect("write fake adb");
-        let mut perms = std::fs::metadata(&path).expect("stat").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(&path, perms).expect("chmod");
-        Adb {
-            program: path,
-            serial: "FAKE01".into(),
-        }
     }
 
     fn fake_target(dir: &Path, defer_commit: &str) -> AdbTarget {

@@ -210,6 +210,49 @@ mod tests {
         assert!(!third.launch_args().iter().any(|a| a.contains("resume") || a.contains("powerwash")));
     }
 
+    /// Fake host tools that log their calls (with HOME), and a fake adb.
+    #[test]
+    fn power_cuts_stop_cvd_and_the_next_boot_launches_again() {
+        use crate::device::adb::{fake_adb, AdbConfig, AdbTarget};
+        use crate::failure::BootEnd;
+        use crate::plan::{stage, BootPlan, Failure};
+        use crate::target::Target;
+        let dir = tempfile::tempdir().expect("tmp");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        let log = dir.path().join("cvd.log");
+        for tool in ["launch_cvd", "stop_cvd"] {
+            let p = bin.join(tool);
+            std::fs::write(&p, format!("#!/bin/sh\necho \"{tool} $* HOME=$HOME\" >> {}\n", log.display())).expect("write");
+            let mut perms = std::fs::metadata(&p).expect("stat").permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+            std::fs::set_permissions(&p, perms).expect("chmod");
+        }
+        let cvd = find_cvd(Some(dir.path()), 1).expect("launch_cvd is there");
+        let cfg = AdbConfig {
+            artifacts: dir.path().join("artifacts"),
+            ..AdbConfig::default()
+        };
+        let mut t = AdbTarget::new(fake_adb(dir.path(), "true"), Box::new(CvdPower::new(cvd)), cfg).expect("set up");
+        t.no_settle();
+        let cut = t
+            .boot(&BootPlan::rewind().with_commit().with_failure(Failure::power_cut_at(stage::READY)))
+            .expect("boot 1");
+        assert_eq!(cut.ended, Some(BootEnd::HostPowerCut));
+        let rec = t.boot(&BootPlan::rewind().with_commit()).expect("boot 2");
+        assert!(rec.is_ready());
+        assert_eq!(t.power_cut().expect("cut").ended, Some(BootEnd::HostPowerCut));
+        let calls = std::fs::read_to_string(&log).expect("log");
+        let home = format!("HOME={}", dir.path().display());
+        let want = [
+            format!("stop_cvd  {home}"),
+            format!("launch_cvd --daemon --base_instance_num=1 {home}"),
+            format!("stop_cvd  {home}"),
+        ];
+        assert_eq!(calls.lines().collect::<Vec<_>>(), want.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(t.describe().contains("cuttlefish cvd-1"));
+    }
+
     #[test]
     fn missing_launch_cvd_is_one_line_naming_it() {
         let dir = tempfile::tempdir().expect("tmp");
