@@ -123,11 +123,20 @@ pub fn start(cvd: &Cvd) -> Result<Adb, DeviceSetupError> {
     let program = super::which("adb")
         .or_else(|| Some(cvd.dir.join("bin").join("adb")).filter(|p| p.is_file()))
         .ok_or(DeviceSetupError::NoAdb)?;
-    cvd.launch().map_err(|e| DeviceSetupError::Target(Box::new(e)))?;
-    Ok(Adb {
+    let adb = Adb {
         program,
         serial: cvd.adb_serial(),
-    })
+    };
+    // A device already up (launched by hand) is used as it is: a second
+    // launch_cvd for the same instance would fail.
+    let running = adb
+        .run("list devices", &Adb::devices_args(), Duration::from_secs(30))
+        .map(|o| super::adb::parse_devices(&o.stdout).iter().any(|d| d.serial == adb.serial && d.state == "device"))
+        .unwrap_or(false);
+    if !running {
+        cvd.launch().map_err(|e| DeviceSetupError::Target(Box::new(e)))?;
+    }
+    Ok(adb)
 }
 
 pub struct CvdPower {
