@@ -1,8 +1,7 @@
 //! The seam between scenarios and the machine they run on. QEMU guests
-//! implement it today (guest::QemuGuest); a Cuttlefish device over adb can
-//! implement the same calls (boot with a plan = write the plan, reboot;
-//! exec = adb shell; power cut = the launcher's powerwash/kill; console =
-//! the kernel log).
+//! implement it (guest::QemuGuest), and so do Android devices over adb and
+//! Cuttlefish (device::adb::AdbTarget: boot = adb reboot + boot_completed;
+//! exec = adb shell; power cut = stop_cvd; console = dmesg / kernel.log).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
