@@ -155,8 +155,7 @@ fn fill_one(f: &File, path: &Path, size: u64, fs_type: &str) -> Result<CowFile, 
             return Err(CowError::BadMap(format!("f2fs did not pin {}: its blocks could move", path.display())));
         }
     }
-    nix::fcntl::fallocate(f, nix::fcntl::FallocateFlags::empty(), 0, size as i64)
-        .map_err(|e| io("fallocate")(std::io::Error::from(e)))?;
+    sys::fallocate(f, size).map_err(io("fallocate"))?;
     write_zeroes(f, size).map_err(io("write zeroes to"))?;
     f.sync_all().map_err(io("fsync"))?;
     sys::set_immutable(f, path, true).map_err(sys)?;

@@ -237,11 +237,28 @@ pub fn f2fs_is_pinned(file: &File, path: &Path) -> Result<bool, SysError> {
     Ok(flags & FS_NOCOW_FL != 0)
 }
 
+/// fallocate(2), mode 0, over [0, len). libc's, not nix's: nix builds its
+/// wrapper for target_os = "linux" only, so it does not exist on Android.
+pub fn fallocate(file: &File, len: u64) -> std::io::Result<()> {
+    let len = libc::off64_t::try_from(len).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: the fd is valid for the call (borrowed from `file`); no pointers.
+    let r = unsafe { libc::fallocate64(file.as_raw_fd(), 0, 0, len) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Whether `path` is on an f2fs filesystem (statfs magic).
 // f_type is i64 on 64-bit Linux but narrower on 32-bit Android targets.
 #[allow(clippy::useless_conversion)]
 pub fn is_f2fs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).map(|s| i64::from(s.filesystem_type().0) == F2FS_SUPER_MAGIC).unwrap_or(false)
+    // f_type is signed on glibc and unsigned on bionic: compare in i128,
+    // which both widen to without a cast.
+    nix::sys::statfs::statfs(path)
+        .map(|s| i128::from(s.filesystem_type().0) == i128::from(F2FS_SUPER_MAGIC))
+        .unwrap_or(false)
 }
 
 nix::ioctl_readwrite!(fifreeze, b'X', 119, libc::c_int);
