@@ -453,19 +453,21 @@ fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioError> {
     // Half the free space for the COW store, so an attempt can dirty enough
     // chunks (~170 MiB on the default 512 MiB disk) for a merge of seconds.
     set_rewindd_extra(cx, Some("[cow]\nfree_share_percent = 50\n"))?;
-    // (label, stage the host cuts at): the stages come from
-    // prepare-userdata's progress (guest init: merging, merge-25/50/75).
-    let points: [(&str, &str); 4] = [
-        ("early", stage::MERGING),
-        ("early again (second cut in a row)", stage::MERGING),
-        ("middle", "merge-50"),
-        ("late", "merge-75"),
+    // Where in the whole rollback a cut must land to count for a point:
+    // (label, from %, below %). A point is passed only by a cut that
+    // landed inside the merge (progress below 100 %, prepare unfinished)
+    // within its range; "early again" must be the boot right after "early".
+    let points: [(&str, u64, u64); 4] = [
+        ("early", 0, 34),
+        ("early again (second cut in a row)", 0, 34),
+        ("middle", 34, 67),
+        ("late", 67, 100),
     ];
     let mut landed: Vec<Option<String>> = vec![None; points.len()];
     cx.boot_ready(&BootPlan::rewind())?;
     cx.run_baseline()?;
     let mut baseline = None;
-    for round in 1..=2 {
+    for round in 1..=3 {
         if landed.iter().all(Option::is_some) {
             break;
         }
@@ -485,16 +487,28 @@ fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioError> {
         cx.exec_checked(&format!("dd if=/dev/zero of=/data/big.bin bs=1M count={mib} 2>/dev/null; sync"))?;
         cx.say(&format!("round {round}: COW store {} MiB, attempt dirtied {mib} MiB more; power cut", cow >> 20));
         cx.target.power_cut()?;
-        // Cut the same rollback at each pending point, boot after boot,
-        // until the merge is over (a cut that found it done).
-        let mut tries = 0;
-        let mut first_total: Option<u64> = None;
-        while let Some(i) = landed.iter().position(Option::is_none) {
-            tries += 1;
-            if tries > 6 {
+        // Cut the same rollback boot after boot, each time at the progress
+        // stage (guest init: merging, merge-25/50/75 of this boot's merge)
+        // aimed at the next pending point, until the merge is over.
+        let mut whole: Option<u64> = None; // bytes of the round's first merge
+        let mut done_pct = 0u64; // share of the whole rollback merged so far
+        let mut prev_early_boot: Option<u32> = None;
+        for _ in 0..6 {
+            let Some(i) = landed.iter().position(Option::is_none) else { break };
+            let (label, lo, hi) = points[i];
+            if done_pct >= hi {
+                // This round's merge is past the point: a new round.
                 break;
             }
-            let (label, at) = points[i];
+            // This boot's merge covers done_pct..100 of the whole; the
+            // highest stage at or below the point's middle (the cut lands
+            // a poll or two after its stage).
+            let aim = (lo + hi) / 2;
+            let at = [("merge-75", 75u64), ("merge-50", 50), ("merge-25", 25)]
+                .into_iter()
+                .find(|(_, p)| done_pct + (100 - done_pct) * p / 100 <= aim)
+                .map(|(s, _)| s)
+                .unwrap_or(stage::MERGING);
             let res = cx.target.boot(&BootPlan::rewind().with_failure(Failure::power_cut_at(at)));
             let n = cx.target.boots().len() as u32;
             let log = prepare_log(cx, n);
@@ -504,32 +518,57 @@ fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioError> {
                 // The merge ended before the stage: the boot reached ready
                 // and the harness cut it there.
                 Err(TargetError::Other(msg)) => {
-                    cx.say(&format!("cut {label} missed: {msg}"));
+                    cx.say(&format!("cut for {label} missed: {msg}"));
                     None
                 }
                 Err(e) => return Err(e.into()),
             };
+            let bytes = last.as_ref().and_then(|(_, t)| merge_bytes(t));
+            if let (Some((_, total)), None) = (bytes, whole) {
+                whole = Some(total);
+            }
             let inside = rec.as_ref().is_some_and(|r| r.ended == Some(BootEnd::HostPowerCut) && r.last_stage() == at)
                 && !prepared
                 && last.as_ref().is_some_and(|(p, _)| *p < 100);
             let at_text = last.as_ref().map(|(p, t)| format!("{p}% {t}")).unwrap_or_else(|| "no progress".into());
-            cx.say(&format!("round {round}, boot {n}: cut {label} at stage {at}: merge at {at_text}; inside the merge: {inside}"));
-            if let (Some((_, tail)), None) = (&last, first_total) {
-                first_total = merge_bytes(tail).map(|(_, t)| t);
+            let overall = match (bytes, whole) {
+                (Some((done, total)), Some(w)) if w > 0 => Some((w.saturating_sub(total) + done) * 100 / w),
+                _ => None,
+            };
+            // Which pending point this cut passes, by where it landed.
+            let credited = if inside {
+                overall.and_then(|o| {
+                    (0..points.len()).find(|&k| {
+                        landed[k].is_none()
+                            && o >= points[k].1
+                            && o < points[k].2
+                            && (k != 1 || prev_early_boot == Some(n - 1))
+                    })
+                })
+            } else {
+                None
+            };
+            cx.say(&format!(
+                "round {round}, boot {n}: aimed at {label}, cut at stage {at}: this boot's merge at {at_text} \
+                 ({} of the whole rollback); inside the merge: {inside}; counts for: {}",
+                overall.map(|o| format!("{o}%")).unwrap_or_else(|| "?".into()),
+                credited.map(|k| points[k].0).unwrap_or("none")
+            ));
+            if let Some(k) = credited {
+                landed[k] = Some(format!(
+                    "round {round}, boot {n}: cut at stage {at}, this boot's merge at {at_text}, {}% of the whole rollback",
+                    overall.unwrap_or(0)
+                ));
             }
-            if inside {
-                // Of the whole rollback (the first boot's total), how much
-                // was merged when the power went.
-                let overall = match (last.as_ref().and_then(|(_, t)| merge_bytes(t)), first_total) {
-                    (Some((done, total)), Some(whole)) if whole > 0 => {
-                        format!("; {}% of the whole rollback", (whole - total + done) * 100 / whole)
-                    }
-                    _ => String::new(),
-                };
-                landed[i] = Some(format!("boot {n}, merge at {at_text}{overall}"));
-            } else if prepared || rec.is_none() || last.as_ref().is_some_and(|(p, _)| *p >= 100) {
+            // The boot before an "early again": any cut inside the merge's
+            // early range (credited or not).
+            prev_early_boot = (inside && overall.is_some_and(|o| o < points[0].2)).then_some(n);
+            if !inside && (prepared || rec.is_none() || last.as_ref().is_some_and(|(p, _)| *p >= 100)) {
                 // Missed after the end: this round's merge is over.
                 break;
+            }
+            if let Some(o) = overall {
+                done_pct = done_pct.max(o);
             }
         }
         // The boot that completes (or finds completed) the rollback.
@@ -556,9 +595,9 @@ fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioError> {
         cx.check(&format!("round {round}: userdata is exactly the baseline"), d.is_empty(), d.summary(10));
         check_idle_stack(cx, &format!("round {round}"))?;
     }
-    for (i, (label, at)) in points.iter().enumerate() {
+    for (i, (label, lo, hi)) in points.iter().enumerate() {
         cx.check(
-            &format!("a power cut landed inside the merge: {label} (at stage {at})"),
+            &format!("a power cut landed inside the merge: {label} ({lo}-{hi} % of the rollback)"),
             landed[i].is_some(),
             landed[i].clone().unwrap_or_else(|| "never landed inside the merge".into()),
         );
