@@ -22,6 +22,12 @@ pub mod stage {
     /// Printed at prepare-userdata's first "merging" progress line: a
     /// rollback merge is running now (only boots that roll back get it).
     pub const MERGING: &str = "merging";
+    /// Printed once this boot's merge (its own total: a resumed merge
+    /// counts from where it resumed) passed 25, 50, 75 % (progress lines
+    /// come every 200 ms, so a stage can be printed well past its number).
+    pub const MERGE_25: &str = "merge-25";
+    pub const MERGE_50: &str = "merge-50";
+    pub const MERGE_75: &str = "merge-75";
     pub const USERDATA_PREPARED: &str = "userdata-prepared";
     pub const DATA_MOUNTED: &str = "data-mounted";
     pub const WORKLOAD_START: &str = "workload-start";
@@ -41,6 +47,9 @@ pub mod stage {
         REWINDD_STARTED,
         PREPARE_USERDATA,
         MERGING,
+        MERGE_25,
+        MERGE_50,
+        MERGE_75,
         USERDATA_PREPARED,
         DATA_MOUNTED,
         WORKLOAD_START,

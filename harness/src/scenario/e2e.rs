@@ -504,7 +504,7 @@ fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioError> {
             // highest stage at or below the point's middle (the cut lands
             // a poll or two after its stage).
             let aim = (lo + hi) / 2;
-            let at = [("merge-75", 75u64), ("merge-50", 50), ("merge-25", 25)]
+            let at = [(stage::MERGE_75, 75u64), (stage::MERGE_50, 50), (stage::MERGE_25, 25)]
                 .into_iter()
                 .find(|(_, p)| done_pct + (100 - done_pct) * p / 100 <= aim)
                 .map(|(s, _)| s)

@@ -13,7 +13,7 @@
 //!     cx.shutdown()?;
 //!     Ok(())
 //! }
-//! // and one line in `builtin::REGISTRY`:
+//! // and one line in `builtin::REGISTRY` (issue 4's outcomes: `e2e::E2E`):
 //! Scenario { name: "my-scenario", summary: "...", needs_daemon: false, run: my_scenario },
 //! ```
 //! and a thin test in tests/ (`guest_` prefix: nextest's guest group):
