@@ -928,17 +928,32 @@ fn slow_fill(cx: &mut Ctx, mib: u64) -> Result<(), ScenarioError> {
 }
 
 /// f2fs mode's "COW" is the space f2fs hides as unusable while
-/// checkpointing is off: blocks freed since the last checkpoint. Writes
-/// 1 MiB files two at a time and deletes one of each pair (synced), so
-/// every step leaves a hole (unusable) and lowers the free space, until the
-/// boot ends; on a write error (ENOSPC) it stops and leaves /tmp/fill.stop.
-fn f2fs_hole_fill(cx: &mut Ctx) -> Result<(), ScenarioError> {
-    cx.exec_checked(
-        "setsid sh -c 'i=0; while :; do \
-           dd if=/dev/zero of=/data/fill.$i bs=1M count=1 conv=fsync 2>/dev/null && \
-           dd if=/dev/zero of=/data/fill.$((i+1)) bs=1M count=1 conv=fsync 2>/dev/null || { echo $i > /tmp/fill.stop; exit; }; \
-           rm /data/fill.$i; sync; i=$((i+2)); done' > /dev/null 2>&1 < /dev/null &",
-    )?;
+/// checkpointing is off: blocks valid at the last checkpoint that the
+/// attempt overwrote or deleted (f2fs reuses at once what the attempt
+/// itself wrote and freed: measured, a write-two-delete-one fill of 350 MiB
+/// left unusable at 9 MiB while free fell to 0). rewind applies the block
+/// thresholds to unusable / (unusable + free), so the share reaches 95 %
+/// only when the free space left is under 1/19 of the unusable space: an
+/// attempt that only adds data builds no unusable space and meets ENOSPC
+/// first (at 100 %, as without rewind). The meaningful overflow is an
+/// attempt that rewrites much checkpointed data: `ballast_mib` of the
+/// baseline's ballast.bin is rewritten in place (out of place on disk),
+/// then new 1 MiB files are added (synced, ~3 MiB/s) until the boot ends.
+/// Each step logs f2fs's unusable blocks and df to the console; a write
+/// error (ENOSPC) stops the fill and leaves /metadata/fill.stop (kept
+/// across the reboot).
+fn f2fs_overflow_fill(cx: &mut Ctx, ballast_mib: u64) -> Result<(), ScenarioError> {
+    cx.exec_checked("rm -f /metadata/fill.stop; sync")?;
+    cx.exec_checked(&format!(
+        "dd if=/dev/zero of=/data/ballast.bin bs=1M count={ballast_mib} conv=notrunc,fsync 2>/dev/null"
+    ))?;
+    cx.exec_checked(&format!(
+        "setsid sh -c 'dev=$(basename $(readlink -f {RAW})); i=0; while :; do \
+           dd if=/dev/zero of=/data/fill.$i bs=1M count=1 conv=fsync 2>/dev/null || \
+             {{ echo \"step $i: $(df -k /data | tail -n 1)\" > /metadata/fill.stop; sync; exit; }}; \
+           echo \"fill $i: unusable $(cat /sys/fs/f2fs/$dev/unusable) blocks; df $(df -k /data | tail -n 1)\" > /dev/console; \
+           usleep 300000; i=$((i+1)); done' > /dev/null 2>&1 < /dev/null &"
+    ))?;
     Ok(())
 }
 
@@ -967,13 +982,28 @@ fn overflow_abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
     } else {
         cx.check("the COW store is the configured 32 MiB", cow > 0 && cow <= 32 << 20, format!("{cow} bytes"));
     }
+    // f2fs: checkpointed data for the attempt to rewrite (see
+    // f2fs_overflow_fill), 40 % of the free space, part of the baseline.
+    let mut ballast_mib = 0;
+    if f2fs {
+        let (free, _) = df_du(cx)?;
+        ballast_mib = (free >> 10) * 2 / 5;
+        cx.exec_checked(&format!("dd if=/dev/urandom of=/data/ballast.bin bs=1M count={ballast_mib} conv=fsync 2>/dev/null"))?;
+    }
     let baseline = data_manifest(cx)?;
     cx.shutdown()?;
 
     cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
     if f2fs {
         check_f2fs_armed(cx, "f2fs: attempt 1")?;
-        f2fs_hole_fill(cx)?;
+        f2fs_overflow_fill(cx, ballast_mib)?;
+        let st = status(cx)?;
+        let unusable = st["partitions"][0]["unusable_bytes"].as_u64().unwrap_or(0);
+        cx.check(
+            "f2fs: status reports the rewritten checkpointed data as unusable space (at least half the ballast)",
+            unusable >= (ballast_mib << 20) / 2,
+            format!("unusable_bytes {unusable} after rewriting {ballast_mib} MiB; {}", st["partitions"][0]),
+        );
     } else {
         let mib = (cow >> 20) + 16;
         slow_fill(cx, mib)?;
@@ -982,7 +1012,7 @@ fn overflow_abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
         Ok(rec) => rec,
         Err(e) if f2fs => {
             // Say where the space watch stood when the fill gave up.
-            let st = cx.exec("cat /tmp/fill.stop; rewindctl status --json; df -k /data; rewindctl history")?;
+            let st = cx.exec("cat /metadata/fill.stop; rewindctl status --json; df -k /data; rewindctl history")?;
             cx.check("f2fs: the fill drove unusable space to the abort threshold", false, format!("{e}: {}{}", st.stdout, st.stderr));
             return Err(e.into());
         }
@@ -1006,6 +1036,18 @@ fn overflow_abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.check("the 50 % and 80 % thresholds were reported", ht.contains("crossed 50%") && ht.contains("crossed 80%"), ht.clone());
     cx.check("the abort at 95 % was recorded", h.iter().any(|(k, d)| k == "aborted" && d.contains("abort at 95%")), ht.clone());
     if f2fs {
+        // The policy acted while the attempt could still write: 95-99 %,
+        // and the fill never met ENOSPC.
+        let at = h
+            .iter()
+            .find(|(k, d)| k == "aborted" && d.contains("abort at 95%"))
+            .and_then(|(_, d)| d.split("space ").nth(1)?.split('%').next()?.parse::<u32>().ok());
+        let stop = cx.exec_checked("cat /metadata/fill.stop 2>/dev/null; rm -f /metadata/fill.stop")?;
+        cx.check(
+            "f2fs: the abort came before the attempt ran out of space (95-99 %, no ENOSPC)",
+            matches!(at, Some(p) if (95..100).contains(&p)) && stop.trim().is_empty(),
+            format!("aborted at {at:?} %; ENOSPC: {}", if stop.trim().is_empty() { "none" } else { stop.trim() }),
+        );
         cx.check(
             "f2fs: the thresholds and the abort were on f2fs's unusable space",
             h.iter().any(|(k, _)| k == "space-threshold")
