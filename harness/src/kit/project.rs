@@ -115,17 +115,22 @@ pub fn stripped(kit_dir: &Path, binary: &Path, name: &str) -> Result<PathBuf, Pr
     if out.exists() {
         return Ok(out);
     }
-    let tmp = out.with_extension("tmp");
+    // Per-process temporary name: two harness processes (parallel tests)
+    // staging the same binary must not strip into, or rename, each
+    // other's half-written file.
+    let tmp = dir.join(format!("{name}-{}.{}.tmp", &hex::encode(sha)[..16], std::process::id()));
     super::host::run(Command::new("strip").arg("-o").arg(&tmp).arg(binary)).map_err(|source| {
         ProjectError::Strip {
             binary: binary.to_path_buf(),
             source,
         }
     })?;
-    std::fs::rename(&tmp, &out).map_err(|source| ProjectError::Io {
-        path: out.clone(),
-        source,
-    })?;
+    if let Err(source) = std::fs::rename(&tmp, &out) {
+        let _ = std::fs::remove_file(&tmp);
+        if !out.exists() {
+            return Err(ProjectError::Io { path: out.clone(), source });
+        }
+    }
     Ok(out)
 }
 
