@@ -377,14 +377,45 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
     let d = manifest::diff(&baseline, &now);
     cx.check("userdata is exactly the baseline", d.is_empty(), d.summary(10));
+    // The history must tell the story: each attempt counted once, each
+    // discarded, the last one ending in the rollback.
+    let events = grpc.history()?.events;
+    let story: Vec<String> = events.iter().map(|e| format!("{}#{}", e.kind, e.attempt)).collect();
+    let attempts: Vec<u32> = events.iter().filter(|e| e.kind == "attempt").map(|e| e.attempt).collect();
+    cx.check_eq("history counts attempts 1, 2 and 3, once each", vec![1, 2, 3], attempts);
+    let rollbacks = events.iter().filter(|e| e.kind == "rollback-finished").count();
+    let last_attempt = events.iter().rposition(|e| e.kind == "attempt");
+    let last_rollback = events.iter().rposition(|e| e.kind == "rollback-finished");
+    cx.check(
+        "history shows every attempt rolled back, the last after attempt 3",
+        rollbacks >= 3 && matches!((last_attempt, last_rollback), (Some(a), Some(r)) if r > a),
+        story.join(" "),
+    );
     let table = checks::dmsetup(cx.target, "table")?;
     if cx.target.fs() == FsType::Ext4 {
-        // Block mode: the always-present top device, back to linear.
+        // Block mode: the always-present top device, back to linear, and
+        // nothing of the snapshot stack left.
         cx.check(
             "dmsetup shows rewind-userdata as linear",
             table.lines().any(|l| l.starts_with("rewind-userdata:") && l.contains(" linear ")),
             table.clone(),
         );
+        cx.check(
+            "no snapshot or COW device is left",
+            !table.lines().any(|l| l.starts_with("rewind-userdata-snap:") || l.starts_with("rewind-userdata-cow:")),
+            table.clone(),
+        );
+        // rewindd deletes the COW files once /data is mounted again (its
+        // space poll, every second by default): userdata ends as it was
+        // before StartCheckpoint, without them.
+        let left = crate::timeouts::wait_until(std::time::Duration::from_secs(20), || {
+            match cx.target.exec("ls -A /data/rewind 2>/dev/null | grep '^cow\\.' || true") {
+                Ok(out) if out.stdout.trim().is_empty() => Some(String::new()),
+                _ => None,
+            }
+        });
+        let listing = cx.exec("ls -la /data/rewind 2>&1 || true")?.stdout;
+        cx.check("the COW files are gone after the rollback", left.is_some(), listing);
     }
     if cx.options.narrate {
         cx.say(&format!("dmsetup table (an independent witness):\n{}", table.trim_end()));
