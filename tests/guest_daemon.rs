@@ -51,24 +51,6 @@ fn start(cx: &mut Ctx, attempts: u32) -> Result<(), ScenarioError> {
     cx.require("rewindctl start succeeds", out.success(), format!("{}{}", out.stdout, out.stderr))
 }
 
-fn cow_files_left(cx: &mut Ctx) -> Result<usize, ScenarioError> {
-    let out = cx.exec("ls /data/rewind 2>/dev/null | grep -c '^cow\\.' || true")?;
-    Ok(out.stdout.trim().parse().unwrap_or(0))
-}
-
-/// Waits until rewindd's space watch removed the COW files (it does so once
-/// /data is mounted through rewind-userdata).
-fn wait_cow_gone(cx: &mut Ctx) -> Result<usize, ScenarioError> {
-    let t = Instant::now();
-    loop {
-        let n = cow_files_left(cx)?;
-        if n == 0 || t.elapsed() > Duration::from_secs(30) {
-            return Ok(n);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// `filefrag -v -b4096` rows as (logical, physical, length) in blocks,
 /// contiguous rows merged.
 fn parse_filefrag(text: &str) -> Vec<(u64, u64, u64)> {
@@ -146,7 +128,7 @@ fn guest_fiemap_map_matches_filefrag() {
         }
         // Cancel before the first boot: the files go away at once.
         cx.exec_checked("rewindctl commit --reason cancel")?;
-        let left = cow_files_left(cx)?;
+        let left = checks::cow_files_left(cx.target)?.len();
         cx.check_eq("cancelled checkpoint leaves no COW file", 0, left);
         cx.shutdown()?;
         Ok(())
@@ -186,7 +168,7 @@ fn guest_rollback_restores_every_byte() {
         cx.boot_ready(&BootPlan::rewind())?;
         // rewindd deletes the COW files once /data is mounted; wait, so the
         // manifest does not race the deletion.
-        let left = wait_cow_gone(cx)?;
+        let left = checks::wait_cow_gone(cx.target)?.len();
         cx.check_eq("COW files removed after the final rollback", 0, left);
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
         let d = manifest::diff(&baseline, &now);
@@ -221,7 +203,7 @@ fn guest_commit_keeps_changes_and_removes_cow_files() {
             table.lines().filter(|l| l.starts_with("rewind-")).count() == 1 && table.contains("linear"),
             table,
         );
-        let left = cow_files_left(cx)?;
+        let left = checks::cow_files_left(cx.target)?.len();
         cx.check_eq("COW files removed by the commit", 0, left);
         let hist = history(cx)?;
         cx.check("history records the commit", hist.contains("committed"), hist.clone());
@@ -339,7 +321,7 @@ fn guest_merge_interrupted_by_power_cut_resumes() {
         let after = image_hash_outside(&image, &cow);
         cx.check_eq("disk image outside the COW blocks equals the baseline", before, after);
         cx.boot_ready(&BootPlan::rewind())?;
-        let left = wait_cow_gone(cx)?;
+        let left = checks::wait_cow_gone(cx.target)?.len();
         cx.check_eq("COW files removed after the final rollback", 0, left);
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
         let d = manifest::diff(&baseline, &now);

@@ -408,14 +408,8 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
         // rewindd deletes the COW files once /data is mounted again (its
         // space poll, every second by default): userdata ends as it was
         // before StartCheckpoint, without them.
-        let left = crate::timeouts::wait_until(std::time::Duration::from_secs(20), || {
-            match cx.target.exec("ls -A /data/rewind 2>/dev/null | grep '^cow\\.' || true") {
-                Ok(out) if out.stdout.trim().is_empty() => Some(String::new()),
-                _ => None,
-            }
-        });
-        let listing = cx.exec("ls -la /data/rewind 2>&1 || true")?.stdout;
-        cx.check("the COW files are gone after the rollback", left.is_some(), listing);
+        let left = checks::wait_cow_gone(cx.target)?;
+        cx.check("the COW files are gone after the rollback", left.is_empty(), left.join(" "));
     }
     if cx.options.narrate {
         cx.say(&format!("dmsetup table (an independent witness):\n{}", table.trim_end()));

@@ -51,3 +51,25 @@ pub fn sectors(target: &mut dyn Target, device: &str) -> Result<u64, ScenarioErr
         )))
     })
 }
+
+/// What is left in /data/rewind, rewindd's COW directory (empty when it
+/// does not exist).
+pub fn cow_files_left(target: &mut dyn Target) -> Result<Vec<String>, ScenarioError> {
+    let out = target.exec("ls -A /data/rewind 2>/dev/null || true")?;
+    Ok(out.stdout.split_whitespace().map(str::to_string).collect())
+}
+
+/// Waits (up to 30 s) until rewindd removed the COW files: after a rollback
+/// it does so once /data is mounted through rewind-userdata, on its next
+/// space poll, so manifests and checks must not race it. Returns what is
+/// still there when it gives up (empty = gone).
+pub fn wait_cow_gone(target: &mut dyn Target) -> Result<Vec<String>, ScenarioError> {
+    let t = std::time::Instant::now();
+    loop {
+        let left = cow_files_left(target)?;
+        if left.is_empty() || t.elapsed() > std::time::Duration::from_secs(30) {
+            return Ok(left);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}

@@ -214,24 +214,6 @@ fn check_idle_stack(cx: &mut Ctx, when: &str) -> Result<(), ScenarioError> {
     Ok(())
 }
 
-fn cow_files_left(cx: &mut Ctx) -> Result<Vec<String>, ScenarioError> {
-    let out = cx.exec("ls -A /data/rewind 2>/dev/null || true")?;
-    Ok(out.stdout.split_whitespace().map(str::to_string).collect())
-}
-
-/// Waits until rewindd removed the COW files (it does so once /data is
-/// mounted through rewind-userdata), so manifests do not race it.
-fn wait_cow_gone(cx: &mut Ctx) -> Result<Vec<String>, ScenarioError> {
-    let t = std::time::Instant::now();
-    loop {
-        let left = cow_files_left(cx)?;
-        if left.is_empty() || t.elapsed() > Duration::from_secs(30) {
-            return Ok(left);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// Unmounts /data and fscks `device` (read-only); records the check.
 /// f2fs mode: fsck.f2fs of the raw partition (there is no dm device).
 fn fsck_after_umount(cx: &mut Ctx, device: &str, what: &str) -> Result<(), ScenarioError> {
@@ -337,7 +319,7 @@ fn good_boot_commits(cx: &mut Ctx) -> Result<(), ScenarioError> {
 
     for n in 1..=2 {
         cx.boot_ready(&BootPlan::rewind())?;
-        let left = wait_cow_gone(cx)?;
+        let left = checks::wait_cow_gone(cx.target)?;
         cx.check(&format!("reboot {n}: /data/rewind is empty or absent"), left.is_empty(), left.join(" "));
         let now = data_manifest(cx)?;
         let d = manifest::diff(&committed, &now);
@@ -463,7 +445,7 @@ fn fail_then_succeed(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.shutdown()?;
 
     cx.boot_ready(&BootPlan::rewind())?;
-    let left = wait_cow_gone(cx)?;
+    let left = checks::wait_cow_gone(cx.target)?;
     cx.check("no COW file left", left.is_empty(), left.join(" "));
     let now = data_manifest(cx)?;
     let d = manifest::diff(&committed, &now);
@@ -672,7 +654,7 @@ fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioError> {
         ));
         let needs = cx.exec("rewindctl needs-rollback")?;
         cx.check_eq(&format!("round {round}: needs-rollback is true"), 0, needs.status);
-        let left = wait_cow_gone(cx)?;
+        let left = checks::wait_cow_gone(cx.target)?;
         cx.check(&format!("round {round}: COW files removed"), left.is_empty(), left.join(" "));
         let now = data_manifest(cx)?;
         let d = manifest::diff(baseline.as_ref().expect("set above"), &now);
@@ -772,7 +754,7 @@ fn power_cut_during_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
             history_text(&h),
         );
     }
-    let left = wait_cow_gone(cx)?;
+    let left = checks::wait_cow_gone(cx.target)?;
     cx.check("no COW file left", left.is_empty(), left.join(" "));
     let now = data_manifest(cx)?;
     let d = manifest::diff(&attempt, &now);
@@ -836,7 +818,7 @@ fn abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
         h.iter().filter(|(k, _)| k == "attempt").count() == 1,
         history_text(&h),
     );
-    let left = wait_cow_gone(cx)?;
+    let left = checks::wait_cow_gone(cx.target)?;
     cx.check("COW files removed", left.is_empty(), left.join(" "));
     let now = data_manifest(cx)?;
     let d = manifest::diff(&baseline, &now);
@@ -877,7 +859,7 @@ fn no_checkpoint(cx: &mut Ctx) -> Result<(), ScenarioError> {
                 table.trim().to_string(),
             );
         }
-        let left = cow_files_left(cx)?;
+        let left = checks::cow_files_left(cx.target)?;
         cx.check(&format!("reboot {n}: no COW file"), left.is_empty(), left.join(" "));
         let st = status(cx)?;
         cx.check_eq(&format!("reboot {n}: phase idle"), "idle".to_string(), phase(&st));
