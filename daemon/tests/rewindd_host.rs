@@ -165,13 +165,13 @@ async fn second_rewindd_on_the_same_socket_refuses() {
     assert_eq!(first.stop().await.code, 0);
 }
 
-/// A config with an unknown key stops rewindd before it serves, naming the
-/// key and the file. (Independent of the engine.)
-#[tokio::test]
-async fn unknown_config_key_stops_rewindd_with_its_name() {
+/// Runs rewindd to completion with `toml` as its config file (in the
+/// usual temp layout); returns the layout, its args, the config path and
+/// how rewindd ended.
+async fn rewindd_with_config(toml: &str) -> (tempfile::TempDir, Vec<String>, PathBuf, Run) {
     let (dir, mut args) = layout();
     let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "[cow]\nchunk_sektors = 8\n").unwrap();
+    std::fs::write(&config, toml).unwrap();
     args[1] = config.display().to_string();
     let run = common::run({
         let mut cmd = tokio::process::Command::new(common::rewindd_path());
@@ -179,6 +179,14 @@ async fn unknown_config_key_stops_rewindd_with_its_name() {
         cmd
     })
     .await;
+    (dir, args, config, run)
+}
+
+/// A config with an unknown key stops rewindd before it serves, naming the
+/// key and the file. (Independent of the engine.)
+#[tokio::test]
+async fn unknown_config_key_stops_rewindd_with_its_name() {
+    let (_dir, args, config, run) = rewindd_with_config("[cow]\nchunk_sektors = 8\n").await;
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("chunk_sektors"), "{run:?}");
     assert!(run.stderr.contains(&config.display().to_string()), "{run:?}");
@@ -188,16 +196,7 @@ async fn unknown_config_key_stops_rewindd_with_its_name() {
 /// A bad value is refused the same way. (Independent of the engine.)
 #[tokio::test]
 async fn invalid_config_value_stops_rewindd() {
-    let (dir, mut args) = layout();
-    let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "[cow]\nchunk_sectors = 12\n").unwrap();
-    args[1] = config.display().to_string();
-    let run = common::run({
-        let mut cmd = tokio::process::Command::new(common::rewindd_path());
-        cmd.args(&args);
-        cmd
-    })
-    .await;
+    let (_dir, _args, _config, run) = rewindd_with_config("[cow]\nchunk_sectors = 12\n").await;
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("cow.chunk_sectors"), "{run:?}");
 }
