@@ -461,4 +461,31 @@ vendor                                   /vendor       ext4    ro,barrier=1     
     fn missing_file_is_a_read_error() {
         assert!(matches!(load(Path::new("/nonexistent/fstab")), Err(FstabError::Read { .. })));
     }
+
+    /// The examples shipped for device makers (android/fstab.rewind.*)
+    /// parse with rewindd's own parser, whole (logical partitions, sysfs
+    /// voldmanaged paths, swap), and name exactly one checkpointed
+    /// partition: userdata, in the mode and on the raw device the boot
+    /// contract expects.
+    #[test]
+    fn shipped_android_fstab_examples_parse() {
+        let examples = [
+            ("android/fstab.rewind.ext4", include_str!("../../android/fstab.rewind.ext4"), CheckpointMode::Block),
+            ("android/fstab.rewind.f2fs", include_str!("../../android/fstab.rewind.f2fs"), CheckpointMode::Fs),
+        ];
+        for (name, text, mode) in examples {
+            let path = Path::new(name);
+            let entries = parse(text, path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(entries.iter().any(|e| e.blk_device == "system" && e.flag("logical").is_some()), "{name}");
+            let parts = checkpointed(&entries, path, "rewind", Path::new("/dev/block/mapper"))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(parts.len(), 1, "{name}: {parts:?}");
+            let p = &parts[0];
+            assert_eq!((p.name.as_str(), p.mount_point.as_str(), p.mode), ("userdata", "/data", mode), "{name}");
+            assert_eq!(p.raw_device, "/dev/block/by-name/userdata", "{name}");
+            if mode == CheckpointMode::Block {
+                assert_eq!(p.blk_device, "/dev/block/mapper/rewind-userdata", "{name}");
+            }
+        }
+    }
 }
