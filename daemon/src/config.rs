@@ -35,6 +35,8 @@ pub struct Config {
     pub dm_prefix: String,
     /// Directory holding dm device nodes made without udev.
     pub dev_mapper_dir: PathBuf,
+    /// Who makes the dm device nodes in `dev_mapper_dir`.
+    pub dev_nodes: DevNodes,
     pub cow: CowConfig,
     pub space: SpaceConfig,
     /// Entries kept in the history.
@@ -61,6 +63,21 @@ pub struct CowConfig {
     pub file_max_bytes: u64,
     /// dm-snapshot chunk size in 512-byte sectors (power of two, >= 8).
     pub chunk_sectors: u32,
+}
+
+/// Who makes the block nodes of rewindd's dm devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DevNodes {
+    /// rewindd mknods `<dev_mapper_dir>/<name>` itself: systems without a
+    /// device manager at that point of boot (the QEMU test guests, a
+    /// minimal initramfs).
+    Mknod,
+    /// ueventd (Android) or udev makes them; rewindd waits for
+    /// `<dev_mapper_dir>/<name>` to name the new device, like AOSP's libdm.
+    /// On Android this is the only choice: rewindd has no CAP_MKNOD (a
+    /// neverallow) and a node of its own would fight ueventd's link.
+    Ueventd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +113,7 @@ impl Default for Config {
             allowed_uids: vec![0, 1000],
             dm_prefix: "rewind".to_string(),
             dev_mapper_dir: PathBuf::from("/dev/mapper"),
+            dev_nodes: DevNodes::Mknod,
             cow: CowConfig::default(),
             space: SpaceConfig::default(),
             history_limit: 64,
@@ -330,6 +348,20 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rewindd.example.toml");
         let c = Config::from_file(&path).expect("example parses");
         assert_eq!(c, Config::default(), "rewindd.example.toml must list the defaults");
+    }
+
+    /// The configuration shipped for devices parses, validates, and makes
+    /// the Android-specific choices (ueventd's nodes under
+    /// /dev/block/mapper, init's socket path).
+    #[test]
+    fn shipped_android_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../android/rewindd.toml");
+        let c = Config::from_file(&path).expect("android/rewindd.toml parses");
+        c.validate().expect("android/rewindd.toml validates");
+        assert_eq!(c.dev_nodes, DevNodes::Ueventd);
+        assert_eq!(c.dev_mapper_dir, Path::new("/dev/block/mapper"));
+        assert_eq!(c.socket, Path::new("/dev/socket/rewindd"));
+        assert_eq!(c.fstab, Path::new("/vendor/etc/fstab.rewind"));
     }
 
     #[test]

@@ -169,7 +169,10 @@ impl Engine {
             Ok(dm) => Ok(Box::new(SnapshotBackend::new(
                 &config,
                 Box::new(dm),
-                Box::new(SysIo { dev_dir: config.dev_mapper_dir.clone() }),
+                Box::new(SysIo {
+                    dev_dir: config.dev_mapper_dir.clone(),
+                    dev_nodes: config.dev_nodes,
+                }),
             ))),
             Err(e) => Err(format!("device-mapper is not available: {}", error_chain(&e))),
         };

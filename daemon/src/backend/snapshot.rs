@@ -30,7 +30,7 @@ use devicemapper::{Device, Sectors};
 use nix::mount::MsFlags;
 
 use super::{Backend, Merged, PartRef};
-use crate::config::Config;
+use crate::config::{Config, DevNodes};
 use crate::cowstore;
 use crate::dm::control::{ensure, snapshot_status};
 use crate::dm::target::{OriginParams, SnapParams, LINEAR, SNAPSHOT_MERGE, SNAPSHOT_ORIGIN};
@@ -66,7 +66,13 @@ pub trait StackIo: Send {
 /// The real system.
 pub struct SysIo {
     pub dev_dir: PathBuf,
+    /// Whether rewindd makes the nodes or waits for ueventd's.
+    pub dev_nodes: DevNodes,
 }
+
+/// How long to wait for ueventd's node of a new dm device (it normally
+/// takes milliseconds; ueventd may be busy with coldboot at early-fs).
+const UEVENTD_NODE_WAIT: Duration = Duration::from_secs(10);
 
 impl StackIo for SysIo {
     fn raw(&self, path: &str) -> Result<(Device, u64)> {
@@ -74,10 +80,16 @@ impl StackIo for SysIo {
         Ok((sys::block_device(p)?, sys::block_size_bytes(p)?))
     }
     fn node(&self, name: &str, dev: Device) -> Result<PathBuf> {
-        Ok(sys::make_dev_node(&self.dev_dir, name, dev)?)
+        Ok(match self.dev_nodes {
+            DevNodes::Mknod => sys::make_dev_node(&self.dev_dir, name, dev)?,
+            DevNodes::Ueventd => sys::wait_dev_node(&self.dev_dir, name, dev, UEVENTD_NODE_WAIT)?,
+        })
     }
     fn remove_node(&self, name: &str) {
-        sys::remove_dev_node(&self.dev_dir, name)
+        // ueventd removes its own nodes when the device goes.
+        if self.dev_nodes == DevNodes::Mknod {
+            sys::remove_dev_node(&self.dev_dir, name)
+        }
     }
     // O_DIRECT both ways: the kernel writes the header through dm-bufio,
     // below the block device's page cache, so a cached page could be stale.

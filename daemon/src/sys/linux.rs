@@ -28,6 +28,8 @@ pub enum SysError {
     },
     #[error("{path} exists and is not the block device {device}")]
     NodeClash { path: PathBuf, device: String },
+    #[error("{path} did not appear as the block device {device} within {waited_ms} ms: on Android ueventd creates it (is ueventd running?); on a system without ueventd set dev_nodes = \"mknod\" in rewindd.toml")]
+    NodeTimeout { path: PathBuf, device: String, waited_ms: u128 },
 }
 
 fn nix_err(step: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> SysError {
@@ -120,6 +122,34 @@ pub fn make_dev_node(dir: &Path, name: &str, dev: Device) -> Result<PathBuf, Sys
     nix::sys::stat::mknod(&path, SFlag::S_IFBLK, Mode::from_bits_truncate(0o600), want)
         .map_err(nix_err("mknod", &path))?;
     Ok(path)
+}
+
+/// Waits for `<dir>/<name>` to resolve to the block device `dev`, made by
+/// someone else: on Android ueventd creates `/dev/block/dm-N` and the
+/// `/dev/block/mapper/<name>` link when the dm device appears (like AOSP's
+/// libdm, rewindd waits instead of racing it; it also has no CAP_MKNOD
+/// there). A link still pointing at an older device of the same name (dm
+/// numbers are reused across boots) is waited out, not used.
+pub fn wait_dev_node(dir: &Path, name: &str, dev: Device, timeout: std::time::Duration) -> Result<PathBuf, SysError> {
+    let path = dir.join(name);
+    let want = libc::makedev(dev.major, dev.minor);
+    let started = std::time::Instant::now();
+    loop {
+        // metadata() follows the link: what matters is the node it names.
+        if let Ok(m) = std::fs::metadata(&path) {
+            if m.file_type().is_block_device() && m.rdev() == want {
+                return Ok(path);
+            }
+        }
+        if started.elapsed() >= timeout {
+            return Err(SysError::NodeTimeout {
+                path,
+                device: dev.to_string(),
+                waited_ms: timeout.as_millis(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 pub fn remove_dev_node(dir: &Path, name: &str) {
@@ -375,5 +405,50 @@ mod tests {
         std::fs::remove_file(&p).expect("rm");
         std::fs::write(&p, b"file").expect("w");
         assert!(matches!(make_dev_node(dir.path(), "rewind-x", d), Err(SysError::NodeClash { .. })));
+    }
+
+    /// The first block device node in /dev (a loop device on the test
+    /// machines); None where there is none.
+    fn some_block_device() -> Option<(PathBuf, Device)> {
+        let mut nodes: Vec<PathBuf> = std::fs::read_dir("/dev").ok()?.flatten().map(|e| e.path()).collect();
+        nodes.sort();
+        nodes.into_iter().find_map(|p| {
+            let m = std::fs::symlink_metadata(&p).ok()?;
+            if !m.file_type().is_block_device() {
+                return None;
+            }
+            let d = block_device(&p).ok()?;
+            Some((p, d))
+        })
+    }
+
+    #[test]
+    fn waiting_for_a_node_ueventd_makes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        // A link to something that is not the device: waited out, then a
+        // timeout naming the path and the fix.
+        std::os::unix::fs::symlink("/dev/null", dir.path().join("rewind-y")).expect("link");
+        let d = Device { major: 7, minor: 0 };
+        let err = wait_dev_node(dir.path(), "rewind-y", d, std::time::Duration::from_millis(100))
+            .expect_err("/dev/null is not block device 7:0");
+        assert!(matches!(err, SysError::NodeTimeout { .. }), "{err:?}");
+        assert!(err.to_string().contains("rewind-y") && err.to_string().contains("mknod"), "{err}");
+
+        let Some((node, dev)) = some_block_device() else {
+            eprintln!("no block device node in /dev here; the appearing-link half skipped");
+            return;
+        };
+        // ueventd's link appears while rewindd waits.
+        let link = dir.path().join("rewind-z");
+        let maker = {
+            let link = link.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(150));
+                std::os::unix::fs::symlink(&node, &link).expect("link");
+            })
+        };
+        let got = wait_dev_node(dir.path(), "rewind-z", dev, std::time::Duration::from_secs(10)).expect("appears");
+        maker.join().expect("maker");
+        assert_eq!(got, link);
     }
 }
