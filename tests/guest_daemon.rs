@@ -426,3 +426,77 @@ fn guest_space_abort_policy_reboots_and_discards_the_attempt() {
         Ok(())
     });
 }
+
+/// `rewind-*` entries of /dev/mapper as ("link"|"node"|"other", name).
+fn mapper_entries(cx: &mut Ctx) -> Result<Vec<(String, String)>, ScenarioError> {
+    let out = cx.exec_checked(
+        "for f in /dev/mapper/rewind-*; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; \
+         if [ -L \"$f\" ]; then k=link; elif [ -b \"$f\" ]; then k=node; else k=other; fi; \
+         echo \"$k ${f##*/}\"; done",
+    )?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(k, n)| (k.to_string(), n.to_string())))
+        .collect())
+}
+
+/// Every rewind device present is reachable through a link the ueventd
+/// stand-in made (none is a node of rewindd's), and exactly `names` exist.
+fn check_ueventd_links(cx: &mut Ctx, when: &str, names: &[&str]) -> Result<(), ScenarioError> {
+    let entries = mapper_entries(cx)?;
+    let detail = format!("{entries:?}");
+    cx.check(
+        &format!("{when}: every /dev/mapper/rewind-* entry is ueventd's link, none rewindd's node"),
+        !entries.is_empty() && entries.iter().all(|(k, _)| k == "link"),
+        detail.clone(),
+    );
+    let mut got: Vec<&str> = entries.iter().map(|(_, n)| n.as_str()).collect();
+    got.sort_unstable();
+    let mut want = names.to_vec();
+    want.sort_unstable();
+    cx.check_eq(&format!("{when}: rewind devices present"), want, got);
+    Ok(())
+}
+
+/// Android's node handling (`dev_nodes = "ueventd"`, what
+/// android/rewindd.toml sets): a ueventd stand-in (busybox `uevent` in the
+/// guest init) links /dev/mapper/<name> to devtmpfs's dm-N and rewindd
+/// must wait for those links instead of making nodes. A checkpoint arms,
+/// the attempt is cut, the rollback merges, and userdata is the baseline;
+/// links of removed devices are gone with them.
+#[test]
+fn guest_ueventd_made_nodes_are_waited_for() {
+    run("guest-ueventd-nodes", |cx| {
+        let boot_dir = cx.target.artifacts_dir().join("share/boot");
+        std::fs::write(boot_dir.join("ueventd"), b"")
+            .and_then(|()| std::fs::write(boot_dir.join("rewindd.extra.toml"), "dev_nodes = \"ueventd\"\n"))
+            .map_err(|e| other(format!("{}: {e}", boot_dir.display())))?;
+
+        cx.boot_ready(&BootPlan::rewind())?;
+        let conf = cx.exec_checked("cat /system/etc/rewindd.toml")?;
+        cx.require("rewindd runs with dev_nodes = \"ueventd\"", conf.contains("dev_nodes = \"ueventd\""), conf)?;
+        check_ueventd_links(cx, "idle", &["rewind-userdata"])?;
+        cx.run_baseline()?;
+        start(cx, 1)?;
+        let baseline = checks::manifest(cx.target, "/data", EXCLUDE)?;
+        cx.shutdown()?;
+
+        cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
+        check_ueventd_links(cx, "attempt 1", &["rewind-userdata", "rewind-userdata-cow", "rewind-userdata-snap"])?;
+        let changed = checks::manifest(cx.target, "/data", EXCLUDE)?;
+        cx.check("the attempt changed userdata", !manifest::diff(&baseline, &changed).is_empty(), "");
+        cx.target.power_cut()?;
+
+        cx.boot_ready(&BootPlan::rewind())?;
+        let left = checks::wait_cow_gone(cx.target)?.len();
+        cx.check_eq("COW files removed after the rollback", 0, left);
+        let st = status_json(cx)?;
+        cx.check_eq("phase is rolled-back", "rolled-back", st["phase"].as_str().unwrap_or(""));
+        let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
+        let d = manifest::diff(&baseline, &now);
+        cx.check("userdata is exactly the baseline", d.is_empty(), d.summary(10));
+        check_ueventd_links(cx, "after the rollback", &["rewind-userdata"])?;
+        cx.shutdown()?;
+        Ok(())
+    });
+}

@@ -86,6 +86,33 @@ mkdir -p "$LOGS"
 marker "PLAN boot=${REWIND_BOOT:-?} mode=${REWIND_MODE:-?} fail=${REWIND_FAIL_KIND:-none}@${REWIND_FAIL_AT:-none}"
 fail_point host-mounted
 
+# A stand-in for Android's ueventd, when the scenario asks for one: busybox's
+# `uevent` runs this handler for every kernel uevent, and it links
+# /dev/mapper/<dm name> to devtmpfs's /dev/dm-N on add/change (dm publishes
+# the name by the change event of the first resume) and unlinks on remove,
+# as ueventd does for /dev/block/mapper. rewindd then runs with
+# dev_nodes = "ueventd" and must wait for these links instead of mknod.
+if [ -e /host/boot/ueventd ]; then
+  cat > /tmp/ueventd.sh <<'UEV'
+#!/bin/sh
+case "$DEVNAME" in dm-*) ;; *) exit 0 ;; esac
+mkdir -p /dev/mapper
+case "$ACTION" in
+  add|change)
+    name=$(cat "/sys/block/$DEVNAME/dm/name" 2>/dev/null) || exit 0
+    [ -n "$name" ] && ln -sfn "/dev/$DEVNAME" "/dev/mapper/$name" ;;
+  remove)
+    for l in /dev/mapper/*; do
+      [ -L "$l" ] && [ "$(readlink "$l")" = "/dev/$DEVNAME" ] && rm -f "$l"
+    done ;;
+esac
+exit 0
+UEV
+  chmod 755 /tmp/ueventd.sh
+  uevent /tmp/ueventd.sh >/dev/null 2>&1 &
+  marker "ueventd stand-in running (pid $!)"
+fi
+
 if [ -e /dev/watchdog ]; then
   watchdog -F -T "${REWIND_WATCHDOG_SECS:-10}" -t 1 /dev/watchdog &
   WDPID=$!
