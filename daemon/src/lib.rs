@@ -9,6 +9,7 @@ pub mod cowstore;
 pub mod dm;
 pub mod engine;
 pub mod error;
+pub mod ext4map;
 pub mod fiemap;
 pub mod fstab;
 pub mod logging;
