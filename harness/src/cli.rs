@@ -24,6 +24,7 @@ Examples:
   rewind-harness scenario history-survives --target cuttlefish --cvd-dir ~/cf
   rewind-harness scenario manifest-detects-changes --baseline my-data.sh
   rewind-harness scenario three-failed-boots --workload migrate.sh --guest-tool /usr/bin/sqlite3
+  rewind-harness scenario three-failed-boots --metadata-encryption   # /data over dm-crypt on rewind-userdata
   rewind-harness demo                              # narrated: three failed boots, then rollback
   rewind-harness guest shell                       # serial console on this terminal (Ctrl-A x quits)
   rewind-harness bench --boots 5                   # median boot-to-ready time
@@ -76,6 +77,11 @@ struct RunArgs {
     /// Size of the userdata disk, MiB (default 512).
     #[arg(long, value_name = "MIB")]
     userdata_mib: Option<u64>,
+    /// Emulate Android's metadata encryption: /data is mounted from a
+    /// dm-crypt (aes-xts-plain64) layer the guest stacks on its device, so
+    /// userdata holds only ciphertext (ext4 only).
+    #[arg(long)]
+    metadata_encryption: bool,
 }
 
 fn parse_fs(s: &str) -> Result<FsType, String> {
@@ -188,6 +194,7 @@ impl RunArgs {
             workload: self.workload.clone(),
             guest_tools: self.guest_tools.clone(),
             userdata_mib: self.userdata_mib,
+            metadata_encryption: self.metadata_encryption,
             narrate,
         }
     }
@@ -417,6 +424,13 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["rewind-harness", "scenario", "x", "--fs", "btrfs"]).is_err());
+        match Cli::try_parse_from(["rewind-harness", "scenario", "x", "--metadata-encryption"])
+            .unwrap()
+            .command
+        {
+            Command::Scenario { run, .. } => assert!(run.options(false).metadata_encryption),
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]

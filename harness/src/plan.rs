@@ -29,6 +29,9 @@ pub mod stage {
     pub const MERGE_50: &str = "merge-50";
     pub const MERGE_75: &str = "merge-75";
     pub const USERDATA_PREPARED: &str = "userdata-prepared";
+    /// Metadata-encryption guests only: the dm-crypt layer /data is mounted
+    /// from is up (the init's stand-in for vold's dm-default-key).
+    pub const CRYPT_UP: &str = "crypt-up";
     pub const DATA_MOUNTED: &str = "data-mounted";
     pub const WORKLOAD_START: &str = "workload-start";
     pub const WORKLOAD_DONE: &str = "workload-done";
@@ -51,6 +54,7 @@ pub mod stage {
         MERGE_50,
         MERGE_75,
         USERDATA_PREPARED,
+        CRYPT_UP,
         DATA_MOUNTED,
         WORKLOAD_START,
         WORKLOAD_DONE,

@@ -242,6 +242,45 @@ if [ "${REWIND_MODE:-raw}" = rewind ]; then
   # (daemon/src/backend/f2fs.rs, "Who mounts /data"); init then leaves it.
 fi
 
+# Metadata encryption (GuestConfig::with_metadata_encryption): on Android
+# vold stacks dm-default-key on /data's device inside mount_all, after
+# prepare-userdata; here dm-crypt aes-xts-plain64 (the same cipher) stands
+# in for it, over the raw partition or rewind-userdata alike. rewindd never
+# sees the key; the disk under it holds only ciphertext.
+CRYPT_NAME=userdata-crypt
+crypt_up() {
+  under=$(readlink -f "$1")
+  sectors=$(blockdev --getsz "$under") || { error "crypt: blockdev --getsz $under failed"; return 1; }
+  # The table carries the key: it goes to dmsetup only, never to a log.
+  if ! dmsetup create "$CRYPT_NAME" --table "0 $sectors crypt aes-xts-plain64 $(cat /host/boot/crypt.key) 0 $under 0" 2> /tmp/crypt.err; then
+    error "crypt: dmsetup create $CRYPT_NAME over $1 failed: $(cat /tmp/crypt.err)"
+    return 1
+  fi
+  link_mapper
+  crypt=/dev/block/mapper/$CRYPT_NAME
+  if ! dumpe2fs -h "$crypt" > /dev/null 2>&1; then
+    # Formatting is allowed once, at the run's first boot (the harness's
+    # flag): afterwards a missing filesystem means a wrong key or damaged
+    # data under the layer, which must show, not be papered over.
+    if [ ! -e /host/boot/crypt.format ]; then
+      error "crypt: no ext4 inside $CRYPT_NAME over $1 (wrong key or damaged data); not formatting it"
+      return 1
+    fi
+    if ! mkfs.ext4 -F -q -E lazy_itable_init=0,lazy_journal_init=0,nodiscard -L userdata "$crypt" 2> /tmp/crypt.err; then
+      error "crypt: mkfs.ext4 inside $CRYPT_NAME failed: $(cat /tmp/crypt.err)"
+      return 1
+    fi
+    rm -f /host/boot/crypt.format
+    marker "CRYPT formatted ext4 inside $CRYPT_NAME"
+  fi
+  marker "CRYPT $CRYPT_NAME (aes-xts-plain64, $sectors sectors) over $1"
+  stage crypt-up
+}
+if [ -r /host/boot/crypt.key ] && [ "${REWIND_MOUNT_DATA:-1}" = 1 ] && ! grep -q ' /data ' /proc/mounts; then
+  # Never mount the ciphertext underneath if the layer did not come up.
+  if crypt_up "$DATA_DEV"; then DATA_DEV=/dev/block/mapper/$CRYPT_NAME; else REWIND_MOUNT_DATA=0; fi
+fi
+
 if [ "${REWIND_MOUNT_DATA:-1}" = 1 ] || grep -q ' /data ' /proc/mounts; then
   if grep -q ' /data ' /proc/mounts; then
     marker "DATA mounted by rewindd: $(awk '$2 == "/data" { print $4 }' /proc/mounts)"

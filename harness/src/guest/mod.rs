@@ -53,6 +53,10 @@ pub struct GuestConfig {
     pub guest_tools: Vec<PathBuf>,
     /// Keep the run directory (images, logs) after the guest is dropped.
     pub keep: bool,
+    /// Emulate Android's metadata encryption: the guest init stacks a
+    /// dm-crypt device (aes-xts-plain64, a key per run) on whatever /data
+    /// comes from and mounts /data from it (ext4 only).
+    pub metadata_encryption: bool,
 }
 
 impl GuestConfig {
@@ -68,6 +72,7 @@ impl GuestConfig {
             workload: None,
             guest_tools: Vec::new(),
             keep: false,
+            metadata_encryption: false,
         }
     }
     pub fn with_fs(mut self, fs: FsType) -> Self {
@@ -96,6 +101,10 @@ impl GuestConfig {
     }
     pub fn keep(mut self, keep: bool) -> Self {
         self.keep = keep;
+        self
+    }
+    pub fn with_metadata_encryption(mut self) -> Self {
+        self.metadata_encryption = true;
         self
     }
 }
@@ -154,6 +163,36 @@ fn make_disk(path: &Path, mib: u64, fs: FsType, label: &str) -> Result<(), Targe
     Ok(())
 }
 
+/// Guest path (on the 9p share) of the metadata-encryption key. Beside it,
+/// `crypt.format` lets the init format userdata inside the crypt layer, at
+/// the first boot only (the init removes it).
+pub const GUEST_CRYPT_KEY: &str = "/host/boot/crypt.key";
+/// The dm-crypt device the init stacks under /data (metadata encryption).
+pub const CRYPT_DEVICE: &str = "userdata-crypt";
+
+/// A fresh AES-256-XTS key (64 bytes) as the 128 hex digits dm-crypt's
+/// table takes: what Android's metadata encryption uses.
+fn crypt_key() -> Result<String, TargetError> {
+    use std::io::Read;
+    let path = Path::new("/dev/urandom");
+    let mut key = [0u8; 64];
+    File::open(path).and_then(|mut f| f.read_exact(&mut key)).map_err(io_err(path))?;
+    Ok(hex::encode(key))
+}
+
+/// Metadata encryption: userdata gets no filesystem here (it is made inside
+/// the crypt layer by the guest's first boot, so the disk holds only
+/// ciphertext); the key and the one-time format flag go on the share.
+fn prepare_crypt(cfg: &GuestConfig, dir: &Path, share: &Path) -> Result<(), TargetError> {
+    let img = dir.join("userdata.img");
+    File::create(&img).and_then(|f| f.set_len(cfg.userdata_mib << 20)).map_err(io_err(&img))?;
+    let boot = share.join("boot");
+    let key = boot.join("crypt.key");
+    std::fs::write(&key, crypt_key()? + "\n").map_err(io_err(&key))?;
+    let flag = boot.join("crypt.format");
+    std::fs::write(&flag, "format userdata inside the crypt layer at the first boot\n").map_err(io_err(&flag))
+}
+
 /// rewindd's config in the guest (boot contract: TCP for the host).
 pub fn rewindd_toml() -> String {
     format!(
@@ -188,6 +227,13 @@ impl QemuGuest {
     /// Builds the kit (cached), creates the disks and the initrd, and takes a
     /// machine-wide guest slot. Does not boot.
     pub fn new(cfg: GuestConfig) -> Result<QemuGuest, TargetError> {
+        if cfg.metadata_encryption && cfg.fs != FsType::Ext4 {
+            return Err(TargetError::Other(format!(
+                "metadata encryption is emulated for ext4 userdata only (asked for {}): \
+                 f2fs mode (checkpoint=fs) has no rewind-userdata device to stack the crypt layer on",
+                cfg.fs
+            )));
+        }
         let kit = Kit::ensure()?;
         let slot = lock::acquire_slot(&kit.dir.join("slots"), timeouts::SLOT_TIMEOUT)?;
         let runs = crate::paths::runs_dir();
@@ -205,7 +251,11 @@ impl QemuGuest {
         if cfg.keep {
             let _ = std::fs::write(dir.join(KEEP_MARKER), "kept by --keep\n");
         }
-        make_disk(&dir.join("userdata.img"), cfg.userdata_mib, cfg.fs, "userdata")?;
+        if cfg.metadata_encryption {
+            prepare_crypt(&cfg, &dir, &share)?;
+        } else {
+            make_disk(&dir.join("userdata.img"), cfg.userdata_mib, cfg.fs, "userdata")?;
+        }
         make_disk(&dir.join("metadata.img"), cfg.metadata_mib, FsType::Ext4, "metadata")?;
         let scripts = [
             (&cfg.baseline, DEFAULT_BASELINE, "baseline.sh"),
@@ -727,7 +777,11 @@ impl Target for QemuGuest {
     }
 
     fn shutdown(&mut self) -> Result<BootRecord, TargetError> {
-        self.exec_detached("sync; umount /data 2>/dev/null; umount /metadata 2>/dev/null; sync; poweroff -f")?;
+        // The metadata-encryption layer goes before power-off, as vold's does.
+        self.exec_detached(&format!(
+            "sync; umount /data 2>/dev/null; dmsetup remove {CRYPT_DEVICE} 2>/dev/null; \
+             umount /metadata 2>/dev/null; sync; poweroff -f"
+        ))?;
         self.wait_end(timeouts::SHUTDOWN_TIMEOUT)
     }
 

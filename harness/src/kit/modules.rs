@@ -34,6 +34,12 @@ pub const REQUIRED_MODULES: &[&str] = &[
     "dm_flakey",
     "dm_log_writes",
     "dm_delay",
+    // The metadata-encryption guest option stacks dm-crypt aes-xts-plain64
+    // on /data's device: xts wraps ecb(aes) (aes_generic is built in), and
+    // the crypto API's module autoload has no modprobe in the guest.
+    "ecb",
+    "xts",
+    "dm_crypt",
     "ext4",
     // f2fs compression algorithms, looked up through the crypto API.
     "lz4",

@@ -25,6 +25,7 @@
 pub mod builtin;
 pub mod checks;
 pub mod e2e;
+pub mod encrypted;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -71,7 +72,7 @@ impl std::fmt::Debug for Scenario {
 /// Every registered scenario: the harness's own and rewindd's (builtin),
 /// then issue 4's end-to-end outcomes (e2e).
 pub fn all() -> impl Iterator<Item = &'static Scenario> {
-    REGISTRY.iter().chain(e2e::E2E.iter())
+    REGISTRY.iter().chain(e2e::E2E.iter()).chain(encrypted::ENCRYPTED.iter())
 }
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -87,6 +88,9 @@ pub struct Options {
     pub workload: Option<PathBuf>,
     pub guest_tools: Vec<PathBuf>,
     pub userdata_mib: Option<u64>,
+    /// Stack a dm-crypt layer under /data in the guest (Android's metadata
+    /// encryption; ext4 only). The `metadata-encryption*` scenarios force it.
+    pub metadata_encryption: bool,
     /// Narrate each step (the demo).
     pub narrate: bool,
 }
@@ -259,7 +263,9 @@ pub enum RunError {
 /// markers. The report is returned whether the scenario passed or not.
 pub fn run(name: &str, options: &Options) -> Result<ScenarioReport, RunError> {
     let scenario = find(name).ok_or_else(|| Box::new(ScenarioError::Unknown(name.to_string())))?;
-    run_fn(name, options, scenario.run)
+    let mut options = options.clone();
+    options.metadata_encryption |= encrypted::needs_metadata_encryption(name);
+    run_fn(name, &options, scenario.run)
 }
 
 /// Runs any scenario body (a closure) on a fresh QEMU guest configured from
@@ -281,6 +287,9 @@ pub fn run_fn(
     }
     for t in &options.guest_tools {
         cfg = cfg.with_guest_tool(t.clone());
+    }
+    if options.metadata_encryption {
+        cfg = cfg.with_metadata_encryption();
     }
     let mut guest = QemuGuest::new(cfg).map_err(|source| RunError::Guest {
         scenario: name.to_string(),

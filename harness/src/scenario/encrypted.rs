@@ -1,0 +1,510 @@
+//! Metadata encryption stacked on rewind-userdata, end to end.
+//!
+//! On Android with metadata encryption, vold stacks dm-default-key on top of
+//! `/dev/block/mapper/rewind-userdata` inside `mount_all`, after rewindd's
+//! `prepare-userdata`, and /data is mounted from that upper device. The raw
+//! partition under rewind's stack then holds ciphertext and rewindd never
+//! has the key: it must still arm, roll back and commit, checking its COW map
+//! from raw blocks instead of mounting anything.
+//!
+//! The guest emulates that stack (`GuestConfig::with_metadata_encryption`):
+//! its init puts dm-crypt aes-xts-plain64 (AES-256-XTS, the cipher of
+//! Android's metadata encryption, a fresh key per run) over whatever /data
+//! comes from, and userdata is formatted inside that layer at the first
+//! boot. These scenarios force the option on and check, besides the data
+//! (manifests, `e2fsck -fn` through the crypt layer), that the stack really
+//! was encrypted (no ext4 magic on the raw partition, only inside the crypt
+//! device) and that rewindd verified its COW map from the raw device without
+//! a verify device or a mount.
+
+use serde_json::Value;
+
+use super::{checks, Ctx, Scenario, ScenarioError};
+use crate::failure::BootEnd;
+use crate::guest::{CRYPT_DEVICE, GUEST_CRYPT_KEY};
+use crate::manifest::{self, Manifest};
+use crate::plan::{stage, BootPlan, Failure, FsType};
+use crate::target::{BootRecord, TargetError};
+
+pub static ENCRYPTED: &[Scenario] = &[
+    Scenario {
+        name: "metadata-encryption",
+        summary: "dm-crypt (aes-xts-plain64) stacked on rewind-userdata, /data mounted from it: start, three failed attempts, rollback to the baseline exactly; raw partition holds only ciphertext; COW map verified from raw blocks, no mount",
+        needs_daemon: true,
+        run: metadata_encryption,
+    },
+    Scenario {
+        name: "metadata-encryption-commit",
+        summary: "dm-crypt stacked on rewind-userdata: an attempt commits at boot-completed, two more boots keep its data, fsck clean through the crypt layer",
+        needs_daemon: true,
+        run: metadata_encryption_commit,
+    },
+];
+
+/// The scenarios that only make sense with the crypt layer: `run` turns
+/// the option on for them.
+pub fn needs_metadata_encryption(name: &str) -> bool {
+    ENCRYPTED.iter().any(|s| s.name == name)
+}
+
+/// The COW store lives in /data/rewind; it is rewindd's, not user data.
+const EXCLUDE: &[&str] = &["rewind"];
+const RAW: &str = "/dev/block/by-name/userdata";
+const TOP: &str = "/dev/block/mapper/rewind-userdata";
+const TOP_NAME: &str = "rewind-userdata";
+/// Where the guest init links the crypt device (guest/init.sh).
+const CRYPT: &str = "/dev/block/mapper/userdata-crypt";
+/// What rewindd logs when it checked the COW map by reading the raw
+/// partition (no verify device, no mount).
+const VERIFIED_RAW: &str = "COW map verified from the raw device";
+
+fn other(msg: String) -> ScenarioError {
+    ScenarioError::Target(TargetError::Other(msg))
+}
+
+/// The guest must really have the crypt layer, or every check below would
+/// test a plain stack.
+fn require_crypt_option(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    let on = cx.options.metadata_encryption && cx.target.fs() == FsType::Ext4;
+    cx.require(
+        "the guest emulates metadata encryption (ext4 over dm-crypt)",
+        on,
+        format!("metadata_encryption {}, fs {}", cx.options.metadata_encryption, cx.target.fs()),
+    )
+}
+
+fn require_crypt_up(cx: &mut Ctx, rec: &BootRecord) -> Result<(), ScenarioError> {
+    cx.require(
+        &format!("boot {}: the crypt layer came up before /data was mounted", rec.index),
+        rec.reached(stage::CRYPT_UP) && rec.reached(stage::DATA_MOUNTED) && rec.errors.is_empty(),
+        format!("stages {}; guest errors {:?}", rec.stages.join(","), rec.errors),
+    )
+}
+
+/// Whether `device` carries the ext4 magic (0x53 0xef at byte 0x438), read
+/// past the page cache (the raw partition is written through dm, not
+/// through its own cache).
+fn ext4_magic(cx: &mut Ctx, device: &str) -> Result<(bool, String), ScenarioError> {
+    let out = cx.exec_checked(&format!(
+        "sync; echo 3 > /proc/sys/vm/drop_caches; dd if={device} bs=4096 count=1 2>/dev/null | od -An -tx1 -j 1080 -N 2"
+    ))?;
+    let bytes: Vec<&str> = out.split_whitespace().collect();
+    Ok((bytes == ["53", "ef"], bytes.join(" ")))
+}
+
+/// The raw partition (and, in a rewind boot, rewind-userdata: what rewindd
+/// sees) shows no filesystem; the crypt device (and so /data) does: what is
+/// on disk is ciphertext.
+fn check_encrypted_on_disk(cx: &mut Ctx, when: &str, rewind_boot: bool) -> Result<(), ScenarioError> {
+    let (raw, raw_bytes) = ext4_magic(cx, RAW)?;
+    let (crypt, crypt_bytes) = ext4_magic(cx, CRYPT)?;
+    let (top, top_bytes) = if rewind_boot { ext4_magic(cx, TOP)? } else { (false, "not a rewind boot".into()) };
+    cx.check(
+        &format!("{when}: the raw partition and rewind-userdata hold no ext4 magic, the crypt device does"),
+        !raw && !top && crypt,
+        format!("bytes 0x438..0x43a: raw {raw_bytes}, rewind-userdata {top_bytes}, crypt {crypt_bytes}"),
+    );
+    Ok(())
+}
+
+/// /data's device as the kernel sees it: (dm name, names of what it sits on).
+fn data_stack(cx: &mut Ctx) -> Result<(String, Vec<String>), ScenarioError> {
+    let out = cx.exec_checked(
+        "src=$(readlink -f \"$(awk '$2 == \"/data\" { print $1 }' /proc/mounts | tail -n 1)\"); n=${src##*/}; \
+         cat /sys/block/$n/dm/name 2>/dev/null || echo \"not-dm:$n\"; \
+         for s in /sys/block/$n/slaves/*; do [ -e \"$s\" ] || continue; cat \"$s/dm/name\" 2>/dev/null || basename \"$s\"; done",
+    )?;
+    let mut lines = out.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
+    let name = lines.next().unwrap_or_default();
+    Ok((name, lines.collect()))
+}
+
+/// The crypt table's shape without its key: (target, cipher, key hex
+/// digits, iv offset, device offset).
+fn crypt_shape(cx: &mut Ctx) -> Result<String, ScenarioError> {
+    let out =
+        cx.exec_checked(&format!("dmsetup table {CRYPT_DEVICE} | awk '{{ print $3, $4, length($5), $6, $8 }}'"))?;
+    Ok(out.trim().to_string())
+}
+
+/// /data is mounted from the crypt device, a 1:1 aes-xts-plain64 layer
+/// straight on `under` (rewind-userdata, or the raw disk in a raw boot).
+fn check_data_stack(cx: &mut Ctx, when: &str, under: &str) -> Result<(), ScenarioError> {
+    let (name, slaves) = data_stack(cx)?;
+    let shape = crypt_shape(cx)?;
+    cx.check(
+        &format!("{when}: /data is mounted from {CRYPT_DEVICE}, which sits on {under} only"),
+        name == CRYPT_DEVICE && slaves == [under],
+        format!("/data from {name}, on {slaves:?}"),
+    );
+    cx.check_eq(
+        &format!("{when}: {CRYPT_DEVICE} is AES-256-XTS with a 512-bit key, no offsets"),
+        "crypt aes-xts-plain64 128 0 0".to_string(),
+        shape,
+    );
+    Ok(())
+}
+
+fn raw_disk_name(cx: &mut Ctx) -> Result<String, ScenarioError> {
+    let out = cx.exec_checked(&format!("basename \"$(readlink -f {RAW})\""))?;
+    Ok(out.trim().to_string())
+}
+
+/// dm devices other than rewind-userdata and the crypt layer, and
+/// rewind-userdata's table target.
+fn other_dm_devices(cx: &mut Ctx) -> Result<(Vec<String>, String), ScenarioError> {
+    let ls = checks::dmsetup(cx.target, "ls")?;
+    let others = ls
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| *n != "No" && *n != TOP_NAME && *n != CRYPT_DEVICE)
+        .map(str::to_string)
+        .collect();
+    let top = checks::dmsetup(cx.target, &format!("table {TOP_NAME}"))?;
+    let target = if top.trim().lines().count() == 1 {
+        top.split_whitespace().nth(2).unwrap_or("").to_string()
+    } else {
+        format!("{} lines", top.trim().lines().count())
+    };
+    Ok((others, target))
+}
+
+fn check_idle_stack(cx: &mut Ctx, when: &str) -> Result<(), ScenarioError> {
+    let (others, target) = other_dm_devices(cx)?;
+    cx.check(
+        &format!("{when}: rewind-userdata is linear, no snapshot, COW or verify device"),
+        others.is_empty() && target == "linear",
+        format!("rewind-userdata: {target}; other devices: {others:?}"),
+    );
+    Ok(())
+}
+
+/// rewindd's and prepare-userdata's logs of one boot (on the share).
+fn daemon_logs(cx: &Ctx, boot: u32) -> String {
+    let dir = cx.target.artifacts_dir().join(format!("share/logs/boot-{boot}"));
+    ["rewindd.log", "prepare-userdata.log"]
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every boot in `boots` verified the COW map from raw blocks, and none
+/// made a `-verify` device.
+fn check_verified_raw(cx: &mut Ctx, boots: &[u32]) {
+    for &b in boots {
+        let log = daemon_logs(cx, b);
+        let line = log.lines().find(|l| l.contains(VERIFIED_RAW)).unwrap_or("").trim().to_string();
+        let verify_dev: Vec<&str> = log.lines().filter(|l| l.contains("-verify")).take(3).collect();
+        cx.check(
+            &format!("boot {b}: rewindd verified the COW map from the raw device, no -verify device"),
+            !line.is_empty() && verify_dev.is_empty(),
+            if line.is_empty() {
+                format!("no {VERIFIED_RAW:?} line in boot-{b}/rewindd.log or prepare-userdata.log")
+            } else {
+                format!("{line}; -verify lines: {verify_dev:?}")
+            },
+        );
+    }
+}
+
+/// In the running boot, the kernel mounted exactly one dm ext4 filesystem
+/// (the init's /data, through the crypt layer): rewindd mounted nothing,
+/// nor tried to (a mount of the ciphertext underneath would fail loudly).
+fn check_no_daemon_mount(cx: &mut Ctx, when: &str) -> Result<(), ScenarioError> {
+    let out = cx.exec_checked("dmesg | grep 'EXT4-fs (dm-' || true")?;
+    let mounted = out.lines().filter(|l| l.contains("mounted filesystem")).count();
+    let failed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("Can't find ext4") || l.contains("VFS:") || l.contains("bad geometry"))
+        .collect();
+    cx.check(
+        &format!("{when}: the kernel log shows one dm ext4 mount (the init's /data) and no failed one"),
+        mounted == 1 && failed.is_empty(),
+        out.trim().replace('\n', " | "),
+    );
+    Ok(())
+}
+
+fn data_manifest(cx: &mut Ctx) -> Result<Manifest, ScenarioError> {
+    checks::manifest(cx.target, "/data", EXCLUDE)
+}
+
+fn start(cx: &mut Ctx, attempts: u32, reason: &str) -> Result<(), ScenarioError> {
+    let out = cx.exec(&format!("rewindctl start --attempts {attempts} --reason '{reason}'"))?;
+    cx.require(
+        "rewindctl start succeeds with /data mounted from the crypt layer",
+        out.success(),
+        format!("{}{}", out.stdout, out.stderr),
+    )
+}
+
+fn phase(cx: &mut Ctx) -> Result<String, ScenarioError> {
+    let out = cx.exec_checked("rewindctl status --json")?;
+    let v: Value = serde_json::from_str(&out).map_err(|e| other(format!("status --json: {e}: {out}")))?;
+    Ok(v["phase"].as_str().unwrap_or("").to_string())
+}
+
+fn diff_counts(d: &manifest::ManifestDiff) -> String {
+    format!(
+        "{} added, {} removed, {} changed, {} chmod-ed",
+        d.added.len(),
+        d.removed.len(),
+        d.changed.len(),
+        d.chmodded.len()
+    )
+}
+
+fn stage_ms(rec: &BootRecord, name: &str) -> Option<u64> {
+    rec.stages.iter().position(|s| s == name).map(|i| rec.stage_ms[i])
+}
+
+/// "ready 9.1 s, crypt layer 0.3 s" for the measurements line.
+fn boot_times(rec: &BootRecord) -> String {
+    let crypt = match (stage_ms(rec, stage::CRYPT_UP), stage_ms(rec, stage::DATA_MOUNTED)) {
+        (Some(c), Some(_)) => {
+            // From the last stage before the layer (userdata-prepared in a
+            // rewind boot, metadata-mounted in a raw one).
+            let i = rec.stages.iter().position(|s| s == stage::CRYPT_UP).unwrap_or(0);
+            let before = i.checked_sub(1).map(|j| rec.stage_ms[j]).unwrap_or(c);
+            format!(", crypt layer {:.2} s", (c - before) as f64 / 1000.0)
+        }
+        _ => String::new(),
+    };
+    format!(
+        "boot {}: ready {}{crypt}",
+        rec.index,
+        rec.ready_ms.map(|m| format!("{:.1} s", m as f64 / 1000.0)).unwrap_or_else(|| "not reached".into())
+    )
+}
+
+/// Fresh guest: a raw boot formats userdata inside the crypt layer, runs
+/// the baseline, and proves the disk holds ciphertext. Returns the
+/// baseline's manifest.
+fn encrypted_baseline(cx: &mut Ctx) -> Result<Manifest, ScenarioError> {
+    require_crypt_option(cx)?;
+    let rec = cx.boot_ready(&BootPlan::raw())?;
+    require_crypt_up(cx, &rec)?;
+    let raw_name = raw_disk_name(cx)?;
+    check_data_stack(cx, "raw boot", &raw_name)?;
+    cx.run_baseline()?;
+    let baseline = data_manifest(cx)?;
+    check_encrypted_on_disk(cx, "after the baseline", false)?;
+    cx.say(&boot_times(&rec));
+    cx.shutdown()?;
+    Ok(baseline)
+}
+
+/// The checkpoint: a rewind boot (idle linear map, crypt on top), start.
+fn encrypted_start(cx: &mut Ctx, baseline: &Manifest, attempts: u32, reason: &str) -> Result<u32, ScenarioError> {
+    let rec = cx.boot_ready(&BootPlan::rewind())?;
+    require_crypt_up(cx, &rec)?;
+    check_data_stack(cx, "idle rewind boot", TOP_NAME)?;
+    check_idle_stack(cx, "before start")?;
+    let before = data_manifest(cx)?;
+    let d = manifest::diff(baseline, &before);
+    cx.check("through rewind-userdata and the crypt layer, /data is the baseline", d.is_empty(), d.summary(10));
+    start(cx, attempts, reason)?;
+    let after = data_manifest(cx)?;
+    let d = manifest::diff(baseline, &after);
+    cx.check("start changes no user data (only /data/rewind)", d.is_empty(), d.summary(10));
+    let left = checks::cow_files_left(cx.target)?;
+    cx.check("start made COW files in /data/rewind", !left.is_empty(), left.join(" "));
+    check_encrypted_on_disk(cx, "armed", true)?;
+    cx.say(&boot_times(&rec));
+    cx.shutdown()?;
+    Ok(rec.index)
+}
+
+/// Start, three failed attempts, the rollback boot: /data (through the
+/// crypt layer) is the baseline exactly.
+fn metadata_encryption(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    let baseline = encrypted_baseline(cx)?;
+    encrypted_start(cx, &baseline, 3, "metadata encryption: ota")?;
+
+    // Attempt 1: the new system changes /data through the crypt layer and
+    // the snapshot, then the kernel panics.
+    let rec = cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
+    require_crypt_up(cx, &rec)?;
+    let mut attempt_boots = vec![rec.index];
+    check_data_stack(cx, "attempt 1", TOP_NAME)?;
+    let (_, target) = other_dm_devices(cx)?;
+    cx.check("attempt 1: rewind-userdata is no longer linear (armed)", target != "linear", target);
+    let migrated = data_manifest(cx)?;
+    let d = manifest::diff(&baseline, &migrated);
+    cx.check("attempt 1 changed userdata through the crypt layer", !d.is_empty(), diff_counts(&d));
+    check_encrypted_on_disk(cx, "attempt 1", true)?;
+    cx.say(&boot_times(&rec));
+    match cx.target.exec("echo c > /proc/sysrq-trigger") {
+        Err(TargetError::GuestEnded { end, .. }) => {
+            cx.check_eq(&format!("boot {} (attempt 1) is observed as a panic", rec.index), BootEnd::Panic, end);
+        }
+        res => {
+            cx.check("attempt 1 panics", false, format!("{res:?}"));
+        }
+    }
+    for attempt in 2..=3 {
+        let rec = cx.boot_expect_end(
+            &BootPlan::rewind().with_workload(attempt).with_failure(Failure::panic_at(stage::WORKLOAD_DONE)),
+            BootEnd::Panic,
+        )?;
+        cx.check(
+            &format!("attempt {attempt}: crypt layer up, workload ran, no guest error"),
+            rec.reached(stage::CRYPT_UP) && rec.reached(stage::WORKLOAD_DONE) && rec.errors.is_empty(),
+            format!("stages {}; errors {:?}", rec.stages.join(","), rec.errors),
+        );
+        attempt_boots.push(rec.index);
+    }
+
+    // The attempts are used up: prepare-userdata rolls back before the
+    // crypt layer exists, from raw blocks only.
+    let rec = cx.boot_ready(&BootPlan::rewind())?;
+    require_crypt_up(cx, &rec)?;
+    cx.say(&format!(
+        "{} (rollback: merge {})",
+        boot_times(&rec),
+        if rec.reached(stage::MERGING) { "seen" } else { "not seen" }
+    ));
+    let mut verified = attempt_boots.clone();
+    verified.push(rec.index);
+    check_verified_raw(cx, &verified);
+    check_no_daemon_mount(cx, "rollback boot")?;
+    check_data_stack(cx, "rollback boot", TOP_NAME)?;
+    let needs = cx.exec("rewindctl needs-rollback")?;
+    cx.check_eq("needs-rollback is true", 0, needs.status);
+    let mut grpc = cx.grpc()?;
+    let events = grpc.history()?.events;
+    let story: Vec<String> = events.iter().map(|e| format!("{}#{}", e.kind, e.attempt)).collect();
+    let attempts: Vec<u32> = events.iter().filter(|e| e.kind == "attempt").map(|e| e.attempt).collect();
+    cx.check_eq("history counts attempts 1, 2 and 3, once each", vec![1, 2, 3], attempts);
+    let rollbacks = events.iter().filter(|e| e.kind == "rollback-finished").count();
+    let last_attempt = events.iter().rposition(|e| e.kind == "attempt");
+    let last_rollback = events.iter().rposition(|e| e.kind == "rollback-finished");
+    cx.check(
+        "history shows every attempt rolled back, the last after attempt 3",
+        rollbacks >= 3 && matches!((last_attempt, last_rollback), (Some(a), Some(r)) if r > a),
+        story.join(" "),
+    );
+    let left = checks::wait_cow_gone(cx.target)?;
+    cx.check("the COW files are gone after the rollback", left.is_empty(), left.join(" "));
+    check_idle_stack(cx, "after the rollback")?;
+    let now = data_manifest(cx)?;
+    let d = manifest::diff(&baseline, &now);
+    cx.check("userdata (through the crypt layer) is exactly the baseline", d.is_empty(), d.summary(10));
+    check_encrypted_on_disk(cx, "after the rollback", true)?;
+    cx.exec_checked("sync; umount /data")?;
+    let (clean, out) = checks::fsck(cx.target, FsType::Ext4, CRYPT)?;
+    cx.check("userdata fsck clean through the crypt layer after the rollback", clean, out);
+    cx.shutdown()?;
+
+    raw_partition_witness(cx, &baseline)
+}
+
+/// A boot without rewindd and without /data: the crypt layer made by hand
+/// over the raw partition (the key from the share) holds a clean
+/// filesystem with exactly `expected` on it.
+fn raw_partition_witness(cx: &mut Ctx, expected: &Manifest) -> Result<(), ScenarioError> {
+    cx.boot_ready(&BootPlan::raw().without_data())?;
+    let node = cx.exec_checked(&format!(
+        "s=$(blockdev --getsz {RAW}) && \
+         dmsetup create wit-crypt --table \"0 $s crypt aes-xts-plain64 $(cat {GUEST_CRYPT_KEY}) 0 $(readlink -f {RAW}) 0\" && \
+         for d in /sys/block/dm-*; do [ \"$(cat $d/dm/name)\" = wit-crypt ] && echo /dev/${{d##*/}}; done"
+    ))?;
+    let node = node.trim().to_string();
+    cx.require(
+        "a crypt device made by hand over the raw partition appears",
+        node.starts_with("/dev/dm-"),
+        node.clone(),
+    )?;
+    let (clean, out) = checks::fsck(cx.target, FsType::Ext4, &node)?;
+    cx.check("raw partition, decrypted by hand: fsck clean", clean, out);
+    cx.exec_checked(&format!("mkdir -p /mnt && mount -t ext4 -o ro,noload {node} /mnt"))?;
+    let seen = checks::manifest(cx.target, "/mnt", EXCLUDE)?;
+    let d = manifest::diff(expected, &seen);
+    cx.check("raw partition, decrypted by hand: exactly the expected data", d.is_empty(), d.summary(10));
+    cx.exec_checked("umount /mnt && dmsetup remove wit-crypt")?;
+    cx.shutdown()?;
+    Ok(())
+}
+
+/// Start, one attempt that commits at boot-completed, two more boots keep
+/// its data.
+fn metadata_encryption_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    let baseline = encrypted_baseline(cx)?;
+    encrypted_start(cx, &baseline, 2, "metadata encryption: commit")?;
+
+    let rec = cx.boot_ready(&BootPlan::rewind().with_workload(1).with_commit())?;
+    require_crypt_up(cx, &rec)?;
+    cx.check(
+        "the attempt reaches boot-completed and commits without errors",
+        rec.reached(stage::COMMITTED) && rec.errors.is_empty(),
+        format!("stages {}; errors {:?}", rec.stages.join(","), rec.errors),
+    );
+    cx.say(&boot_times(&rec));
+    check_verified_raw(cx, &[rec.index]);
+    check_no_daemon_mount(cx, "the committing boot")?;
+    check_data_stack(cx, "after the commit", TOP_NAME)?;
+    let committed = data_manifest(cx)?;
+    let d = manifest::diff(&baseline, &committed);
+    cx.check("the attempt changed userdata", !d.is_empty(), diff_counts(&d));
+    cx.check("the attempt's marker is there", committed.get("attempt-1").is_some(), "");
+    let p = phase(cx)?;
+    cx.check_eq("phase is idle after the commit", "idle".to_string(), p);
+    let history = cx.exec_checked("rewindctl history")?;
+    cx.check("history records the commit", history.contains("committed"), history);
+    check_idle_stack(cx, "after the commit (live table swap)")?;
+    cx.shutdown()?;
+
+    for n in 1..=2 {
+        let rec = cx.boot_ready(&BootPlan::rewind())?;
+        require_crypt_up(cx, &rec)?;
+        cx.say(&boot_times(&rec));
+        let left = checks::wait_cow_gone(cx.target)?;
+        cx.check(&format!("reboot {n}: /data/rewind is empty or absent"), left.is_empty(), left.join(" "));
+        let now = data_manifest(cx)?;
+        let d = manifest::diff(&committed, &now);
+        cx.check(&format!("reboot {n}: every committed change is kept"), d.is_empty(), d.summary(10));
+        check_idle_stack(cx, &format!("reboot {n}"))?;
+        let p = phase(cx)?;
+        cx.check_eq(&format!("reboot {n}: phase is idle"), "idle".to_string(), p);
+        if n == 2 {
+            check_encrypted_on_disk(cx, "after the commit and two reboots", true)?;
+            cx.exec_checked("sync; umount /data")?;
+            let (clean, out) = checks::fsck(cx.target, FsType::Ext4, CRYPT)?;
+            cx.check("userdata fsck clean through the crypt layer after the commit", clean, out);
+        }
+        cx.shutdown()?;
+    }
+    raw_partition_witness(cx, &committed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_encryption_scenarios_force_the_option() {
+        assert!(needs_metadata_encryption("metadata-encryption"));
+        assert!(needs_metadata_encryption("metadata-encryption-commit"));
+        assert!(!needs_metadata_encryption("three-failed-boots"));
+    }
+
+    #[test]
+    fn times_name_the_crypt_layer() {
+        let rec = BootRecord {
+            index: 3,
+            plan: BootPlan::rewind(),
+            failure: None,
+            stages: vec![stage::USERDATA_PREPARED.into(), stage::CRYPT_UP.into(), stage::DATA_MOUNTED.into()],
+            stage_ms: vec![4000, 4250, 4400],
+            errors: Vec::new(),
+            ended: None,
+            ready_ms: Some(5100),
+            duration_ms: 5100,
+            console_log: Default::default(),
+            qmp_log: Default::default(),
+            command_line: String::new(),
+        };
+        assert_eq!(boot_times(&rec), "boot 3: ready 5.1 s, crypt layer 0.25 s");
+    }
+}
