@@ -160,7 +160,7 @@ fn fill_one(f: &File, path: &Path, size: u64, fs_type: &str) -> Result<CowFile, 
     f.sync_all().map_err(io("fsync"))?;
     sys::set_immutable(f, path, true).map_err(sys)?;
     let extents = fiemap::file_extents(f, path, size)?;
-    Ok(CowFile { path: path.to_string_lossy().into_owned(), size_bytes: size, extents })
+    Ok(CowFile { path: path.to_string_lossy().into_owned(), size_bytes: size, extents, fingerprint: Vec::new(), inode: 0 })
 }
 
 fn write_zeroes(f: &File, size: u64) -> std::io::Result<()> {
@@ -395,6 +395,8 @@ mod tests {
             path: path.into(),
             size_bytes: extents.iter().map(|e| e.2).sum(),
             extents: extents.iter().map(|&(logical, physical, length)| Extent { logical, physical, length }).collect(),
+            fingerprint: Vec::new(),
+            inode: 0,
         }
     }
 

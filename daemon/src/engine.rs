@@ -495,7 +495,7 @@ impl Inner {
                 let free = sys::free_bytes(mp)?;
                 let plan = cowstore::plan(free, &self.config.cow, &fp.mount_point)?;
                 let files = cowstore::create(mp, &self.config.cow, &fp.fs_type, &plan)?;
-                let part = PartitionState {
+                let mut part = PartitionState {
                     name: pr.name.clone(),
                     mount_point: fp.mount_point.clone(),
                     fs_type: fp.fs_type.clone(),
@@ -514,6 +514,13 @@ impl Inner {
                 // The map must also pass the checks the boot applies
                 // (bounds, overlap) now, not first at boot.
                 cowstore::linear_table(&part.cow_files, devicemapper::Device { major: 0, minor: 0 }, raw_size)?;
+                // What the boot checks without mounting (header on the raw
+                // device, ext4 map fingerprint): recorded with the files.
+                let backend = self.backend.as_deref().ok_or_else(|| Error::Unavailable("no backend".into()))?;
+                backend.seal_store(&mut part)?;
+                if let Some(last) = made.last_mut() {
+                    *last = part;
+                }
             }
             Ok(())
         })();

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::engine::{BackendKind, Event, Phase};
+use crate::ext4map::Region;
 use crate::fiemap::Extent;
 
 pub const VERSION: u32 = 1;
@@ -68,6 +69,19 @@ pub struct CowFile {
     pub path: String,
     pub size_bytes: u64,
     pub extents: Vec<Extent>,
+    /// ext4: sha256s of the raw device's bytes that hold this file's map
+    /// (inode region first, then extent-tree blocks; `ext4map`), checked
+    /// at boot without mounting. Empty in records from before it existed
+    /// and on f2fs: the boot then re-reads the map through a mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fingerprint: Vec<Region>,
+    /// The file's inode number when the fingerprint was taken (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inode: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,6 +397,8 @@ mod tests {
                 Extent { logical: 0, physical: 1 << 30, length: 4 << 20 },
                 Extent { logical: 4 << 20, physical: 2 << 30, length: 4 << 20 },
             ],
+            fingerprint: Vec::new(),
+            inode: 0,
         }];
         let mut s = State {
             seq: 7,
@@ -429,6 +445,24 @@ mod tests {
         assert_eq!(l.state, sample());
         let head = fs::read_to_string(dir.path().join("state")).expect("read");
         assert!(head.starts_with("rewind-state v1 sha256="));
+    }
+
+    /// Fingerprints round-trip; a record written before they existed (no
+    /// `fingerprint`/`inode` keys) still loads, with none; one without a
+    /// fingerprint is written without the keys (old readers are unaffected).
+    #[test]
+    fn fingerprints_round_trip_and_old_records_load() {
+        let mut s = sample();
+        s.partitions[0].cow_files[0].inode = 12;
+        s.partitions[0].cow_files[0].fingerprint =
+            vec![Region { offset: 4096 * 34 + 0xb10, len: 0x60, sha256: "ab".repeat(32) }];
+        assert_eq!(decode(&encode(&s).expect("encode")).expect("decode"), s);
+        let plain = encode(&sample()).expect("encode");
+        let text = String::from_utf8(plain.clone()).expect("utf8");
+        assert!(!text.contains("fingerprint") && !text.contains("\"inode\""), "{text}");
+        let old = decode(&plain).expect("decode");
+        assert!(old.partitions[0].cow_files[0].fingerprint.is_empty());
+        assert_eq!(old.partitions[0].cow_files[0].inode, 0);
     }
 
     #[test]

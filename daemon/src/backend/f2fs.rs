@@ -717,6 +717,9 @@ impl Backend for Routed {
     fn verify_store(&mut self, part: &PartitionState) -> Result<()> {
         self.by_kind_mut(part.backend)?.verify_store(part)
     }
+    fn seal_store(&self, part: &mut PartitionState) -> Result<()> {
+        self.by_kind(part.backend)?.seal_store(part)
+    }
     fn merge(&mut self, part: &PartitionState, progress: &mut dyn FnMut(Progress)) -> Result<Merged> {
         self.by_kind_mut(part.backend)?.merge(part, progress)
     }

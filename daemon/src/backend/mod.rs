@@ -40,6 +40,13 @@ pub trait Backend: Send {
     /// Re-reads the COW store's extents and compares them with the record.
     /// Any difference is an `Unsafe` error; nothing has been written.
     fn verify_store(&mut self, part: &PartitionState) -> Result<()>;
+    /// Running system, at start, after the COW files are created,
+    /// checkpointed and verified through the filesystem: prepare what the
+    /// boot checks below it (block mode: the store's header zeroed on the
+    /// raw device, the ext4 map fingerprint recorded into `part`).
+    fn seal_store(&self, _part: &mut PartitionState) -> Result<()> {
+        Ok(())
+    }
     /// Boot: discard everything written since the store was armed
     /// (snapshot-merge), leaving the idle table. Resumable: calling it again
     /// after a power cut finishes the same merge. `Unsafe` errors come only

@@ -21,8 +21,8 @@
 //! view shows them. The COW header is checked too: it must be zero (never
 //! armed) or a valid dm-snapshot header with our chunk size.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,14 +31,16 @@ use nix::mount::MsFlags;
 
 use super::{Backend, Merged, PartRef};
 use crate::config::{Config, DevNodes};
-use crate::cowstore;
+use crate::cowstore::{self, CowError};
 use crate::dm::control::{ensure, snapshot_status};
 use crate::dm::target::{OriginParams, SnapParams, LINEAR, SNAPSHOT_MERGE, SNAPSHOT_ORIGIN};
 use crate::dm::{DmControl, SnapshotStatus, Table, Target};
 use crate::engine::Progress;
 use crate::error::{Error, Result};
+use crate::ext4map::{self, InodeMap, ReadAt};
 use crate::state::PartitionState;
 use crate::sys;
+use crate::sys::blockdev::{self, BlockInfo};
 
 /// dm-snapshot's persistent store magic ("SnAp", little endian).
 pub const SNAP_MAGIC: u32 = 0x7041_6e53;
@@ -61,6 +63,16 @@ pub trait StackIo: Send {
     fn umount(&self, dir: &Path) -> Result<()>;
     /// Device number of the filesystem mounted at `dir`.
     fn mounted_device(&self, dir: &str) -> Option<Device>;
+    /// What sysfs says about a block device (kernel name, size, slaves).
+    fn block_info(&self, dev: Device) -> Result<BlockInfo>;
+    /// The ext4 map of the file at `path` (`size` bytes), parsed from the
+    /// filesystem on `fs_dev`, the device it is mounted from.
+    fn ext4_map(&self, fs_dev: Device, path: &Path, size: u64) -> Result<InodeMap>;
+    /// The raw device, for reads below every page cache (O_DIRECT).
+    fn open_raw(&self, raw: &str) -> Result<Box<dyn ReadAt>>;
+    /// Writes `len` zero bytes at `offset` of the raw device, syncs and
+    /// reads them back.
+    fn zero_raw(&self, raw: &str, offset: u64, len: usize) -> Result<()>;
 }
 
 /// The real system.
@@ -133,7 +145,52 @@ impl StackIo for SysIo {
     fn mounted_device(&self, dir: &str) -> Option<Device> {
         sys::mounted_device(Path::new(dir))
     }
+    fn block_info(&self, dev: Device) -> Result<BlockInfo> {
+        Ok(blockdev::block_info(Path::new(SYSFS), dev)?)
+    }
+    fn ext4_map(&self, fs_dev: Device, path: &Path, size: u64) -> Result<InodeMap> {
+        let f = File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let meta = f.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+        if Device::from(meta.dev()) != fs_dev {
+            return Err(Error::Unsafe(format!("{} is on device {}, not on {fs_dev}", path.display(), Device::from(meta.dev()))));
+        }
+        let generation = blockdev::file_generation(&f, path)?;
+        // Buffered reads: ext4 keeps its metadata in this device's page
+        // cache, so they see what the filesystem sees.
+        let info = blockdev::block_info(Path::new(SYSFS), fs_dev)?;
+        let name = format!("fsmap-{}-{}", fs_dev.major, fs_dev.minor);
+        let (node, made) = match blockdev::existing_node(Path::new("/dev"), &info.kname, fs_dev) {
+            Some(p) => (p, false),
+            None => (self.node(&name, fs_dev)?, true),
+        };
+        let res = File::open(&node).map_err(|e| Error::io(format!("open {}", node.display()), e)).and_then(|dev| {
+            let m = ext4map::map_inode(&dev, meta.ino(), size)
+                .map_err(|e| CowError::BadMap(format!("{}: {e} (on {})", path.display(), node.display())))?;
+            if m.generation != generation {
+                return Err(Error::from(CowError::BadMap(format!(
+                    "{}: inode {} read from {} has generation {}, the file {generation}: not the same inode",
+                    path.display(),
+                    m.ino,
+                    node.display(),
+                    m.generation
+                ))));
+            }
+            Ok(m)
+        });
+        if made {
+            self.remove_node(&name);
+        }
+        res
+    }
+    fn open_raw(&self, raw: &str) -> Result<Box<dyn ReadAt>> {
+        Ok(Box::new(blockdev::DirectDev::open(Path::new(raw), false)?))
+    }
+    fn zero_raw(&self, raw: &str, offset: u64, len: usize) -> Result<()> {
+        Ok(blockdev::DirectDev::open(Path::new(raw), true)?.zero_range(offset, len)?)
+    }
 }
+
+const SYSFS: &str = "/sys";
 
 /// A 4 KiB buffer aligned for O_DIRECT.
 struct AlignedBlock {
@@ -288,6 +345,46 @@ impl SnapshotBackend {
         Ok(())
     }
 
+    /// The boot's check for ext4 stores recorded with a fingerprint: the
+    /// map's bytes on the raw device are the recorded ones. No device, no
+    /// mount, no key: works below metadata encryption.
+    fn verify_fingerprint(&self, part: &PartitionState) -> Result<()> {
+        let raw = self.io.open_raw(&part.raw_device)?;
+        let mut n = 0;
+        for f in &part.cow_files {
+            let changed = |detail: String| Error::from(CowError::ExtentsChanged { path: f.path.clone(), detail });
+            match ext4map::first_change(&*raw, &f.fingerprint) {
+                Ok(None) => n += f.fingerprint.len(),
+                Ok(Some((i, now))) => {
+                    let r = &f.fingerprint[i];
+                    let what = if i == 0 { format!("inode {}", f.inode) } else { format!("extent-tree block {i}") };
+                    return Err(changed(format!(
+                        "{what} at byte {} of {} ({} bytes) changed: sha256 {now}, recorded {}",
+                        r.offset, part.raw_device, r.len, r.sha256
+                    )));
+                }
+                Err(e) => return Err(changed(format!("cannot read the map fingerprint on {}: {e}", part.raw_device))),
+            }
+        }
+        tracing::info!(partition = %part.name, "COW map verified from the raw device ({n} regions, no mount)");
+        Ok(())
+    }
+
+    /// /data may be mounted from a metadata-encryption layer (vold's
+    /// dm-default-key, or dm-crypt) stacked directly on the top device
+    /// and mapping it 1:1: FIEMAP offsets are then still top (= raw)
+    /// offsets. The table's parameters hold the key: only its target type
+    /// is ever reported.
+    fn check_crypt_layer(&self, top: &str, top_dev: Device, size: u64, mounted: Device) -> std::result::Result<(), String> {
+        let top_info = self.io.block_info(top_dev).map_err(|e| format!("sysfs of {top}: {}", crate::boot::error_chain(&e)))?;
+        let info = self.io.block_info(mounted).map_err(|e| format!("sysfs of {mounted}: {}", crate::boot::error_chain(&e)))?;
+        let name = info.dm_name.clone().ok_or_else(|| format!("{} is not a device-mapper device", info.kname))?;
+        let lines = self.dm.raw_table(&name).map_err(|e| format!("table of {name}: {e}"))?;
+        let kind = blockdev::check_crypt_layer(top_dev, &top_info.kname, size, &info, &lines)?;
+        tracing::info!("mounted device {name} is a {kind} layer directly on {top}");
+        Ok(())
+    }
+
     fn verify_inner(&self, part: &PartitionState, raw: Device, size: u64, dir: &Path) -> Result<()> {
         let name = self.verify_name(&part.name);
         let table = Self::linear_table(raw, size)?;
@@ -325,7 +422,83 @@ impl Backend for SnapshotBackend {
             let _ = self.io.umount(&dir);
             self.dm.remove(&name)?;
         }
+        let with = part.cow_files.iter().filter(|f| !f.fingerprint.is_empty()).count();
+        if with > 0 && with == part.cow_files.len() && part.fs_type == "ext4" {
+            return self.verify_fingerprint(part);
+        }
+        if with > 0 {
+            return Err(Error::Unsafe(format!(
+                "{}: {with} of {} COW files have a map fingerprint ({}): the record is inconsistent",
+                part.name,
+                part.cow_files.len(),
+                part.fs_type
+            )));
+        }
         self.verify_inner(part, raw, size, &dir)
+    }
+
+    fn seal_store(&self, part: &mut PartitionState) -> Result<()> {
+        // The dm-snapshot header is the -cow device's first 4 KiB: the
+        // start of the COW map, which may span extents. cowstore::create
+        // wrote zeroes through the filesystem; under metadata encryption
+        // the raw device holds their ciphertext, which the boot's header
+        // check would refuse as a foreign store. Writing zeroes on the
+        // raw device below the filesystem is safe: the files are
+        // immutable (their blocks cannot be reallocated) and nothing
+        // reads them through the filesystem; without encryption the same
+        // zeroes are rewritten.
+        let mut left = HEADER_ZERO_BYTES as u64;
+        for e in part.cow_files.iter().flat_map(|f| &f.extents) {
+            if left == 0 {
+                break;
+            }
+            let n = e.length.min(left);
+            self.io.zero_raw(&part.raw_device, e.physical, n as usize)?;
+            left -= n;
+        }
+        if left > 0 {
+            return Err(Error::from(CowError::BadMap(format!("{}: the COW map is shorter than its header", part.name))));
+        }
+        if part.fs_type != "ext4" {
+            // f2fs: the boot re-reads the map through a read-only mount.
+            return Ok(());
+        }
+        let fs_dev = self
+            .io
+            .mounted_device(&part.mount_point)
+            .ok_or_else(|| Error::Unavailable(format!("{} is not mounted", part.mount_point)))?;
+        let raw = self.io.open_raw(&part.raw_device)?;
+        let mut regions = 0;
+        for f in &mut part.cow_files {
+            let m = self.io.ext4_map(fs_dev, Path::new(&f.path), f.size_bytes)?;
+            // The parse must say exactly what the kernel said: if it does
+            // not, the parser is wrong and its regions mean nothing.
+            if let Err(e) = cowstore::compare(f, &m.extents) {
+                let detail = match e {
+                    CowError::ExtentsChanged { detail, .. } => detail,
+                    other => other.to_string(),
+                };
+                return Err(Error::from(CowError::BadMap(format!(
+                    "the ext4 parse of {} (inode {}) disagrees with FIEMAP ({detail}); not starting",
+                    f.path, m.ino
+                ))));
+            }
+            f.fingerprint = ext4map::fingerprint(&*raw, &m.regions())
+                .map_err(|e| CowError::BadMap(format!("{}: fingerprint on {}: {e}", f.path, part.raw_device)))?;
+            f.inode = m.ino;
+            regions += f.fingerprint.len();
+            tracing::info!(
+                partition = %part.name,
+                file = %f.path,
+                inode = m.ino,
+                tree_blocks = m.tree_blocks.len(),
+                "COW map fingerprinted at inode byte {} ({} regions)",
+                m.inode_offset,
+                f.fingerprint.len()
+            );
+        }
+        tracing::info!(partition = %part.name, "COW map fingerprint recorded ({regions} regions of {})", part.raw_device);
+        Ok(())
     }
 
     fn merge(&mut self, part: &PartitionState, progress: &mut dyn FnMut(Progress)) -> Result<Merged> {
@@ -524,7 +697,12 @@ impl Backend for SnapshotBackend {
         }
         match self.io.mounted_device(mount_point) {
             Some(m) if m == dev => Ok(size),
-            Some(m) => Err(Error::Unsafe(format!("{mount_point} is mounted from {m}, not from {top} ({dev})"))),
+            Some(m) => {
+                self.check_crypt_layer(&top, dev, size, m).map_err(|why| {
+                    Error::Unsafe(format!("{mount_point} is mounted from {m}, not from {top} ({dev}) or a crypt layer on it: {why}"))
+                })?;
+                Ok(size)
+            }
             None => Err(Error::Unavailable(format!("{mount_point} is not mounted"))),
         }
     }

@@ -13,6 +13,8 @@ fn part() -> PartitionState {
         path: "/data/rewind/cow.0000".into(),
         size_bytes: 1 << 20,
         extents: vec![Extent { logical: 0, physical: 1 << 20, length: 1 << 20 }],
+        fingerprint: Vec::new(),
+        inode: 0,
     }];
     PartitionState {
         name: "userdata".into(),

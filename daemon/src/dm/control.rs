@@ -52,6 +52,21 @@ pub trait DmControl: Send {
     fn table(&self, name: &str) -> Result<Table, DmOpError>;
     /// Status text of each target line.
     fn status(&self, name: &str) -> Result<Vec<String>, DmOpError>;
+    /// The active table as the kernel prints it, for devices rewind did
+    /// not build (a crypt layer over the top device): (start, length,
+    /// type, params). Params may hold a key: never log them.
+    fn raw_table(&self, name: &str) -> Result<Vec<(u64, u64, String, String)>, DmOpError> {
+        Ok(self
+            .table(name)?
+            .lines
+            .iter()
+            .map(|l| {
+                let text = l.params.to_string();
+                let (kind, params) = text.split_once(' ').unwrap_or((&text, ""));
+                (*l.start, *l.length, kind.to_string(), params.to_string())
+            })
+            .collect())
+    }
 }
 
 fn dm_name(name: &str) -> Result<&DmName, DmOpError> {
@@ -138,6 +153,13 @@ impl DmControl for KernelDm {
             dm.table_status(&DevId::Name(n), DmOptions::default().set_flags(DmFlags::DM_STATUS_TABLE))
         })?;
         Table::from_raw_table(&raw.1).map_err(|source| DmOpError::Ioctl { step: "parse table", device: name.to_string(), source })
+    }
+
+    fn raw_table(&self, name: &str) -> Result<Vec<(u64, u64, String, String)>, DmOpError> {
+        let raw = self.with("table", name, |dm, n| {
+            dm.table_status(&DevId::Name(n), DmOptions::default().set_flags(DmFlags::DM_STATUS_TABLE))
+        })?;
+        Ok(raw.1)
     }
 
     fn status(&self, name: &str) -> Result<Vec<String>, DmOpError> {

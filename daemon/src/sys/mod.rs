@@ -9,3 +9,5 @@ pub mod linux;
 pub mod android;
 
 pub use linux::*;
+// sysfs block-device facts, O_DIRECT I/O, the crypt-layer check.
+pub mod blockdev;

@@ -9,6 +9,7 @@ use crate::dm::fake::FakeDm;
 use crate::engine::BackendKind;
 use crate::fiemap::Extent;
 use crate::state::{extents_hash, CowFile};
+use crate::sys::blockdev::BlockInfo;
 
 const RAW: Device = Device { major: 8, minor: 16 };
 const RAW_SIZE: u64 = 1 << 30;
@@ -17,6 +18,25 @@ const RAW_SIZE: u64 = 1 << 30;
 struct IoLog {
     head: Option<[u8; 16]>,
     ops: Vec<String>,
+    /// Where /data is mounted from (default 254:1, the first fake device).
+    mounted: Option<Device>,
+    /// The raw device's first bytes (reads past them fail).
+    raw_bytes: Vec<u8>,
+    /// ext4 maps by file path.
+    maps: Vec<(String, InodeMap)>,
+    infos: Vec<(Device, BlockInfo)>,
+}
+
+/// The fake raw device's bytes.
+struct MemDev(Vec<u8>);
+
+impl ReadAt for MemDev {
+    fn read_at_exact(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        let src = self.0.get(start..start + buf.len()).ok_or(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
 }
 
 #[derive(Clone, Default)]
@@ -49,7 +69,25 @@ impl StackIo for FakeIo {
         Ok(())
     }
     fn mounted_device(&self, _dir: &str) -> Option<Device> {
-        Some(Device { major: 254, minor: 1 })
+        Some(self.0.lock().unwrap_or_else(|p| p.into_inner()).mounted.unwrap_or(Device { major: 254, minor: 1 }))
+    }
+    fn block_info(&self, dev: Device) -> Result<BlockInfo> {
+        let l = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        l.infos.iter().find(|(d, _)| *d == dev).map(|(_, i)| i.clone()).ok_or_else(|| Error::Internal(format!("no sysfs for {dev}")))
+    }
+    fn ext4_map(&self, _fs_dev: Device, path: &Path, _size: u64) -> Result<InodeMap> {
+        let l = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let want = path.to_string_lossy();
+        l.maps.iter().find(|(p, _)| *p == want).map(|(_, m)| m.clone()).ok_or_else(|| Error::Internal(format!("no map for {want}")))
+    }
+    fn open_raw(&self, raw: &str) -> Result<Box<dyn ReadAt>> {
+        let mut l = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        l.ops.push(format!("open raw {raw}"));
+        Ok(Box::new(MemDev(l.raw_bytes.clone())))
+    }
+    fn zero_raw(&self, raw: &str, offset: u64, len: usize) -> Result<()> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).ops.push(format!("zero raw {raw} {offset}+{len}"));
+        Ok(())
     }
 }
 
@@ -70,6 +108,8 @@ fn part() -> PartitionState {
             Extent { logical: 0, physical: 256 << 20, length: 4 << 20 },
             Extent { logical: 4 << 20, physical: 512 << 20, length: 4 << 20 },
         ],
+        fingerprint: Vec::new(),
+        inode: 0,
     }];
     PartitionState {
         name: "userdata".into(),
@@ -313,4 +353,194 @@ fn start_needs_the_filesystem_mounted_through_the_idle_top() {
     b.arm(&part()).expect("arm");
     assert_eq!(b.check_mounted(&idle_ref(), "/data").expect_err("armed").kind(), crate::error::ErrorKind::Unsafe);
     let _ = dm;
+}
+
+/// The fake's raw device: 64 KiB of a pattern; the file's inode at 0x2300
+/// and one extent-tree block (block 9) below it.
+fn fingerprinted() -> (SnapshotBackend, FakeDm, FakeIo, PartitionState) {
+    let (b, dm, io) = backend();
+    let p = part();
+    let map = InodeMap {
+        ino: 12,
+        inode_offset: 0x2300,
+        generation: 7,
+        size: p.cow_files[0].size_bytes,
+        block_size: 4096,
+        tree_blocks: vec![9],
+        extents: p.cow_files[0].extents.clone(),
+    };
+    {
+        let mut l = io.0.lock().expect("io");
+        l.raw_bytes = (0..64 * 1024).map(|i| (i % 253) as u8).collect();
+        l.maps.push((p.cow_files[0].path.clone(), map));
+    }
+    (b, dm, io, p)
+}
+
+#[test]
+fn start_records_the_fingerprint_and_zeroes_the_raw_header() {
+    let (b, _dm, io, mut p) = fingerprinted();
+    b.seal_store(&mut p).expect("seal");
+    let f = &p.cow_files[0];
+    assert_eq!(f.inode, 12);
+    let regions: Vec<(u64, u32)> = f.fingerprint.iter().map(|r| (r.offset, r.len)).collect();
+    assert_eq!(regions, vec![(0x2310, 0x60), (9 * 4096, 4096)]);
+    let raw = io.0.lock().expect("io").raw_bytes.clone();
+    assert_eq!(f.fingerprint[0].sha256, ext4map::hash(&raw[0x2310..0x2370]));
+    let ops = io.0.lock().expect("io").ops.clone();
+    // The header is the first 4 KiB of the first extent, on the raw device.
+    assert!(ops.contains(&format!("zero raw /dev/vdb {}+4096", 256u64 << 20)), "{ops:?}");
+}
+
+#[test]
+fn the_header_may_span_extents() {
+    let (b, _dm, io, mut p) = fingerprinted();
+    p.cow_files[0].extents = vec![
+        Extent { logical: 0, physical: 1 << 20, length: 1024 },
+        Extent { logical: 1024, physical: 2 << 20, length: (8 << 20) - 1024 },
+    ];
+    io.0.lock().expect("io").maps[0].1.extents = p.cow_files[0].extents.clone();
+    b.seal_store(&mut p).expect("seal");
+    let ops = io.0.lock().expect("io").ops.clone();
+    assert!(ops.contains(&format!("zero raw /dev/vdb {}+1024", 1u64 << 20)), "{ops:?}");
+    assert!(ops.contains(&format!("zero raw /dev/vdb {}+3072", 2u64 << 20)), "{ops:?}");
+}
+
+#[test]
+fn start_refuses_when_the_ext4_parse_disagrees_with_fiemap() {
+    let (b, _dm, io, mut p) = fingerprinted();
+    io.0.lock().expect("io").maps[0].1.extents[1].physical += 4096;
+    let e = b.seal_store(&mut p).expect_err("mismatch");
+    assert_eq!(e.kind(), crate::error::ErrorKind::Unsafe);
+    assert!(crate::boot::error_chain(&e).contains("disagrees with FIEMAP"), "{e}");
+    assert!(p.cow_files[0].fingerprint.is_empty());
+}
+
+#[test]
+fn f2fs_stores_get_the_header_but_no_fingerprint() {
+    let (b, _dm, io, mut p) = fingerprinted();
+    p.fs_type = "f2fs".into();
+    b.seal_store(&mut p).expect("seal");
+    assert!(p.cow_files[0].fingerprint.is_empty());
+    assert!(io.0.lock().expect("io").ops.iter().any(|o| o.starts_with("zero raw")));
+}
+
+#[test]
+fn boot_verifies_the_fingerprint_from_the_raw_device_without_mounting() {
+    let (mut b, dm, io, mut p) = fingerprinted();
+    b.seal_store(&mut p).expect("seal");
+    io.0.lock().expect("io").ops.clear();
+    b.verify_store(&p).expect("unchanged");
+    // A neighbour's bytes in the same block are not the map.
+    io.0.lock().expect("io").raw_bytes[0x2300 + 0x100] ^= 0xFF;
+    io.0.lock().expect("io").raw_bytes[0x2300 + 0x08] ^= 0xFF;
+    b.verify_store(&p).expect("neighbour and atime changes are fine");
+    let ops = io.0.lock().expect("io").ops.clone();
+    assert!(ops.iter().all(|o| !o.starts_with("mount")), "{ops:?}");
+    assert!(dm.log().iter().all(|l| !l.contains("verify")), "{:?}", dm.log());
+    // i_block changed: refused, naming the file, the inode and the offset.
+    io.0.lock().expect("io").raw_bytes[0x2300 + 0x30] ^= 1;
+    let e = b.verify_store(&p).expect_err("inode changed");
+    assert_eq!(e.kind(), crate::error::ErrorKind::Unsafe);
+    let msg = crate::boot::error_chain(&e);
+    assert!(msg.contains("cow.0000") && msg.contains("inode 12") && msg.contains(&format!("byte {}", 0x2310)), "{msg}");
+    io.0.lock().expect("io").raw_bytes[0x2300 + 0x30] ^= 1;
+    // The tree block changed.
+    io.0.lock().expect("io").raw_bytes[9 * 4096 + 77] ^= 1;
+    let msg = crate::boot::error_chain(&b.verify_store(&p).expect_err("tree changed"));
+    assert!(msg.contains("extent-tree block 1") && msg.contains(&format!("byte {}", 9 * 4096)), "{msg}");
+    io.0.lock().expect("io").raw_bytes[9 * 4096 + 77] ^= 1;
+    // Unreadable: refused too.
+    io.0.lock().expect("io").raw_bytes.truncate(4096);
+    assert_eq!(b.verify_store(&p).expect_err("short").kind(), crate::error::ErrorKind::Unsafe);
+}
+
+#[test]
+fn a_partly_fingerprinted_record_is_refused_and_old_records_mount() {
+    let (mut b, _dm, io, mut p) = fingerprinted();
+    b.seal_store(&mut p).expect("seal");
+    let mut two = p.clone();
+    let mut second = part().cow_files[0].clone();
+    second.path = "/data/rewind/cow.0001".into();
+    two.cow_files.push(second);
+    let msg = crate::boot::error_chain(&b.verify_store(&two).expect_err("partial"));
+    assert!(msg.contains("1 of 2"), "{msg}");
+    // No fingerprint at all: the mount check, as before.
+    io.0.lock().expect("io").ops.clear();
+    let _ = b.verify_store(&part());
+    assert!(io.0.lock().expect("io").ops.iter().any(|o| o.starts_with("mount")));
+}
+
+/// FakeDm with a crypt device whose kernel table the fake cannot model.
+struct CryptDm(FakeDm, Vec<blockdev::RawLine>);
+
+impl DmControl for CryptDm {
+    fn device(&self, name: &str) -> std::result::Result<Option<Device>, crate::dm::DmOpError> {
+        self.0.device(name)
+    }
+    fn create(&self, name: &str, table: &Table, ro: bool) -> std::result::Result<Device, crate::dm::DmOpError> {
+        self.0.create(name, table, ro)
+    }
+    fn load(&self, name: &str, table: &Table) -> std::result::Result<(), crate::dm::DmOpError> {
+        self.0.load(name, table)
+    }
+    fn suspend(&self, name: &str) -> std::result::Result<(), crate::dm::DmOpError> {
+        self.0.suspend(name)
+    }
+    fn resume(&self, name: &str) -> std::result::Result<(), crate::dm::DmOpError> {
+        self.0.resume(name)
+    }
+    fn remove(&self, name: &str) -> std::result::Result<(), crate::dm::DmOpError> {
+        self.0.remove(name)
+    }
+    fn table(&self, name: &str) -> std::result::Result<Table, crate::dm::DmOpError> {
+        self.0.table(name)
+    }
+    fn status(&self, name: &str) -> std::result::Result<Vec<String>, crate::dm::DmOpError> {
+        self.0.status(name)
+    }
+    fn raw_table(&self, name: &str) -> std::result::Result<Vec<blockdev::RawLine>, crate::dm::DmOpError> {
+        if name == "userdata-crypt" {
+            return Ok(self.1.clone());
+        }
+        self.0.raw_table(name)
+    }
+}
+
+#[test]
+fn data_may_be_mounted_through_a_crypt_layer_on_the_top() {
+    const KEY: &str = "ffeeddccbbaa99887766554433221100";
+    let top = Device { major: 254, minor: 1 };
+    let upper = Device { major: 254, minor: 9 };
+    let run = |params: &str, kind: &str, slaves: &[&str]| {
+        let dm = FakeDm::default();
+        let io = FakeIo::default();
+        {
+            let mut l = io.0.lock().expect("io");
+            l.mounted = Some(upper);
+            l.infos.push((top, BlockInfo { kname: "dm-1".into(), size_bytes: RAW_SIZE, slaves: vec!["vdb".into()], dm_name: Some("rewind-userdata".into()) }));
+            l.infos.push((upper, BlockInfo {
+                kname: "dm-9".into(),
+                size_bytes: RAW_SIZE,
+                slaves: slaves.iter().map(|s| s.to_string()).collect(),
+                dm_name: Some("userdata-crypt".into()),
+            }));
+        }
+        let lines = vec![(0, RAW_SIZE / 512, kind.to_string(), params.to_string())];
+        let mut b = SnapshotBackend::new(&Config::default(), Box::new(CryptDm(dm, lines)), Box::new(io));
+        b.ensure_idle(&idle_ref()).expect("idle");
+        b.check_mounted(&idle_ref(), "/data")
+    };
+    assert_eq!(run(&format!("aes-xts-plain64 {KEY} 0 254:1 0"), "crypt", &["dm-1"]).expect("crypt"), RAW_SIZE);
+    assert_eq!(run(&format!("aes-xts-plain64 {KEY} 0 254:1 0 1 allow_discards"), "default-key", &["dm-1"]).expect("dkey"), RAW_SIZE);
+    for (params, kind, slaves, want) in [
+        (format!("aes-xts-plain64 {KEY} 0 254:1 0"), "crypt", vec!["vdb"], "sits on"),
+        (format!("aes-xts-plain64 {KEY} 0 254:1 16"), "crypt", vec!["dm-1"], "sector 16"),
+        ("254:1 0".to_string(), "linear", vec!["dm-1"], "'linear'"),
+    ] {
+        let e = run(&params, kind, &slaves).expect_err(want);
+        assert_eq!(e.kind(), crate::error::ErrorKind::Unsafe);
+        let msg = crate::boot::error_chain(&e);
+        assert!(msg.contains(want) && !msg.contains(KEY), "{msg}");
+    }
 }
