@@ -25,6 +25,9 @@ Examples:
   rewind-harness scenario manifest-detects-changes --baseline my-data.sh
   rewind-harness scenario three-failed-boots --workload migrate.sh --guest-tool /usr/bin/sqlite3
   rewind-harness scenario three-failed-boots --metadata-encryption   # /data over dm-crypt on rewind-userdata
+  rewind-harness scenario device-three-failed-boots                 # QEMU restricted to what a device can do
+  rewind-harness scenario device-three-failed-boots --target adb    # the same on a device
+  rewind-harness scenario abort --device-profile                    # could a device run it? (no: says what it cannot)
   rewind-harness demo                              # narrated: three failed boots, then rollback
   rewind-harness guest shell                       # serial console on this terminal (Ctrl-A x quits)
   rewind-harness bench --boots 5                   # median boot-to-ready time
@@ -82,6 +85,12 @@ struct RunArgs {
     /// userdata holds only ciphertext (ext4 only).
     #[arg(long)]
     metadata_encryption: bool,
+    /// Restrict the QEMU guest to what a physical Android device can do
+    /// (rewind boots only, a panic at ready, no power cut, the commit
+    /// deferred): anything else fails as "cannot". The device-* scenarios
+    /// always run so on QEMU.
+    #[arg(long)]
+    device_profile: bool,
 }
 
 fn parse_fs(s: &str) -> Result<FsType, String> {
@@ -196,6 +205,7 @@ impl RunArgs {
             userdata_mib: self.userdata_mib,
             metadata_encryption: self.metadata_encryption,
             narrate,
+            device_profile: self.device_profile,
         }
     }
 }
@@ -424,6 +434,13 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["rewind-harness", "scenario", "x", "--fs", "btrfs"]).is_err());
+        match Cli::try_parse_from(["rewind-harness", "scenario", "x", "--device-profile"])
+            .unwrap()
+            .command
+        {
+            Command::Scenario { run, .. } => assert!(run.options(false).device_profile),
+            other => panic!("parsed as {other:?}"),
+        }
         match Cli::try_parse_from(["rewind-harness", "scenario", "x", "--metadata-encryption"])
             .unwrap()
             .command

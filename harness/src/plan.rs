@@ -218,7 +218,18 @@ pub struct BootPlan {
     pub failure: Option<Failure>,
     /// i6300esb timeout the guest arms (seconds).
     pub watchdog_secs: u32,
+    /// The directory the workload owns (`REWIND_DATA`): all of /data on
+    /// the QEMU guest; on a device only a directory inside /data
+    /// ([`DEVICE_DATA_DIR`]), since logs and apps change the rest of /data
+    /// all the time.
+    pub data_dir: String,
 }
+
+/// The workload's directory by default: the whole of /data.
+pub const DEFAULT_DATA_DIR: &str = "/data";
+/// The workload's directory for scenarios that run on a device: writable
+/// by adb's shell on any build and inside /data, so a rollback covers it.
+pub const DEVICE_DATA_DIR: &str = "/data/local/tmp/rewind-data";
 
 impl BootPlan {
     /// /data straight from the raw partition; no rewindd.
@@ -231,6 +242,7 @@ impl BootPlan {
             mount_data: true,
             failure: None,
             watchdog_secs: crate::timeouts::WATCHDOG_SECS,
+            data_dir: DEFAULT_DATA_DIR.into(),
         }
     }
 
@@ -259,6 +271,11 @@ impl BootPlan {
         self.mount_data = false;
         self
     }
+    /// The workload runs on `dir` (`REWIND_DATA`) instead of all of /data.
+    pub fn with_data_dir(mut self, dir: &str) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
 
     /// The plan as `plan.env` for the guest init. `workload` is the guest
     /// path of the workload script, when there is one.
@@ -282,6 +299,7 @@ impl BootPlan {
                 "REWIND_WORKLOAD",
                 if self.run_workload { workload.unwrap_or_default().to_string() } else { String::new() },
             ),
+            ("REWIND_DATA_DIR", self.data_dir.clone()),
         ];
         if let Some((kind, at)) = self.failure.as_ref().and_then(Failure::guest_side) {
             vars.push(("REWIND_FAIL_KIND", kind.into()));
@@ -320,6 +338,22 @@ mod tests {
         assert!(env.contains("REWIND_FAIL_KIND='panic'\n"));
         assert!(env.contains("REWIND_FAIL_AT='data-mounted'\n"));
         assert!(env.contains("REWIND_WORKLOAD='/host/scripts/workload.sh'\n"));
+        assert!(
+            env.contains("REWIND_DATA_DIR='/data'\n"),
+            "the whole of /data by default"
+        );
+    }
+
+    #[test]
+    fn the_workload_directory_reaches_the_guest() {
+        let plan = BootPlan::rewind()
+            .with_workload(1)
+            .with_data_dir(DEVICE_DATA_DIR);
+        let env = plan.to_env(1, FsType::Ext4, Some("/host/scripts/workload.sh"));
+        assert!(
+            env.contains("REWIND_DATA_DIR='/data/local/tmp/rewind-data'\n"),
+            "{env}"
+        );
     }
 
     #[test]

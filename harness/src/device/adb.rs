@@ -22,9 +22,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::profile::{self, Capabilities};
 use super::{run_tool, sh_quote, DeviceSetupError, DEVICE_SCRIPT_DIR};
 use crate::failure::BootEnd;
-use crate::plan::{stage, BootPlan, Failure, FsType, Mode};
+use crate::plan::{stage, BootPlan, Failure, FsType};
 use crate::target::{io_err, BootRecord, ExecOutput, Target, TargetError};
 
 /// The socket init creates for rewindd (rewindd.rc: `socket rewindd`).
@@ -362,43 +363,15 @@ impl AdbTarget {
         }
     }
 
-    /// What this target cannot do for `plan`, if anything.
-    fn check_plan(&mut self, plan: &BootPlan) -> Result<(), TargetError> {
-        let unsupported = |what: String, why: &str| TargetError::Unsupported {
-            target: self.describe(),
-            what,
-            why: why.into(),
+    /// What this target cannot do for `plan`, if anything: the device's
+    /// capabilities (`profile::check`, shared with the QEMU guest's device
+    /// profile), with the commit policy this build latched at boot.
+    fn check_plan(&mut self, plan: &BootPlan, defer_commit: bool) -> Result<(), TargetError> {
+        let caps = Capabilities {
+            can_cut: self.can_cut(),
+            defer_commit,
         };
-        if plan.mode == Mode::Raw {
-            return Err(unsupported(
-                "boot without rewindd (BootPlan::raw)".into(),
-                "a device always boots its own init with rewindd.rc; raw boots are the QEMU guest's",
-            ));
-        }
-        if !plan.mount_data {
-            return Err(unsupported(
-                "boot without mounting /data".into(),
-                "Android's init mounts /data (mount_all); only the QEMU guest init can skip it",
-            ));
-        }
-        if let Some(f) = &plan.failure {
-            let after_boot = matches!(f.stage(), Some(stage::READY) | Some(stage::BOOT_COMPLETED));
-            let ok = match f {
-                Failure::Panic { .. } => after_boot,
-                Failure::HostPowerCut { delay, .. } => after_boot && delay.is_zero() && self.can_cut(),
-                Failure::HostPowerCutAfter { .. } => self.can_cut(),
-                _ => false,
-            };
-            if !ok {
-                let why = if matches!(f, Failure::HostPowerCut { .. } | Failure::HostPowerCutAfter { .. }) && !self.can_cut() {
-                    "a power cut on a physical device needs a hardware relay (use --target cuttlefish)"
-                } else {
-                    "Android's init has no stage hooks: failures can be injected only once the device has booted (panic or Cuttlefish power cut at ready); stage failures need the QEMU guest"
-                };
-                return Err(unsupported(format!("inject {f}"), why));
-            }
-        }
-        Ok(())
+        profile::check(plan, caps).map_err(|r| r.into_error(self.describe()))
     }
 
     fn can_cut(&self) -> bool {
@@ -462,15 +435,8 @@ impl Target for AdbTarget {
     }
 
     fn boot(&mut self, plan: &BootPlan) -> Result<BootRecord, TargetError> {
-        self.check_plan(plan)?;
         let defer = self.adb.getprop("rewind.defer_commit");
-        if !plan.commit && defer.as_deref() != Some("true") {
-            return Err(TargetError::Unsupported {
-                target: self.describe(),
-                what: "boot to completion without committing".into(),
-                why: "rewindd.rc commits at sys.boot_completed unless the build sets ro.rewind.defer_commit=true".into(),
-            });
-        }
+        self.check_plan(plan, defer.as_deref() == Some("true"))?;
         let index = self.boots.len() as u32 + 1;
         let started = Instant::now();
         let command_line;
@@ -518,6 +484,28 @@ impl Target for AdbTarget {
         } else {
             rec.errors.push("init.svc.rewindd is not running".into());
         }
+        if plan.run_workload {
+            // Before the harness's commit, as in the QEMU guest (where it
+            // runs before boot completes): the workload's writes belong to
+            // the attempt. A device that commits by itself at
+            // boot_completed (no defer) may commit before or while it runs.
+            let cmd = format!(
+                "REWIND_DATA={} REWIND_ATTEMPT={} sh {}",
+                sh_quote(&plan.data_dir),
+                plan.attempt,
+                self.workload_script()
+            );
+            let out = self.exec_timeout(&cmd, Duration::from_secs(600))?;
+            rec.stages.push(stage::WORKLOAD_DONE.into());
+            rec.stage_ms.push(started.elapsed().as_millis() as u64);
+            if !out.success() {
+                rec.errors.push(format!(
+                    "workload: exit {}: {}",
+                    out.status,
+                    out.stderr.trim()
+                ));
+            }
+        }
         if plan.commit && defer.as_deref() == Some("true") {
             // The device defers the commit to a health check: be it.
             let out = self.exec("rewindctl --wait 10 commit --reason boot-completed")?;
@@ -536,16 +524,6 @@ impl Target for AdbTarget {
         rec.duration_ms = ready;
         self.boots.push(rec);
         self.collect_logs(index);
-        if plan.run_workload {
-            let cmd = format!("REWIND_DATA=/data REWIND_ATTEMPT={} sh {}", plan.attempt, self.workload_script());
-            let out = self.exec_timeout(&cmd, Duration::from_secs(600))?;
-            let rec = self.last_mut()?;
-            rec.stages.push(stage::WORKLOAD_DONE.into());
-            rec.stage_ms.push(started.elapsed().as_millis() as u64);
-            if !out.success() {
-                rec.errors.push(format!("workload: exit {}: {}", out.status, out.stderr.trim()));
-            }
-        }
         match &plan.failure {
             Some(Failure::Panic { .. }) => {
                 // The shell dies with the kernel: the exit status says nothing.
@@ -578,7 +556,7 @@ impl Target for AdbTarget {
             None => Err(TargetError::Unsupported {
                 target: self.describe(),
                 what: "cut the power".into(),
-                why: "a power cut on a physical device needs a hardware relay (use --target cuttlefish)".into(),
+                why: profile::NO_RELAY.into(),
             }),
         }
     }

@@ -16,6 +16,7 @@
 
 pub mod adb;
 pub mod cuttlefish;
+pub mod profile;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

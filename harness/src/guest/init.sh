@@ -300,7 +300,7 @@ fi
 
 if [ -n "${REWIND_WORKLOAD:-}" ]; then
   stage workload-start
-  REWIND_DATA=/data REWIND_ATTEMPT=${REWIND_ATTEMPT:-0} sh "$REWIND_WORKLOAD" > "$LOGS/workload.log" 2>&1
+  REWIND_DATA=${REWIND_DATA_DIR:-/data} REWIND_ATTEMPT=${REWIND_ATTEMPT:-0} sh "$REWIND_WORKLOAD" > "$LOGS/workload.log" 2>&1
   rc=$?
   [ $rc -eq 0 ] || error "workload rc=$rc"
   stage workload-done

@@ -24,6 +24,7 @@
 
 pub mod builtin;
 pub mod checks;
+pub mod device;
 pub mod e2e;
 pub mod encrypted;
 
@@ -72,7 +73,11 @@ impl std::fmt::Debug for Scenario {
 /// Every registered scenario: the harness's own and rewindd's (builtin),
 /// then issue 4's end-to-end outcomes (e2e).
 pub fn all() -> impl Iterator<Item = &'static Scenario> {
-    REGISTRY.iter().chain(e2e::E2E.iter()).chain(encrypted::ENCRYPTED.iter())
+    REGISTRY
+        .iter()
+        .chain(e2e::E2E.iter())
+        .chain(device::DEVICE.iter())
+        .chain(encrypted::ENCRYPTED.iter())
 }
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -93,6 +98,10 @@ pub struct Options {
     pub metadata_encryption: bool,
     /// Narrate each step (the demo).
     pub narrate: bool,
+    /// Restrict the QEMU guest to what a physical device with
+    /// `ro.rewind.defer_commit=true` can do (`device::profile`); the
+    /// `device-*` scenarios force it.
+    pub device_profile: bool,
 }
 
 /// What a scenario sees: the target and its report.
@@ -222,9 +231,26 @@ impl<'a> Ctx<'a> {
 
     /// Runs the scenario's baseline script on /data.
     pub fn run_baseline(&mut self) -> Result<(), ScenarioError> {
+        self.run_baseline_in(crate::plan::DEFAULT_DATA_DIR)
+    }
+
+    /// Runs the scenario's baseline script on `dir` (`REWIND_DATA`).
+    pub fn run_baseline_in(&mut self, dir: &str) -> Result<(), ScenarioError> {
         let script = self.target.baseline_script();
-        let out = self.exec(&format!("REWIND_DATA=/data sh {script}"))?;
+        let out = self.exec(&format!("REWIND_DATA={} sh {script}", crate::plan::shell_quote(dir)))?;
         self.require("baseline script succeeds", out.success(), first_lines(&out.stderr, 5))
+    }
+
+    /// Checks that `after` has exactly `before`'s entries (contents, modes,
+    /// owners, links, xattrs); the detail names the first differences.
+    pub fn same_manifest(&mut self, name: &str, before: &Manifest, after: &Manifest) -> bool {
+        let d = crate::manifest::diff(before, after);
+        let detail = if d.is_empty() {
+            format!("{} entries, {} files", after.entries.len(), after.files())
+        } else {
+            d.summary(10)
+        };
+        self.check(name, d.is_empty(), detail)
     }
 
     /// gRPC client of rewindd in the running guest (host side, through the
@@ -265,6 +291,7 @@ pub fn run(name: &str, options: &Options) -> Result<ScenarioReport, RunError> {
     let scenario = find(name).ok_or_else(|| Box::new(ScenarioError::Unknown(name.to_string())))?;
     let mut options = options.clone();
     options.metadata_encryption |= encrypted::needs_metadata_encryption(name);
+    options.device_profile |= device::needs_device_profile(name);
     run_fn(name, &options, scenario.run)
 }
 
@@ -297,7 +324,17 @@ pub fn run_fn(
     })?;
     eprintln!("[{name}] on {} (run dir {})", guest.describe(), guest.artifacts_dir().display());
     let mut report = {
-        let mut cx = Ctx::new(&mut guest, name, options.clone());
+        let mut profiled;
+        let target: &mut dyn Target = if options.device_profile {
+            profiled = crate::device::profile::DeviceProfile::new(
+                &mut guest,
+                crate::device::profile::Capabilities::PHYSICAL_DEFER_COMMIT,
+            );
+            &mut profiled
+        } else {
+            &mut guest
+        };
+        let mut cx = Ctx::new(target, name, options.clone());
         // A panic inside a scenario is a failed scenario, with its console.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut cx)));
         match result {
