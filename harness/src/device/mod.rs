@@ -12,7 +12,9 @@
 //! knows "booted" (`sys.boot_completed=1`) and can only inject failures
 //! once it is up (a panic through sysrq, a Cuttlefish power cut through
 //! `stop_cvd`). Plans that need more return `TargetError::Unsupported`
-//! naming what is missing.
+//! naming what is missing; `profile` holds that rule, and the same rule
+//! restricts the QEMU guest in device profile, which is how the `device-*`
+//! scenarios (`scenario::device`) are verified in CI without a device.
 
 pub mod adb;
 pub mod cuttlefish;
