@@ -528,6 +528,20 @@ exit 0
                 !calls.contains("dmsetup"),
                 "{name}: dmsetup is not on Android:\n{calls}"
             );
+            if name == "device-good-boot-commits" {
+                // The deferred commit follows the workload: its writes
+                // belong to the attempt, as on QEMU.
+                let w = calls
+                    .find("REWIND_ATTEMPT=1 sh")
+                    .expect("the attempt's workload ran");
+                let boot = calls[..w].rfind(" reboot\n").expect("the attempt's boot");
+                assert!(
+                    !calls[boot..w].contains("rewindctl --wait 10 commit")
+                        && calls[w..].contains("rewindctl --wait 10 commit"),
+                    "the attempt's boot: workload, then commit:\n{}",
+                    &calls[boot..]
+                );
+            }
         }
     }
 
