@@ -31,6 +31,9 @@ pub struct Ctx<'a> {
     pub history_limit: usize,
     pub boot_id: &'a str,
     pub boot_reason: &'a str,
+    /// Whether a commit command is configured (`commit_command`): a commit
+    /// finished at boot leaves it pending for the next commit call.
+    pub has_commit_command: bool,
     /// Called with each event as it is recorded (WatchStatus).
     pub notify: &'a dyn Fn(&Event),
 }
@@ -293,9 +296,43 @@ fn finish_commit_at_boot(ctx: &mut Ctx<'_>) -> Result<()> {
         detail.push_str(&n);
     }
     ctx.record("committed", "", detail);
+    // The commit command (e.g. marking the slot successful) may or may not
+    // have run before the cut. It is not run here: at early-fs the services
+    // it talks to (the boot HAL) are not up yet, and a failure could not be
+    // reported to anyone. It runs at the next commit call instead, which
+    // init makes at boot completed on every boot (rewindd.rc); it must be
+    // idempotent anyway.
+    if ctx.has_commit_command {
+        ctx.state.commit_command_pending = true;
+        ctx.record(
+            "commit-command-pending",
+            "",
+            "the commit command runs at the next commit call (boot completed)",
+        );
+    }
     ctx.retire_partitions();
     ctx.state.phase = Phase::Idle;
     ctx.save()
+}
+
+/// Runs the configured commit command as a logged step: its outcome goes
+/// into the history either way, and `commit_command_pending` is cleared
+/// only by a success.
+fn run_commit_command(ctx: &mut Ctx<'_>, hook: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+    let started = Instant::now();
+    match hook() {
+        Ok(()) => {
+            ctx.state.commit_command_pending = false;
+            ctx.record("commit-command", "", format!("ran ({} ms)", started.elapsed().as_millis()));
+            Ok(())
+        }
+        Err(e) => {
+            ctx.record("commit-command-failed", "", error_chain(&e));
+            // The failure must be on disk even though the caller errors out.
+            ctx.save()?;
+            Err(e)
+        }
+    }
 }
 
 /// Commit (live). Writes the intent first; a cut after that finishes the
@@ -305,6 +342,13 @@ pub fn commit(ctx: &mut Ctx<'_>, reason: &str, hook: &mut dyn FnMut() -> Result<
     let started = Instant::now();
     match ctx.state.phase {
         Phase::Checkpointing | Phase::Committing => {}
+        // A commit finished at boot after a cut left its command to run now
+        // (see finish_commit_at_boot); the data is already committed.
+        Phase::Idle if ctx.state.commit_command_pending => {
+            run_commit_command(ctx, hook)?;
+            ctx.save()?;
+            return Ok(started.elapsed());
+        }
         Phase::Armed => {
             // No attempt has run yet: committing cancels the checkpoint.
             ctx.record("committed", "", format!("checkpoint cancelled before its first boot: {reason}"));
@@ -333,7 +377,9 @@ pub fn commit(ctx: &mut Ctx<'_>, reason: &str, hook: &mut dyn FnMut() -> Result<
             ctx.backend.commit_live(&p)?;
         }
     }
-    hook()?;
+    if ctx.has_commit_command {
+        run_commit_command(ctx, hook)?;
+    }
     if !data_first {
         for p in ctx.state.partitions.clone() {
             ctx.backend.commit_live(&p)?;

@@ -316,9 +316,6 @@ impl Engine {
             let hook_cmd = inner.config.commit_command.clone();
             let took = inner.with_ctx(notify, |ctx| {
                 boot::commit(ctx, reason, &mut || {
-                    if hook_cmd.is_empty() {
-                        return Ok(());
-                    }
                     sys::run_command(&hook_cmd).map_err(|e| Error::Internal(format!("commit command failed: {e}")))
                 })
             })?;
@@ -430,6 +427,7 @@ impl Inner {
             history_limit: self.config.history_limit,
             boot_id: &self.boot_id,
             boot_reason: &self.boot_reason,
+            has_commit_command: !self.config.commit_command.is_empty(),
             notify,
         };
         f(&mut ctx)
@@ -540,6 +538,8 @@ impl Inner {
             started_unix: boot::now_unix(),
             partitions: made.clone(),
             pending_cleanup: pending,
+            // An earlier commit's command still owed stays owed.
+            commit_command_pending: self.state.commit_command_pending,
             history: prev_history,
             ..State::default()
         };

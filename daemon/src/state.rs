@@ -144,6 +144,10 @@ pub struct State {
     /// COW files to delete once their filesystem is mounted again (after a
     /// rollback or a commit finished at boot); immutable until then.
     pub pending_cleanup: Vec<CowFile>,
+    /// A commit was finished at boot after a cut, and the configured commit
+    /// command has not run to success since: the next commit call runs it.
+    #[serde(default)]
+    pub commit_command_pending: bool,
     pub history: Vec<Event>,
 }
 
@@ -164,6 +168,7 @@ impl Default for State {
             thresholds_hit: Vec::new(),
             partitions: Vec::new(),
             pending_cleanup: Vec::new(),
+            commit_command_pending: false,
             history: Vec::new(),
         }
     }

@@ -34,6 +34,8 @@ fn part() -> PartitionState {
 struct Device {
     dir: tempfile::TempDir,
     boot: u32,
+    /// Whether the "configuration" has a commit command.
+    commit_command: bool,
 }
 
 impl Device {
@@ -48,7 +50,7 @@ impl Device {
         let mut st = st;
         st.partitions[0].cow_sha256 = extents_hash(&st.partitions[0].cow_files);
         Store::new(dir.path()).save(&st).expect("save");
-        Device { dir, boot: 0 }
+        Device { dir, boot: 0, commit_command: true }
     }
 
     fn load(&self) -> State {
@@ -76,6 +78,7 @@ impl Device {
             history_limit: 64,
             boot_id: &boot_id,
             boot_reason: "reboot,test",
+            has_commit_command: self.commit_command,
             notify: &|_| {},
         };
         let r = f(&mut ctx);
@@ -138,6 +141,8 @@ fn commit_keeps_data_and_ends_the_checkpoint() {
     r.expect("commit");
     assert_eq!(hooked, 1);
     assert_eq!(st.phase, Phase::Idle);
+    assert!(st.history.iter().any(|e| e.kind == "commit-command"), "the command is a logged step");
+    assert!(!st.commit_command_pending);
     assert_eq!(st.pending_cleanup.len(), 1);
     assert_eq!(b.ops.last().map(String::as_str), Some("commit"));
     // Next boot: idle, no merge.
@@ -159,6 +164,73 @@ fn power_cut_during_commit_finishes_the_commit_at_boot() {
     assert_eq!(r.expect("prepare").phase, Phase::Idle);
     assert_eq!(b.ops, ["commit", "idle"], "rolled forward, never merged");
     assert!(st.history.iter().any(|e| e.kind == "committed"));
+}
+
+/// A cut after the commit intent: the boot finishes the data commit but
+/// leaves the commit command (e.g. mark the slot successful) to the next
+/// commit call, which init makes at boot completed; it runs exactly once.
+#[test]
+fn commit_command_cut_off_by_a_power_cut_runs_at_the_next_commit_call() {
+    let mut d = Device::new(3);
+    let (r, mut b, _) = d.boot(None);
+    r.expect("prepare");
+    b.fail = Some(("commit", ErrorKind::Internal));
+    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "boot completed", &mut || Ok(())));
+    assert!(r.is_err());
+    assert_eq!(st.phase, Phase::Committing);
+
+    let (r, _, st) = d.boot(None);
+    assert_eq!(r.expect("prepare").phase, Phase::Idle);
+    assert!(st.commit_command_pending, "the boot does not run the command");
+    assert!(st.history.iter().any(|e| e.kind == "commit-command-pending"));
+
+    let mut b = FakeBackend::default();
+    let mut runs = 0;
+    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "boot completed", &mut || { runs += 1; Ok(()) }));
+    r.expect("the pending command runs");
+    assert_eq!(runs, 1);
+    assert!(!st.commit_command_pending);
+    assert_eq!(st.history.last().map(|e| e.kind.as_str()), Some("commit-command"));
+    assert!(b.ops.is_empty(), "the data was committed at boot: no device is touched");
+    // Owed once: the next call has nothing to do.
+    let (r, _) = d.run(&mut b, |ctx| commit(ctx, "boot completed", &mut || { runs += 1; Ok(()) }));
+    assert!(matches!(r, Err(Error::WrongPhase { .. })), "{r:?}");
+    assert_eq!(runs, 1);
+}
+
+#[test]
+fn a_failing_pending_commit_command_stays_pending_and_is_recorded() {
+    let mut d = Device::new(3);
+    let (r, mut b, _) = d.boot(None);
+    r.expect("prepare");
+    b.fail = Some(("commit", ErrorKind::Internal));
+    let _ = d.run(&mut b, |ctx| commit(ctx, "c", &mut || Ok(())));
+    d.boot(None).0.expect("rolled forward");
+    let mut b = FakeBackend::default();
+    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "c", &mut || Err(Error::Internal("boot HAL down".into()))));
+    assert!(r.is_err());
+    assert!(st.commit_command_pending);
+    let failed = st.history.iter().find(|e| e.kind == "commit-command-failed").expect("recorded");
+    assert!(failed.detail.contains("boot HAL down"), "{}", failed.detail);
+    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "c", &mut || Ok(())));
+    r.expect("retry");
+    assert!(!st.commit_command_pending);
+}
+
+#[test]
+fn without_a_commit_command_nothing_is_left_pending() {
+    let mut d = Device::new(3);
+    d.commit_command = false;
+    let (r, mut b, _) = d.boot(None);
+    r.expect("prepare");
+    b.fail = Some(("commit", ErrorKind::Internal));
+    let mut runs = 0;
+    let _ = d.run(&mut b, |ctx| commit(ctx, "c", &mut || { runs += 1; Ok(()) }));
+    let (r, _, st) = d.boot(None);
+    assert_eq!(r.expect("prepare").phase, Phase::Idle);
+    assert!(!st.commit_command_pending);
+    assert!(!st.history.iter().any(|e| e.kind.starts_with("commit-command")));
+    assert_eq!(runs, 0, "no command configured: the hook is never called");
 }
 
 #[test]

@@ -730,8 +730,13 @@ fn power_cut_during_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
     }
     let rec = cx.target.power_cut()?;
     cx.check_eq("the commit is cut by a power cut", Some(BootEnd::HostPowerCut), rec.ended);
-    // The next boot must not run the hook (it would wait): plain config.
-    set_rewindd_extra(cx, None)?;
+    // From the next boot on the commit command only leaves a trace (the
+    // cut one never finished): it must run once, at the next commit call,
+    // not during the boot's roll-forward.
+    set_rewindd_extra(
+        cx,
+        Some("commit_command = [\"sh\", \"-c\", \"echo ran >> /metadata/commit-command.log\"]\n"),
+    )?;
 
     let rec = cx.boot_ready(&BootPlan::rewind())?;
     cx.check("the next boot prepares without errors", rec.errors.is_empty(), format!("{:?}", rec.errors));
@@ -762,9 +767,38 @@ fn power_cut_during_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
     check_idle_stack(cx, "after the roll-forward")?;
     let needs = cx.exec("rewindctl needs-rollback")?;
     cx.check_eq("needs-rollback is false", 1, needs.status);
+    check_pending_commit_command(cx)?;
     fsck_after_umount(cx, TOP, "after the rolled-forward commit")?;
     cx.shutdown()?;
     Ok(())
+}
+
+/// The commit command a cut interrupted is owed: the roll-forward at boot
+/// records it as pending without running it; the next `rewindctl commit`
+/// (init's, at boot completed) runs it exactly once, as a logged step.
+fn check_pending_commit_command(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    let runs = |cx: &mut Ctx| -> Result<usize, ScenarioError> {
+        Ok(cx.exec("cat /metadata/commit-command.log 2>/dev/null")?.stdout.lines().count())
+    };
+    let h = history(cx)?;
+    cx.check("history: the commit command is pending after the roll-forward", kinds(&h).contains(&"commit-command-pending"), history_text(&h));
+    let n = runs(cx)?;
+    cx.check_eq("the roll-forward at boot did not run the commit command", 0, n);
+    let out = cx.exec("rewindctl commit --reason 'e2e: boot completed'")?;
+    cx.check_eq("rewindctl commit (boot completed) succeeds", 0, out.status);
+    let n = runs(cx)?;
+    cx.check_eq("it ran the owed commit command once", 1, n);
+    let h = history(cx)?;
+    cx.check("history: the commit command ran as a logged step", kinds(&h).last() == Some(&"commit-command"), history_text(&h));
+    let out = cx.exec("rewindctl commit --reason 'e2e: boot completed'")?;
+    cx.check(
+        "a second commit call has nothing to commit and does not run the command again",
+        out.status == 0 && out.stdout.contains("nothing to commit"),
+        format!("exit {}: {}", out.status, out.stdout.trim()),
+    );
+    let n = runs(cx)?;
+    cx.check_eq("the command ran exactly once", 1, n);
+    set_rewindd_extra(cx, None)
 }
 
 /// 5. AbortChanges without retry: the next boot rolls back for good.
