@@ -248,7 +248,10 @@ fn run_device_scenario(name: &str, args: &RunArgs, dev: &DeviceArgs) -> Result<b
     let mut target = match dev.target {
         TargetKind::Adb => {
             let handle = adb::find_device(dev.serial.as_deref())?;
-            adb::AdbTarget::new(handle, Box::new(adb::NoPowerControl), cfg).context("Setting up the device")?
+            {
+                let power = adb::SysrqReset::new(handle.clone());
+                adb::AdbTarget::new(handle, Box::new(power), cfg).context("Setting up the device")?
+            }
         }
         TargetKind::Cuttlefish => {
             let cvd = cuttlefish::find_cvd(dev.cvd_dir.as_deref(), dev.cvd_instance)?;

@@ -226,6 +226,61 @@ pub trait PowerControl {
     fn power_on(&mut self) -> Result<(), TargetError>;
     /// Extra console text (Cuttlefish's kernel.log / launcher.log).
     fn console(&self) -> Option<String>;
+    /// The cut goes through the running system (adb), so it can only land
+    /// once the device is up, not at a delay into the boot.
+    fn cuts_only_when_up(&self) -> bool {
+        false
+    }
+}
+
+/// A physical device's stand-in for a power cut: sysrq `b`, the kernel's
+/// immediate hard reset, without syncing or unmounting. Dirty page-cache
+/// data is lost and /data is left mounted, as in a cut; unlike a real cut
+/// the storage chip keeps power, so its own volatile cache may still reach
+/// flash. It needs root (`su`, userdebug) and a running system, so it can
+/// land at `ready` only; cuts during a boot need Cuttlefish or a relay.
+pub struct SysrqReset {
+    adb: Adb,
+    /// Pause after the reset before the next boot waits for the device.
+    settle: Duration,
+}
+
+impl SysrqReset {
+    pub fn new(adb: Adb) -> Self {
+        SysrqReset {
+            adb,
+            settle: REBOOT_SETTLE,
+        }
+    }
+}
+
+impl PowerControl for SysrqReset {
+    fn name(&self) -> String {
+        "a physical device, hard reset by sysrq b".into()
+    }
+    fn can_cut(&self) -> bool {
+        true
+    }
+    fn power_cut(&mut self) -> Option<Result<(), TargetError>> {
+        // The shell dies with the kernel: its exit status says nothing.
+        let _ = self.adb.run(
+            "hard reset",
+            &self.adb.su_shell_args("echo b > /proc/sysrq-trigger"),
+            Duration::from_secs(30),
+        );
+        std::thread::sleep(self.settle);
+        Some(Ok(()))
+    }
+    fn power_on(&mut self) -> Result<(), TargetError> {
+        // The reset reboots the device by itself.
+        Ok(())
+    }
+    fn console(&self) -> Option<String> {
+        None
+    }
+    fn cuts_only_when_up(&self) -> bool {
+        true
+    }
 }
 
 /// A physical device: no power control.
@@ -371,7 +426,17 @@ impl AdbTarget {
             can_cut: self.can_cut(),
             defer_commit,
         };
-        profile::check(plan, caps).map_err(|r| r.into_error(self.describe()))
+        profile::check(plan, caps).map_err(|r| r.into_error(self.describe()))?;
+        if let Some(f @ Failure::HostPowerCutAfter { .. }) = &plan.failure {
+            if self.power.cuts_only_when_up() {
+                return Err(TargetError::Unsupported {
+                    target: self.describe(),
+                    what: format!("inject {f}"),
+                    why: "a hard reset through adb lands only once the device is up (at ready); a cut during the boot needs --target cuttlefish or a relay".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn can_cut(&self) -> bool {
@@ -827,6 +892,35 @@ mod tests {
         assert!(!report.passed);
         let err = report.error.clone().unwrap_or_default();
         assert!(err.contains("cannot"), "{err}");
+    }
+
+    /// `--target adb`'s power cut: sysrq b through `su`, then the next boot
+    /// waits for the device as after a panic; a cut at a delay into the boot
+    /// is refused because adb is not up then.
+    #[test]
+    fn a_physical_device_is_cut_by_a_sysrq_hard_reset() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = AdbConfig {
+            artifacts: dir.path().join("artifacts"),
+            ..AdbConfig::default()
+        };
+        let adb = fake_adb(dir.path(), "true");
+        let mut power = SysrqReset::new(adb.clone());
+        power.settle = Duration::ZERO;
+        let mut t = AdbTarget::new(adb, Box::new(power), cfg).expect("set up");
+        t.settle = Duration::ZERO;
+        let rec = t.boot(&BootPlan::rewind().with_failure(Failure::power_cut_at(stage::READY))).expect("boot");
+        assert_eq!(rec.ended, Some(BootEnd::HostPowerCut));
+        let calls = std::fs::read_to_string(dir.path().join("calls.log")).expect("log");
+        assert!(calls.contains("-s FAKE01 shell su 0 sh -c 'echo b > /proc/sysrq-trigger'"), "{calls}");
+        let rec = t.boot(&BootPlan::rewind().with_commit()).expect("boot after the reset");
+        assert!(rec.is_ready(), "{rec:?}");
+        t.power_cut().expect("a cut of the running device");
+        let m = match t.boot(&BootPlan::rewind().with_failure(Failure::HostPowerCutAfter { after: Duration::from_secs(3) })) {
+            Err(e @ TargetError::Unsupported { .. }) => e.to_string(),
+            other => panic!("expected Unsupported, got {other:?}"),
+        };
+        assert!(m.contains("only once the device is up") && m.contains("cuttlefish"), "{m}");
     }
 
     #[test]
