@@ -5,21 +5,45 @@
 //! rewind-<part>-cow   linear over the COW files' extents
 //! rewind-<part>-snap  snapshot <raw> <cow> PO <chunk>  (never mounted)
 //! rewind-<part>-verify  transient read-only linear, to re-read extents
+//!                       (records without a map fingerprint only)
 //! ```
 //!
 //! Kernel rule followed everywhere: the origin (or merge) device is
 //! suspended while a snapshot target is loaded or unloaded.
 //!
-//! Before the COW map is used (arm, merge), the extents are re-read and
-//! compared with the record: the partition is exposed through the
-//! read-only `-verify` device, mounted `ro` without journal replay
-//! (`noload` on ext4, `norecovery` on f2fs) on a private directory under
-//! the metadata dir, FIEMAP'd, and unmounted. Nothing can write to the raw
-//! device outside the snapshot that way (a journal replay would, and would
-//! corrupt a pending merge). start_checkpoint freezes/thaws the filesystem
-//! after creating the files so the journal is checkpointed and the no-replay
-//! view shows them. The COW header is checked too: it must be zero (never
-//! armed) or a valid dm-snapshot header with our chunk size.
+//! Before the COW map is used (arm, merge), it is checked against the
+//! record. ext4 (records with a map fingerprint, `ext4map`): the raw
+//! partition's bytes that hold each COW file's map (its inode's bytes
+//! 0x10-0x6F and its extent-tree blocks) are read with O_DIRECT and
+//! compared with the sha256s recorded at start; no device is created,
+//! nothing is mounted and no key is needed, so this works before vold
+//! stacks metadata encryption (dm-default-key) on `rewind-<part>` and under
+//! Android's sepolicy, which forbids rewindd to mount. The log says
+//! `COW map verified from the raw device (N regions, no mount)`. At start
+//! (`seal_store`) the fingerprint is taken after the files were created,
+//! checkpointed and FIEMAP-verified, from the device /data is mounted from
+//! (parsed) and the raw partition (hashed), and only if the parsed extents
+//! equal FIEMAP's; with a wide-block cipher (Adiantum) a neighbour inode's
+//! change also changes our bytes, and the map is refused (safe, not silent).
+//!
+//! Records without a fingerprint (written before it existed, and f2fs)
+//! keep the older check: the partition is exposed through the read-only
+//! `-verify` device, mounted `ro` without journal replay (`noload` on ext4,
+//! `norecovery` on f2fs) on a private directory under the metadata dir,
+//! FIEMAP'd, and unmounted. Nothing can write to the raw device outside the
+//! snapshot that way (a journal replay would, and would corrupt a pending
+//! merge). start_checkpoint freezes/thaws the filesystem after creating the
+//! files so the journal is checkpointed and the no-replay view shows them.
+//!
+//! The COW header is checked too: it must be zero (never armed) or a valid
+//! dm-snapshot header with our chunk size. start zeroes it on the raw device
+//! (under encryption the zeroes written through the filesystem are
+//! ciphertext there).
+//!
+//! /data may be mounted from `rewind-<part>` or from a `crypt` /
+//! `default-key` device stacked directly on it with offset 0 (metadata
+//! encryption); FIEMAP offsets are then still raw offsets. The crypt
+//! table's parameters hold the key and are never logged.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
