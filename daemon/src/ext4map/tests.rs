@@ -144,23 +144,26 @@ fn simple(dir: &Path, bs: &str) -> PathBuf {
     img
 }
 
-/// An image where `big` (2 MB) is written into the holes left by deleting
-/// every other 4 KiB file: about a hundred extents, so an index tree
-/// (depth 1).
-fn fragmented(dir: &Path) -> PathBuf {
+/// An image where `big` is written into the holes left by deleting every
+/// other one of `files` 4 KiB files: one extent per hole, so an index tree.
+/// 200 files and 2 MB: about a hundred extents (depth 1); 4000 files and
+/// 8.4 MB: about two thousand (depth 2).
+fn fragmented_with(dir: &Path, files: u32, big_len: usize, size: &str, inodes: &str) -> PathBuf {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).expect("mkdir");
-    for i in 0..200u32 {
+    for i in 0..files {
         std::fs::write(src.join(format!("f{i}")), i.to_le_bytes().repeat(1024)).expect("write f");
     }
     let img = dir.join("img");
-    mkfs(&img, &src, &["-b", "4096"], "8M");
+    mkfs(&img, &src, &["-b", "4096", "-N", inodes], size);
     let mut cmds = String::new();
-    for i in (0..200).step_by(2) {
+    for i in (0..files).step_by(2) {
         cmds.push_str(&format!("rm f{i}\n"));
     }
     let big = dir.join("big");
-    std::fs::write(&big, vec![9u8; 2_000_000]).expect("write big");
+    // Not zeroes: debugfs would leave holes.
+    let data: Vec<u8> = (0..big_len).map(|i| (i % 251) as u8 | 1).collect();
+    std::fs::write(&big, data).expect("write big");
     cmds.push_str(&format!("write {} big\n", big.display()));
     let script = dir.join("cmds");
     std::fs::write(&script, cmds).expect("write cmds");
@@ -173,6 +176,10 @@ fn fragmented(dir: &Path) -> PathBuf {
         .expect("debugfs -f");
     assert!(out.status.success());
     img
+}
+
+fn fragmented(dir: &Path) -> PathBuf {
+    fragmented_with(dir, 200, 2_000_000, "8M", "2048")
 }
 
 macro_rules! need_tools {
@@ -232,6 +239,23 @@ fn depth_one_tree_matches_debugfs() {
     let regions = m.regions();
     assert_eq!(regions.len(), 1 + tree.len());
     assert_eq!(regions[1], (tree[0] * 4096, 4096));
+}
+
+#[test]
+fn depth_two_tree_matches_debugfs() {
+    need_tools!();
+    let dir = tempfile::tempdir().expect("tmp");
+    let img = fragmented_with(dir.path(), 4000, 8_400_000, "40M", "8192");
+    let ino = ino_of(&img, "big");
+    let m = map_inode(&open(&img), ino, 8_400_000).expect("map");
+    let (tree, ext) = debugfs_extents(&img, "big", 4096);
+    let s = debugfs(&img, false, "stat big");
+    assert!(s.contains("(ETB1)"), "the fixture must have a depth-2 tree");
+    assert_eq!(m.tree_blocks, tree);
+    let ext =
+        crate::fiemap::cover(&ext, 8_400_000, Path::new("big")).expect("debugfs covers the file");
+    assert!(ext.len() > 340 * 4, "{} extents", ext.len());
+    assert_eq!(m.extents, ext);
 }
 
 #[test]
@@ -340,6 +364,20 @@ fn refuses_a_corrupt_index_block() {
     ));
     poke(&img, leaf + 6, &0u16.to_le_bytes());
     poke(&img, leaf, &[0x0A, 0xF4]);
+    assert!(matches!(
+        map_inode(&open(&img), ino, 2_000_000),
+        Err(MapError::Tree { .. })
+    ));
+    poke(&img, leaf, &EXTENT_MAGIC.to_le_bytes());
+    map_inode(&open(&img), ino, 2_000_000).expect("restored");
+    // The root's index entry points past the filesystem, then at block 0.
+    let ei_leaf = m.inode_offset + 0x28 + 12 + 4;
+    poke(&img, ei_leaf, &0x00FF_FFFFu32.to_le_bytes());
+    assert!(matches!(
+        map_inode(&open(&img), ino, 2_000_000),
+        Err(MapError::Tree { .. })
+    ));
+    poke(&img, ei_leaf, &0u32.to_le_bytes());
     assert!(matches!(
         map_inode(&open(&img), ino, 2_000_000),
         Err(MapError::Tree { .. })
