@@ -94,9 +94,6 @@ pub trait StackIo: Send {
     fn ext4_map(&self, fs_dev: Device, path: &Path, size: u64) -> Result<InodeMap>;
     /// The raw device, for reads below every page cache (O_DIRECT).
     fn open_raw(&self, raw: &str) -> Result<Box<dyn ReadAt>>;
-    /// Writes `len` zero bytes at `offset` of the raw device, syncs and
-    /// reads them back.
-    fn zero_raw(&self, raw: &str, offset: u64, len: usize) -> Result<()>;
 }
 
 /// The real system.
@@ -217,10 +214,7 @@ impl StackIo for SysIo {
         res
     }
     fn open_raw(&self, raw: &str) -> Result<Box<dyn ReadAt>> {
-        Ok(Box::new(blockdev::DirectDev::open(Path::new(raw), false)?))
-    }
-    fn zero_raw(&self, raw: &str, offset: u64, len: usize) -> Result<()> {
-        Ok(blockdev::DirectDev::open(Path::new(raw), true)?.zero_range(offset, len)?)
+        Ok(Box::new(blockdev::DirectDev::open(Path::new(raw))?))
     }
 }
 
@@ -472,27 +466,32 @@ impl Backend for SnapshotBackend {
     }
 
     fn seal_store(&self, part: &mut PartitionState) -> Result<()> {
-        // The dm-snapshot header is the -cow device's first 4 KiB: the
-        // start of the COW map, which may span extents. cowstore::create
-        // wrote zeroes through the filesystem; under metadata encryption
-        // the raw device holds their ciphertext, which the boot's header
-        // check would refuse as a foreign store. Writing zeroes on the
-        // raw device below the filesystem is safe: the files are
-        // immutable (their blocks cannot be reallocated) and nothing
-        // reads them through the filesystem; without encryption the same
-        // zeroes are rewritten.
-        let mut left = HEADER_ZERO_BYTES as u64;
-        for e in part.cow_files.iter().flat_map(|f| &f.extents) {
-            if left == 0 {
-                break;
+        // The dm-snapshot header is the -cow device's first 4 KiB.
+        // cowstore::create wrote zeroes through the filesystem; under
+        // metadata encryption the disk holds their ciphertext, which the
+        // boot's header check would refuse as a foreign store. So the
+        // header is zeroed below the filesystem, through a short-lived
+        // -cow device (the linear map of the very extents the boot will
+        // use, so a header spanning extents is handled by the kernel):
+        // rewindd never opens the raw partition for writing, and sepolicy
+        // grants it dm devices, not userdata_block_device writes. Safe:
+        // the files are immutable (their blocks cannot be reallocated) and
+        // nothing reads them through the filesystem.
+        let (raw_dev, size) = self.raw_checked(part)?;
+        let (_, cow_node) = self.build_cow(part, raw_dev, size)?;
+        let zeroed = self.io.zero_head(&cow_node).and_then(|()| self.io.read_head(&cow_node)).and_then(|head| {
+            if head.iter().all(|b| *b == 0) {
+                Ok(())
+            } else {
+                Err(Error::Internal(format!(
+                    "{}: the COW header reads back non-zero after zeroing it",
+                    part.name
+                )))
             }
-            let n = e.length.min(left);
-            self.io.zero_raw(&part.raw_device, e.physical, n as usize)?;
-            left -= n;
-        }
-        if left > 0 {
-            return Err(Error::from(CowError::BadMap(format!("{}: the COW map is shorter than its header", part.name))));
-        }
+        });
+        let removed = self.remove_cow(&part.name);
+        zeroed?;
+        removed?;
         if part.fs_type != "ext4" {
             // f2fs: the boot re-reads the map through a read-only mount.
             return Ok(());

@@ -95,9 +95,10 @@ pub fn existing_node(dev_root: &Path, kname: &str, dev: Device) -> Option<PathBu
         })
 }
 
-/// A block device opened with O_DIRECT: reads and writes go to the device
-/// itself, not through its page cache (which may be stale next to dm-bufio
-/// or another layer's writes).
+/// A block device opened read-only with O_DIRECT: reads come from the
+/// device itself, not through its page cache (which may be stale next to
+/// dm-bufio or another layer's writes). Read-only on purpose: rewindd never
+/// writes the raw partition; dm-snapshot does, in the kernel.
 pub struct DirectDev {
     file: File,
     path: PathBuf,
@@ -122,10 +123,9 @@ impl Aligned {
 }
 
 impl DirectDev {
-    pub fn open(path: &Path, write: bool) -> Result<DirectDev, SysError> {
+    pub fn open(path: &Path) -> Result<DirectDev, SysError> {
         let file = OpenOptions::new()
             .read(true)
-            .write(write)
             .custom_flags(libc::O_DIRECT)
             .open(path)
             .map_err(io("open", path))?;
@@ -133,36 +133,6 @@ impl DirectDev {
             file,
             path: path.to_path_buf(),
         })
-    }
-
-    /// Writes `len` zero bytes at `offset` (both sector multiples), fsyncs,
-    /// and reads them back: the caller relies on the zeroes being on the
-    /// device.
-    pub fn zero_range(&self, offset: u64, len: usize) -> Result<(), SysError> {
-        if !offset.is_multiple_of(512) || !len.is_multiple_of(512) || len == 0 {
-            return Err(invalid(
-                "zero",
-                &self.path,
-                format!("{len} bytes at {offset} are not whole sectors"),
-            ));
-        }
-        let mut b = Aligned::new(len);
-        self.file
-            .write_all_at(b.buf(), offset)
-            .map_err(io("write zeroes to", &self.path))?;
-        self.file.sync_all().map_err(io("fsync", &self.path))?;
-        b.buf().fill(0xFF);
-        self.file
-            .read_exact_at(b.buf(), offset)
-            .map_err(io("read back", &self.path))?;
-        if b.buf().iter().any(|x| *x != 0) {
-            return Err(invalid(
-                "read back",
-                &self.path,
-                format!("the {len} bytes at {offset} are not zero after writing zeroes"),
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -175,7 +145,9 @@ impl ReadAt for DirectDev {
             .ok_or_else(|| IoError::new(ErrorKind::InvalidInput, "range overflows"))?;
         let end = end.div_ceil(ALIGN as u64) * ALIGN as u64;
         let mut b = Aligned::new((end - start) as usize);
-        self.file.read_exact_at(b.buf(), start)?;
+        self.file
+            .read_exact_at(b.buf(), start)
+            .map_err(|e| IoError::new(e.kind(), format!("{}: {e}", self.path.display())))?;
         let skip = (offset - start) as usize;
         buf.copy_from_slice(&b.buf()[skip..skip + buf.len()]);
         Ok(())
@@ -436,7 +408,7 @@ mod tests {
         let p = d.path().join("dev");
         let data: Vec<u8> = (0..3 * ALIGN).map(|i| (i % 251) as u8).collect();
         std::fs::write(&p, &data).expect("w");
-        let dev = match DirectDev::open(&p, true) {
+        let dev = match DirectDev::open(&p) {
             Ok(dev) => dev,
             Err(e) => {
                 eprintln!("no O_DIRECT here ({e}); skipped");
@@ -446,13 +418,6 @@ mod tests {
         let mut b = [0u8; 96];
         dev.read_at_exact(&mut b, 4090).expect("read");
         assert_eq!(&b[..], &data[4090..4186]);
-        dev.zero_range(ALIGN as u64, ALIGN).expect("zero");
-        let now = std::fs::read(&p).expect("r");
-        assert!(now[ALIGN..2 * ALIGN].iter().all(|x| *x == 0));
-        assert_eq!(&now[..ALIGN], &data[..ALIGN]);
-        assert_eq!(&now[2 * ALIGN..], &data[2 * ALIGN..]);
-        assert!(dev.zero_range(100, ALIGN).is_err());
-        assert!(dev.zero_range(0, 100).is_err());
         let mut past = [0u8; 16];
         assert!(dev.read_at_exact(&mut past, 3 * ALIGN as u64).is_err());
     }

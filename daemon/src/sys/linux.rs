@@ -29,7 +29,7 @@ pub enum SysError {
     #[error("{path} exists and is not the block device {device}")]
     NodeClash { path: PathBuf, device: String },
     #[error("{path} did not appear as the block device {device} within {waited_ms} ms: on Android ueventd creates it (is ueventd running?); on a system without ueventd set dev_nodes = \"mknod\" in rewindd.toml")]
-    NodeTimeout { path: PathBuf, device: String, waited_ms: u128 },
+    NodeTimeout { path: PathBuf, device: String, waited_ms: u64 },
 }
 
 fn nix_err(step: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> SysError {
@@ -145,7 +145,7 @@ pub fn wait_dev_node(dir: &Path, name: &str, dev: Device, timeout: std::time::Du
             return Err(SysError::NodeTimeout {
                 path,
                 device: dev.to_string(),
-                waited_ms: timeout.as_millis(),
+                waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             });
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
