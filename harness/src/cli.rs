@@ -20,11 +20,11 @@ Examples:
   rewind-harness scenario dm-witness
   rewind-harness scenario failure-kinds --report out.json --junit out.xml
   rewind-harness scenario three-failed-boots --fs f2fs --keep
-  rewind-harness scenario history-survives --target adb --serial 1A2B3C4D --android-bins out/arm64
-  rewind-harness scenario history-survives --target cuttlefish --cvd-dir ~/cf
+  rewind-harness scenario device-fail-then-commit --target adb --serial 1A2B3C4D --android-bins out/arm64
+  rewind-harness scenario device-fail-then-commit --target cuttlefish --cvd-dir ~/cf
   rewind-harness scenario manifest-detects-changes --baseline my-data.sh
   rewind-harness scenario three-failed-boots --workload migrate.sh --guest-tool /usr/bin/sqlite3
-  rewind-harness scenario three-failed-boots --metadata-encryption   # /data over dm-crypt on rewind-userdata
+  rewind-harness scenario metadata-encryption       # /data over dm-crypt on rewind-userdata (vold's stack)
   rewind-harness scenario device-three-failed-boots                 # QEMU restricted to what a device can do
   rewind-harness scenario device-three-failed-boots --target adb    # the same on a device
   rewind-harness scenario abort --device-profile                    # could a device run it? (no: says what it cannot)
