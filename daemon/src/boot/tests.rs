@@ -86,6 +86,20 @@ impl Device {
     }
 }
 
+/// Boots attempt 1, then a commit cut off after its intent (the backend's
+/// data commit fails, as a power cut would stop it): the intent must be on
+/// disk. Returns the state after it and how often the commit hook ran.
+fn cut_during_commit(d: &mut Device) -> (State, u32) {
+    let (r, mut b, _) = d.boot(None);
+    r.expect("prepare");
+    b.fail = Some(("commit", ErrorKind::Internal));
+    let mut runs = 0;
+    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "boot completed", &mut || { runs += 1; Ok(()) }));
+    assert!(r.is_err(), "the data commit was cut off");
+    assert_eq!(st.phase, Phase::Committing, "the intent is on disk");
+    (st, runs)
+}
+
 #[test]
 fn three_failed_boots_then_rolled_back() {
     let mut d = Device::new(3);
@@ -154,12 +168,7 @@ fn commit_keeps_data_and_ends_the_checkpoint() {
 #[test]
 fn power_cut_during_commit_finishes_the_commit_at_boot() {
     let mut d = Device::new(3);
-    let (r, mut b, _) = d.boot(None);
-    r.expect("prepare");
-    b.fail = Some(("commit", ErrorKind::Internal));
-    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "boot completed", &mut || Ok(())));
-    assert!(r.is_err());
-    assert_eq!(st.phase, Phase::Committing, "the intent is on disk");
+    cut_during_commit(&mut d);
     let (r, b, st) = d.boot(None);
     assert_eq!(r.expect("prepare").phase, Phase::Idle);
     assert_eq!(b.ops, ["commit", "idle"], "rolled forward, never merged");
@@ -172,12 +181,7 @@ fn power_cut_during_commit_finishes_the_commit_at_boot() {
 #[test]
 fn commit_command_cut_off_by_a_power_cut_runs_at_the_next_commit_call() {
     let mut d = Device::new(3);
-    let (r, mut b, _) = d.boot(None);
-    r.expect("prepare");
-    b.fail = Some(("commit", ErrorKind::Internal));
-    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "boot completed", &mut || Ok(())));
-    assert!(r.is_err());
-    assert_eq!(st.phase, Phase::Committing);
+    cut_during_commit(&mut d);
 
     let (r, _, st) = d.boot(None);
     assert_eq!(r.expect("prepare").phase, Phase::Idle);
@@ -201,10 +205,7 @@ fn commit_command_cut_off_by_a_power_cut_runs_at_the_next_commit_call() {
 #[test]
 fn a_failing_pending_commit_command_stays_pending_and_is_recorded() {
     let mut d = Device::new(3);
-    let (r, mut b, _) = d.boot(None);
-    r.expect("prepare");
-    b.fail = Some(("commit", ErrorKind::Internal));
-    let _ = d.run(&mut b, |ctx| commit(ctx, "c", &mut || Ok(())));
+    cut_during_commit(&mut d);
     d.boot(None).0.expect("rolled forward");
     let mut b = FakeBackend::default();
     let (r, st) = d.run(&mut b, |ctx| commit(ctx, "c", &mut || Err(Error::Internal("boot HAL down".into()))));
@@ -221,11 +222,7 @@ fn a_failing_pending_commit_command_stays_pending_and_is_recorded() {
 fn without_a_commit_command_nothing_is_left_pending() {
     let mut d = Device::new(3);
     d.commit_command = false;
-    let (r, mut b, _) = d.boot(None);
-    r.expect("prepare");
-    b.fail = Some(("commit", ErrorKind::Internal));
-    let mut runs = 0;
-    let _ = d.run(&mut b, |ctx| commit(ctx, "c", &mut || { runs += 1; Ok(()) }));
+    let (_, runs) = cut_during_commit(&mut d);
     let (r, _, st) = d.boot(None);
     assert_eq!(r.expect("prepare").phase, Phase::Idle);
     assert!(!st.commit_command_pending);
