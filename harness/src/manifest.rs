@@ -298,6 +298,18 @@ impl ManifestDiff {
         self.chmodded.iter().map(|c| c.path.as_str()).collect()
     }
 
+    /// "N added, N removed, N changed, N chmod-ed": the size of a change
+    /// without its paths.
+    pub fn counts(&self) -> String {
+        format!(
+            "{} added, {} removed, {} changed, {} chmod-ed",
+            self.added.len(),
+            self.removed.len(),
+            self.changed.len(),
+            self.chmodded.len()
+        )
+    }
+
     /// A short human summary, with up to `max` paths per list.
     pub fn summary(&self, max: usize) -> String {
         if self.is_empty() {
@@ -445,6 +457,7 @@ mod tests {
         assert_eq!(d.changed[2].what, vec!["target"]);
         assert_eq!(d.chmodded_paths(), vec!["mode"]);
         assert!(d.summary(3).contains("removed: gone"));
+        assert_eq!(d.counts(), "1 added, 1 removed, 3 changed, 1 chmod-ed");
     }
 
     #[test]

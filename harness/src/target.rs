@@ -122,6 +122,11 @@ impl BootRecord {
     pub fn is_ready(&self) -> bool {
         self.ended.is_none() && self.reached(crate::plan::stage::READY)
     }
+    /// Milliseconds from QEMU's start to `stage`, if it was reached.
+    pub fn reached_ms(&self, stage: &str) -> Option<u64> {
+        let i = self.stages.iter().position(|s| s == stage)?;
+        self.stage_ms.get(i).copied()
+    }
 }
 
 /// A machine the scenarios drive: disks that persist across its boots, one

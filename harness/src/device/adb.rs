@@ -712,14 +712,8 @@ impl AdbTarget {
 /// A fake `adb` (a shell script) standing in for a device: records
 /// every call, answers getprop, runs `shell` commands against stubs.
 pub(crate) fn fake_adb(dir: &Path, defer_commit: &str) -> Adb {
-    let log = dir.join("calls.log");
-    let script = format!(
-        r#"#!/bin/sh
-echo "$*" >> {log}
-[ "$1" = -s ] && shift 2
-case "$1" in
-  forward) [ "$2" = tcp:0 ] && echo 40123; exit 0;;
-  logcat) echo "I rewindd: armed"; exit 0;;
+    let arms = format!(
+        r#"  logcat) echo "I rewindd: armed"; exit 0;;
   shell)
 getprop() {{ case "$1" in sys.boot_completed) echo 1;; init.svc.rewindd) echo running;; rewind.defer_commit) echo {defer_commit};; *) echo;; esac; }}
 mkdir() {{ :; }}
@@ -729,10 +723,27 @@ cat() {{ echo "/dev/block/mapper/rewind-userdata /data ext4 rw 0 0"; }}
 sh() {{ echo "ran $*"; }}
 su() {{ echo "su $*"; }}
 eval "$2";;
-  *) exit 0;;
+"#
+    );
+    fake_adb_with_script(dir, &arms, "FAKE01")
+}
+
+#[cfg(test)]
+/// Installs a fake `adb` in `dir` for every fake device of the tests: it
+/// appends each call to `dir/calls.log`, drops `-s SERIAL`, answers
+/// `forward tcp:0` with a port, and otherwise runs `arms` (`case "$1"`
+/// arms, each ending in `;;`; a command no arm matches exits 0).
+pub(crate) fn fake_adb_with_script(dir: &Path, arms: &str, serial: &str) -> Adb {
+    let script = format!(
+        r#"#!/bin/sh
+echo "$*" >> {log}
+[ "$1" = -s ] && shift 2
+case "$1" in
+  forward) [ "$2" = tcp:0 ] && echo 40123; exit 0;;
+{arms}  *) exit 0;;
 esac
 "#,
-        log = log.display()
+        log = dir.join("calls.log").display()
     );
     let path = dir.join("adb");
     std::fs::write(&path, script).expect("write fake adb");
@@ -741,10 +752,9 @@ esac
     std::fs::set_permissions(&path, perms).expect("chmod");
     Adb {
         program: path,
-        serial: "FAKE01".into(),
+        serial: serial.into(),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

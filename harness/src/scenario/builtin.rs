@@ -337,21 +337,9 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.check(
         "the new system really changed userdata",
         !d.is_empty(),
-        format!(
-            "{} added, {} removed, {} changed, {} chmod-ed",
-            d.added.len(),
-            d.removed.len(),
-            d.changed.len(),
-            d.chmodded.len()
-        ),
+        d.counts(),
     );
-    cx.say(&format!(
-        "Attempt 1 changed userdata: {} added, {} removed, {} changed, {} chmod-ed. Now the power goes out.",
-        d.added.len(),
-        d.removed.len(),
-        d.changed.len(),
-        d.chmodded.len()
-    ));
+    cx.say(&format!("Attempt 1 changed userdata: {}. Now the power goes out.", d.counts()));
     let rec = cx.target.power_cut()?;
     cx.check_eq(
         &format!("boot {} is observed as a host power cut", rec.index),
@@ -379,18 +367,8 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.check("userdata is exactly the baseline", d.is_empty(), d.summary(10));
     // The history must tell the story: each attempt counted once, each
     // discarded, the last one ending in the rollback.
-    let events = grpc.history()?.events;
-    let story: Vec<String> = events.iter().map(|e| format!("{}#{}", e.kind, e.attempt)).collect();
-    let attempts: Vec<u32> = events.iter().filter(|e| e.kind == "attempt").map(|e| e.attempt).collect();
-    cx.check_eq("history counts attempts 1, 2 and 3, once each", vec![1, 2, 3], attempts);
-    let rollbacks = events.iter().filter(|e| e.kind == "rollback-finished").count();
-    let last_attempt = events.iter().rposition(|e| e.kind == "attempt");
-    let last_rollback = events.iter().rposition(|e| e.kind == "rollback-finished");
-    cx.check(
-        "history shows every attempt rolled back, the last after attempt 3",
-        rollbacks >= 3 && matches!((last_attempt, last_rollback), (Some(a), Some(r)) if r > a),
-        story.join(" "),
-    );
+    let events = checks::grpc_events(&grpc.history()?.events);
+    checks::check_three_attempts_rolled_back(cx, &events);
     let table = checks::dmsetup(cx.target, "table")?;
     if cx.target.fs() == FsType::Ext4 {
         // Block mode: the always-present top device, back to linear, and

@@ -1,11 +1,13 @@
 //! Independent witnesses a scenario uses: the guest's own manifest tool,
 //! fsck on the unmounted device, dmsetup (never used by rewindd).
 
+use rewind_proto::v1 as pb;
+
 use crate::manifest::Manifest;
 use crate::plan::{shell_quote, FsType};
 use crate::target::Target;
 
-use super::ScenarioError;
+use super::{Ctx, ScenarioError};
 
 /// Manifest of `root` in the guest, minus the `exclude` subtrees.
 pub fn manifest(target: &mut dyn Target, root: &str, exclude: &[&str]) -> Result<Manifest, ScenarioError> {
@@ -71,5 +73,107 @@ pub fn wait_cow_gone(target: &mut dyn Target) -> Result<Vec<String>, ScenarioErr
             return Ok(left);
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// After a reboot (`when`) of a committed checkpoint: rewindd removed its
+/// COW files, and /data (its manifest minus `exclude`) is exactly
+/// `committed`.
+pub fn check_commit_kept(cx: &mut Ctx, when: &str, committed: &Manifest, exclude: &[&str]) -> Result<(), ScenarioError> {
+    let left = wait_cow_gone(cx.target)?;
+    cx.check(&format!("{when}: /data/rewind is empty or absent"), left.is_empty(), left.join(" "));
+    let now = manifest(cx.target, "/data", exclude)?;
+    let d = crate::manifest::diff(committed, &now);
+    cx.check(&format!("{when}: every committed change is kept"), d.is_empty(), d.summary(10));
+    Ok(())
+}
+
+/// One event of rewindd's history as the checks read it: (kind, attempt).
+pub type Event = (String, u64);
+
+/// The (kind, attempt) of the events gRPC's GetHistory returned.
+pub fn grpc_events(events: &[pb::HistoryEvent]) -> Vec<Event> {
+    events.iter().map(|e| (e.kind.clone(), u64::from(e.attempt))).collect()
+}
+
+/// "kind#attempt ...": a history as a check's detail.
+pub fn story(h: &[Event]) -> String {
+    h.iter().map(|(k, a)| format!("{k}#{a}")).collect::<Vec<_>>().join(" ")
+}
+
+/// The attempt number of every `attempt` event, in order.
+pub fn attempts_counted(h: &[Event]) -> Vec<u64> {
+    h.iter().filter(|(k, _)| k == "attempt").map(|(_, a)| *a).collect()
+}
+
+/// The history after three failed attempts used up the checkpoint: each
+/// attempt counted once, each discarded, the last rollback after attempt 3
+/// (a rollback before it would leave attempt 3 running on its data).
+pub fn check_three_attempts_rolled_back(cx: &mut Ctx, h: &[Event]) {
+    cx.check_eq("history counts attempts 1, 2 and 3, once each", vec![1, 2, 3], attempts_counted(h));
+    let rollbacks = h.iter().filter(|(k, _)| k == "rollback-finished").count();
+    let last_attempt = h.iter().rposition(|(k, _)| k == "attempt");
+    let last_rollback = h.iter().rposition(|(k, _)| k == "rollback-finished");
+    cx.check(
+        "history shows every attempt rolled back, the last after attempt 3",
+        rollbacks >= 3 && matches!((last_attempt, last_rollback), (Some(a), Some(r)) if r > a),
+        story(h),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::adb::{fake_adb, AdbConfig, AdbTarget, NoPowerControl};
+
+    fn events(story: &str) -> Vec<Event> {
+        story
+            .split_whitespace()
+            .map(|e| {
+                let (k, a) = e.split_once('#').expect("kind#attempt");
+                (k.to_string(), a.parse().expect("attempt"))
+            })
+            .collect()
+    }
+
+    /// (counted once each, rolled back) as the two checks record them.
+    fn three_attempts(story: &str) -> (bool, bool) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = AdbConfig { artifacts: dir.path().join("artifacts"), ..AdbConfig::default() };
+        let mut t = AdbTarget::new(fake_adb(dir.path(), "true"), Box::new(NoPowerControl), cfg).expect("fake device");
+        let mut cx = Ctx::new(&mut t, "test", super::super::Options::default());
+        check_three_attempts_rolled_back(&mut cx, &events(story));
+        let c = &cx.report.checks;
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].name, "history counts attempts 1, 2 and 3, once each");
+        assert_eq!(c[1].name, "history shows every attempt rolled back, the last after attempt 3");
+        assert_eq!(c[1].detail, story);
+        (c[0].passed, c[1].passed)
+    }
+
+    #[test]
+    fn three_attempts_each_rolled_back_and_nothing_else_passes() {
+        let r = "rollback-begun#1 rollback-finished#1";
+        let good = format!("started#0 attempt#1 {r} attempt#2 {r} attempt#3 {r}");
+        assert_eq!(three_attempts(&good), (true, true));
+        // Attempt 3 still running on its data: not rolled back after it.
+        let open = format!("started#0 attempt#1 {r} attempt#2 {r} {r} attempt#3");
+        assert_eq!(three_attempts(&open), (true, false));
+        // An attempt counted twice, or one missing.
+        let twice = format!("attempt#1 {r} attempt#1 {r} attempt#2 {r} attempt#3 {r}");
+        assert_eq!(three_attempts(&twice), (false, true));
+        let two = format!("attempt#1 {r} attempt#2 {r} {r}");
+        assert_eq!(three_attempts(&two), (false, true));
+        // Fewer than three rollbacks.
+        let short = format!("attempt#1 attempt#2 attempt#3 {r}");
+        assert_eq!(three_attempts(&short), (true, false));
+    }
+
+    #[test]
+    fn grpc_events_keep_kind_attempt_and_order() {
+        let ev = |kind: &str, attempt| pb::HistoryEvent { kind: kind.into(), attempt, ..Default::default() };
+        let h = grpc_events(&[ev("attempt", 1), ev("rollback-finished", 1)]);
+        assert_eq!(story(&h), "attempt#1 rollback-finished#1");
+        assert_eq!(attempts_counted(&h), vec![1]);
     }
 }

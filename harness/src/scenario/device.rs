@@ -19,6 +19,7 @@
 
 use serde_json::Value;
 
+use super::checks::{attempts_counted, story, Event};
 use super::{checks, Ctx, Scenario, ScenarioError};
 use crate::failure::BootEnd;
 use crate::manifest::{self, Manifest};
@@ -73,8 +74,12 @@ fn phase(st: &Value) -> String {
     st["phase"].as_str().unwrap_or("").to_string()
 }
 
-/// One history event: (kind, attempt).
-type Event = (String, u64);
+/// Checks rewindd's phase (`rewindctl status`) is `expected`.
+fn check_phase(cx: &mut Ctx, name: &str, expected: &str) -> Result<(), ScenarioError> {
+    let st = status(cx)?;
+    cx.check_eq(name, expected.to_string(), phase(&st));
+    Ok(())
+}
 
 /// This run's history: the events from the last `started` on (a device
 /// keeps the events of earlier checkpoints).
@@ -104,20 +109,6 @@ fn this_run(v: &Value) -> Vec<Event> {
         .rposition(|(k, _)| k == "started")
         .unwrap_or(0);
     events[from..].to_vec()
-}
-
-fn story(h: &[Event]) -> String {
-    h.iter()
-        .map(|(k, a)| format!("{k}#{a}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn attempts_counted(h: &[Event]) -> Vec<u64> {
-    h.iter()
-        .filter(|(k, _)| k == "attempt")
-        .map(|(_, a)| *a)
-        .collect()
 }
 
 fn position(h: &[Event], kind: &str) -> Option<usize> {
@@ -220,12 +211,7 @@ fn begin(cx: &mut Ctx, attempts: u32, reason: &str) -> Result<Manifest, Scenario
             bytes as f64 / (1 << 20) as f64
         ),
     );
-    let st = status(cx)?;
-    cx.check_eq(
-        "phase is armed after start",
-        "armed".to_string(),
-        phase(&st),
-    );
+    check_phase(cx, "phase is armed after start", "armed")?;
     cx.shutdown()?;
     Ok(baseline)
 }
@@ -250,6 +236,15 @@ fn failed_attempt(cx: &mut Ctx, n: u32) -> Result<(), ScenarioError> {
     Ok(())
 }
 
+/// The data dir's manifest after `who` ran the workload; checks it
+/// differs from `baseline`.
+fn changed_dir(cx: &mut Ctx, baseline: &Manifest, who: &str) -> Result<Manifest, ScenarioError> {
+    let now = dir_manifest(cx)?;
+    let d = manifest::diff(baseline, &now);
+    cx.check(&format!("{who} changed the data dir"), !d.is_empty(), d.summary(5));
+    Ok(now)
+}
+
 /// What an attempt's update.sh leaves (in the data dir).
 fn attempt_marks(n: u32) -> [String; 2] {
     [format!("attempt-{n}"), format!("app/com.example.new{n}")]
@@ -264,12 +259,7 @@ fn check_idle_with(cx: &mut Ctx, when: &str, expected: &Manifest) -> Result<(), 
         expected,
         &now,
     );
-    let st = status(cx)?;
-    cx.check_eq(
-        &format!("{when}: phase is idle"),
-        "idle".to_string(),
-        phase(&st),
-    );
+    check_phase(cx, &format!("{when}: phase is idle"), "idle")?;
     check_no_cow_devices(cx, when)?;
     Ok(())
 }
@@ -281,26 +271,11 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
     }
     cx.say("Boot again: the attempts are used up; prepare-userdata rolls userdata back.");
     cx.boot_ready(&plan())?;
-    let st = status(cx)?;
-    cx.check_eq(
-        "phase is rolled-back",
-        "rolled-back".to_string(),
-        phase(&st),
-    );
+    check_phase(cx, "phase is rolled-back", "rolled-back")?;
     let needs = cx.exec("rewindctl needs-rollback")?;
     cx.check_eq("needs-rollback is true (exit 0)", 0, needs.status);
     let h = history(cx)?;
-    cx.check_eq(
-        "history counts attempts 1, 2 and 3, once each",
-        vec![1, 2, 3],
-        attempts_counted(&h),
-    );
-    let rollbacks = h.iter().filter(|(k, _)| k == "rollback-finished").count();
-    cx.check(
-        "history shows every attempt rolled back, the last after attempt 3",
-        rollbacks >= 3 && matches!((rposition(&h, "attempt"), rposition(&h, "rollback-finished")), (Some(a), Some(r)) if r > a),
-        story(&h),
-    );
+    checks::check_three_attempts_rolled_back(cx, &h);
     cx.check(
         "nothing was committed",
         position(&h, "committed").is_none(),
@@ -351,13 +326,7 @@ fn fail_then_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
         out.success(),
         format!("{}{}", out.stdout, out.stderr),
     )?;
-    let committed = dir_manifest(cx)?;
-    let d = manifest::diff(&baseline, &committed);
-    cx.check(
-        "attempt 2 changed the data dir",
-        !d.is_empty(),
-        d.summary(5),
-    );
+    let committed = changed_dir(cx, &baseline, "attempt 2")?;
     for p in attempt_marks(2) {
         cx.check(
             &format!("attempt 2's {p} is there"),
@@ -372,12 +341,7 @@ fn fail_then_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
             "",
         );
     }
-    let st = status(cx)?;
-    cx.check_eq(
-        "phase is idle after the commit",
-        "idle".to_string(),
-        phase(&st),
-    );
+    check_phase(cx, "phase is idle after the commit", "idle")?;
     cx.shutdown()?;
 
     cx.say("Reboot: attempt 2's data stays.");
@@ -407,24 +371,13 @@ fn good_boot_commits(cx: &mut Ctx) -> Result<(), ScenarioError> {
         rec.reached(stage::WORKLOAD_DONE) && rec.reached(stage::COMMITTED) && rec.errors.is_empty(),
         format!("stages {}; errors {:?}", rec.stages.join(","), rec.errors),
     );
-    let committed = dir_manifest(cx)?;
-    let d = manifest::diff(&baseline, &committed);
-    cx.check(
-        "the attempt changed the data dir",
-        !d.is_empty(),
-        d.summary(5),
-    );
+    let committed = changed_dir(cx, &baseline, "the attempt")?;
     cx.check(
         "the attempt's marker is there",
         committed.get("attempt-1").is_some(),
         "",
     );
-    let st = status(cx)?;
-    cx.check_eq(
-        "phase is idle after the commit",
-        "idle".to_string(),
-        phase(&st),
-    );
+    check_phase(cx, "phase is idle after the commit", "idle")?;
     let h = history(cx)?;
     cx.check(
         "history: attempt 1, then committed, no rollback",
@@ -447,45 +400,26 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::device::adb::{Adb, AdbConfig, AdbTarget, NoPowerControl};
+    use crate::device::adb::{fake_adb_with_script, Adb, AdbConfig, AdbTarget, NoPowerControl};
 
     /// A fake `adb` for a device that defers its commit: answers the
     /// scenarios' commands with canned output (never runs them on the
     /// host) and logs every call.
     fn fake_device(dir: &Path) -> Adb {
-        let log = dir.join("calls.log");
-        let script = format!(
-            r#"#!/bin/sh
-echo "$*" >> {log}
-[ "$1" = -s ] && shift 2
-case "$1" in
-  forward) [ "$2" = tcp:0 ] && echo 40123; exit 0;;
-  shell)
+        let arms = r#"  shell)
     case "$2" in
       "getprop sys.boot_completed") echo 1;;
       "getprop init.svc.rewindd") echo running;;
       "getprop rewind.defer_commit") echo true;;
       "cat /proc/mounts") echo "/dev/block/mapper/rewind-userdata /data ext4 rw 0 0";;
-      *"status --json"*) echo '{{"phase":"idle","attempt":0,"attempts":0,"partitions":[]}}';;
-      *"history --json"*) echo '{{"events":[]}}';;
-      rewind-manifest*) echo '{{"root":"/data/local/tmp/rewind-data","entries":[]}}';;
+      *"status --json"*) echo '{"phase":"idle","attempt":0,"attempts":0,"partitions":[]}';;
+      *"history --json"*) echo '{"events":[]}';;
+      rewind-manifest*) echo '{"root":"/data/local/tmp/rewind-data","entries":[]}';;
       *) :;;
-    esac;;
-  *) :;;
-esac
-exit 0
-"#,
-            log = log.display()
-        );
-        let path = dir.join("adb");
-        std::fs::write(&path, script).expect("write fake adb");
-        let mut perms = std::fs::metadata(&path).expect("stat").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(&path, perms).expect("chmod");
-        Adb {
-            program: path,
-            serial: "FAKE02".into(),
-        }
+    esac
+    exit 0;;
+"#;
+        fake_adb_with_script(dir, arms, "FAKE02")
     }
 
     /// Each device scenario runs on the adb target to its end: every plan

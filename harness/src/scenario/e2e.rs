@@ -26,7 +26,7 @@ use super::{checks, Ctx, Scenario, ScenarioError};
 use crate::failure::BootEnd;
 use crate::manifest::{self, Manifest};
 use crate::plan::{stage, BootPlan, Failure, FsType};
-use crate::target::{BootRecord, TargetError};
+use crate::target::TargetError;
 
 pub static E2E: &[Scenario] = &[
     Scenario {
@@ -235,22 +235,8 @@ fn df_du(cx: &mut Ctx) -> Result<(u64, u64), ScenarioError> {
     }
 }
 
-fn stage_ms(rec: &BootRecord, name: &str) -> Option<u64> {
-    rec.stages.iter().position(|s| s == name).map(|i| rec.stage_ms[i])
-}
-
 fn secs(ms: Option<u64>) -> String {
     ms.map(|m| format!("{:.2} s", m as f64 / 1000.0)).unwrap_or_else(|| "not reached".into())
-}
-
-fn diff_counts(d: &manifest::ManifestDiff) -> String {
-    format!(
-        "{} added, {} removed, {} changed, {} chmod-ed",
-        d.added.len(),
-        d.removed.len(),
-        d.changed.len(),
-        d.chmodded.len()
-    )
 }
 
 /// Boot, baseline, checkpoint with `attempts`, baseline manifest, power off.
@@ -295,7 +281,7 @@ fn good_boot_commits(cx: &mut Ctx) -> Result<(), ScenarioError> {
     );
     let committed = data_manifest(cx)?;
     let d = manifest::diff(&baseline, &committed);
-    cx.check("the attempt changed userdata", !d.is_empty(), diff_counts(&d));
+    cx.check("the attempt changed userdata", !d.is_empty(), d.counts());
     cx.check("the attempt's marker is there", committed.get("attempt-1").is_some(), "");
     let st = status(cx)?;
     cx.check_eq("phase is idle after the commit", "idle".to_string(), phase(&st));
@@ -319,11 +305,7 @@ fn good_boot_commits(cx: &mut Ctx) -> Result<(), ScenarioError> {
 
     for n in 1..=2 {
         cx.boot_ready(&BootPlan::rewind())?;
-        let left = checks::wait_cow_gone(cx.target)?;
-        cx.check(&format!("reboot {n}: /data/rewind is empty or absent"), left.is_empty(), left.join(" "));
-        let now = data_manifest(cx)?;
-        let d = manifest::diff(&committed, &now);
-        cx.check(&format!("reboot {n}: every committed change is kept"), d.is_empty(), d.summary(10));
+        checks::check_commit_kept(cx, &format!("reboot {n}"), &committed, EXCLUDE)?;
         check_idle_stack(cx, &format!("reboot {n}"))?;
         let st = status(cx)?;
         cx.check_eq(&format!("reboot {n}: phase is idle"), "idle".to_string(), phase(&st));
@@ -378,7 +360,7 @@ fn fail_then_succeed(cx: &mut Ctx) -> Result<(), ScenarioError> {
     // Attempt 2's boot merged attempt 1 away before /data was mounted.
     cx.say(&format!(
         "attempt 2's boot (discarding attempt 1 by a merge first): data-mounted at {}, merge stage {}",
-        secs(stage_ms(&rec, stage::DATA_MOUNTED)),
+        secs(rec.reached_ms(stage::DATA_MOUNTED)),
         if rec.reached(stage::MERGING) { "seen" } else { "not seen" }
     ));
     if is_f2fs(cx) {
@@ -401,8 +383,8 @@ fn fail_then_succeed(cx: &mut Ctx) -> Result<(), ScenarioError> {
             rec.reached(stage::MERGING),
             format!(
                 "power-on to data-mounted {} with the merge of attempt 1 vs {} in boot 1 (no checkpoint); prepare-userdata: {merged}",
-                secs(stage_ms(&rec, stage::DATA_MOUNTED)),
-                secs(cx.target.boots().first().and_then(|b| stage_ms(b, stage::DATA_MOUNTED))),
+                secs(rec.reached_ms(stage::DATA_MOUNTED)),
+                secs(cx.target.boots().first().and_then(|b| b.reached_ms(stage::DATA_MOUNTED))),
             ),
         );
     }
@@ -421,7 +403,7 @@ fn fail_then_succeed(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.check(
         "the diff from the baseline names only attempt 2's additions",
         from_1.is_empty() && !d.added.is_empty(),
-        format!("{}; attempt-1 names: {from_1:?}", diff_counts(&d)),
+        format!("{}; attempt-1 names: {from_1:?}", d.counts()),
     );
     // The baseline's own files that attempt 2 did not touch are untouched:
     // every change is one update.sh makes.
@@ -649,7 +631,7 @@ fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioError> {
         cx.say(&format!(
             "round {round}: final boot {}: data-mounted at {} (resumed merge: {})",
             rec.index,
-            secs(stage_ms(&rec, stage::DATA_MOUNTED)),
+            secs(rec.reached_ms(stage::DATA_MOUNTED)),
             merge_progress(&log).0.map(|(p, t)| format!("{p}% {t}")).unwrap_or_else(|| "none left".into())
         ));
         let needs = cx.exec("rewindctl needs-rollback")?;
@@ -689,7 +671,7 @@ fn power_cut_during_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.exec_checked("sync")?;
     let attempt = data_manifest(cx)?;
     let d = manifest::diff(&baseline, &attempt);
-    cx.check("the attempt changed userdata", !d.is_empty(), diff_counts(&d));
+    cx.check("the attempt changed userdata", !d.is_empty(), d.counts());
     // The commit, as boot-completed runs it, in the background.
     cx.exec_checked("setsid rewindctl commit --reason 'e2e: boot completed' > /tmp/commit.log 2>&1 < /dev/null &")?;
     let t = std::time::Instant::now();
@@ -807,7 +789,7 @@ fn abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
     let changed = data_manifest(cx)?;
     let d = manifest::diff(&baseline, &changed);
-    cx.check("the attempt changed userdata", !d.is_empty(), diff_counts(&d));
+    cx.check("the attempt changed userdata", !d.is_empty(), d.counts());
     if is_f2fs(cx) {
         check_f2fs_armed(cx, "f2fs: during the attempt")?;
     }
@@ -826,14 +808,14 @@ fn abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
             rec.reached(stage::MERGING),
             format!(
                 "power-on to data-mounted {} with the rollback merge vs {} in boot 1 (no checkpoint); prepare-userdata: {merged}",
-                secs(stage_ms(&rec, stage::DATA_MOUNTED)),
-                secs(cx.target.boots().first().and_then(|b| stage_ms(b, stage::DATA_MOUNTED))),
+                secs(rec.reached_ms(stage::DATA_MOUNTED)),
+                secs(cx.target.boots().first().and_then(|b| b.reached_ms(stage::DATA_MOUNTED))),
             ),
         );
     }
     cx.say(&format!(
         "boot after abort (rollback merge before /data): data-mounted at {}",
-        secs(stage_ms(&rec, stage::DATA_MOUNTED))
+        secs(rec.reached_ms(stage::DATA_MOUNTED))
     ));
     let needs = cx.exec("rewindctl needs-rollback")?;
     cx.check_eq("needs-rollback is true (exit 0)", 0, needs.status);
@@ -873,7 +855,7 @@ fn no_checkpoint(cx: &mut Ctx) -> Result<(), ScenarioError> {
     for n in 1..=2 {
         let rec = cx.boot_ready(&BootPlan::rewind())?;
         cx.check(&format!("boot {}: no merge, no errors", rec.index), !rec.reached(stage::MERGING) && rec.errors.is_empty(), format!("{:?}", rec.errors));
-        rewind_ms.push(stage_ms(&rec, stage::DATA_MOUNTED));
+        rewind_ms.push(rec.reached_ms(stage::DATA_MOUNTED));
         if is_f2fs(cx) {
             // f2fs mode: init mounts the raw partition; no dm device.
             check_idle_stack(cx, &format!("reboot {n}"))?;
@@ -906,7 +888,7 @@ fn no_checkpoint(cx: &mut Ctx) -> Result<(), ScenarioError> {
         cx.shutdown()?;
     }
     let rec = cx.boot_ready(&BootPlan::raw())?;
-    let raw_ms = stage_ms(&rec, stage::DATA_MOUNTED);
+    let raw_ms = rec.reached_ms(stage::DATA_MOUNTED);
     let now = data_manifest(cx)?;
     let d = manifest::diff(&written, &now);
     cx.check("the raw partition holds the same data", d.is_empty(), d.summary(10));

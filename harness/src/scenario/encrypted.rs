@@ -245,23 +245,9 @@ fn phase(cx: &mut Ctx) -> Result<String, ScenarioError> {
     Ok(v["phase"].as_str().unwrap_or("").to_string())
 }
 
-fn diff_counts(d: &manifest::ManifestDiff) -> String {
-    format!(
-        "{} added, {} removed, {} changed, {} chmod-ed",
-        d.added.len(),
-        d.removed.len(),
-        d.changed.len(),
-        d.chmodded.len()
-    )
-}
-
-fn stage_ms(rec: &BootRecord, name: &str) -> Option<u64> {
-    rec.stages.iter().position(|s| s == name).map(|i| rec.stage_ms[i])
-}
-
 /// "ready 9.1 s, crypt layer 0.3 s" for the measurements line.
 fn boot_times(rec: &BootRecord) -> String {
-    let crypt = match (stage_ms(rec, stage::CRYPT_UP), stage_ms(rec, stage::DATA_MOUNTED)) {
+    let crypt = match (rec.reached_ms(stage::CRYPT_UP), rec.reached_ms(stage::DATA_MOUNTED)) {
         (Some(c), Some(_)) => {
             // From the last stage before the layer (userdata-prepared in a
             // rewind boot, metadata-mounted in a raw one).
@@ -332,7 +318,7 @@ fn metadata_encryption(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.check("attempt 1: rewind-userdata is no longer linear (armed)", target != "linear", target);
     let migrated = data_manifest(cx)?;
     let d = manifest::diff(&baseline, &migrated);
-    cx.check("attempt 1 changed userdata through the crypt layer", !d.is_empty(), diff_counts(&d));
+    cx.check("attempt 1 changed userdata through the crypt layer", !d.is_empty(), d.counts());
     check_encrypted_on_disk(cx, "attempt 1", true)?;
     cx.say(&boot_times(&rec));
     match cx.target.exec("echo c > /proc/sysrq-trigger") {
@@ -373,18 +359,8 @@ fn metadata_encryption(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let needs = cx.exec("rewindctl needs-rollback")?;
     cx.check_eq("needs-rollback is true", 0, needs.status);
     let mut grpc = cx.grpc()?;
-    let events = grpc.history()?.events;
-    let story: Vec<String> = events.iter().map(|e| format!("{}#{}", e.kind, e.attempt)).collect();
-    let attempts: Vec<u32> = events.iter().filter(|e| e.kind == "attempt").map(|e| e.attempt).collect();
-    cx.check_eq("history counts attempts 1, 2 and 3, once each", vec![1, 2, 3], attempts);
-    let rollbacks = events.iter().filter(|e| e.kind == "rollback-finished").count();
-    let last_attempt = events.iter().rposition(|e| e.kind == "attempt");
-    let last_rollback = events.iter().rposition(|e| e.kind == "rollback-finished");
-    cx.check(
-        "history shows every attempt rolled back, the last after attempt 3",
-        rollbacks >= 3 && matches!((last_attempt, last_rollback), (Some(a), Some(r)) if r > a),
-        story.join(" "),
-    );
+    let events = checks::grpc_events(&grpc.history()?.events);
+    checks::check_three_attempts_rolled_back(cx, &events);
     let left = checks::wait_cow_gone(cx.target)?;
     cx.check("the COW files are gone after the rollback", left.is_empty(), left.join(" "));
     check_idle_stack(cx, "after the rollback")?;
@@ -446,7 +422,7 @@ fn metadata_encryption_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
     check_data_stack(cx, "after the commit", TOP_NAME)?;
     let committed = data_manifest(cx)?;
     let d = manifest::diff(&baseline, &committed);
-    cx.check("the attempt changed userdata", !d.is_empty(), diff_counts(&d));
+    cx.check("the attempt changed userdata", !d.is_empty(), d.counts());
     cx.check("the attempt's marker is there", committed.get("attempt-1").is_some(), "");
     let p = phase(cx)?;
     cx.check_eq("phase is idle after the commit", "idle".to_string(), p);
@@ -459,11 +435,7 @@ fn metadata_encryption_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
         let rec = cx.boot_ready(&BootPlan::rewind())?;
         require_crypt_up(cx, &rec)?;
         cx.say(&boot_times(&rec));
-        let left = checks::wait_cow_gone(cx.target)?;
-        cx.check(&format!("reboot {n}: /data/rewind is empty or absent"), left.is_empty(), left.join(" "));
-        let now = data_manifest(cx)?;
-        let d = manifest::diff(&committed, &now);
-        cx.check(&format!("reboot {n}: every committed change is kept"), d.is_empty(), d.summary(10));
+        checks::check_commit_kept(cx, &format!("reboot {n}"), &committed, EXCLUDE)?;
         check_idle_stack(cx, &format!("reboot {n}"))?;
         let p = phase(cx)?;
         cx.check_eq(&format!("reboot {n}: phase is idle"), "idle".to_string(), p);
