@@ -252,6 +252,12 @@ impl SysrqReset {
             settle: REBOOT_SETTLE,
         }
     }
+    /// No pause after the reset (fake devices in tests).
+    #[cfg(test)]
+    pub(crate) fn no_settle(mut self) -> Self {
+        self.settle = Duration::ZERO;
+        self
+    }
 }
 
 impl PowerControl for SysrqReset {
@@ -424,19 +430,10 @@ impl AdbTarget {
     fn check_plan(&mut self, plan: &BootPlan, defer_commit: bool) -> Result<(), TargetError> {
         let caps = Capabilities {
             can_cut: self.can_cut(),
+            cut_during_boot: self.can_cut() && !self.power.cuts_only_when_up(),
             defer_commit,
         };
-        profile::check(plan, caps).map_err(|r| r.into_error(self.describe()))?;
-        if let Some(f @ Failure::HostPowerCutAfter { .. }) = &plan.failure {
-            if self.power.cuts_only_when_up() {
-                return Err(TargetError::Unsupported {
-                    target: self.describe(),
-                    what: format!("inject {f}"),
-                    why: "a hard reset through adb lands only once the device is up (at ready); a cut during the boot needs --target cuttlefish or a relay".into(),
-                });
-            }
-        }
-        Ok(())
+        profile::check(plan, caps).map_err(|r| r.into_error(self.describe()))
     }
 
     fn can_cut(&self) -> bool {
@@ -915,8 +912,7 @@ mod tests {
             ..AdbConfig::default()
         };
         let adb = fake_adb(dir.path(), "true");
-        let mut power = SysrqReset::new(adb.clone());
-        power.settle = Duration::ZERO;
+        let power = SysrqReset::new(adb.clone()).no_settle();
         let mut t = AdbTarget::new(adb, Box::new(power), cfg).expect("set up");
         t.settle = Duration::ZERO;
         let rec = t.boot(&BootPlan::rewind().with_failure(Failure::power_cut_at(stage::READY))).expect("boot");

@@ -24,6 +24,8 @@ use crate::target::{BootRecord, ExecOutput, Target, TargetError};
 /// Why a power cut is refused on a target without power control.
 pub const NO_RELAY: &str =
     "a power cut on a physical device needs a hardware relay (use --target cuttlefish)";
+/// Why a cut at a delay into a boot is refused when the cut goes through adb.
+pub const NO_CUT_DURING_BOOT: &str = "a hard reset through adb lands only once the device is up (at ready); a cut during the boot needs --target cuttlefish or a relay";
 /// Why a stage failure is refused.
 pub const NO_STAGE_HOOKS: &str = "Android's init has no stage hooks: failures can be injected only once the device has booted (panic or Cuttlefish power cut at ready); stage failures need the QEMU guest";
 /// Why a boot without a commit is refused when the device commits itself.
@@ -33,8 +35,12 @@ pub const COMMITS_AT_BOOT_COMPLETED: &str =
 /// What the device can do beyond the basics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
-    /// The host can cut its power (Cuttlefish's stop_cvd; not a phone).
+    /// The host can cut its power once the device is up (Cuttlefish's
+    /// stop_cvd; a phone's sysrq-b hard reset through adb).
     pub can_cut: bool,
+    /// The cut can also land at a delay into a boot, before adb is up
+    /// (stop_cvd can; a reset through adb cannot).
+    pub cut_during_boot: bool,
     /// The build sets `ro.rewind.defer_commit=true`: a boot completes
     /// without committing unless the harness commits.
     pub defer_commit: bool,
@@ -43,8 +49,10 @@ pub struct Capabilities {
 impl Capabilities {
     /// A phone on a userdebug build that defers its commit: what the
     /// scenarios with failed attempts need, and what CI verifies them as.
+    /// Its power cut is the sysrq-b hard reset at ready.
     pub const PHYSICAL_DEFER_COMMIT: Capabilities = Capabilities {
-        can_cut: false,
+        can_cut: true,
+        cut_during_boot: false,
         defer_commit: true,
     };
 }
@@ -98,12 +106,14 @@ pub fn check(plan: &BootPlan, caps: Capabilities) -> Result<(), Refused> {
         let ok = match f {
             Failure::Panic { .. } => after_boot,
             Failure::HostPowerCut { delay, .. } => after_boot && delay.is_zero() && caps.can_cut,
-            Failure::HostPowerCutAfter { .. } => caps.can_cut,
+            Failure::HostPowerCutAfter { .. } => caps.can_cut && caps.cut_during_boot,
             _ => false,
         };
         if !ok {
             let why = if is_cut && !caps.can_cut {
                 NO_RELAY
+            } else if matches!(f, Failure::HostPowerCutAfter { .. }) {
+                NO_CUT_DURING_BOOT
             } else {
                 NO_STAGE_HOOKS
             };
@@ -376,6 +386,7 @@ mod tests {
             let mut inner = Recorder::default();
             let caps = Capabilities {
                 can_cut: false,
+                cut_during_boot: false,
                 defer_commit: defer,
             };
             let mut profiled = DeviceProfile::new(&mut inner, caps);
@@ -425,6 +436,7 @@ mod tests {
         // A Cuttlefish-like profile: a power cut at ready or after a delay.
         let cvd = Capabilities {
             can_cut: true,
+            cut_during_boot: true,
             defer_commit: true,
         };
         let mut inner = Recorder::default();
@@ -455,6 +467,7 @@ mod tests {
             &BootPlan::rewind(),
             Capabilities {
                 can_cut: false,
+                cut_during_boot: false,
                 defer_commit: false,
             },
         )

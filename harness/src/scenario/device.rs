@@ -216,20 +216,25 @@ fn begin(cx: &mut Ctx, attempts: u32, reason: &str) -> Result<Manifest, Scenario
     Ok(baseline)
 }
 
-/// Boots attempt `n`: the workload runs in the data dir, then a kernel
-/// panic at ready (sysrq on a device); observed as a panic.
+/// How attempt `n` fails: attempt 2 loses power at ready (a phone: the
+/// sysrq-b hard reset; Cuttlefish: stop_cvd; QEMU: the host cuts), the
+/// others panic at ready (sysrq c on a device).
+fn attempt_failure(n: u32) -> (Failure, BootEnd, &'static str) {
+    if n == 2 {
+        (Failure::power_cut_at(stage::READY), BootEnd::HostPowerCut, "the power goes")
+    } else {
+        (Failure::panic_at(stage::READY), BootEnd::Panic, "the kernel panics")
+    }
+}
+
+/// Boots attempt `n`: the workload runs in the data dir, then the boot
+/// fails at ready as `attempt_failure` says, and is observed as that.
 fn failed_attempt(cx: &mut Ctx, n: u32) -> Result<(), ScenarioError> {
-    cx.say(&format!(
-        "Boot the new system, attempt {n}: it migrates the data dir, then the kernel panics."
-    ));
-    let rec = cx.boot_expect_end(
-        &plan()
-            .with_workload(n)
-            .with_failure(Failure::panic_at(stage::READY)),
-        BootEnd::Panic,
-    )?;
+    let (failure, end, how) = attempt_failure(n);
+    cx.say(&format!("Boot the new system, attempt {n}: it migrates the data dir, then {how}."));
+    let rec = cx.boot_expect_end(&plan().with_workload(n).with_failure(failure), end)?;
     cx.check(
-        &format!("attempt {n}'s workload ran to its end before the panic"),
+        &format!("attempt {n}'s workload ran to its end before it failed"),
         rec.reached(stage::WORKLOAD_DONE) && rec.errors.is_empty(),
         format!("stages {}; errors {:?}", rec.stages.join(","), rec.errors),
     );
@@ -400,7 +405,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::device::adb::{fake_adb_with_script, Adb, AdbConfig, AdbTarget, NoPowerControl};
+    use crate::device::adb::{fake_adb_with_script, Adb, AdbConfig, AdbTarget, SysrqReset};
 
     /// A fake `adb` for a device that defers its commit: answers the
     /// scenarios' commands with canned output (never runs them on the
@@ -439,8 +444,10 @@ mod tests {
                 artifacts: dir.path().join("artifacts"),
                 ..AdbConfig::default()
             };
-            let mut t = AdbTarget::new(fake_device(dir.path()), Box::new(NoPowerControl), cfg)
-                .expect("fake device");
+            let adb = fake_device(dir.path());
+            // A phone: its power cut is the sysrq-b hard reset.
+            let power = SysrqReset::new(adb.clone()).no_settle();
+            let mut t = AdbTarget::new(adb, Box::new(power), cfg).expect("fake device");
             t.no_settle();
             let report =
                 crate::device::run_scenario_on(&mut t, name, &super::super::Options::default())
