@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rewind_daemon::state::{decode, CowFile, State};
-use rewind_harness::manifest;
 use rewind_harness::scenario::{checks, Ctx, Options, ScenarioError};
 use rewind_harness::{stage, BootPlan, Failure};
 
@@ -35,11 +34,6 @@ fn state(cx: &mut Ctx) -> Result<State, ScenarioError> {
 
 fn other(msg: String) -> ScenarioError {
     ScenarioError::Target(rewind_harness::TargetError::Other(msg))
-}
-
-fn status_json(cx: &mut Ctx) -> Result<serde_json::Value, ScenarioError> {
-    let out = cx.exec_checked("rewindctl status --json")?;
-    serde_json::from_str(&out).map_err(|e| other(format!("status --json: {e}: {out}")))
 }
 
 fn history(cx: &mut Ctx) -> Result<String, ScenarioError> {
@@ -154,7 +148,7 @@ fn guest_rollback_restores_every_byte() {
         cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
         cx.exec_checked("dd if=/dev/urandom of=/data/extra.bin bs=1M count=20 2>/dev/null; sync")?;
         let changed = checks::manifest(cx.target, "/data", EXCLUDE)?;
-        cx.check("the attempt changed userdata", !manifest::diff(&baseline, &changed).is_empty(), "");
+        cx.changed_manifest("the attempt changed userdata", &baseline, &changed);
         cx.target.power_cut()?;
 
         // Rollback without mounting /data: the raw disk must be the baseline.
@@ -171,10 +165,8 @@ fn guest_rollback_restores_every_byte() {
         let left = checks::wait_cow_gone(cx.target)?.len();
         cx.check_eq("COW files removed after the final rollback", 0, left);
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
-        let d = manifest::diff(&baseline, &now);
-        cx.check("userdata is exactly the baseline", d.is_empty(), d.summary(10));
-        let st = status_json(cx)?;
-        cx.check_eq("phase is rolled-back", "rolled-back", st["phase"].as_str().unwrap_or(""));
+        cx.same_manifest("userdata is exactly the baseline", &baseline, &now);
+        checks::check_phase(cx, "phase is rolled-back", "rolled-back")?;
         cx.shutdown()?;
         Ok(())
     });
@@ -213,10 +205,8 @@ fn guest_commit_keeps_changes_and_removes_cow_files() {
         cx.shutdown()?;
         cx.boot_ready(&BootPlan::rewind())?;
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
-        let d = manifest::diff(&changed, &now);
-        cx.check("committed data survives the reboot", d.is_empty(), d.summary(10));
-        let st = status_json(cx)?;
-        cx.check_eq("phase is idle", "idle", st["phase"].as_str().unwrap_or(""));
+        cx.same_manifest("committed data survives the reboot", &changed, &now);
+        checks::check_phase(cx, "phase is idle", "idle")?;
         cx.shutdown()?;
         Ok(())
     });
@@ -238,8 +228,7 @@ fn guest_changed_extents_are_refused() {
         let rec = cx.boot(&BootPlan::rewind())?;
         cx.require("the device still boots", rec.is_ready(), format!("last stage {}", rec.last_stage()))?;
         cx.check("prepare-userdata reported an error", !rec.errors.is_empty(), format!("{:?}", rec.errors));
-        let st = status_json(cx)?;
-        cx.check_eq("phase is idle (not armed)", "idle", st["phase"].as_str().unwrap_or(""));
+        let st = checks::check_phase(cx, "phase is idle (not armed)", "idle")?;
         let lost = st["protection_lost_reason"].as_str().unwrap_or("").to_string();
         cx.check("status reports the changed map", lost.contains("changed"), lost);
         let hist = history(cx)?;
@@ -315,8 +304,7 @@ fn guest_merge_interrupted_by_power_cut_resumes() {
         if let Some(line) = hist.lines().rfind(|l| l.contains("rollback-finished")) {
             cx.say(&format!("resumed merge: {}", line.trim()));
         }
-        let st = status_json(cx)?;
-        cx.check_eq("phase is rolled-back", "rolled-back", st["phase"].as_str().unwrap_or(""));
+        checks::check_phase(cx, "phase is rolled-back", "rolled-back")?;
         cx.shutdown()?;
         let after = image_hash_outside(&image, &cow);
         cx.check_eq("disk image outside the COW blocks equals the baseline", before, after);
@@ -324,8 +312,7 @@ fn guest_merge_interrupted_by_power_cut_resumes() {
         let left = checks::wait_cow_gone(cx.target)?.len();
         cx.check_eq("COW files removed after the final rollback", 0, left);
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
-        let d = manifest::diff(&baseline, &now);
-        cx.check("userdata is exactly the baseline", d.is_empty(), d.summary(10));
+        cx.same_manifest("userdata is exactly the baseline", &baseline, &now);
         cx.exec_checked("umount /data")?;
         let fs = cx.target.fs();
         let (clean, out) = checks::fsck(cx.target, fs, "/dev/block/mapper/rewind-userdata")?;
@@ -373,10 +360,10 @@ fn guest_cow_overflow_is_detected_and_reported() {
             std::thread::sleep(Duration::from_millis(500));
         }
         cx.check("history records the overflow", hist.contains("overflow"), hist.clone());
-        let st = status_json(cx)?;
+        let st = checks::status(cx)?;
         let lost = st["protection_lost_reason"].as_str().unwrap_or("").to_string();
         cx.check("status reports protection lost", lost.contains("overflow"), lost);
-        cx.check_eq("phase is idle (committed)", "idle", st["phase"].as_str().unwrap_or(""));
+        cx.check_eq("phase is idle (committed)", "idle".to_string(), checks::phase(&st));
         let dmesg = cx.exec_checked("dmesg")?;
         cx.check("the kernel invalidated the snapshot", dmesg.contains("Invalidating snapshot"), "");
         let size = cx.exec_checked("stat -c %s /data/flood.bin")?;
@@ -412,7 +399,7 @@ fn guest_space_abort_policy_reboots_and_discards_the_attempt() {
             rec.ended.clone(),
         );
         cx.boot_ready(&BootPlan::rewind())?;
-        let st = status_json(cx)?;
+        let st = checks::status(cx)?;
         cx.check_eq("the next attempt is armed", 2, st["attempt"].as_u64().unwrap_or(0));
         let hist = history(cx)?;
         cx.check("the 50 % threshold was reported", hist.contains("crossed 50%"), hist.clone());
@@ -420,8 +407,7 @@ fn guest_space_abort_policy_reboots_and_discards_the_attempt() {
         cx.check("the abort at 95 % was recorded", hist.contains("aborted") && hist.contains("abort at 95%"), hist.clone());
         cx.check("protection was never lost", !hist.contains("overflow"), hist);
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
-        let d = manifest::diff(&baseline, &now);
-        cx.check("the aborted attempt left nothing behind", d.is_empty(), d.summary(10));
+        cx.same_manifest("the aborted attempt left nothing behind", &baseline, &now);
         cx.shutdown()?;
         Ok(())
     });
@@ -484,17 +470,15 @@ fn guest_ueventd_made_nodes_are_waited_for() {
         cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
         check_ueventd_links(cx, "attempt 1", &["rewind-userdata", "rewind-userdata-cow", "rewind-userdata-snap"])?;
         let changed = checks::manifest(cx.target, "/data", EXCLUDE)?;
-        cx.check("the attempt changed userdata", !manifest::diff(&baseline, &changed).is_empty(), "");
+        cx.changed_manifest("the attempt changed userdata", &baseline, &changed);
         cx.target.power_cut()?;
 
         cx.boot_ready(&BootPlan::rewind())?;
         let left = checks::wait_cow_gone(cx.target)?.len();
         cx.check_eq("COW files removed after the rollback", 0, left);
-        let st = status_json(cx)?;
-        cx.check_eq("phase is rolled-back", "rolled-back", st["phase"].as_str().unwrap_or(""));
+        checks::check_phase(cx, "phase is rolled-back", "rolled-back")?;
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
-        let d = manifest::diff(&baseline, &now);
-        cx.check("userdata is exactly the baseline", d.is_empty(), d.summary(10));
+        cx.same_manifest("userdata is exactly the baseline", &baseline, &now);
         check_ueventd_links(cx, "after the rollback", &["rewind-userdata"])?;
         cx.shutdown()?;
         Ok(())

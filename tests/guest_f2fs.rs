@@ -6,7 +6,6 @@
 //! partition, and f2fs's own sysfs.
 
 use rewind_daemon::backend::f2fs::{last_checkpoint_flags, CP_DISABLED_FLAG};
-use rewind_harness::manifest;
 use rewind_harness::scenario::{checks, Ctx, Options, ScenarioError};
 use rewind_harness::{BootPlan, FsType};
 
@@ -21,15 +20,6 @@ fn run(name: &str, body: impl FnOnce(&mut Ctx) -> Result<(), ScenarioError>) {
     if !report.passed {
         panic!("{}", report.summary());
     }
-}
-
-fn other(msg: String) -> ScenarioError {
-    ScenarioError::Target(rewind_harness::TargetError::Other(msg))
-}
-
-fn status_json(cx: &mut Ctx) -> Result<serde_json::Value, ScenarioError> {
-    let out = cx.exec_checked("rewindctl status --json")?;
-    serde_json::from_str(&out).map_err(|e| other(format!("status --json: {e}: {out}")))
 }
 
 fn start(cx: &mut Ctx, attempts: u32) -> Result<(), ScenarioError> {
@@ -80,13 +70,12 @@ fn guest_f2fs_crash_drops_the_attempt() {
         cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
         let opts = data_options(cx)?;
         cx.require("attempt 1: /data is mounted with checkpoint=disable", opts.contains("checkpoint=disable"), opts)?;
-        let st = status_json(cx)?;
-        cx.check_eq("phase is checkpointing", "checkpointing", st["phase"].as_str().unwrap_or(""));
+        checks::check_phase(cx, "phase is checkpointing", "checkpointing")?;
         cx.exec_checked(ATTEMPT_WRITES)?;
         let changed = checks::manifest(cx.target, "/data", EXCLUDE)?;
-        cx.check("the attempt changed userdata", !manifest::diff(&baseline, &changed).is_empty(), "");
+        cx.changed_manifest("the attempt changed userdata", &baseline, &changed);
         let unusable = cx.exec_checked("cat /sys/fs/f2fs/$(basename $(readlink -f /dev/block/by-name/userdata))/unusable")?;
-        let st = status_json(cx)?;
+        let st = checks::status(cx)?;
         cx.say(&format!("f2fs unusable blocks (sysfs) {}; status {}", unusable.trim(), st["partitions"][0]));
         cx.target.power_cut()?;
         let flags = checkpoint_flags(cx);
@@ -96,9 +85,8 @@ fn guest_f2fs_crash_drops_the_attempt() {
         let opts = data_options(cx)?;
         cx.check("attempt 2 is armed again with checkpoint=disable", opts.contains("checkpoint=disable"), opts);
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
-        let d = manifest::diff(&baseline, &now);
-        cx.check("userdata is exactly the baseline after the crash", d.is_empty(), d.summary(10));
-        let st = status_json(cx)?;
+        cx.same_manifest("userdata is exactly the baseline after the crash", &baseline, &now);
+        let st = checks::status(cx)?;
         cx.check_eq("attempt 2 of 3", 2, st["attempt"].as_u64().unwrap_or(0));
         cx.exec_checked("umount /data")?;
         fsck_clean(cx, "after the crash")?;
@@ -142,10 +130,8 @@ fn guest_f2fs_commit_keeps_changes() {
         let opts = data_options(cx)?;
         cx.check("next boot: /data mounted normally", !opts.contains("checkpoint=disable"), opts);
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
-        let d = manifest::diff(&changed, &now);
-        cx.check("committed data survives a power cut and reboot", d.is_empty(), d.summary(10));
-        let st = status_json(cx)?;
-        cx.check_eq("phase is idle", "idle", st["phase"].as_str().unwrap_or(""));
+        cx.same_manifest("committed data survives a power cut and reboot", &changed, &now);
+        checks::check_phase(cx, "phase is idle", "idle")?;
         cx.exec_checked("umount /data")?;
         fsck_clean(cx, "after the commit")?;
         cx.shutdown()?;
@@ -167,20 +153,18 @@ fn guest_f2fs_attempts_exhausted_needs_rollback() {
         cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
         cx.target.power_cut()?;
         cx.boot_ready(&BootPlan::rewind().with_workload(2))?;
-        let st = status_json(cx)?;
+        let st = checks::status(cx)?;
         cx.check_eq("attempt 2 of 2", 2, st["attempt"].as_u64().unwrap_or(0));
         // A clean unmount without commit drops the attempt too.
         cx.shutdown()?;
         cx.boot_ready(&BootPlan::rewind())?;
         let needs = cx.exec("rewindctl needs-rollback")?;
         cx.check_eq("needs-rollback is true", 0, needs.status);
-        let st = status_json(cx)?;
-        cx.check_eq("phase is rolled-back", "rolled-back", st["phase"].as_str().unwrap_or(""));
+        checks::check_phase(cx, "phase is rolled-back", "rolled-back")?;
         let opts = data_options(cx)?;
         cx.check("/data mounted normally (no attempt left)", !opts.is_empty() && !opts.contains("checkpoint=disable"), opts);
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
-        let d = manifest::diff(&baseline, &now);
-        cx.check("userdata is exactly the baseline", d.is_empty(), d.summary(10));
+        cx.same_manifest("userdata is exactly the baseline", &baseline, &now);
         let hist = cx.exec_checked("rewindctl history")?;
         cx.check_eq("two attempts counted", 2, hist.lines().filter(|l| l.contains("attempt ") && l.contains("armed")).count());
         cx.exec_checked("umount /data")?;
@@ -249,14 +233,13 @@ fn guest_f2fs_fragmented_userdata_still_arms() {
         cx.require("the attempt is armed with checkpoint=disable", opts.contains("checkpoint=disable"), opts)?;
         let eagains = log.lines().filter(|l| l.contains("f2fs: EAGAIN")).count();
         eprintln!("[guest-f2fs-eagain] EAGAIN answers before the kernel accepted: {eagains}");
-        let st = status_json(cx)?;
+        let st = checks::status(cx)?;
         cx.check_eq("attempt 1 of 2", 1, st["attempt"].as_u64().unwrap_or(0));
         cx.exec_checked(ATTEMPT_WRITES)?;
         cx.target.power_cut()?;
         cx.boot_ready(&BootPlan::rewind())?;
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
-        let d = manifest::diff(&baseline, &now);
-        cx.check("userdata is exactly the baseline after the crash", d.is_empty(), d.summary(10));
+        cx.same_manifest("userdata is exactly the baseline after the crash", &baseline, &now);
         cx.exec_checked("umount /data")?;
         fsck_clean(cx, "after the crash")?;
         cx.shutdown()?;
@@ -304,11 +287,9 @@ fn guest_f2fs_commit_cut_during_the_hook_keeps_the_attempt() {
         let hist = cx.exec_checked("rewindctl history")?;
         let line = hist.lines().rev().find(|l| l.contains("committed")).unwrap_or("").to_string();
         cx.check("history says the attempt's changes were kept", line.contains("changes are kept"), hist.clone());
-        let st = status_json(cx)?;
-        cx.check_eq("phase is idle", "idle", st["phase"].as_str().unwrap_or(""));
+        checks::check_phase(cx, "phase is idle", "idle")?;
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
-        let d = manifest::diff(&changed, &now);
-        cx.check("userdata keeps the committed attempt", d.is_empty(), d.summary(10));
+        cx.same_manifest("userdata keeps the committed attempt", &changed, &now);
         cx.exec_checked("umount /data")?;
         fsck_clean(cx, "after the interrupted commit")?;
         cx.shutdown()?;

@@ -214,8 +214,7 @@ fn manifest_detects_changes(cx: &mut Ctx) -> Result<(), ScenarioError> {
 
     cx.boot_ready(&BootPlan::raw())?;
     let again = cx.manifest("/data")?;
-    let d = manifest::diff(&after, &again);
-    cx.check("manifest is identical across a clean reboot", d.is_empty(), d.summary(10));
+    cx.same_manifest("manifest is identical across a clean reboot", &after, &again);
     cx.exec_checked("umount /data")?;
     let fs = cx.target.fs();
     let (clean, out) = checks::fsck(cx.target, fs, USERDATA)?;
@@ -363,8 +362,7 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let via_host = grpc.needs_rollback()?;
     cx.check_eq("NeedsRollback is true (gRPC from the host)", true, via_host);
     let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
-    let d = manifest::diff(&baseline, &now);
-    cx.check("userdata is exactly the baseline", d.is_empty(), d.summary(10));
+    cx.same_manifest("userdata is exactly the baseline", &baseline, &now);
     // The history must tell the story: each attempt counted once, each
     // discarded, the last one ending in the rollback.
     let events = checks::grpc_events(&grpc.history()?.events);
@@ -427,8 +425,7 @@ fn boot_completed_commits(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.shutdown()?;
     cx.boot_ready(&BootPlan::rewind())?;
     let after = checks::manifest(cx.target, "/data", EXCLUDE)?;
-    let d = manifest::diff(&committed, &after);
-    cx.check("committed changes stay across a reboot", d.is_empty(), d.summary(10));
+    cx.same_manifest("committed changes stay across a reboot", &committed, &after);
     cx.shutdown()?;
     Ok(())
 }
@@ -457,8 +454,7 @@ fn power_cut_mid_merge(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let needs = cx.exec("rewindctl needs-rollback")?;
     cx.check_eq("needs-rollback is true", 0, needs.status);
     let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
-    let d = manifest::diff(&baseline, &now);
-    cx.check("userdata is exactly the baseline after the resumed merge", d.is_empty(), d.summary(10));
+    cx.same_manifest("userdata is exactly the baseline after the resumed merge", &baseline, &now);
     cx.exec_checked("umount /data")?;
     let fs = cx.target.fs();
     let (clean, out) = checks::fsck(cx.target, fs, &userdata_device(fs))?;

@@ -83,9 +83,30 @@ pub fn check_commit_kept(cx: &mut Ctx, when: &str, committed: &Manifest, exclude
     let left = wait_cow_gone(cx.target)?;
     cx.check(&format!("{when}: /data/rewind is empty or absent"), left.is_empty(), left.join(" "));
     let now = manifest(cx.target, "/data", exclude)?;
-    let d = crate::manifest::diff(committed, &now);
-    cx.check(&format!("{when}: every committed change is kept"), d.is_empty(), d.summary(10));
+    cx.same_manifest(&format!("{when}: every committed change is kept"), committed, &now);
     Ok(())
+}
+
+/// rewindd's status as `rewindctl status --json` prints it.
+pub fn status(cx: &mut Ctx) -> Result<serde_json::Value, ScenarioError> {
+    let out = cx.exec_checked("rewindctl status --json")?;
+    serde_json::from_str(&out).map_err(|e| {
+        ScenarioError::Target(crate::target::TargetError::Other(format!("rewindctl status --json: {e}: {out}")))
+    })
+}
+
+/// The phase of a status ("" when the field is missing, so the check
+/// comparing it fails rather than the scenario stopping).
+pub fn phase(st: &serde_json::Value) -> String {
+    st["phase"].as_str().unwrap_or("").to_string()
+}
+
+/// Checks rewindd's phase (`rewindctl status --json`) is `expected`;
+/// returns the whole status for callers that read more of it.
+pub fn check_phase(cx: &mut Ctx, name: &str, expected: &str) -> Result<serde_json::Value, ScenarioError> {
+    let st = status(cx)?;
+    cx.check_eq(name, expected.to_string(), phase(&st));
+    Ok(st)
 }
 
 /// One event of rewindd's history as the checks read it: (kind, attempt).
@@ -124,7 +145,7 @@ pub fn check_three_attempts_rolled_back(cx: &mut Ctx, h: &[Event]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::adb::{fake_adb, AdbConfig, AdbTarget, NoPowerControl};
+    use crate::device::adb::{fake_adb, fake_adb_with_script, AdbConfig, AdbTarget, NoPowerControl};
 
     fn events(story: &str) -> Vec<Event> {
         story
@@ -167,6 +188,79 @@ mod tests {
         // Fewer than three rollbacks.
         let short = format!("attempt#1 attempt#2 attempt#3 {r}");
         assert_eq!(three_attempts(&short), (true, false));
+    }
+
+    /// A fake device, booted, whose `rewindctl status --json` prints
+    /// `dir/status.json`.
+    fn status_device(dir: &std::path::Path) -> AdbTarget {
+        let arms = format!(
+            r#"  shell)
+    case "$2" in
+      "getprop sys.boot_completed") echo 1;;
+      "getprop init.svc.rewindd") echo running;;
+      "getprop rewind.defer_commit") echo true;;
+      *"status --json"*) cat {status};;
+      *) :;;
+    esac
+    exit 0;;
+"#,
+            status = dir.join("status.json").display()
+        );
+        let cfg = AdbConfig { artifacts: dir.join("artifacts"), ..AdbConfig::default() };
+        let adb = fake_adb_with_script(dir, &arms, "FAKE03");
+        let mut t = AdbTarget::new(adb, Box::new(NoPowerControl), cfg).expect("fake device");
+        t.no_settle();
+        t.boot(&crate::plan::BootPlan::rewind()).expect("boot");
+        t
+    }
+
+    #[test]
+    fn check_phase_compares_the_phase_and_returns_the_whole_status() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let status = dir.path().join("status.json");
+        let mut t = status_device(dir.path());
+        let mut cx = Ctx::new(&mut t, "test", super::super::Options::default());
+        std::fs::write(&status, r#"{"phase":"rolled-back","attempt":2}"#).expect("write");
+        let st = check_phase(&mut cx, "phase is rolled-back", "rolled-back").expect("status");
+        assert_eq!(st["attempt"].as_u64(), Some(2));
+        check_phase(&mut cx, "phase is idle", "idle").expect("status");
+        // No phase field: the check fails, the scenario goes on.
+        std::fs::write(&status, r#"{"attempt":0}"#).expect("write");
+        check_phase(&mut cx, "phase is idle (no field)", "idle").expect("status");
+        // Not JSON: an error, not a check that passes or fails.
+        std::fs::write(&status, "rewindd is not running").expect("write");
+        assert!(check_phase(&mut cx, "unread", "idle").is_err());
+        let c: Vec<(&str, bool, &str)> =
+            cx.report.checks.iter().map(|c| (c.name.as_str(), c.passed, c.detail.as_str())).collect();
+        assert_eq!(
+            c,
+            vec![
+                ("phase is rolled-back", true, r#""rolled-back""#),
+                ("phase is idle", false, r#"expected "idle", got "rolled-back""#),
+                ("phase is idle (no field)", false, r#"expected "idle", got """#),
+            ]
+        );
+    }
+
+    #[test]
+    fn same_and_changed_manifest_are_opposite_checks_on_one_diff() {
+        let data = tempfile::tempdir().expect("tmp");
+        std::fs::write(data.path().join("f"), "one").expect("write");
+        let before = crate::manifest::scan(data.path()).expect("scan");
+        std::fs::write(data.path().join("f"), "two").expect("write");
+        let after = crate::manifest::scan(data.path()).expect("scan");
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = AdbConfig { artifacts: dir.path().join("artifacts"), ..AdbConfig::default() };
+        let mut t = AdbTarget::new(fake_adb(dir.path(), "true"), Box::new(NoPowerControl), cfg).expect("fake device");
+        let mut cx = Ctx::new(&mut t, "test", super::super::Options::default());
+        assert!(cx.same_manifest("same", &before, &before));
+        assert!(!cx.same_manifest("same, but changed", &before, &after));
+        assert!(cx.changed_manifest("changed", &before, &after));
+        assert!(!cx.changed_manifest("changed, but same", &before, &before));
+        let c = &cx.report.checks;
+        assert_eq!(c.iter().map(|c| c.passed).collect::<Vec<_>>(), vec![true, false, true, false]);
+        assert!(c[1].detail.contains("changed: f (content)"), "{}", c[1].detail);
+        assert_eq!(c[2].detail, "0 added, 0 removed, 1 changed, 0 chmod-ed");
     }
 
     #[test]

@@ -19,7 +19,7 @@
 
 use serde_json::Value;
 
-use super::checks::{attempts_counted, story, Event};
+use super::checks::{attempts_counted, check_phase, phase, status, story, Event};
 use super::{checks, Ctx, Scenario, ScenarioError};
 use crate::failure::BootEnd;
 use crate::manifest::{self, Manifest};
@@ -63,22 +63,6 @@ fn other(msg: String) -> ScenarioError {
 
 fn dir_manifest(cx: &mut Ctx) -> Result<Manifest, ScenarioError> {
     checks::manifest(cx.target, DEVICE_DATA_DIR, &[])
-}
-
-fn status(cx: &mut Ctx) -> Result<Value, ScenarioError> {
-    let out = cx.exec_checked("rewindctl status --json")?;
-    serde_json::from_str(&out).map_err(|e| other(format!("rewindctl status --json: {e}: {out}")))
-}
-
-fn phase(st: &Value) -> String {
-    st["phase"].as_str().unwrap_or("").to_string()
-}
-
-/// Checks rewindd's phase (`rewindctl status`) is `expected`.
-fn check_phase(cx: &mut Ctx, name: &str, expected: &str) -> Result<(), ScenarioError> {
-    let st = status(cx)?;
-    cx.check_eq(name, expected.to_string(), phase(&st));
-    Ok(())
 }
 
 /// This run's history: the events from the last `started` on (a device

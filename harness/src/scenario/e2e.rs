@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::checks::{check_phase, status};
 use super::{checks, Ctx, Scenario, ScenarioError};
 use crate::failure::BootEnd;
 use crate::manifest::{self, Manifest};
@@ -138,15 +139,6 @@ fn set_rewindd_extra(cx: &mut Ctx, toml: Option<&str>) -> Result<(), ScenarioErr
 fn start(cx: &mut Ctx, attempts: u32, reason: &str) -> Result<(), ScenarioError> {
     let out = cx.exec(&format!("rewindctl start --attempts {attempts} --reason '{reason}'"))?;
     cx.require("rewindctl start succeeds", out.success(), format!("{}{}", out.stdout, out.stderr))
-}
-
-fn status(cx: &mut Ctx) -> Result<Value, ScenarioError> {
-    let out = cx.exec_checked("rewindctl status --json")?;
-    serde_json::from_str(&out).map_err(|e| other(format!("status --json: {e}: {out}")))
-}
-
-fn phase(st: &Value) -> String {
-    st["phase"].as_str().unwrap_or("").to_string()
 }
 
 /// (kind, detail) of every history event, oldest first.
@@ -280,11 +272,9 @@ fn good_boot_commits(cx: &mut Ctx) -> Result<(), ScenarioError> {
         format!("stages {}; errors {:?}", rec.stages.join(","), rec.errors),
     );
     let committed = data_manifest(cx)?;
-    let d = manifest::diff(&baseline, &committed);
-    cx.check("the attempt changed userdata", !d.is_empty(), d.counts());
+    cx.changed_manifest("the attempt changed userdata", &baseline, &committed);
     cx.check("the attempt's marker is there", committed.get("attempt-1").is_some(), "");
-    let st = status(cx)?;
-    cx.check_eq("phase is idle after the commit", "idle".to_string(), phase(&st));
+    let st = check_phase(cx, "phase is idle after the commit", "idle")?;
     let h = history(cx)?;
     cx.check("history records the commit", kinds(&h).contains(&"committed"), history_text(&h));
     if is_f2fs(cx) {
@@ -307,8 +297,7 @@ fn good_boot_commits(cx: &mut Ctx) -> Result<(), ScenarioError> {
         cx.boot_ready(&BootPlan::rewind())?;
         checks::check_commit_kept(cx, &format!("reboot {n}"), &committed, EXCLUDE)?;
         check_idle_stack(cx, &format!("reboot {n}"))?;
-        let st = status(cx)?;
-        cx.check_eq(&format!("reboot {n}: phase is idle"), "idle".to_string(), phase(&st));
+        check_phase(cx, &format!("reboot {n}: phase is idle"), "idle")?;
         if n == 2 {
             // The store's space is free again: free space moved by what the
             // attempt's files added (du), within 2 MiB (directory blocks,
@@ -430,8 +419,7 @@ fn fail_then_succeed(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let left = checks::wait_cow_gone(cx.target)?;
     cx.check("no COW file left", left.is_empty(), left.join(" "));
     let now = data_manifest(cx)?;
-    let d = manifest::diff(&committed, &now);
-    cx.check("after a reboot userdata equals attempt 2's committed state", d.is_empty(), d.summary(10));
+    cx.same_manifest("after a reboot userdata equals attempt 2's committed state", &committed, &now);
     check_idle_stack(cx, "after the reboot")?;
     let h = history(cx)?;
     let k = kinds(&h);
@@ -524,8 +512,7 @@ fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioError> {
         let cow = st["partitions"][0]["cow_bytes"].as_u64().unwrap_or(0);
         let base = data_manifest(cx)?;
         if let Some(b) = &baseline {
-            let d = manifest::diff(b, &base);
-            cx.check(&format!("round {round} starts from the baseline"), d.is_empty(), d.summary(10));
+            cx.same_manifest(&format!("round {round} starts from the baseline"), b, &base);
         }
         baseline.get_or_insert(base);
         let (free, _) = df_du(cx)?;
@@ -639,8 +626,7 @@ fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioError> {
         let left = checks::wait_cow_gone(cx.target)?;
         cx.check(&format!("round {round}: COW files removed"), left.is_empty(), left.join(" "));
         let now = data_manifest(cx)?;
-        let d = manifest::diff(baseline.as_ref().expect("set above"), &now);
-        cx.check(&format!("round {round}: userdata is exactly the baseline"), d.is_empty(), d.summary(10));
+        cx.same_manifest(&format!("round {round}: userdata is exactly the baseline"), baseline.as_ref().expect("set above"), &now);
         check_idle_stack(cx, &format!("round {round}"))?;
     }
     for (i, (label, lo, hi)) in points.iter().enumerate() {
@@ -670,8 +656,7 @@ fn power_cut_during_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.check("the attempt ran its workload", rec.reached(stage::WORKLOAD_DONE), rec.stages.join(","));
     cx.exec_checked("sync")?;
     let attempt = data_manifest(cx)?;
-    let d = manifest::diff(&baseline, &attempt);
-    cx.check("the attempt changed userdata", !d.is_empty(), d.counts());
+    cx.changed_manifest("the attempt changed userdata", &baseline, &attempt);
     // The commit, as boot-completed runs it, in the background.
     cx.exec_checked("setsid rewindctl commit --reason 'e2e: boot completed' > /tmp/commit.log 2>&1 < /dev/null &")?;
     let t = std::time::Instant::now();
@@ -723,8 +708,7 @@ fn power_cut_during_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let rec = cx.boot_ready(&BootPlan::rewind())?;
     cx.check("the next boot prepares without errors", rec.errors.is_empty(), format!("{:?}", rec.errors));
     cx.check("the next boot did not merge (never back)", !rec.reached(stage::MERGING), rec.stages.join(","));
-    let st = status(cx)?;
-    cx.check_eq("phase is idle (rolled forward)", "idle".to_string(), phase(&st));
+    check_phase(cx, "phase is idle (rolled forward)", "idle")?;
     let h = history(cx)?;
     cx.check(
         "history: commit begun, then committed at boot, no rollback",
@@ -744,8 +728,7 @@ fn power_cut_during_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let left = checks::wait_cow_gone(cx.target)?;
     cx.check("no COW file left", left.is_empty(), left.join(" "));
     let now = data_manifest(cx)?;
-    let d = manifest::diff(&attempt, &now);
-    cx.check("every change of the attempt is there (manifest == the attempt's)", d.is_empty(), d.summary(10));
+    cx.same_manifest("every change of the attempt is there (manifest == the attempt's)", &attempt, &now);
     check_idle_stack(cx, "after the roll-forward")?;
     let needs = cx.exec("rewindctl needs-rollback")?;
     cx.check_eq("needs-rollback is false", 1, needs.status);
@@ -788,8 +771,7 @@ fn abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let baseline = prepare_checkpoint(cx, 3, "e2e: abort")?;
     cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
     let changed = data_manifest(cx)?;
-    let d = manifest::diff(&baseline, &changed);
-    cx.check("the attempt changed userdata", !d.is_empty(), d.counts());
+    cx.changed_manifest("the attempt changed userdata", &baseline, &changed);
     if is_f2fs(cx) {
         check_f2fs_armed(cx, "f2fs: during the attempt")?;
     }
@@ -819,8 +801,7 @@ fn abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
     ));
     let needs = cx.exec("rewindctl needs-rollback")?;
     cx.check_eq("needs-rollback is true (exit 0)", 0, needs.status);
-    let st = status(cx)?;
-    cx.check_eq("phase is rolled-back", "rolled-back".to_string(), phase(&st));
+    check_phase(cx, "phase is rolled-back", "rolled-back")?;
     let h = history(cx)?;
     let aborted = h.iter().position(|(k, d)| k == "aborted" && d.contains("health check failed"));
     let rolled = h.iter().rposition(|(k, _)| k == "rollback-finished");
@@ -837,8 +818,7 @@ fn abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let left = checks::wait_cow_gone(cx.target)?;
     cx.check("COW files removed", left.is_empty(), left.join(" "));
     let now = data_manifest(cx)?;
-    let d = manifest::diff(&baseline, &now);
-    cx.check("userdata is exactly the baseline", d.is_empty(), d.summary(10));
+    cx.same_manifest("userdata is exactly the baseline", &baseline, &now);
     check_idle_stack(cx, "after the rollback")?;
     fsck_after_umount(cx, TOP, "after the rollback")?;
     cx.shutdown()?;
@@ -877,11 +857,9 @@ fn no_checkpoint(cx: &mut Ctx) -> Result<(), ScenarioError> {
         }
         let left = checks::cow_files_left(cx.target)?;
         cx.check(&format!("reboot {n}: no COW file"), left.is_empty(), left.join(" "));
-        let st = status(cx)?;
-        cx.check_eq(&format!("reboot {n}: phase idle"), "idle".to_string(), phase(&st));
+        check_phase(cx, &format!("reboot {n}: phase idle"), "idle")?;
         let now = data_manifest(cx)?;
-        let d = manifest::diff(&written, &now);
-        cx.check(&format!("reboot {n}: data kept"), d.is_empty(), d.summary(10));
+        cx.same_manifest(&format!("reboot {n}: data kept"), &written, &now);
         if n == 2 {
             fsck_after_umount(cx, TOP, "after ordinary boots")?;
         }
@@ -890,8 +868,7 @@ fn no_checkpoint(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let rec = cx.boot_ready(&BootPlan::raw())?;
     let raw_ms = rec.reached_ms(stage::DATA_MOUNTED);
     let now = data_manifest(cx)?;
-    let d = manifest::diff(&written, &now);
-    cx.check("the raw partition holds the same data", d.is_empty(), d.summary(10));
+    cx.same_manifest("the raw partition holds the same data", &written, &now);
     cx.shutdown()?;
     let with = rewind_ms.iter().flatten().copied().min();
     let detail = match (with, raw_ms) {
@@ -1060,8 +1037,7 @@ fn overflow_abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
         cx.check("the kernel never invalidated the snapshot", !dmesg.contains("Invalidating snapshot"), "");
     }
     let now = data_manifest(cx)?;
-    let d = manifest::diff(&baseline, &now);
-    cx.check("userdata is the baseline (the attempt and its fill are gone)", d.is_empty(), d.summary(10));
+    cx.same_manifest("userdata is the baseline (the attempt and its fill are gone)", &baseline, &now);
     fsck_after_umount(cx, TOP, "(origin) after the discarded attempt")?;
     cx.shutdown()?;
     Ok(())
@@ -1091,8 +1067,7 @@ fn overflow_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
         std::thread::sleep(Duration::from_secs(1));
     }
     cx.require("the fill finished (the attempt kept running)", done, "")?;
-    let st = status(cx)?;
-    cx.check_eq("phase is idle (committed early)", "idle".to_string(), phase(&st));
+    let st = check_phase(cx, "phase is idle (committed early)", "idle")?;
     cx.check_eq("status: protection_lost", true, st["protection_lost"].as_bool().unwrap_or(false));
     let reason = st["protection_lost_reason"].as_str().unwrap_or("").to_string();
     cx.check("status names the overflow policy commit", reason.contains("overflow policy commit"), reason);
@@ -1110,10 +1085,8 @@ fn overflow_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
 
     cx.boot_ready(&BootPlan::rewind())?;
     let now = data_manifest(cx)?;
-    let d = manifest::diff(&kept, &now);
-    cx.check("the committed data stays across a reboot", d.is_empty(), d.summary(10));
-    let st = status(cx)?;
-    cx.check_eq("phase idle after the reboot", "idle".to_string(), phase(&st));
+    cx.same_manifest("the committed data stays across a reboot", &kept, &now);
+    check_phase(cx, "phase idle after the reboot", "idle")?;
     fsck_after_umount(cx, TOP, "after the early commit")?;
     cx.shutdown()?;
     Ok(())
@@ -1137,8 +1110,7 @@ fn extents_tampered(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.require("the device still boots to ready", rec.is_ready(), format!("last stage {}", rec.last_stage()))?;
     cx.check("prepare-userdata reported the refusal", !rec.errors.is_empty(), format!("{:?}", rec.errors));
     cx.check("no merge ran over a stale map", !rec.reached(stage::MERGING), rec.stages.join(","));
-    let st = status(cx)?;
-    cx.check_eq("phase is idle (not armed)", "idle".to_string(), phase(&st));
+    let st = check_phase(cx, "phase is idle (not armed)", "idle")?;
     cx.check_eq("status: protection_lost", true, st["protection_lost"].as_bool().unwrap_or(false));
     let reason = st["protection_lost_reason"].as_str().unwrap_or("").to_string();
     cx.check("status says why, naming the file", reason.contains("cow.0000"), reason);
@@ -1150,8 +1122,7 @@ fn extents_tampered(cx: &mut Ctx) -> Result<(), ScenarioError> {
     );
     check_idle_stack(cx, "after the refusal")?;
     let now = data_manifest(cx)?;
-    let d = manifest::diff(&baseline, &now);
-    cx.check("userdata is unchanged by the refusal", d.is_empty(), d.summary(10));
+    cx.same_manifest("userdata is unchanged by the refusal", &baseline, &now);
     fsck_after_umount(cx, TOP, "after the refusal")?;
     cx.shutdown()?;
     Ok(())

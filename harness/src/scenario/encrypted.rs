@@ -17,12 +17,10 @@
 //! device) and that rewindd verified its COW map from the raw device without
 //! a verify device or a mount.
 
-use serde_json::Value;
-
 use super::{checks, Ctx, Scenario, ScenarioError};
 use crate::failure::BootEnd;
 use crate::guest::{CRYPT_DEVICE, GUEST_CRYPT_KEY};
-use crate::manifest::{self, Manifest};
+use crate::manifest::Manifest;
 use crate::plan::{stage, BootPlan, Failure, FsType};
 use crate::target::{BootRecord, TargetError};
 
@@ -57,10 +55,6 @@ const CRYPT: &str = "/dev/block/mapper/userdata-crypt";
 /// What rewindd logs when it checked the COW map by reading the raw
 /// partition (no verify device, no mount).
 const VERIFIED_RAW: &str = "COW map verified from the raw device";
-
-fn other(msg: String) -> ScenarioError {
-    ScenarioError::Target(TargetError::Other(msg))
-}
 
 /// The guest must really have the crypt layer, or every check below would
 /// test a plain stack.
@@ -239,12 +233,6 @@ fn start(cx: &mut Ctx, attempts: u32, reason: &str) -> Result<(), ScenarioError>
     )
 }
 
-fn phase(cx: &mut Ctx) -> Result<String, ScenarioError> {
-    let out = cx.exec_checked("rewindctl status --json")?;
-    let v: Value = serde_json::from_str(&out).map_err(|e| other(format!("status --json: {e}: {out}")))?;
-    Ok(v["phase"].as_str().unwrap_or("").to_string())
-}
-
 /// "ready 9.1 s, crypt layer 0.3 s" for the measurements line.
 fn boot_times(rec: &BootRecord) -> String {
     let crypt = match (rec.reached_ms(stage::CRYPT_UP), rec.reached_ms(stage::DATA_MOUNTED)) {
@@ -288,12 +276,10 @@ fn encrypted_start(cx: &mut Ctx, baseline: &Manifest, attempts: u32, reason: &st
     check_data_stack(cx, "idle rewind boot", TOP_NAME)?;
     check_idle_stack(cx, "before start")?;
     let before = data_manifest(cx)?;
-    let d = manifest::diff(baseline, &before);
-    cx.check("through rewind-userdata and the crypt layer, /data is the baseline", d.is_empty(), d.summary(10));
+    cx.same_manifest("through rewind-userdata and the crypt layer, /data is the baseline", baseline, &before);
     start(cx, attempts, reason)?;
     let after = data_manifest(cx)?;
-    let d = manifest::diff(baseline, &after);
-    cx.check("start changes no user data (only /data/rewind)", d.is_empty(), d.summary(10));
+    cx.same_manifest("start changes no user data (only /data/rewind)", baseline, &after);
     let left = checks::cow_files_left(cx.target)?;
     cx.check("start made COW files in /data/rewind", !left.is_empty(), left.join(" "));
     check_encrypted_on_disk(cx, "armed", true)?;
@@ -317,8 +303,7 @@ fn metadata_encryption(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let (_, target) = other_dm_devices(cx)?;
     cx.check("attempt 1: rewind-userdata is no longer linear (armed)", target != "linear", target);
     let migrated = data_manifest(cx)?;
-    let d = manifest::diff(&baseline, &migrated);
-    cx.check("attempt 1 changed userdata through the crypt layer", !d.is_empty(), d.counts());
+    cx.changed_manifest("attempt 1 changed userdata through the crypt layer", &baseline, &migrated);
     check_encrypted_on_disk(cx, "attempt 1", true)?;
     cx.say(&boot_times(&rec));
     match cx.target.exec("echo c > /proc/sysrq-trigger") {
@@ -365,8 +350,7 @@ fn metadata_encryption(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.check("the COW files are gone after the rollback", left.is_empty(), left.join(" "));
     check_idle_stack(cx, "after the rollback")?;
     let now = data_manifest(cx)?;
-    let d = manifest::diff(&baseline, &now);
-    cx.check("userdata (through the crypt layer) is exactly the baseline", d.is_empty(), d.summary(10));
+    cx.same_manifest("userdata (through the crypt layer) is exactly the baseline", &baseline, &now);
     check_encrypted_on_disk(cx, "after the rollback", true)?;
     cx.exec_checked("sync; umount /data")?;
     let (clean, out) = checks::fsck(cx.target, FsType::Ext4, CRYPT)?;
@@ -396,8 +380,7 @@ fn raw_partition_witness(cx: &mut Ctx, expected: &Manifest) -> Result<(), Scenar
     cx.check("raw partition, decrypted by hand: fsck clean", clean, out);
     cx.exec_checked(&format!("mkdir -p /mnt && mount -t ext4 -o ro,noload {node} /mnt"))?;
     let seen = checks::manifest(cx.target, "/mnt", EXCLUDE)?;
-    let d = manifest::diff(expected, &seen);
-    cx.check("raw partition, decrypted by hand: exactly the expected data", d.is_empty(), d.summary(10));
+    cx.same_manifest("raw partition, decrypted by hand: exactly the expected data", expected, &seen);
     cx.exec_checked("umount /mnt && dmsetup remove wit-crypt")?;
     cx.shutdown()?;
     Ok(())
@@ -421,11 +404,9 @@ fn metadata_encryption_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
     check_no_daemon_mount(cx, "the committing boot")?;
     check_data_stack(cx, "after the commit", TOP_NAME)?;
     let committed = data_manifest(cx)?;
-    let d = manifest::diff(&baseline, &committed);
-    cx.check("the attempt changed userdata", !d.is_empty(), d.counts());
+    cx.changed_manifest("the attempt changed userdata", &baseline, &committed);
     cx.check("the attempt's marker is there", committed.get("attempt-1").is_some(), "");
-    let p = phase(cx)?;
-    cx.check_eq("phase is idle after the commit", "idle".to_string(), p);
+    checks::check_phase(cx, "phase is idle after the commit", "idle")?;
     let history = cx.exec_checked("rewindctl history")?;
     cx.check("history records the commit", history.contains("committed"), history);
     check_idle_stack(cx, "after the commit (live table swap)")?;
@@ -437,8 +418,7 @@ fn metadata_encryption_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
         cx.say(&boot_times(&rec));
         checks::check_commit_kept(cx, &format!("reboot {n}"), &committed, EXCLUDE)?;
         check_idle_stack(cx, &format!("reboot {n}"))?;
-        let p = phase(cx)?;
-        cx.check_eq(&format!("reboot {n}: phase is idle"), "idle".to_string(), p);
+        checks::check_phase(cx, &format!("reboot {n}: phase is idle"), "idle")?;
         if n == 2 {
             check_encrypted_on_disk(cx, "after the commit and two reboots", true)?;
             cx.exec_checked("sync; umount /data")?;

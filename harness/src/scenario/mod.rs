@@ -253,6 +253,13 @@ impl<'a> Ctx<'a> {
         self.check(name, d.is_empty(), detail)
     }
 
+    /// Checks that `after` differs from `before` (the attempt really
+    /// changed the data); the detail counts what changed.
+    pub fn changed_manifest(&mut self, name: &str, before: &Manifest, after: &Manifest) -> bool {
+        let d = crate::manifest::diff(before, after);
+        self.check(name, !d.is_empty(), d.counts())
+    }
+
     /// gRPC client of rewindd in the running guest (host side, through the
     /// forwarded port).
     pub fn grpc(&mut self) -> Result<crate::grpc::Grpc, ScenarioError> {
