@@ -132,11 +132,11 @@ impl StackIo for SysIo {
             .custom_flags(libc::O_DIRECT)
             .open(node)
             .map_err(|e| Error::io(format!("open {}", node.display()), e))?;
-        let mut buf = AlignedBlock::new();
-        f.read_exact_at(buf.as_mut(), 0)
+        let mut buf = blockdev::Aligned::new(HEADER_ZERO_BYTES);
+        f.read_exact_at(buf.buf(), 0)
             .map_err(|e| Error::io(format!("read the COW header on {}", node.display()), e))?;
         let mut b = [0u8; 16];
-        b.copy_from_slice(&buf.as_mut()[..16]);
+        b.copy_from_slice(&buf.buf()[..16]);
         Ok(b)
     }
     fn zero_head(&self, node: &Path) -> Result<()> {
@@ -145,9 +145,8 @@ impl StackIo for SysIo {
             .custom_flags(libc::O_DIRECT)
             .open(node)
             .map_err(|e| Error::io(format!("open {}", node.display()), e))?;
-        let mut buf = AlignedBlock::new();
-        buf.as_mut().fill(0);
-        f.write_all_at(buf.as_mut(), 0)
+        let mut buf = blockdev::Aligned::new(HEADER_ZERO_BYTES);
+        f.write_all_at(buf.buf(), 0)
             .and_then(|_| f.sync_all())
             .map_err(|e| Error::io(format!("zero the COW header on {}", node.display()), e))
     }
@@ -219,23 +218,6 @@ impl StackIo for SysIo {
 }
 
 const SYSFS: &str = "/sys";
-
-/// A 4 KiB buffer aligned for O_DIRECT.
-struct AlignedBlock {
-    raw: Vec<u8>,
-    off: usize,
-}
-
-impl AlignedBlock {
-    fn new() -> AlignedBlock {
-        let raw = vec![0u8; HEADER_ZERO_BYTES * 2];
-        let off = raw.as_ptr().align_offset(HEADER_ZERO_BYTES);
-        AlignedBlock { raw, off }
-    }
-    fn as_mut(&mut self) -> &mut [u8] {
-        &mut self.raw[self.off..self.off + HEADER_ZERO_BYTES]
-    }
-}
 
 /// What the first bytes of a COW store say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -104,20 +104,20 @@ pub struct DirectDev {
     path: PathBuf,
 }
 
-/// A buffer whose start is ALIGN-aligned.
-struct Aligned {
+/// A zero-filled buffer whose start is 4 KiB-aligned, as O_DIRECT needs.
+pub struct Aligned {
     raw: Vec<u8>,
     off: usize,
     len: usize,
 }
 
 impl Aligned {
-    fn new(len: usize) -> Aligned {
+    pub fn new(len: usize) -> Aligned {
         let raw = vec![0u8; len + ALIGN];
         let off = raw.as_ptr().align_offset(ALIGN);
         Aligned { raw, off, len }
     }
-    fn buf(&mut self) -> &mut [u8] {
+    pub fn buf(&mut self) -> &mut [u8] {
         &mut self.raw[self.off..self.off + self.len]
     }
 }
