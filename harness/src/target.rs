@@ -113,6 +113,24 @@ pub struct BootRecord {
 }
 
 impl BootRecord {
+    /// A boot that has just been started: nothing reached, nothing ended;
+    /// the failure text comes from the plan.
+    pub fn new(index: u32, plan: &BootPlan, console_log: PathBuf, qmp_log: PathBuf, command_line: String) -> Self {
+        BootRecord {
+            index,
+            plan: plan.clone(),
+            failure: plan.failure.as_ref().map(|f| f.to_string()),
+            stages: Vec::new(),
+            stage_ms: Vec::new(),
+            errors: Vec::new(),
+            ended: None,
+            ready_ms: None,
+            duration_ms: 0,
+            console_log,
+            qmp_log,
+            command_line,
+        }
+    }
     pub fn last_stage(&self) -> &str {
         self.stages.last().map(String::as_str).unwrap_or("none")
     }

@@ -514,20 +514,7 @@ impl Target for AdbTarget {
         self.up = true;
         let dir = self.boot_dir(index);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let mut rec = BootRecord {
-            index,
-            plan: plan.clone(),
-            failure: plan.failure.as_ref().map(|f| f.to_string()),
-            stages: Vec::new(),
-            stage_ms: Vec::new(),
-            errors: Vec::new(),
-            ended: None,
-            ready_ms: None,
-            duration_ms: 0,
-            console_log: dir.join("console.log"),
-            qmp_log: dir.join("logcat.txt"),
-            command_line,
-        };
+        let mut rec = BootRecord::new(index, plan, dir.join("console.log"), dir.join("logcat.txt"), command_line);
         if let Some(Failure::HostPowerCutAfter { after }) = &plan.failure {
             std::thread::sleep(*after);
             self.boots.push(rec);

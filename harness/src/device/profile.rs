@@ -237,20 +237,11 @@ mod tests {
             FsType::Ext4
         }
         fn boot(&mut self, plan: &BootPlan) -> Result<BootRecord, TargetError> {
-            let rec = BootRecord {
-                index: self.boots.len() as u32 + 1,
-                plan: plan.clone(),
-                failure: plan.failure.as_ref().map(|f| f.to_string()),
-                stages: vec![stage::READY.into()],
-                stage_ms: vec![0],
-                errors: Vec::new(),
-                ended: None,
-                ready_ms: Some(0),
-                duration_ms: 0,
-                console_log: PathBuf::new(),
-                qmp_log: PathBuf::new(),
-                command_line: String::new(),
-            };
+            let mut rec =
+                BootRecord::new(self.boots.len() as u32 + 1, plan, PathBuf::new(), PathBuf::new(), String::new());
+            rec.stages = vec![stage::READY.into()];
+            rec.stage_ms = vec![0];
+            rec.ready_ms = Some(0);
             self.boots.push(rec.clone());
             Ok(rec)
         }

@@ -666,20 +666,7 @@ impl Target for QemuGuest {
             Some(Failure::HostPowerCutAfter { after }) => (None, Some(*after)),
             _ => (None, None),
         };
-        self.boots.push(BootRecord {
-            index,
-            plan: plan.clone(),
-            failure: failure_text,
-            stages: Vec::new(),
-            stage_ms: Vec::new(),
-            errors: Vec::new(),
-            ended: None,
-            ready_ms: None,
-            duration_ms: 0,
-            console_log: console_log.clone(),
-            qmp_log,
-            command_line,
-        });
+        self.boots.push(BootRecord::new(index, plan, console_log.clone(), qmp_log, command_line));
         self.running = Some(Running {
             child,
             qmp: Some(qmp),

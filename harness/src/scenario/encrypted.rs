@@ -443,20 +443,11 @@ mod tests {
 
     #[test]
     fn times_name_the_crypt_layer() {
-        let rec = BootRecord {
-            index: 3,
-            plan: BootPlan::rewind(),
-            failure: None,
-            stages: vec![stage::USERDATA_PREPARED.into(), stage::CRYPT_UP.into(), stage::DATA_MOUNTED.into()],
-            stage_ms: vec![4000, 4250, 4400],
-            errors: Vec::new(),
-            ended: None,
-            ready_ms: Some(5100),
-            duration_ms: 5100,
-            console_log: Default::default(),
-            qmp_log: Default::default(),
-            command_line: String::new(),
-        };
+        let mut rec = BootRecord::new(3, &BootPlan::rewind(), Default::default(), Default::default(), String::new());
+        rec.stages = vec![stage::USERDATA_PREPARED.into(), stage::CRYPT_UP.into(), stage::DATA_MOUNTED.into()];
+        rec.stage_ms = vec![4000, 4250, 4400];
+        rec.ready_ms = Some(5100);
+        rec.duration_ms = 5100;
         assert_eq!(boot_times(&rec), "boot 3: ready 5.1 s, crypt layer 0.25 s");
     }
 }
