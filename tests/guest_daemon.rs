@@ -116,9 +116,18 @@ fn guest_fiemap_map_matches_filefrag() {
                 f.extents.iter().map(|e| (e.logical / 4096, e.physical / 4096, e.length / 4096)).collect();
             cx.check_eq(&format!("{}: recorded extents equal filefrag's", f.path), theirs, ours);
             let attrs = cx.exec_checked(&format!("lsattr {}", f.path))?;
-            cx.check(&format!("{} is immutable", f.path), attrs.split_whitespace().next().unwrap_or("").contains('i'), attrs);
-            let head = cx.exec_checked(&format!("dd if={} bs=4096 count=1 2>/dev/null | od -An -tx1 | sort -u", f.path))?;
-            cx.check_eq(&format!("{}: first 4 KiB are zero", f.path), "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 *".to_string(), head.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" "));
+            cx.check(
+                &format!("{} is immutable", f.path),
+                attrs.split_whitespace().next().unwrap_or("").contains('i'),
+                attrs,
+            );
+            let head =
+                cx.exec_checked(&format!("dd if={} bs=4096 count=1 2>/dev/null | od -An -tx1 | sort -u", f.path))?;
+            cx.check_eq(
+                &format!("{}: first 4 KiB are zero", f.path),
+                "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 *".to_string(),
+                head.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" "),
+            );
         }
         // Cancel before the first boot: the files go away at once.
         cx.exec_checked("rewindctl commit --reason cancel")?;
@@ -270,10 +279,12 @@ fn guest_merge_interrupted_by_power_cut_resumes() {
             let mib = cow_mib * 3 / 4;
             cx.exec_checked(&format!("dd if=/dev/urandom of=/data/big.bin bs=1M count={mib} 2>/dev/null; sync"))?;
             cx.target.power_cut()?;
-            cx.boot(&BootPlan::rewind().with_failure(Failure::power_cut_at_after(
-                stage::PREPARE_USERDATA,
-                Duration::from_millis(delay_ms),
-            )))?;
+            cx.boot(
+                &BootPlan::rewind().with_failure(Failure::power_cut_at_after(
+                    stage::PREPARE_USERDATA,
+                    Duration::from_millis(delay_ms),
+                )),
+            )?;
             let n = cx.target.boots().len();
             let log = std::fs::read_to_string(
                 cx.target.artifacts_dir().join(format!("share/logs/boot-{n}/prepare-userdata.log")),
@@ -404,7 +415,11 @@ fn guest_space_abort_policy_reboots_and_discards_the_attempt() {
         let hist = history(cx)?;
         cx.check("the 50 % threshold was reported", hist.contains("crossed 50%"), hist.clone());
         cx.check("the 80 % threshold was reported", hist.contains("crossed 80%"), hist.clone());
-        cx.check("the abort at 95 % was recorded", hist.contains("aborted") && hist.contains("abort at 95%"), hist.clone());
+        cx.check(
+            "the abort at 95 % was recorded",
+            hist.contains("aborted") && hist.contains("abort at 95%"),
+            hist.clone(),
+        );
         cx.check("protection was never lost", !hist.contains("overflow"), hist);
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
         cx.same_manifest("the aborted attempt left nothing behind", &baseline, &now);
@@ -420,10 +435,7 @@ fn mapper_entries(cx: &mut Ctx) -> Result<Vec<(String, String)>, ScenarioError> 
          if [ -L \"$f\" ]; then k=link; elif [ -b \"$f\" ]; then k=node; else k=other; fi; \
          echo \"$k ${f##*/}\"; done",
     )?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split_once(' ').map(|(k, n)| (k.to_string(), n.to_string())))
-        .collect())
+    Ok(out.lines().filter_map(|l| l.split_once(' ').map(|(k, n)| (k.to_string(), n.to_string()))).collect())
 }
 
 /// Every rewind device present is reachable through a link the ueventd

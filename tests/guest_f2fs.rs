@@ -74,12 +74,17 @@ fn guest_f2fs_crash_drops_the_attempt() {
         cx.exec_checked(ATTEMPT_WRITES)?;
         let changed = checks::manifest(cx.target, "/data", EXCLUDE)?;
         cx.changed_manifest("the attempt changed userdata", &baseline, &changed);
-        let unusable = cx.exec_checked("cat /sys/fs/f2fs/$(basename $(readlink -f /dev/block/by-name/userdata))/unusable")?;
+        let unusable =
+            cx.exec_checked("cat /sys/fs/f2fs/$(basename $(readlink -f /dev/block/by-name/userdata))/unusable")?;
         let st = checks::status(cx)?;
         cx.say(&format!("f2fs unusable blocks (sysfs) {}; status {}", unusable.trim(), st["partitions"][0]));
         cx.target.power_cut()?;
         let flags = checkpoint_flags(cx);
-        cx.check("on disk, the last checkpoint is the one written with checkpointing off", flags.clone().is_ok_and(|f| f & CP_DISABLED_FLAG != 0), format!("{flags:x?}"));
+        cx.check(
+            "on disk, the last checkpoint is the one written with checkpointing off",
+            flags.clone().is_ok_and(|f| f & CP_DISABLED_FLAG != 0),
+            format!("{flags:x?}"),
+        );
 
         cx.boot_ready(&BootPlan::rewind())?;
         let opts = data_options(cx)?;
@@ -111,8 +116,16 @@ fn guest_f2fs_commit_keeps_changes() {
         let out = cx.exec("rewindctl commit --reason guest-test")?;
         cx.require("commit succeeds", out.success(), format!("{}{}", out.stdout, out.stderr))?;
         let opts = data_options(cx)?;
-        cx.check("after the commit checkpointing is on again (live)", !opts.contains("checkpoint=disable"), opts.clone());
-        cx.check("the remount kept nosuid,nodev,noatime", ["nosuid", "nodev", "noatime"].iter().all(|o| opts.contains(o)), opts.clone());
+        cx.check(
+            "after the commit checkpointing is on again (live)",
+            !opts.contains("checkpoint=disable"),
+            opts.clone(),
+        );
+        cx.check(
+            "the remount kept nosuid,nodev,noatime",
+            ["nosuid", "nodev", "noatime"].iter().all(|o| opts.contains(o)),
+            opts.clone(),
+        );
         let without_cp: String =
             armed_opts.split(',').filter(|o| !o.starts_with("checkpoint=disable")).collect::<Vec<_>>().join(",");
         cx.check_eq("the remount kept every other mount option", without_cp, opts);
@@ -125,7 +138,11 @@ fn guest_f2fs_commit_keeps_changes() {
         // A power cut right after the commit: the remount wrote the checkpoint.
         cx.target.power_cut()?;
         let flags = checkpoint_flags(cx);
-        cx.check("on disk, the last checkpoint was written with checkpointing on", flags.clone().is_ok_and(|f| f & CP_DISABLED_FLAG == 0), format!("{flags:x?}"));
+        cx.check(
+            "on disk, the last checkpoint was written with checkpointing on",
+            flags.clone().is_ok_and(|f| f & CP_DISABLED_FLAG == 0),
+            format!("{flags:x?}"),
+        );
         cx.boot_ready(&BootPlan::rewind())?;
         let opts = data_options(cx)?;
         cx.check("next boot: /data mounted normally", !opts.contains("checkpoint=disable"), opts);
@@ -162,11 +179,19 @@ fn guest_f2fs_attempts_exhausted_needs_rollback() {
         cx.check_eq("needs-rollback is true", 0, needs.status);
         checks::check_phase(cx, "phase is rolled-back", "rolled-back")?;
         let opts = data_options(cx)?;
-        cx.check("/data mounted normally (no attempt left)", !opts.is_empty() && !opts.contains("checkpoint=disable"), opts);
+        cx.check(
+            "/data mounted normally (no attempt left)",
+            !opts.is_empty() && !opts.contains("checkpoint=disable"),
+            opts,
+        );
         let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
         cx.same_manifest("userdata is exactly the baseline", &baseline, &now);
         let hist = cx.exec_checked("rewindctl history")?;
-        cx.check_eq("two attempts counted", 2, hist.lines().filter(|l| l.contains("attempt ") && l.contains("armed")).count());
+        cx.check_eq(
+            "two attempts counted",
+            2,
+            hist.lines().filter(|l| l.contains("attempt ") && l.contains("armed")).count(),
+        );
         cx.exec_checked("umount /data")?;
         fsck_clean(cx, "after the rollback")?;
         cx.shutdown()?;
@@ -194,7 +219,11 @@ fn guest_f2fs_bench_mount_commit_write() {
                 .all(|ms| *ms > 0),
             f.raw.clone(),
         );
-        cx.check("the in-place rewrite left unusable blocks while checkpointing was off", f.unusable_blocks > 0, f.raw.clone());
+        cx.check(
+            "the in-place rewrite left unusable blocks while checkpointing was off",
+            f.unusable_blocks > 0,
+            f.raw.clone(),
+        );
         cx.exec_checked("umount /data")?;
         fsck_clean(cx, "after the bench")?;
         cx.shutdown()?;
@@ -227,7 +256,8 @@ fn guest_f2fs_fragmented_userdata_still_arms() {
         let n = rec.index;
         let log = std::fs::read_to_string(cx.target.artifacts_dir().join(format!("share/logs/boot-{n}/rewindd.log")))
             .unwrap_or_default();
-        let tried: Vec<&str> = log.lines().filter(|l| l.contains("f2fs: EAGAIN") || l.contains("attempt armed")).collect();
+        let tried: Vec<&str> =
+            log.lines().filter(|l| l.contains("f2fs: EAGAIN") || l.contains("attempt armed")).collect();
         cx.say(&format!("rewindd arming: {}", tried.join(" | ")));
         let opts = data_options(cx)?;
         cx.require("the attempt is armed with checkpoint=disable", opts.contains("checkpoint=disable"), opts)?;
@@ -276,9 +306,15 @@ fn guest_f2fs_commit_cut_during_the_hook_keeps_the_attempt() {
         cx.exec_checked("setsid rewindctl commit --reason guest-test > /tmp/commit.log 2>&1 < /dev/null &")?;
         // The record on /metadata, not status (which serves its cached copy
         // while the commit holds the engine).
-        let rec = cx.exec("i=0; until pidof sleep > /dev/null || [ $i -gt 300 ]; do usleep 100000; i=$((i+1)); done; \
-             grep -o '\\\"phase\\\": *\\\"[a-z-]*\\\"' /metadata/rewind/state; pidof sleep")?;
-        cx.require("the commit intent is recorded and the hook runs", rec.stdout.contains("committing") && rec.success(), rec.stdout.clone())?;
+        let rec = cx.exec(
+            "i=0; until pidof sleep > /dev/null || [ $i -gt 300 ]; do usleep 100000; i=$((i+1)); done; \
+             grep -o '\\\"phase\\\": *\\\"[a-z-]*\\\"' /metadata/rewind/state; pidof sleep",
+        )?;
+        cx.require(
+            "the commit intent is recorded and the hook runs",
+            rec.stdout.contains("committing") && rec.success(),
+            rec.stdout.clone(),
+        )?;
         let opts = data_options(cx)?;
         cx.check("the remount came before the hook", !opts.contains("checkpoint=disable"), opts);
         cx.target.power_cut()?;

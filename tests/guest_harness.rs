@@ -63,12 +63,8 @@ fn guest_runs_custom_baseline_workload_and_tool() {
     std::fs::write(&workload, "echo \"attempt $REWIND_ATTEMPT\" > \"$REWIND_DATA/custom-workload\"\n").expect("write");
     // xz is dynamic (liblzma): its libraries must come along.
     let tool = find_program("xz").expect("xz on the host (xz-utils)");
-    let options = Options {
-        baseline: Some(baseline),
-        workload: Some(workload),
-        guest_tools: vec![tool],
-        ..Options::default()
-    };
+    let options =
+        Options { baseline: Some(baseline), workload: Some(workload), guest_tools: vec![tool], ..Options::default() };
     rewind_e2e::run_body("custom-scripts", options, |cx| {
         cx.boot_ready(&BootPlan::raw())?;
         cx.run_baseline()?;

@@ -16,13 +16,7 @@ pub fn run(name: &str) {
 
 /// Same on f2fs.
 pub fn run_f2fs(name: &str) {
-    run_with(
-        name,
-        Options {
-            fs: FsType::F2fs,
-            ..Options::default()
-        },
-    );
+    run_with(name, Options { fs: FsType::F2fs, ..Options::default() });
 }
 
 /// Runs a scenario body kept beside its test (see

@@ -304,11 +304,7 @@ fn finish_commit_at_boot(ctx: &mut Ctx<'_>) -> Result<()> {
     // idempotent anyway.
     if ctx.has_commit_command {
         ctx.state.commit_command_pending = true;
-        ctx.record(
-            "commit-command-pending",
-            "",
-            "the commit command runs at the next commit call (boot completed)",
-        );
+        ctx.record("commit-command-pending", "", "the commit command runs at the next commit call (boot completed)");
     }
     ctx.retire_partitions();
     ctx.state.phase = Phase::Idle;
@@ -358,7 +354,10 @@ pub fn commit(ctx: &mut Ctx<'_>, reason: &str, hook: &mut dyn FnMut() -> Result<
             return Ok(started.elapsed());
         }
         other => {
-            return Err(Error::WrongPhase { phase: format!("{other:?}"), what: "commit: no checkpoint is running".into() })
+            return Err(Error::WrongPhase {
+                phase: format!("{other:?}"),
+                what: "commit: no checkpoint is running".into(),
+            })
         }
     }
     if ctx.state.phase == Phase::Checkpointing {
@@ -400,7 +399,10 @@ pub fn abort(ctx: &mut Ctx<'_>, reason: &str, keep_retrying: bool) -> Result<()>
     match ctx.state.phase {
         Phase::Armed | Phase::Checkpointing => {}
         other => {
-            return Err(Error::WrongPhase { phase: format!("{other:?}"), what: "abort: no checkpoint is running".into() })
+            return Err(Error::WrongPhase {
+                phase: format!("{other:?}"),
+                what: "abort: no checkpoint is running".into(),
+            })
         }
     }
     if !keep_retrying {

@@ -282,7 +282,8 @@ pub fn print_error(err: &ClientError) {
 
 /// Connects to rewindd.
 pub async fn connect(target: &Target) -> Result<CheckpointClient<Channel>, ClientError> {
-    let connect_err = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Connect { target: target.clone(), source };
+    let connect_err =
+        |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Connect { target: target.clone(), source };
     let channel = match target {
         Target::Unix(path) => {
             // Probe first: the plain io error ("No such file or directory",
@@ -368,15 +369,24 @@ async fn execute(target: &Target, wait: Duration, command: Command) -> Result<i3
             Ok(exit::OK)
         }
         Command::NeedsCheckpoint => {
-            let v = client.needs_checkpoint(pb::NeedsCheckpointRequest {}).await.map_err(|s| ClientError::rpc("NeedsCheckpoint", s))?;
+            let v = client
+                .needs_checkpoint(pb::NeedsCheckpointRequest {})
+                .await
+                .map_err(|s| ClientError::rpc("NeedsCheckpoint", s))?;
             Ok(bool_exit(v.into_inner().value))
         }
         Command::NeedsRollback => {
-            let v = client.needs_rollback(pb::NeedsRollbackRequest {}).await.map_err(|s| ClientError::rpc("NeedsRollback", s))?;
+            let v = client
+                .needs_rollback(pb::NeedsRollbackRequest {})
+                .await
+                .map_err(|s| ClientError::rpc("NeedsRollback", s))?;
             Ok(bool_exit(v.into_inner().value))
         }
         Command::IsCheckpointing => {
-            let v = client.is_checkpointing(pb::IsCheckpointingRequest {}).await.map_err(|s| ClientError::rpc("IsCheckpointing", s))?;
+            let v = client
+                .is_checkpointing(pb::IsCheckpointingRequest {})
+                .await
+                .map_err(|s| ClientError::rpc("IsCheckpointing", s))?;
             Ok(bool_exit(v.into_inner().value))
         }
         Command::Commit { reason } => {
@@ -388,7 +398,11 @@ async fn execute(target: &Target, wait: Duration, command: Command) -> Result<i3
                     // is nothing to commit, and that is success, not an error.
                     let refusal = Refusal::from_status(&s);
                     if refusal.kind == Some(ErrorKind::WrongPhase) {
-                        let status = client.get_status(pb::GetStatusRequest {}).await.map_err(|s| ClientError::rpc("GetStatus", s))?.into_inner();
+                        let status = client
+                            .get_status(pb::GetStatusRequest {})
+                            .await
+                            .map_err(|s| ClientError::rpc("GetStatus", s))?
+                            .into_inner();
                         if nothing_to_commit(status.phase) {
                             println!("nothing to commit: {}", status_summary(&status));
                             return Ok(exit::OK);
@@ -441,7 +455,11 @@ async fn execute(target: &Target, wait: Duration, command: Command) -> Result<i3
             }
         }
         Command::Status { json } => {
-            let status = client.get_status(pb::GetStatusRequest {}).await.map_err(|s| ClientError::rpc("GetStatus", s))?.into_inner();
+            let status = client
+                .get_status(pb::GetStatusRequest {})
+                .await
+                .map_err(|s| ClientError::rpc("GetStatus", s))?
+                .into_inner();
             if json {
                 println!("{}", serde_json::to_string_pretty(&status_json(&status)).unwrap_or_default());
             } else {
@@ -483,7 +501,11 @@ async fn execute(target: &Target, wait: Duration, command: Command) -> Result<i3
             }
         }
         Command::History { json } => {
-            let history = client.get_history(pb::GetHistoryRequest {}).await.map_err(|s| ClientError::rpc("GetHistory", s))?.into_inner();
+            let history = client
+                .get_history(pb::GetHistoryRequest {})
+                .await
+                .map_err(|s| ClientError::rpc("GetHistory", s))?
+                .into_inner();
             if json {
                 let events: Vec<Value> = history.events.iter().map(event_json).collect();
                 println!("{}", serde_json::to_string_pretty(&json!({ "events": events })).unwrap_or_default());
@@ -493,7 +515,11 @@ async fn execute(target: &Target, wait: Duration, command: Command) -> Result<i3
             Ok(exit::OK)
         }
         Command::Supports { json } => {
-            let s = client.supports_checkpoint(pb::SupportsCheckpointRequest {}).await.map_err(|s| ClientError::rpc("SupportsCheckpoint", s))?.into_inner();
+            let s = client
+                .supports_checkpoint(pb::SupportsCheckpointRequest {})
+                .await
+                .map_err(|s| ClientError::rpc("SupportsCheckpoint", s))?
+                .into_inner();
             if json {
                 println!("{}", json!({ "block": s.block, "file": s.file }));
             } else {
@@ -651,7 +677,11 @@ pub fn status_table(s: &pb::Status) -> String {
                 p.mount_point.clone(),
                 backend_name_i32(p.backend),
                 if p.cow_bytes == 0 { "-".into() } else { human_bytes(p.cow_bytes) },
-                if p.cow_bytes == 0 { "-".into() } else { format!("{} ({}%)", human_bytes(p.cow_used_bytes), percent(p.cow_used_bytes, p.cow_bytes)) },
+                if p.cow_bytes == 0 {
+                    "-".into()
+                } else {
+                    format!("{} ({}%)", human_bytes(p.cow_used_bytes), percent(p.cow_used_bytes, p.cow_bytes))
+                },
                 if p.chunk_sectors == 0 { "-".into() } else { p.chunk_sectors.to_string() },
                 merge,
                 if p.snapshot_state.is_empty() { "-".into() } else { p.snapshot_state.clone() },
@@ -668,7 +698,11 @@ pub fn status_table(s: &pb::Status) -> String {
             }
         }
         if p.unusable_bytes > 0 {
-            out.push_str(&format!("{} unusable (f2fs checkpoint=disable): {}\n", p.name, human_bytes(p.unusable_bytes)));
+            out.push_str(&format!(
+                "{} unusable (f2fs checkpoint=disable): {}\n",
+                p.name,
+                human_bytes(p.unusable_bytes)
+            ));
         }
     }
     out
@@ -806,7 +840,10 @@ mod tests {
         assert_eq!(exit_code_of(&r(Code::FailedPrecondition, Some(ErrorKind::Unsafe))), exit::UNSAFE);
         assert_eq!(exit_code_of(&r(Code::Unavailable, Some(ErrorKind::Unavailable))), exit::UNAVAILABLE);
         assert_eq!(exit_code_of(&r(Code::Unavailable, None)), exit::CONNECT);
-        assert_eq!(exit_code_of(&r(Code::PermissionDenied, Some(ErrorKind::PermissionDenied))), exit::PERMISSION_DENIED);
+        assert_eq!(
+            exit_code_of(&r(Code::PermissionDenied, Some(ErrorKind::PermissionDenied))),
+            exit::PERMISSION_DENIED
+        );
         assert_eq!(exit_code_of(&r(Code::ResourceExhausted, Some(ErrorKind::NoSpace))), exit::NO_SPACE);
         assert_eq!(exit_code_of(&r(Code::InvalidArgument, Some(ErrorKind::InvalidArgument))), exit::USAGE);
         assert_eq!(exit_code_of(&r(Code::Internal, Some(ErrorKind::Internal))), exit::OTHER);

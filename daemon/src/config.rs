@@ -194,7 +194,8 @@ impl Config {
 
     /// Reads and parses a file, without validating it (see [`Config::validate`]).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::from_toml_str(&text, path)
     }
 
@@ -252,13 +253,21 @@ impl Config {
 
     fn validate_in(&self, origin: &str) -> Result<(), ConfigError> {
         let bad = |key: &'static str, reason: String| ConfigError::Invalid { key, origin: origin.to_string(), reason };
-        for (key, path) in [("fstab", &self.fstab), ("metadata_dir", &self.metadata_dir), ("socket", &self.socket), ("dev_mapper_dir", &self.dev_mapper_dir)] {
+        for (key, path) in [
+            ("fstab", &self.fstab),
+            ("metadata_dir", &self.metadata_dir),
+            ("socket", &self.socket),
+            ("dev_mapper_dir", &self.dev_mapper_dir),
+        ] {
             if path.as_os_str().is_empty() {
                 return Err(bad(key, "must not be empty".into()));
             }
         }
         if self.socket_mode > 0o777 {
-            return Err(bad("socket_mode", format!("{:#o} is not a permission mode (0o000..=0o777)", self.socket_mode)));
+            return Err(bad(
+                "socket_mode",
+                format!("{:#o} is not a permission mode (0o000..=0o777)", self.socket_mode),
+            ));
         }
         if self.dm_prefix.is_empty()
             || self.dm_prefix.len() > 64
@@ -281,8 +290,17 @@ impl Config {
 
         let cow = &self.cow;
         let dir = Path::new(&cow.dir);
-        if cow.dir.is_empty() || dir.is_absolute() || dir.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-            return Err(bad("cow.dir", format!("{:?} must be a relative path without `..` (it is joined to the partition's mount point)", cow.dir)));
+        if cow.dir.is_empty()
+            || dir.is_absolute()
+            || dir.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(bad(
+                "cow.dir",
+                format!(
+                    "{:?} must be a relative path without `..` (it is joined to the partition's mount point)",
+                    cow.dir
+                ),
+            ));
         }
         if !(1..=100).contains(&cow.free_share_percent) {
             return Err(bad("cow.free_share_percent", format!("{} is outside 1..=100", cow.free_share_percent)));
@@ -297,7 +315,10 @@ impl Config {
             return Err(bad("cow.file_max_bytes", format!("{} is below 1 MiB", cow.file_max_bytes)));
         }
         if cow.chunk_sectors < 8 || !cow.chunk_sectors.is_power_of_two() || cow.chunk_sectors > MAX_CHUNK_SECTORS {
-            return Err(bad("cow.chunk_sectors", format!("{} must be a power of two in 8..={MAX_CHUNK_SECTORS} (512-byte sectors)", cow.chunk_sectors)));
+            return Err(bad(
+                "cow.chunk_sectors",
+                format!("{} must be a power of two in 8..={MAX_CHUNK_SECTORS} (512-byte sectors)", cow.chunk_sectors),
+            ));
         }
 
         let space = &self.space;
@@ -430,7 +451,9 @@ mod tests {
 
     #[test]
     fn explicit_missing_file_is_an_error() {
-        let e = Config::load_from(Some(Path::new("/nonexistent/r.toml")), Path::new("/nonexistent"), &Overrides::default()).unwrap_err();
+        let e =
+            Config::load_from(Some(Path::new("/nonexistent/r.toml")), Path::new("/nonexistent"), &Overrides::default())
+                .unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
     }
 

@@ -160,7 +160,13 @@ fn fill_one(f: &File, path: &Path, size: u64, fs_type: &str) -> Result<CowFile, 
     f.sync_all().map_err(io("fsync"))?;
     sys::set_immutable(f, path, true).map_err(sys)?;
     let extents = fiemap::file_extents(f, path, size)?;
-    Ok(CowFile { path: path.to_string_lossy().into_owned(), size_bytes: size, extents, fingerprint: Vec::new(), inode: 0 })
+    Ok(CowFile {
+        path: path.to_string_lossy().into_owned(),
+        size_bytes: size,
+        extents,
+        fingerprint: Vec::new(),
+        inode: 0,
+    })
 }
 
 fn write_zeroes(f: &File, size: u64) -> std::io::Result<()> {
@@ -175,9 +181,11 @@ fn write_zeroes(f: &File, size: u64) -> std::io::Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), CowError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| CowError::Io { step: "fsync", path: dir.to_path_buf(), source })
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| CowError::Io {
+        step: "fsync",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Clears the immutable flag and deletes each file; missing files are fine
@@ -233,10 +241,9 @@ pub fn remove_stray(paths: &[PathBuf]) -> Result<(), CowError> {
 /// Where a recorded file is when the filesystem is mounted at `root`
 /// instead of its usual mount point (verification mounts).
 pub fn path_under(file: &CowFile, mount_point: &str, root: &Path) -> Result<PathBuf, CowError> {
-    let rel = Path::new(&file.path).strip_prefix(mount_point).map_err(|_| CowError::OutsideMount {
-        path: file.path.clone(),
-        mount_point: mount_point.to_string(),
-    })?;
+    let rel = Path::new(&file.path)
+        .strip_prefix(mount_point)
+        .map_err(|_| CowError::OutsideMount { path: file.path.clone(), mount_point: mount_point.to_string() })?;
     Ok(root.join(rel))
 }
 
@@ -281,12 +288,8 @@ pub fn compare(recorded: &CowFile, now: &[Extent]) -> Result<(), CowError> {
     if recorded.extents.as_slice() == now {
         return Ok(());
     }
-    let first = recorded
-        .extents
-        .iter()
-        .zip(now)
-        .position(|(a, b)| a != b)
-        .unwrap_or(recorded.extents.len().min(now.len()));
+    let first =
+        recorded.extents.iter().zip(now).position(|(a, b)| a != b).unwrap_or(recorded.extents.len().min(now.len()));
     Err(CowError::ExtentsChanged {
         path: recorded.path.clone(),
         detail: format!(
@@ -312,7 +315,10 @@ pub fn linear_table(files: &[CowFile], raw: Device, raw_size_bytes: u64) -> Resu
             if e.length == 0 || e.length % 512 != 0 || e.physical % 512 != 0 {
                 return Err(CowError::BadMap(format!("{}: extent {e:?} is not sector aligned", f.path)));
             }
-            let end = e.physical.checked_add(e.length).ok_or_else(|| CowError::BadMap(format!("{}: extent overflows", f.path)))?;
+            let end = e
+                .physical
+                .checked_add(e.length)
+                .ok_or_else(|| CowError::BadMap(format!("{}: extent overflows", f.path)))?;
             if end > raw_size_bytes {
                 return Err(CowError::BadMap(format!(
                     "{}: extent {e:?} ends past the raw device ({raw_size_bytes} bytes)",
@@ -325,7 +331,11 @@ pub fn linear_table(files: &[CowFile], raw: Device, raw_size_bytes: u64) -> Resu
                 return Err(CowError::BadMap(format!("{}: extent {e:?} covers the first block", f.path)));
             }
             ranges.push((e.physical, end));
-            lines.push(TargetLine::new(Sectors(start), Sectors(e.length / 512), Target::linear(raw, Sectors(e.physical / 512))));
+            lines.push(TargetLine::new(
+                Sectors(start),
+                Sectors(e.length / 512),
+                Target::linear(raw, Sectors(e.physical / 512)),
+            ));
             start += e.length / 512;
             covered += e.length;
         }
@@ -348,7 +358,13 @@ mod tests {
     use super::*;
 
     fn cfg() -> CowConfig {
-        CowConfig { min_bytes: 16 << 20, max_bytes: 16 << 30, file_max_bytes: 1 << 30, free_share_percent: 25, ..CowConfig::default() }
+        CowConfig {
+            min_bytes: 16 << 20,
+            max_bytes: 16 << 30,
+            file_max_bytes: 1 << 30,
+            free_share_percent: 25,
+            ..CowConfig::default()
+        }
     }
 
     #[test]
@@ -408,10 +424,7 @@ mod tests {
             file("/data/rewind/cow.0001", &[(0, 16 << 20, 1 << 20)]),
         ];
         let t = linear_table(&files, raw, 1 << 30).expect("table");
-        assert_eq!(
-            t.to_string(),
-            "0 32 linear 8:16 2048\n32 16 linear 8:16 16384\n48 2048 linear 8:16 32768\n"
-        );
+        assert_eq!(t.to_string(), "0 32 linear 8:16 2048\n32 16 linear 8:16 16384\n48 2048 linear 8:16 32768\n");
         t.check().expect("contiguous");
     }
 
@@ -451,8 +464,10 @@ mod tests {
     #[test]
     fn paths_map_onto_a_verification_mount() {
         let f = file("/data/rewind/cow.0003", &[]);
-        assert_eq!(path_under(&f, "/data", Path::new("/metadata/rewind/mnt")).expect("under"),
-            PathBuf::from("/metadata/rewind/mnt/rewind/cow.0003"));
+        assert_eq!(
+            path_under(&f, "/data", Path::new("/metadata/rewind/mnt")).expect("under"),
+            PathBuf::from("/metadata/rewind/mnt/rewind/cow.0003")
+        );
         assert!(path_under(&f, "/cache", Path::new("/m")).is_err());
     }
 
@@ -466,7 +481,10 @@ mod tests {
         let plan = CowPlan { total_bytes: 5 << 20, file_sizes: vec![2 << 20, 2 << 20, 1 << 20] };
         let files = match create(dir.path(), &c, "ext4", &plan) {
             Ok(f) => f,
-            Err(CowError::Sys { source: SysError::Nix { source: nix::Error::EPERM | nix::Error::ENOTTY | nix::Error::EOPNOTSUPP, .. }, .. }) => {
+            Err(CowError::Sys {
+                source: SysError::Nix { source: nix::Error::EPERM | nix::Error::ENOTTY | nix::Error::EOPNOTSUPP, .. },
+                ..
+            }) => {
                 eprintln!("no inode flags here; skipped");
                 return;
             }

@@ -169,10 +169,7 @@ impl Engine {
             Ok(dm) => Ok(Box::new(SnapshotBackend::new(
                 &config,
                 Box::new(dm),
-                Box::new(SysIo {
-                    dev_dir: config.dev_mapper_dir.clone(),
-                    dev_nodes: config.dev_nodes,
-                }),
+                Box::new(SysIo { dev_dir: config.dev_mapper_dir.clone(), dev_nodes: config.dev_nodes }),
             ))),
             Err(e) => Err(format!("device-mapper is not available: {}", error_chain(&e))),
         };
@@ -190,21 +187,17 @@ impl Engine {
         boot_reason: String,
     ) -> Engine {
         let mut unavailable = Vec::new();
-        let (fstab_parts, parts) = match fstab::load(&config.fstab).and_then(|e| {
-            fstab::checkpointed(&e, &config.fstab, &config.dm_prefix, &config.dev_mapper_dir)
-        }) {
+        let (fstab_parts, parts) = match fstab::load(&config.fstab)
+            .and_then(|e| fstab::checkpointed(&e, &config.fstab, &config.dm_prefix, &config.dev_mapper_dir))
+        {
             Ok(all) => {
                 // Both modes: checkpoint=fs partitions go to the f2fs backend
                 // (backend::f2fs::Routed).
-                let block: Vec<PartRef> = all
-                    .iter()
-                    .map(|p| PartRef { name: p.name.clone(), raw_device: p.raw_device.clone() })
-                    .collect();
+                let block: Vec<PartRef> =
+                    all.iter().map(|p| PartRef { name: p.name.clone(), raw_device: p.raw_device.clone() }).collect();
                 if block.is_empty() {
-                    unavailable.push(format!(
-                        "no checkpoint=block or checkpoint=fs partition in {}",
-                        config.fstab.display()
-                    ));
+                    unavailable
+                        .push(format!("no checkpoint=block or checkpoint=fs partition in {}", config.fstab.display()));
                 }
                 (all, block)
             }
@@ -615,7 +608,11 @@ impl Inner {
             if let Some(st) = backend.usage(p)? {
                 // f2fs: the share of space hidden as unusable (backend::f2fs).
                 let what = if p.backend == BackendKind::F2fs { "f2fs unusable space" } else { "COW store" };
-                actions.push((p.name.clone(), what, space::evaluate(&st, &self.config.space, &self.state.thresholds_hit)));
+                actions.push((
+                    p.name.clone(),
+                    what,
+                    space::evaluate(&st, &self.config.space, &self.state.thresholds_hit),
+                ));
             }
         }
         for (name, what, d) in actions {

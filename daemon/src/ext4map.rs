@@ -84,11 +84,7 @@ pub const INODE_REGION_LEN: u32 = 0x60;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MapError {
     #[error("cannot read {len} bytes at byte {offset}: {error}")]
-    Read {
-        offset: u64,
-        len: usize,
-        error: String,
-    },
+    Read { offset: u64, len: usize, error: String },
     #[error("not an ext4 filesystem (superblock magic {0:#06x})")]
     Magic(u16),
     #[error("unsupported ext4 layout: {0}")]
@@ -96,11 +92,7 @@ pub enum MapError {
     #[error("inode {ino}: {problem}")]
     Inode { ino: u64, problem: String },
     #[error("inode {ino}: extent tree at {place}: {problem}")]
-    Tree {
-        ino: u64,
-        place: String,
-        problem: String,
-    },
+    Tree { ino: u64, place: String, problem: String },
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`.
@@ -116,12 +108,7 @@ impl ReadAt for File {
 
 fn read(src: &dyn ReadAt, offset: u64, len: usize) -> Result<Vec<u8>, MapError> {
     let mut buf = vec![0u8; len];
-    src.read_at_exact(&mut buf, offset)
-        .map_err(|e| MapError::Read {
-            offset,
-            len,
-            error: e.to_string(),
-        })?;
+    src.read_at_exact(&mut buf, offset).map_err(|e| MapError::Read { offset, len, error: e.to_string() })?;
     Ok(buf)
 }
 
@@ -158,55 +145,30 @@ pub fn read_super(src: &dyn ReadAt) -> Result<Super, MapError> {
     let block_size = 1024u64 << log;
     let incompat = le32(&b, 0x60);
     if incompat & INCOMPAT_META_BG != 0 {
-        return Err(MapError::Layout(
-            "meta_bg (group descriptors not after the superblock)".into(),
-        ));
+        return Err(MapError::Layout("meta_bg (group descriptors not after the superblock)".into()));
     }
     if incompat & !INCOMPAT_KNOWN != 0 {
-        return Err(MapError::Layout(format!(
-            "unknown incompatible features {:#x}",
-            incompat & !INCOMPAT_KNOWN
-        )));
+        return Err(MapError::Layout(format!("unknown incompatible features {:#x}", incompat & !INCOMPAT_KNOWN)));
     }
     if incompat & INCOMPAT_EXTENTS == 0 {
         return Err(MapError::Layout("no extents feature".into()));
     }
     let is_64bit = incompat & INCOMPAT_64BIT != 0;
     let rev = le32(&b, 0x4C);
-    let inode_size = if rev == 0 {
-        128
-    } else {
-        u64::from(le16(&b, 0x58))
-    };
+    let inode_size = if rev == 0 { 128 } else { u64::from(le16(&b, 0x58)) };
     if inode_size < 128 || !inode_size.is_power_of_two() || inode_size > block_size {
         return Err(MapError::Layout(format!("inode size {inode_size}")));
     }
-    let desc_size = if is_64bit {
-        u64::from(le16(&b, 0xFE))
-    } else {
-        32
-    };
-    if desc_size < 32
-        || !desc_size.is_power_of_two()
-        || desc_size > 1024
-        || (is_64bit && desc_size < 64)
-    {
-        return Err(MapError::Layout(format!(
-            "group descriptor size {desc_size}"
-        )));
+    let desc_size = if is_64bit { u64::from(le16(&b, 0xFE)) } else { 32 };
+    if desc_size < 32 || !desc_size.is_power_of_two() || desc_size > 1024 || (is_64bit && desc_size < 64) {
+        return Err(MapError::Layout(format!("group descriptor size {desc_size}")));
     }
     let first_data_block = u64::from(le32(&b, 0x14));
     // 1 KiB blocks put the superblock in block 1; larger ones in block 0.
     if first_data_block != u64::from(block_size == 1024) {
-        return Err(MapError::Layout(format!(
-            "s_first_data_block {first_data_block} with {block_size}-byte blocks"
-        )));
+        return Err(MapError::Layout(format!("s_first_data_block {first_data_block} with {block_size}-byte blocks")));
     }
-    let blocks_hi = if is_64bit {
-        u64::from(le32(&b, 0x150))
-    } else {
-        0
-    };
+    let blocks_hi = if is_64bit { u64::from(le32(&b, 0x150)) } else { 0 };
     let blocks_count = u64::from(le32(&b, 0x04)) | (blocks_hi << 32);
     let inodes_per_group = le32(&b, 0x28);
     if inodes_per_group == 0 {
@@ -229,28 +191,19 @@ pub fn inode_offset(src: &dyn ReadAt, sb: &Super, ino: u64) -> Result<u64, MapEr
     if ino == 0 || ino > u64::from(sb.inodes_count) {
         return Err(MapError::Inode {
             ino,
-            problem: format!(
-                "out of range (the filesystem has {} inodes)",
-                sb.inodes_count
-            ),
+            problem: format!("out of range (the filesystem has {} inodes)", sb.inodes_count),
         });
     }
     let group = (ino - 1) / u64::from(sb.inodes_per_group);
     let index = (ino - 1) % u64::from(sb.inodes_per_group);
     let gdt = (sb.first_data_block + 1) * sb.block_size;
     let d = read(src, gdt + group * sb.desc_size, sb.desc_size as usize)?;
-    let hi = if sb.is_64bit {
-        u64::from(le32(&d, 0x28))
-    } else {
-        0
-    };
+    let hi = if sb.is_64bit { u64::from(le32(&d, 0x28)) } else { 0 };
     let table = u64::from(le32(&d, 0x08)) | (hi << 32);
     if table == 0 || table >= sb.blocks_count {
         return Err(MapError::Inode {
             ino,
-            problem: format!(
-                "group {group}'s inode table at block {table} is outside the filesystem"
-            ),
+            problem: format!("group {group}'s inode table at block {table} is outside the filesystem"),
         });
     }
     Ok(table * sb.block_size + index * sb.inode_size)
@@ -276,11 +229,7 @@ impl InodeMap {
     /// then each tree block.
     pub fn regions(&self) -> Vec<(u64, u32)> {
         let mut v = vec![(self.inode_offset + INODE_REGION_START, INODE_REGION_LEN)];
-        v.extend(
-            self.tree_blocks
-                .iter()
-                .map(|b| (b * self.block_size, self.block_size as u32)),
-        );
+        v.extend(self.tree_blocks.iter().map(|b| (b * self.block_size, self.block_size as u32)));
         v
     }
 }
@@ -296,11 +245,7 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn bad(&self, place: &str, problem: String) -> MapError {
-        MapError::Tree {
-            ino: self.ino,
-            place: place.to_string(),
-            problem,
-        }
+        MapError::Tree { ino: self.ino, place: place.to_string(), problem }
     }
 
     /// One node: a 12-byte header and its entries (`node` holds the whole
@@ -313,59 +258,36 @@ impl Walk<'_> {
         let (entries, max, depth) = (le16(node, 2), le16(node, 4), le16(node, 6));
         let fits = ((node.len() - 12) / 12) as u16;
         if max == 0 || max > fits || entries > max {
-            return Err(self.bad(
-                place,
-                format!("{entries} entries, max {max} (room for {fits})"),
-            ));
+            return Err(self.bad(place, format!("{entries} entries, max {max} (room for {fits})")));
         }
         if depth > MAX_DEPTH || want_depth.is_some_and(|d| d != depth) {
-            return Err(self.bad(
-                place,
-                format!("depth {depth}, expected {want_depth:?} (at most {MAX_DEPTH})"),
-            ));
+            return Err(self.bad(place, format!("depth {depth}, expected {want_depth:?} (at most {MAX_DEPTH})")));
         }
         for i in 0..usize::from(entries) {
             let e = &node[12 + i * 12..24 + i * 12];
             if depth == 0 {
                 let len = le16(e, 4);
                 if len > MAX_INIT_LEN {
-                    return Err(self.bad(
-                        place,
-                        format!("entry {i} is an uninitialised extent (ee_len {len})"),
-                    ));
+                    return Err(self.bad(place, format!("entry {i} is an uninitialised extent (ee_len {len})")));
                 }
                 if len == 0 {
                     return Err(self.bad(place, format!("entry {i} is empty")));
                 }
                 let phys = u64::from(le32(e, 8)) | (u64::from(le16(e, 6)) << 32);
                 if phys == 0 || phys + u64::from(len) > self.sb.blocks_count {
-                    return Err(self.bad(
-                        place,
-                        format!("entry {i} maps blocks {phys}+{len} outside the filesystem"),
-                    ));
+                    return Err(self.bad(place, format!("entry {i} maps blocks {phys}+{len} outside the filesystem")));
                 }
-                self.leaves
-                    .push((u64::from(le32(e, 0)), phys, u64::from(len)));
+                self.leaves.push((u64::from(le32(e, 0)), phys, u64::from(len)));
             } else {
                 let child = u64::from(le32(e, 4)) | (u64::from(le16(e, 8)) << 32);
                 if child == 0 || child >= self.sb.blocks_count {
-                    return Err(self.bad(
-                        place,
-                        format!("entry {i} points at block {child}, outside the filesystem"),
-                    ));
+                    return Err(self.bad(place, format!("entry {i} points at block {child}, outside the filesystem")));
                 }
                 if self.blocks.contains(&child) || self.blocks.len() >= MAX_TREE_BLOCKS {
-                    return Err(self.bad(
-                        place,
-                        format!("entry {i}: block {child} repeats or the tree is too large"),
-                    ));
+                    return Err(self.bad(place, format!("entry {i}: block {child} repeats or the tree is too large")));
                 }
                 self.blocks.push(child);
-                let b = read(
-                    self.src,
-                    child * self.sb.block_size,
-                    self.sb.block_size as usize,
-                )?;
+                let b = read(self.src, child * self.sb.block_size, self.sb.block_size as usize)?;
                 self.node(&b, &format!("block {child}"), Some(depth - 1))?;
             }
         }
@@ -396,17 +318,9 @@ pub fn map_inode(src: &dyn ReadAt, ino: u64, size: u64) -> Result<InodeMap, MapE
     if isize != size {
         return Err(bad(format!("size {isize}, the file has {size}")));
     }
-    let mut walk = Walk {
-        src,
-        sb: &sb,
-        ino,
-        blocks: Vec::new(),
-        leaves: Vec::new(),
-    };
+    let mut walk = Walk { src, sb: &sb, ino, blocks: Vec::new(), leaves: Vec::new() };
     walk.node(&raw[0x28..0x28 + 60], "i_block", None)?;
-    let Walk {
-        blocks, mut leaves, ..
-    } = walk;
+    let Walk { blocks, mut leaves, .. } = walk;
     leaves.sort_unstable();
     let bs = sb.block_size;
     let mut merged: Vec<Extent> = Vec::new();
@@ -417,16 +331,11 @@ pub fn map_inode(src: &dyn ReadAt, ino: u64, size: u64) -> Result<InodeMap, MapE
                 return Err(bad(format!("extents overlap at logical byte {l}")));
             }
             Some(m) if m.logical + m.length == l && m.physical + m.length == p => m.length += n,
-            _ => merged.push(Extent {
-                logical: l,
-                physical: p,
-                length: n,
-            }),
+            _ => merged.push(Extent { logical: l, physical: p, length: n }),
         }
     }
-    let extents =
-        crate::fiemap::cover(&merged, size, std::path::Path::new(&format!("inode {ino}")))
-            .map_err(|e| bad(format!("extents do not cover the file: {e}")))?;
+    let extents = crate::fiemap::cover(&merged, size, std::path::Path::new(&format!("inode {ino}")))
+        .map_err(|e| bad(format!("extents do not cover the file: {e}")))?;
     Ok(InodeMap {
         ino,
         inode_offset: off,
@@ -454,22 +363,13 @@ pub fn hash(bytes: &[u8]) -> String {
 pub fn fingerprint(src: &dyn ReadAt, regions: &[(u64, u32)]) -> Result<Vec<Region>, MapError> {
     regions
         .iter()
-        .map(|&(offset, len)| {
-            Ok(Region {
-                offset,
-                len,
-                sha256: hash(&read(src, offset, len as usize)?),
-            })
-        })
+        .map(|&(offset, len)| Ok(Region { offset, len, sha256: hash(&read(src, offset, len as usize)?) }))
         .collect()
 }
 
 /// The first recorded region that `src` no longer holds: (index, what it
 /// hashes to now).
-pub fn first_change(
-    src: &dyn ReadAt,
-    recorded: &[Region],
-) -> Result<Option<(usize, String)>, MapError> {
+pub fn first_change(src: &dyn ReadAt, recorded: &[Region]) -> Result<Option<(usize, String)>, MapError> {
     for (i, r) in recorded.iter().enumerate() {
         let now = hash(&read(src, r.offset, r.len as usize)?);
         if now != r.sha256 {

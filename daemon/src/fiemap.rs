@@ -144,7 +144,12 @@ pub fn read_raw(file: &File, path: &Path) -> Result<Vec<RawExtent>, FiemapError>
         }
         let mut last = false;
         for e in &buf.extents[..mapped] {
-            out.push(RawExtent { logical: e.fe_logical, physical: e.fe_physical, length: e.fe_length, flags: e.fe_flags });
+            out.push(RawExtent {
+                logical: e.fe_logical,
+                physical: e.fe_physical,
+                length: e.fe_length,
+                flags: e.fe_flags,
+            });
             last |= e.fe_flags & FIEMAP_EXTENT_LAST != 0;
         }
         if last {
@@ -185,10 +190,10 @@ pub fn check_and_merge(raw: &[RawExtent], path: &Path) -> Result<Vec<Extent>, Fi
         if r.logical < next_logical || r.physical.checked_add(r.length).is_none() {
             return Err(FiemapError::Disorder { path: path.to_path_buf(), logical: r.logical });
         }
-        next_logical = r.logical.checked_add(r.length).ok_or_else(|| FiemapError::Disorder {
-            path: path.to_path_buf(),
-            logical: r.logical,
-        })?;
+        next_logical = r
+            .logical
+            .checked_add(r.length)
+            .ok_or_else(|| FiemapError::Disorder { path: path.to_path_buf(), logical: r.logical })?;
         match out.last_mut() {
             Some(p) if p.logical + p.length == r.logical && p.physical + p.length == r.physical => {
                 p.length += r.length;
@@ -308,7 +313,8 @@ mod tests {
 
     fn written_file(dir: &Path, size: usize) -> (File, PathBuf) {
         let path = dir.join("data");
-        let mut f = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).expect("create");
+        let mut f =
+            std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).expect("create");
         let block: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
         let mut left = size;
         while left > 0 {

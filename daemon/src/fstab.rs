@@ -98,22 +98,52 @@ pub struct CheckpointedPartition {
 /// others in [`BARE_FLAGS`] must not carry one. Unknown flags are kept and
 /// ignored (fs_mgr does the same), so new Android releases do not break us.
 const VALUE_FLAGS: &[&str] = &[
-    "avb_keys", "checkpoint", "eraseblk", "encryptable", "fileencryption",
-    "forceencrypt", "forcefdeorfbe", "keydirectory", "length", "logicalblk",
-    "lowerdir", "max_comp_streams", "metadata_encryption", "readahead_size_kb",
-    "reservedsize", "swapprio", "sysfs_path", "zram_backingdev_size", "zramsize",
+    "avb_keys",
+    "checkpoint",
+    "eraseblk",
+    "encryptable",
+    "fileencryption",
+    "forceencrypt",
+    "forcefdeorfbe",
+    "keydirectory",
+    "length",
+    "logicalblk",
+    "lowerdir",
+    "max_comp_streams",
+    "metadata_encryption",
+    "readahead_size_kb",
+    "reservedsize",
+    "swapprio",
+    "sysfs_path",
+    "zram_backingdev_size",
+    "zramsize",
     RAW_FLAG,
 ];
 const BARE_FLAGS: &[&str] = &[
-    "check", "first_stage_mount", "formattable", "fsverity", "latemount", "logical",
-    "nofail", "noemulatedsd", "nonremovable", "notrim", "quota", "recoveryonly",
-    "resize", "slotselect", "slotselect_other", "verify", "wait", "wrappedkey", "zoned",
+    "check",
+    "first_stage_mount",
+    "formattable",
+    "fsverity",
+    "latemount",
+    "logical",
+    "nofail",
+    "noemulatedsd",
+    "nonremovable",
+    "notrim",
+    "quota",
+    "recoveryonly",
+    "resize",
+    "slotselect",
+    "slotselect_other",
+    "verify",
+    "wait",
+    "wrappedkey",
+    "zoned",
 ];
 
 /// Reads and parses an fstab file.
 pub fn load(path: &Path) -> Result<Vec<FstabEntry>, FstabError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| FstabError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| FstabError::Read { path: path.to_path_buf(), source })?;
     parse(&text, path)
 }
 
@@ -130,17 +160,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<FstabEntry>, FstabError> {
         if fields.is_empty() {
             continue;
         }
-        let bad = |field: &'static str, problem: String| FstabError::Line {
-            path: path.to_path_buf(),
-            line,
-            field,
-            problem,
-        };
+        let bad =
+            |field: &'static str, problem: String| FstabError::Line { path: path.to_path_buf(), line, field, problem };
         if fields.len() != 5 {
             return Err(bad("count", format!("expected 5 fields, found {}", fields.len())));
         }
-        let (blk_device, mount_point, fs_type, mnt, fsmgr) =
-            (fields[0], fields[1], fields[2], fields[3], fields[4]);
+        let (blk_device, mount_point, fs_type, mnt, fsmgr) = (fields[0], fields[1], fields[2], fields[3], fields[4]);
         // blk_device may be a bare name (logical partitions: `system` with
         // the `logical` flag; `tmpfs`, `none`); checkpointed ones are
         // checked below. Mount points are absolute except for swap/zram.
@@ -150,11 +175,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<FstabEntry>, FstabError> {
         if !fs_type.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-') {
             return Err(bad("type", format!("'{fs_type}' is not a filesystem type")));
         }
-        let mnt_options = if mnt == "defaults" {
-            Vec::new()
-        } else {
-            split_list(mnt).map_err(|p| bad("mnt_flags", p))?
-        };
+        let mnt_options =
+            if mnt == "defaults" { Vec::new() } else { split_list(mnt).map_err(|p| bad("mnt_flags", p))? };
         let mut flags = Vec::new();
         let mut checkpoint = None;
         if fsmgr != "defaults" {
@@ -173,10 +195,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<FstabEntry>, FstabError> {
                 if BARE_FLAGS.contains(&name.as_str()) && value.is_some() {
                     return Err(bad("fs_mgr_flags", format!("flag '{name}' takes no value")));
                 }
-                if !VALUE_FLAGS.contains(&name.as_str())
-                    && !BARE_FLAGS.contains(&name.as_str())
-                    && name != "avb"
-                {
+                if !VALUE_FLAGS.contains(&name.as_str()) && !BARE_FLAGS.contains(&name.as_str()) && name != "avb" {
                     tracing::debug!(path = %path.display(), line, flag = %name, "unknown fs_mgr flag kept");
                 }
                 if name == "checkpoint" {
@@ -255,9 +274,8 @@ pub fn checkpointed(
             .and_then(|n| n.to_str())
             .ok_or_else(|| bad("blk_device", "no partition name in the path".into()))?;
         let parent = blk.parent().unwrap_or(Path::new("/"));
-        let dm_dir = parent == Path::new("/dev/block/mapper")
-            || parent == Path::new("/dev/mapper")
-            || parent == dev_mapper_dir;
+        let dm_dir =
+            parent == Path::new("/dev/block/mapper") || parent == Path::new("/dev/mapper") || parent == dev_mapper_dir;
         let prefix = format!("{dm_prefix}-");
         let raw_flag = e.flag(RAW_FLAG).and_then(|f| f.value.clone());
         let (name, raw_device) = match (mode, dm_dir, last.strip_prefix(&prefix)) {

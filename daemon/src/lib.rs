@@ -1,10 +1,10 @@
 //! rewind-daemon: all of rewindd's logic. The binaries in `src/bin` only
 //! parse flags, set up logging and call into here (keystore2's layout).
 
-pub mod client;
-pub mod config;
 pub mod backend;
 pub mod boot;
+pub mod client;
+pub mod config;
 pub mod cowstore;
 pub mod dm;
 pub mod engine;

@@ -183,9 +183,7 @@ impl<S: Subscriber> Layer<S> for LogdLayer {
         );
         let Ok(mut sock) = self.sock.lock() else { return };
         if sock.is_none() {
-            *sock = std::os::unix::net::UnixDatagram::unbound()
-                .and_then(|s| s.connect(&self.path).map(|_| s))
-                .ok();
+            *sock = std::os::unix::net::UnixDatagram::unbound().and_then(|s| s.connect(&self.path).map(|_| s)).ok();
         }
         // Logging never fails the daemon: on an error (logd not up yet, or
         // restarted) drop the socket and connect again at the next event.

@@ -16,11 +16,17 @@ use crate::dm::SnapshotStatus;
 pub enum Action {
     None,
     /// Usage reached abort_at_percent under the abort policy.
-    Abort { percent: u32 },
+    Abort {
+        percent: u32,
+    },
     /// Usage reached abort_at_percent under the commit policy.
-    Commit { percent: u32 },
+    Commit {
+        percent: u32,
+    },
     /// The snapshot is dead: protection is lost.
-    Lost { word: &'static str },
+    Lost {
+        word: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,10 +97,7 @@ mod tests {
             let cfg = SpaceConfig { overflow_policy: pol, ..SpaceConfig::default() };
             assert_eq!(evaluate(&SnapshotStatus::Invalid, &cfg, &[]).action, Action::Lost { word: "Invalid" });
             assert_eq!(evaluate(&SnapshotStatus::Overflow, &cfg, &[]).action, Action::Lost { word: "Overflow" });
-            assert_eq!(
-                evaluate(&SnapshotStatus::MergeFailed, &cfg, &[]).action,
-                Action::Lost { word: "Merge failed" }
-            );
+            assert_eq!(evaluate(&SnapshotStatus::MergeFailed, &cfg, &[]).action, Action::Lost { word: "Merge failed" });
         }
         assert_eq!(evaluate(&SnapshotStatus::Unknown, &SpaceConfig::default(), &[]).action, Action::None);
     }

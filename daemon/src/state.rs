@@ -52,7 +52,9 @@ pub enum StateError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Intent {
-    Commit { reason: String },
+    Commit {
+        reason: String,
+    },
     /// Discard the current attempt by merging. `final_` = no attempt left:
     /// end in RolledBack instead of arming again.
     Rollback {
@@ -199,10 +201,7 @@ impl State {
             (_, Some(_)) => return Err(format!("intent left in phase {:?}", self.phase)),
             _ => {}
         }
-        let active = matches!(
-            self.phase,
-            Phase::Armed | Phase::Checkpointing | Phase::RollingBack | Phase::Committing
-        );
+        let active = matches!(self.phase, Phase::Armed | Phase::Checkpointing | Phase::RollingBack | Phase::Committing);
         if active && (self.attempts == 0 || self.partitions.is_empty()) {
             return Err(format!("phase {:?} without attempts or partitions", self.phase));
         }
@@ -325,17 +324,13 @@ impl Store {
             Ok(None) => match self.read_one(PREVIOUS) {
                 // `state` is never absent once written (see module doc), but
                 // a previous copy alone is still a good record.
-                Ok(Some(state)) => Ok(Loaded {
-                    state,
-                    source: Source::Previous,
-                    problem: Some("current copy missing".into()),
-                }),
+                Ok(Some(state)) => {
+                    Ok(Loaded { state, source: Source::Previous, problem: Some("current copy missing".into()) })
+                }
                 Ok(None) => Ok(Loaded { state: State::default(), source: Source::Fresh, problem: None }),
-                Err(prev) => Err(StateError::NoGoodCopy {
-                    dir: self.dir.clone(),
-                    current: "missing".into(),
-                    previous: prev,
-                }),
+                Err(prev) => {
+                    Err(StateError::NoGoodCopy { dir: self.dir.clone(), current: "missing".into(), previous: prev })
+                }
             },
             Err(problem) => {
                 self.current_bad = true;
@@ -346,7 +341,9 @@ impl Store {
                         current: problem,
                         previous: "missing".into(),
                     }),
-                    Err(prev) => Err(StateError::NoGoodCopy { dir: self.dir.clone(), current: problem, previous: prev }),
+                    Err(prev) => {
+                        Err(StateError::NoGoodCopy { dir: self.dir.clone(), current: problem, previous: prev })
+                    }
                 }
             }
         }
@@ -380,9 +377,7 @@ impl Store {
             }
         }
         fs::rename(&tmp, &cur).map_err(io("rename", tmp.clone()))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync directory", self.dir.clone()))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", self.dir.clone()))?;
         self.current_bad = false;
         // After the record is durable: the property never runs ahead of it.
         self.publish_phase(state.phase);

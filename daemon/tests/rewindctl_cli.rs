@@ -106,7 +106,9 @@ async fn status_and_history_have_json_forms() {
 async fn watch_until_phase_exits_when_reached() {
     let server = TestServer::start(TestServer::default_policy(), false).await;
     let socket = server.socket.clone();
-    let watcher = tokio::spawn(async move { rewindctl(&socket, None, &["watch", "--interval-ms", "100", "--until-phase", "armed"]).await });
+    let watcher = tokio::spawn(async move {
+        rewindctl(&socket, None, &["watch", "--interval-ms", "100", "--until-phase", "armed"]).await
+    });
     // Start only once the watcher's stream is subscribed: under load the
     // rewindctl process can take longer than any fixed sleep to connect.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -166,12 +168,17 @@ async fn wait_reaches_a_daemon_that_starts_late() {
     let socket = dir.path().join("late.sock");
     let client_socket = socket.clone();
     let started = std::time::Instant::now();
-    let client = tokio::spawn(async move { rewindctl(&client_socket, None, &["--wait", "20", "needs-checkpoint"]).await });
+    let client =
+        tokio::spawn(async move { rewindctl(&client_socket, None, &["--wait", "20", "needs-checkpoint"]).await });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     // Serve the fake on that path now.
     let (unix, _file) = rewind_daemon::service::transport::bind_unix(&socket, 0o600).unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let service = rewind_daemon::service::CheckpointService::new(common::FakeCore::new(), TestServer::default_policy(), rx.clone());
+    let service = rewind_daemon::service::CheckpointService::new(
+        common::FakeCore::new(),
+        TestServer::default_policy(),
+        rx.clone(),
+    );
     let server = tokio::spawn(rewind_daemon::service::server::serve(service, unix, None, rx));
     let run = client.await.unwrap();
     assert_eq!(run.code, exit::FALSE, "{run:?}");

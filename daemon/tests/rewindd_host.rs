@@ -74,7 +74,9 @@ impl Daemon {
     async fn wait_ready(&mut self) {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(mut c) = rewind_daemon::client::connect(&rewind_daemon::client::Target::Unix(self.socket.clone())).await {
+            if let Ok(mut c) =
+                rewind_daemon::client::connect(&rewind_daemon::client::Target::Unix(self.socket.clone())).await
+            {
                 if c.get_status(rewind_proto::v1::GetStatusRequest {}).await.is_ok() {
                     return;
                 }
@@ -103,7 +105,10 @@ impl Daemon {
 
     async fn finish(&mut self) -> Run {
         let child = self.child.take().unwrap();
-        let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output()).await.expect("rewindd exits").unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+            .await
+            .expect("rewindd exits")
+            .unwrap();
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -262,7 +267,10 @@ async fn bad_init_socket_is_refused() {
     use std::os::fd::AsRawFd;
     // SAFETY: clearing FD_CLOEXEC on a file this test owns.
     assert_eq!(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) }, 0);
-    for (value, expect) in [(file.as_raw_fd().to_string(), "not a Unix stream socket"), ("seven".to_string(), "not a file descriptor number")] {
+    for (value, expect) in [
+        (file.as_raw_fd().to_string(), "not a Unix stream socket"),
+        ("seven".to_string(), "not a file descriptor number"),
+    ] {
         let run = common::run({
             let mut cmd = tokio::process::Command::new(common::rewindd_path());
             cmd.args(&args).env("ANDROID_SOCKET_rewindd", &value);

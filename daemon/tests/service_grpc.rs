@@ -25,7 +25,11 @@ async fn every_rpc_round_trips_over_a_unix_socket() {
     let mut c = client(&server).await;
 
     assert!(!c.needs_checkpoint(pb::NeedsCheckpointRequest {}).await.unwrap().into_inner().value);
-    let started = c.start_checkpoint(pb::StartCheckpointRequest { attempts: 3, reason: "ota 1234".into() }).await.unwrap().into_inner();
+    let started = c
+        .start_checkpoint(pb::StartCheckpointRequest { attempts: 3, reason: "ota 1234".into() })
+        .await
+        .unwrap()
+        .into_inner();
     let status = started.status.expect("status in the answer");
     assert_eq!(status.phase(), pb::Phase::Armed);
     assert_eq!(status.attempts, 3);
@@ -57,7 +61,8 @@ async fn every_rpc_round_trips_over_a_unix_socket() {
     let supports = c.supports_checkpoint(pb::SupportsCheckpointRequest {}).await.unwrap().into_inner();
     assert_eq!((supports.block, supports.file), (true, false));
 
-    let committed = c.commit_changes(pb::CommitChangesRequest { reason: "boot completed".into() }).await.unwrap().into_inner();
+    let committed =
+        c.commit_changes(pb::CommitChangesRequest { reason: "boot completed".into() }).await.unwrap().into_inner();
     assert_eq!(committed.duration_us, 1234);
     assert_eq!(committed.status.unwrap().phase(), pb::Phase::Idle);
 
@@ -67,7 +72,11 @@ async fn every_rpc_round_trips_over_a_unix_socket() {
     assert_eq!(history.events[0].detail, "ota 1234");
 
     c.start_checkpoint(pb::StartCheckpointRequest { attempts: 1, reason: String::new() }).await.unwrap();
-    let aborted = c.abort_changes(pb::AbortChangesRequest { reason: "health check".into(), keep_retrying: false }).await.unwrap().into_inner();
+    let aborted = c
+        .abort_changes(pb::AbortChangesRequest { reason: "health check".into(), keep_retrying: false })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(aborted.status.unwrap().phase(), pb::Phase::RolledBack);
     assert!(c.needs_rollback(pb::NeedsRollbackRequest {}).await.unwrap().into_inner().value);
     server.stop().await;
@@ -81,7 +90,8 @@ async fn core_errors_keep_their_code_on_the_wire() {
     let mut c = client(&server).await;
     for kind in ALL_KINDS {
         server.core.fail_next(kind);
-        let status = c.start_checkpoint(pb::StartCheckpointRequest { attempts: 2, reason: String::new() }).await.unwrap_err();
+        let status =
+            c.start_checkpoint(pb::StartCheckpointRequest { attempts: 2, reason: String::new() }).await.unwrap_err();
         let expected = rewind_daemon::service::mapping::code_of(kind);
         assert_eq!(status.code(), expected, "{kind:?}");
         let tag = status.metadata().get(ERROR_KIND_KEY).unwrap().to_str().unwrap();
@@ -95,9 +105,11 @@ async fn core_errors_keep_their_code_on_the_wire() {
 async fn bad_arguments_are_refused_before_the_core() {
     let server = TestServer::start(TestServer::default_policy(), false).await;
     let mut c = client(&server).await;
-    let status = c.start_checkpoint(pb::StartCheckpointRequest { attempts: 0, reason: String::new() }).await.unwrap_err();
+    let status =
+        c.start_checkpoint(pb::StartCheckpointRequest { attempts: 0, reason: String::new() }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    let status = c.start_checkpoint(pb::StartCheckpointRequest { attempts: 3, reason: "x".repeat(5000) }).await.unwrap_err();
+    let status =
+        c.start_checkpoint(pb::StartCheckpointRequest { attempts: 3, reason: "x".repeat(5000) }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert_eq!(server.core.phase(), rewind_daemon::engine::Phase::Idle, "the core was not called");
     server.stop().await;
@@ -131,10 +143,8 @@ async fn watch_status_streams_events_and_periodic_status() {
     }
 
     server.shutdown();
-    let end = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Ok(Some(_)) = stream.message().await {}
-    })
-    .await;
+    let end =
+        tokio::time::timeout(Duration::from_secs(5), async { while let Ok(Some(_)) = stream.message().await {} }).await;
     assert!(end.is_ok(), "the watch stream ends at shutdown");
     server.stop().await;
 }
@@ -165,12 +175,17 @@ async fn reflection_lists_the_checkpoint_service() {
     let channel = tonic::transport::Endpoint::from_static("http://[::]:50051")
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
+            }
         }))
         .await
         .unwrap();
     let mut reflection = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut answers = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
     let answer = answers.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else { panic!("{answer:?}") };
@@ -240,7 +255,11 @@ async fn tcp_callers_mutate_only_when_trusted() {
 async fn a_panicking_core_call_answers_internal() {
     struct Panicky(std::sync::Arc<FakeCore>);
     impl CheckpointCore for Panicky {
-        fn start_checkpoint(&self, a: u32, r: &str) -> rewind_daemon::error::Result<rewind_daemon::engine::StatusReport> {
+        fn start_checkpoint(
+            &self,
+            a: u32,
+            r: &str,
+        ) -> rewind_daemon::error::Result<rewind_daemon::engine::StatusReport> {
             self.0.start_checkpoint(a, r)
         }
         fn needs_checkpoint(&self) -> bool {
@@ -258,7 +277,10 @@ async fn a_panicking_core_call_answers_internal() {
         fn abort(&self, r: &str, k: bool) -> rewind_daemon::error::Result<rewind_daemon::engine::StatusReport> {
             self.0.abort(r, k)
         }
-        fn prepare_userdata(&self, p: &mut dyn FnMut(rewind_daemon::engine::Progress)) -> rewind_daemon::error::Result<rewind_daemon::engine::PrepareOutcome> {
+        fn prepare_userdata(
+            &self,
+            p: &mut dyn FnMut(rewind_daemon::engine::Progress),
+        ) -> rewind_daemon::error::Result<rewind_daemon::engine::PrepareOutcome> {
             self.0.prepare_userdata(p)
         }
         fn supports(&self) -> rewind_daemon::engine::Supports {

@@ -215,14 +215,47 @@ pub const SERVICE_OPTIONS: &[Keyword] = &[
 /// Linux capability names as the `capabilities` option takes them (no
 /// `CAP_` prefix).
 pub const CAPABILITIES: &[&str] = &[
-    "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF",
-    "CHECKPOINT_RESTORE", "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER",
-    "FSETID", "IPC_LOCK", "IPC_OWNER", "KILL", "LEASE", "LINUX_IMMUTABLE",
-    "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN", "NET_BIND_SERVICE",
-    "NET_BROADCAST", "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP",
-    "SETUID", "SYSLOG", "SYS_ADMIN", "SYS_BOOT", "SYS_CHROOT", "SYS_MODULE",
-    "SYS_NICE", "SYS_PACCT", "SYS_PTRACE", "SYS_RAWIO", "SYS_RESOURCE",
-    "SYS_TIME", "SYS_TTY_CONFIG", "WAKE_ALARM",
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYSLOG",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "WAKE_ALARM",
 ];
 
 pub fn command(name: &str) -> Option<&'static Keyword> {
@@ -691,8 +724,7 @@ impl BootStep {
 }
 
 fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word.chars().all(|c| c.is_ascii_alphanumeric() || "_./:=@%+-,".contains(c));
+    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "_./:=@%+-,".contains(c));
     if plain {
         word.to_string()
     } else {
@@ -722,10 +754,8 @@ pub fn boot_steps(rc: &RcFile) -> Result<Vec<BootStep>, RcError> {
         }
         // An event trigger that is not a stage makes the whole action
         // irrelevant, even with sys.boot_completed beside it.
-        let has_other_event = action
-            .triggers
-            .iter()
-            .any(|t| matches!(t, Trigger::Event(e) if Stage::from_event(e).is_none()));
+        let has_other_event =
+            action.triggers.iter().any(|t| matches!(t, Trigger::Event(e) if Stage::from_event(e).is_none()));
         let Some(stage) = stage.filter(|_| !has_other_event) else { continue };
         for cmd in &action.commands {
             let (kind, service, argv) = match cmd.name() {
@@ -767,12 +797,7 @@ pub fn boot_steps(rc: &RcFile) -> Result<Vec<BootStep>, RcError> {
 /// Capabilities a service asks for (empty when it has no `capabilities`
 /// option), for consistency checks against sepolicy.
 pub fn service_capabilities(service: &Service) -> BTreeSet<String> {
-    service
-        .options
-        .iter()
-        .filter(|o| o.name() == "capabilities")
-        .flat_map(|o| o.args[1..].iter().cloned())
-        .collect()
+    service.options.iter().filter(|o| o.name() == "capabilities").flat_map(|o| o.args[1..].iter().cloned()).collect()
 }
 
 #[cfg(test)]
@@ -817,18 +842,12 @@ mod tests {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         };
-        let seen: Vec<(Stage, StepKind, Vec<&str>)> = steps
-            .iter()
-            .map(|s| (s.stage, s.kind, s.argv.iter().map(String::as_str).collect()))
-            .collect();
+        let seen: Vec<(Stage, StepKind, Vec<&str>)> =
+            steps.iter().map(|s| (s.stage, s.kind, s.argv.iter().map(String::as_str).collect())).collect();
         assert_eq!(
             seen,
             [
-                (
-                    Stage::EarlyFs,
-                    StepKind::Start,
-                    vec!["/system/bin/rewindd", "--config", "/system/etc/rewindd.toml"]
-                ),
+                (Stage::EarlyFs, StepKind::Start, vec!["/system/bin/rewindd", "--config", "/system/etc/rewindd.toml"]),
                 (
                     Stage::EarlyFs,
                     StepKind::ExecStart,
@@ -984,10 +1003,8 @@ on early-fs
         let rc = parse(text).expect("parses");
         assert!(rc.validate().is_ok());
         let steps = boot_steps(&rc).expect("steps");
-        let seen: Vec<(Stage, StepKind, Vec<&str>)> = steps
-            .iter()
-            .map(|s| (s.stage, s.kind, s.argv.iter().map(String::as_str).collect()))
-            .collect();
+        let seen: Vec<(Stage, StepKind, Vec<&str>)> =
+            steps.iter().map(|s| (s.stage, s.kind, s.argv.iter().map(String::as_str).collect())).collect();
         assert_eq!(
             seen,
             [

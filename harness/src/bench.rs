@@ -53,7 +53,11 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 impl fmt::Display for F2fsFigures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "f2fs checkpoint=disable vs plain mount, median of {} rounds (clock {}):", self.rounds, self.clock)?;
+        writeln!(
+            f,
+            "f2fs checkpoint=disable vs plain mount, median of {} rounds (clock {}):",
+            self.rounds, self.clock
+        )?;
         writeln!(
             f,
             "  mount:       plain {} ms, checkpoint=disable:0% {} ms ({:.2}x)",

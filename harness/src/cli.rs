@@ -236,9 +236,7 @@ fn run_device_scenario(name: &str, args: &RunArgs, dev: &DeviceArgs) -> Result<b
     if scenario::find(name).is_none() {
         bail!("Unknown scenario {name:?} (see `rewind-harness scenario --list`)");
     }
-    let artifacts = crate::paths::target_dir()
-        .join("rewind-device")
-        .join(format!("{name}-{}", std::process::id()));
+    let artifacts = crate::paths::target_dir().join("rewind-device").join(format!("{name}-{}", std::process::id()));
     let cfg = adb::AdbConfig {
         android_bins: dev.android_bins.clone(),
         baseline: args.baseline.clone(),
@@ -276,7 +274,8 @@ fn run_device_scenario(name: &str, args: &RunArgs, dev: &DeviceArgs) -> Result<b
 fn run_all(args: &RunArgs, with_daemon: bool) -> Result<bool> {
     let mut reports = Vec::new();
     for s in scenario::all().filter(|s| with_daemon || !s.needs_daemon) {
-        let report = scenario::run(s.name, &args.options(false)).with_context(|| format!("Running scenario {}", s.name))?;
+        let report =
+            scenario::run(s.name, &args.options(false)).with_context(|| format!("Running scenario {}", s.name))?;
         print!("{}", report.summary());
         reports.push(report);
     }
@@ -296,37 +295,24 @@ fn run(cli: Cli) -> Result<bool> {
         Command::Scenario { all: true, device, .. } if device.target != TargetKind::Qemu => {
             bail!("--all runs on QEMU only; name one scenario for --target {:?}", device.target)
         }
-        Command::Scenario {
-            all: true,
-            with_daemon,
-            run,
-            ..
-        } => run_all(&run, with_daemon),
+        Command::Scenario { all: true, with_daemon, run, .. } => run_all(&run, with_daemon),
         Command::Scenario { list: true, .. } | Command::Scenario { name: None, .. } => {
             for s in scenario::all() {
-                println!(
-                    "{:<26} {}{}",
-                    s.name,
-                    s.summary,
-                    if s.needs_daemon { " [needs rewindd]" } else { "" }
-                );
+                println!("{:<26} {}{}", s.name, s.summary, if s.needs_daemon { " [needs rewindd]" } else { "" });
             }
             Ok(true)
         }
-        Command::Scenario {
-            name: Some(name),
-            run,
-            device,
-            ..
-        } if device.target != TargetKind::Qemu => run_device_scenario(&name, &run, &device),
+        Command::Scenario { name: Some(name), run, device, .. } if device.target != TargetKind::Qemu => {
+            run_device_scenario(&name, &run, &device)
+        }
         Command::Scenario { name: Some(name), run, .. } => run_scenario(&name, &run, false),
         Command::Demo { run } => {
             println!("rewind demo: a phone's userdata survives three failed boots of an update.");
             run_scenario("three-failed-boots", &run, true)
         }
         Command::Bench { boots, f2fs_checkpoint: true, .. } => {
-            let mut guest = QemuGuest::new(GuestConfig::new("bench-f2fs").with_fs(FsType::F2fs))
-                .context("Preparing the guest")?;
+            let mut guest =
+                QemuGuest::new(GuestConfig::new("bench-f2fs").with_fs(FsType::F2fs)).context("Preparing the guest")?;
             crate::target::Target::boot(&mut guest, &BootPlan::raw()).context("Booting")?;
             let figures = crate::bench::f2fs_checkpoint(&mut guest, boots).context("Measuring in the guest")?;
             println!("on {}:\n{figures}\n{}", crate::target::Target::describe(&guest), figures.raw);
@@ -359,14 +345,7 @@ fn run(cli: Cli) -> Result<bool> {
             print!("{}", kit.describe());
             Ok(true)
         }
-        Command::Guest {
-            command: GuestCommand::Shell {
-                fs,
-                rewind,
-                keep,
-                guest_tools,
-            },
-        } => {
+        Command::Guest { command: GuestCommand::Shell { fs, rewind, keep, guest_tools } } => {
             let mut cfg = GuestConfig::new("shell").with_fs(fs).keep(keep);
             for t in guest_tools {
                 cfg = cfg.with_guest_tool(t);
@@ -437,17 +416,11 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["rewind-harness", "scenario", "x", "--fs", "btrfs"]).is_err());
-        match Cli::try_parse_from(["rewind-harness", "scenario", "x", "--device-profile"])
-            .unwrap()
-            .command
-        {
+        match Cli::try_parse_from(["rewind-harness", "scenario", "x", "--device-profile"]).unwrap().command {
             Command::Scenario { run, .. } => assert!(run.options(false).device_profile),
             other => panic!("parsed as {other:?}"),
         }
-        match Cli::try_parse_from(["rewind-harness", "scenario", "x", "--metadata-encryption"])
-            .unwrap()
-            .command
-        {
+        match Cli::try_parse_from(["rewind-harness", "scenario", "x", "--metadata-encryption"]).unwrap().command {
             Command::Scenario { run, .. } => assert!(run.options(false).metadata_encryption),
             other => panic!("parsed as {other:?}"),
         }
@@ -472,7 +445,9 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
-        let cli = Cli::try_parse_from(["rewind-harness", "scenario", "x", "--target", "cuttlefish", "--cvd-dir", "/cf"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["rewind-harness", "scenario", "x", "--target", "cuttlefish", "--cvd-dir", "/cf"])
+                .unwrap();
         match cli.command {
             Command::Scenario { device, .. } => {
                 assert_eq!(device.target, TargetKind::Cuttlefish);

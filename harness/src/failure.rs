@@ -74,12 +74,8 @@ pub fn classify(w: &EndWitnesses<'_>) -> BootEnd {
         Some("guest-shutdown") => BootEnd::CleanShutdown,
         Some("guest-reset") => BootEnd::GuestReset,
         Some("host-qmp-quit") | Some("host-signal") | Some("host-qmp-system-reset") => BootEnd::HostShutdown,
-        Some(other) => BootEnd::Unexplained {
-            detail: format!("SHUTDOWN reason {other}, {}", w.exit),
-        },
-        None => BootEnd::Unexplained {
-            detail: format!("no SHUTDOWN event, {}", w.exit),
-        },
+        Some(other) => BootEnd::Unexplained { detail: format!("SHUTDOWN reason {other}, {}", w.exit) },
+        None => BootEnd::Unexplained { detail: format!("no SHUTDOWN event, {}", w.exit) },
     }
 }
 
@@ -89,20 +85,11 @@ mod tests {
     use serde_json::json;
 
     fn ev(event: &str, data: serde_json::Value) -> QmpEvent {
-        QmpEvent {
-            event: event.into(),
-            data,
-            at_ms: 0,
-        }
+        QmpEvent { event: event.into(), data, at_ms: 0 }
     }
 
     fn classify_with(events: &[QmpEvent], console: &str, killed: bool) -> BootEnd {
-        classify(&EndWitnesses {
-            events,
-            console,
-            killed_by_host: killed,
-            exit: "exit status: 0",
-        })
+        classify(&EndWitnesses { events, console, killed_by_host: killed, exit: "exit status: 0" })
     }
 
     #[test]
@@ -113,7 +100,11 @@ mod tests {
         assert_eq!(classify_with(std::slice::from_ref(&off), "", false), BootEnd::CleanShutdown);
         assert_eq!(classify_with(std::slice::from_ref(&reset), "", false), BootEnd::GuestReset);
         assert_eq!(
-            classify_with(std::slice::from_ref(&reset), "\u{1b}[0m[ 3.1] Kernel panic - not syncing: sysrq triggered crash", false),
+            classify_with(
+                std::slice::from_ref(&reset),
+                "\u{1b}[0m[ 3.1] Kernel panic - not syncing: sysrq triggered crash",
+                false
+            ),
             BootEnd::Panic
         );
         assert_eq!(classify_with(&[ev("GUEST_PANICKED", json!({}))], "", false), BootEnd::Panic);

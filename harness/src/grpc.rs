@@ -27,11 +27,7 @@ pub enum GrpcError {
         source: tonic::transport::Error,
     },
     #[error("rewindd answered {rpc} with {code:?}: {message}")]
-    Rpc {
-        rpc: &'static str,
-        code: tonic::Code,
-        message: String,
-    },
+    Rpc { rpc: &'static str, code: tonic::Code, message: String },
 }
 
 pub struct Grpc {
@@ -43,15 +39,9 @@ pub struct Grpc {
 impl Grpc {
     /// Connects, retrying until `timeout` (rewindd may still be starting).
     pub fn connect(endpoint: &str, timeout: Duration) -> Result<Grpc, GrpcError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(GrpcError::Runtime)?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(GrpcError::Runtime)?;
         let ep = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|source| GrpcError::Endpoint {
-                endpoint: endpoint.to_string(),
-                source,
-            })?
+            .map_err(|source| GrpcError::Endpoint { endpoint: endpoint.to_string(), source })?
             .connect_timeout(Duration::from_secs(5));
         let started = Instant::now();
         let channel = loop {
@@ -67,11 +57,7 @@ impl Grpc {
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         };
-        Ok(Grpc {
-            rt,
-            client: CheckpointClient::new(channel),
-            endpoint: endpoint.to_string(),
-        })
+        Ok(Grpc { rt, client: CheckpointClient::new(channel), endpoint: endpoint.to_string() })
     }
 
     /// Runs any call on the client: `g.call("GetHistory", |c| async move { c.get_history(..).await })`.

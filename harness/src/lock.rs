@@ -41,10 +41,7 @@ fn open(path: &Path) -> Result<File, LockError> {
         .truncate(false)
         .write(true)
         .open(path)
-        .map_err(|source| LockError::Open {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|source| LockError::Open { path: path.to_path_buf(), source })
 }
 
 fn flock(file: &File, op: libc::c_int) -> std::io::Result<bool> {
@@ -70,43 +67,25 @@ impl FileLock {
                 Ok(true) => break,
                 Ok(false) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(LockError::Lock {
-                        path: path.to_path_buf(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(LockError::Lock { path: path.to_path_buf(), source }),
             }
         }
-        Ok(FileLock {
-            _file: file,
-            path: path.to_path_buf(),
-        })
+        Ok(FileLock { _file: file, path: path.to_path_buf() })
     }
 
     pub fn try_exclusive(path: &Path) -> Result<Option<FileLock>, LockError> {
         let file = open(path)?;
         match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
-            Ok(true) => Ok(Some(FileLock {
-                _file: file,
-                path: path.to_path_buf(),
-            })),
+            Ok(true) => Ok(Some(FileLock { _file: file, path: path.to_path_buf() })),
             Ok(false) => Ok(None),
-            Err(source) => Err(LockError::Lock {
-                path: path.to_path_buf(),
-                source,
-            }),
+            Err(source) => Err(LockError::Lock { path: path.to_path_buf(), source }),
         }
     }
 }
 
 /// Guests allowed at once on this machine (TCG guests take a core each).
 pub fn max_guests() -> usize {
-    std::env::var("REWIND_MAX_GUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(2)
+    std::env::var("REWIND_MAX_GUESTS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(2)
 }
 
 /// Takes one of the machine-wide guest slots (`<dir>/{0,1,..}`), waiting up
@@ -122,11 +101,7 @@ pub fn acquire_slot(dir: &Path, timeout: Duration) -> Result<FileLock, LockError
             }
         }
         if started.elapsed() > timeout {
-            return Err(LockError::NoSlot {
-                dir: dir.to_path_buf(),
-                slots,
-                waited: started.elapsed(),
-            });
+            return Err(LockError::NoSlot { dir: dir.to_path_buf(), slots, waited: started.elapsed() });
         }
         if !announced {
             eprintln!("rewind-harness: all {slots} guest slots busy, waiting");
@@ -156,10 +131,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let n = max_guests();
         let held: Vec<_> = (0..n).map(|_| acquire_slot(dir.path(), Duration::ZERO).unwrap()).collect();
-        assert!(matches!(
-            acquire_slot(dir.path(), Duration::from_millis(10)),
-            Err(LockError::NoSlot { .. })
-        ));
+        assert!(matches!(acquire_slot(dir.path(), Duration::from_millis(10)), Err(LockError::NoSlot { .. })));
         drop(held);
         assert!(acquire_slot(dir.path(), Duration::ZERO).is_ok());
     }

@@ -260,10 +260,7 @@ pub fn scan_excluding(root: &Path, exclude: &[&str]) -> Result<Manifest, Manifes
         }
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Manifest {
-        root: root.display().to_string(),
-        entries,
-    })
+    Ok(Manifest { root: root.display().to_string(), entries })
 }
 
 /// One changed path and what changed about it.
@@ -370,10 +367,7 @@ pub fn diff(before: &Manifest, after: &Manifest) -> ManifestDiff {
             what.push("rdev");
         }
         if !what.is_empty() {
-            d.changed.push(Change {
-                path: path.to_string(),
-                what,
-            });
+            d.changed.push(Change { path: path.to_string(), what });
         }
         let mut meta = Vec::new();
         if old.mode != new.mode {
@@ -383,10 +377,7 @@ pub fn diff(before: &Manifest, after: &Manifest) -> ManifestDiff {
             meta.push("owner");
         }
         if !meta.is_empty() {
-            d.chmodded.push(Change {
-                path: path.to_string(),
-                what: meta,
-            });
+            d.chmodded.push(Change { path: path.to_string(), what: meta });
         }
     }
     for path in a.keys() {
@@ -425,10 +416,7 @@ mod tests {
         assert_eq!(link.target.as_deref(), Some("a/file"));
         let f = m.get("a/file").unwrap();
         assert_eq!(f.size, Some(3));
-        assert_eq!(
-            f.sha256.as_deref(),
-            Some("7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed")
-        );
+        assert_eq!(f.sha256.as_deref(), Some("7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed"));
         assert_eq!(f.link_group.as_deref(), Some("a/file"));
         assert_eq!(m.get("hard").unwrap().link_group.as_deref(), Some("a/file"));
         assert_eq!(m.get("a").unwrap().kind, Kind::Dir);

@@ -157,10 +157,7 @@ impl Failure {
         Failure::Poweroff { at: stage.into() }
     }
     pub fn power_cut_at(stage: &str) -> Self {
-        Failure::HostPowerCut {
-            at: stage.into(),
-            delay: Duration::ZERO,
-        }
+        Failure::HostPowerCut { at: stage.into(), delay: Duration::ZERO }
     }
     pub fn power_cut_at_after(stage: &str, delay: Duration) -> Self {
         Failure::HostPowerCut { at: stage.into(), delay }
@@ -248,10 +245,7 @@ impl BootPlan {
 
     /// The boot contract with rewindd.
     pub fn rewind() -> Self {
-        BootPlan {
-            mode: Mode::Rewind,
-            ..Self::raw()
-        }
+        BootPlan { mode: Mode::Rewind, ..Self::raw() }
     }
 
     pub fn with_failure(mut self, failure: Failure) -> Self {
@@ -338,22 +332,14 @@ mod tests {
         assert!(env.contains("REWIND_FAIL_KIND='panic'\n"));
         assert!(env.contains("REWIND_FAIL_AT='data-mounted'\n"));
         assert!(env.contains("REWIND_WORKLOAD='/host/scripts/workload.sh'\n"));
-        assert!(
-            env.contains("REWIND_DATA_DIR='/data'\n"),
-            "the whole of /data by default"
-        );
+        assert!(env.contains("REWIND_DATA_DIR='/data'\n"), "the whole of /data by default");
     }
 
     #[test]
     fn the_workload_directory_reaches_the_guest() {
-        let plan = BootPlan::rewind()
-            .with_workload(1)
-            .with_data_dir(DEVICE_DATA_DIR);
+        let plan = BootPlan::rewind().with_workload(1).with_data_dir(DEVICE_DATA_DIR);
         let env = plan.to_env(1, FsType::Ext4, Some("/host/scripts/workload.sh"));
-        assert!(
-            env.contains("REWIND_DATA_DIR='/data/local/tmp/rewind-data'\n"),
-            "{env}"
-        );
+        assert!(env.contains("REWIND_DATA_DIR='/data/local/tmp/rewind-data'\n"), "{env}");
     }
 
     #[test]

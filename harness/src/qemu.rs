@@ -1,8 +1,8 @@
 //! The QEMU command line, built in one place (and logged by the caller), and
 //! the KVM probe that decides between KVM and TCG.
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -94,12 +94,9 @@ impl QemuConfig {
         push(&["-kernel", &path_str(&self.kernel), "-initrd", &path_str(&self.initrd)]);
         push(&["-append", &self.append]);
         match &self.console {
-            Console::File(p) => push(&[
-                "-chardev",
-                &format!("file,id=console,path={}", path_str(p)),
-                "-serial",
-                "chardev:console",
-            ]),
+            Console::File(p) => {
+                push(&["-chardev", &format!("file,id=console,path={}", path_str(p)), "-serial", "chardev:console"])
+            }
             Console::Stdio => push(&["-serial", "mon:stdio"]),
         }
         if let Some(q) = &self.qmp_socket {
@@ -177,9 +174,7 @@ pub fn accel(kit_dir: &Path, kernel: &Path) -> Accel {
         Ok("tcg") => return Accel::Tcg,
         _ => {}
     }
-    let uname = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let uname = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     let version = Command::new(QEMU)
         .arg("--version")
         .output()
@@ -234,10 +229,7 @@ fn probe_kvm(dir: &Path, kernel: &Path, timeout: Duration) -> bool {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
     let _ = child.kill();
     let _ = child.wait();
     ok
@@ -257,14 +249,8 @@ mod tests {
             initrd: "/r/initrd.cpio".into(),
             append: default_append(),
             disks: vec![
-                Disk {
-                    serial: "userdata".into(),
-                    path: "/r/userdata.img".into(),
-                },
-                Disk {
-                    serial: "metadata".into(),
-                    path: "/r/metadata.img".into(),
-                },
+                Disk { serial: "userdata".into(), path: "/r/userdata.img".into() },
+                Disk { serial: "metadata".into(), path: "/r/metadata.img".into() },
             ],
             share: Some("/r/share".into()),
             grpc_port: Some(40001),
@@ -286,11 +272,7 @@ mod tests {
         assert!(a.contains(&"-no-reboot".to_string()));
         assert!(has_pair(&a, "-device", "virtio-blk-pci,drive=disk0,serial=userdata"));
         assert!(has_pair(&a, "-device", "virtio-blk-pci,drive=disk1,serial=metadata"));
-        assert!(has_pair(
-            &a,
-            "-netdev",
-            "user,id=net0,ipv6=off,hostfwd=tcp:127.0.0.1:40001-:50051"
-        ));
+        assert!(has_pair(&a, "-netdev", "user,id=net0,ipv6=off,hostfwd=tcp:127.0.0.1:40001-:50051"));
         assert!(has_pair(&a, "-qmp", "unix:/r/qmp.sock,server=on,wait=on"));
         assert!(has_pair(&a, "-device", "i6300esb"));
         assert!(has_pair(&a, "-watchdog-action", "reset"));

@@ -51,19 +51,12 @@ impl QmpListener {
             match UnixStream::connect(path) {
                 Ok(s) => break s,
                 Err(source) if started.elapsed() > timeout => {
-                    return Err(QmpError::Connect {
-                        path: path.to_path_buf(),
-                        waited: started.elapsed(),
-                        source,
-                    })
+                    return Err(QmpError::Connect { path: path.to_path_buf(), waited: started.elapsed(), source })
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         };
-        let hs = |source| QmpError::Handshake {
-            path: path.to_path_buf(),
-            source,
-        };
+        let hs = |source| QmpError::Handshake { path: path.to_path_buf(), source };
         let mut writer = stream.try_clone().map_err(hs)?;
         let mut reader = BufReader::new(stream);
         let mut greeting = String::new();
@@ -102,10 +95,7 @@ impl QmpListener {
                 }
             })
             .map_err(hs)?;
-        Ok(QmpListener {
-            events,
-            thread: Some(thread),
-        })
+        Ok(QmpListener { events, thread: Some(thread) })
     }
 
     pub fn events(&self) -> Vec<QmpEvent> {

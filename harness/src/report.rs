@@ -206,10 +206,7 @@ pub fn to_junit(reports: &[ScenarioReport]) -> String {
 }
 
 pub fn write(path: &Path, text: &str) -> Result<(), ReportError> {
-    std::fs::write(path, text).map_err(|source| ReportError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::write(path, text).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]

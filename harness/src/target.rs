@@ -18,12 +18,7 @@ pub enum TargetError {
     #[error("Guest is already running boot {boot}")]
     AlreadyRunning { boot: u32 },
     #[error("Boot {boot} did not reach {stage} within {waited:?} (last stage: {last_stage})")]
-    BootTimeout {
-        boot: u32,
-        stage: String,
-        last_stage: String,
-        waited: Duration,
-    },
+    BootTimeout { boot: u32, stage: String, last_stage: String, waited: Duration },
     #[error("Boot {boot} ended ({end}) while {doing}")]
     GuestEnded { boot: u32, end: BootEnd, doing: String },
     #[error("Command timed out after {waited:?} in the guest: {command}")]
@@ -49,27 +44,16 @@ pub enum TargetError {
     /// The target cannot do what the scenario asks (a QEMU-only stage
     /// hook, a power cut without a relay, ...): names the missing piece.
     #[error("{target} cannot {what}: {why}")]
-    Unsupported {
-        target: String,
-        what: String,
-        why: String,
-    },
+    Unsupported { target: String, what: String, why: String },
     /// An adb / launch_cvd / stop_cvd step failed on the host.
     #[error("{step} failed: `{command}`: {detail}")]
-    Tool {
-        step: &'static str,
-        command: String,
-        detail: String,
-    },
+    Tool { step: &'static str, command: String, detail: String },
     #[error("{0}")]
     Other(String),
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TargetError + '_ {
-    move |source| TargetError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| TargetError::Io { path: path.to_path_buf(), source }
 }
 
 /// Result of one command in the guest.
@@ -169,11 +153,7 @@ pub trait Target {
         if out.success() {
             Ok(out.stdout)
         } else {
-            Err(TargetError::ExecFailed {
-                command: command.to_string(),
-                status: out.status,
-                stderr: out.stderr,
-            })
+            Err(TargetError::ExecFailed { command: command.to_string(), status: out.status, stderr: out.stderr })
         }
     }
     /// Cuts the power now (host side).

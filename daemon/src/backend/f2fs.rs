@@ -311,10 +311,12 @@ impl F2fsSys for KernelF2fs {
             .map_err(|source| F2fsError::Size { device: device.to_string(), source })
     }
     fn device_size(&self, device: &str) -> std::result::Result<u64, F2fsError> {
-        crate::sys::block_size_bytes(Path::new(device)).map_err(|source| F2fsError::Size { device: device.to_string(), source })
+        crate::sys::block_size_bytes(Path::new(device))
+            .map_err(|source| F2fsError::Size { device: device.to_string(), source })
     }
     fn space(&self, mount_point: &str) -> std::result::Result<F2fsSpace, F2fsError> {
-        let live = self.live(mount_point).ok_or_else(|| F2fsError::NotMounted { mount_point: mount_point.to_string() })?;
+        let live =
+            self.live(mount_point).ok_or_else(|| F2fsError::NotMounted { mount_point: mount_point.to_string() })?;
         // The sysfs directory is named after the kernel's name of the
         // block device (sb->s_id: vda, dm-0, sda17), which the
         // /sys/dev/block/<maj:min> link leads to.
@@ -411,7 +413,11 @@ pub fn disable_checkpoint(
             Err(Errno::EINVAL) => {
                 tried.push((opt, Errno::EINVAL));
                 let plain = "checkpoint=disable".to_string();
-                tracing::warn!(device, mount_point, "f2fs: EINVAL for checkpoint=disable:N%; trying plain checkpoint=disable");
+                tracing::warn!(
+                    device,
+                    mount_point,
+                    "f2fs: EINVAL for checkpoint=disable:N%; trying plain checkpoint=disable"
+                );
                 return match sys.mount(device, mount_point, flags, &with_option(base, &plain)) {
                     Ok(()) => Ok(plain),
                     Err(e) => {

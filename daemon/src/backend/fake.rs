@@ -67,4 +67,3 @@ impl Backend for FakeBackend {
         Vec::new()
     }
 }
-

@@ -156,7 +156,8 @@ impl StackIo for SysIo {
             "f2fs" => "norecovery",
             _ => "",
         };
-        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME;
+        let flags =
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME;
         Ok(sys::mount(node, dir, fs_type, flags, opts)?)
     }
     fn umount(&self, dir: &Path) -> Result<()> {
@@ -172,14 +173,21 @@ impl StackIo for SysIo {
         let f = File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         let meta = f.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         if Device::from(meta.dev()) != fs_dev {
-            return Err(Error::Unsafe(format!("{} is on device {}, not on {fs_dev}", path.display(), Device::from(meta.dev()))));
+            return Err(Error::Unsafe(format!(
+                "{} is on device {}, not on {fs_dev}",
+                path.display(),
+                Device::from(meta.dev())
+            )));
         }
         // An extra cross-check (the extents compared with FIEMAP are the
         // real one): a policy that denies the ioctl (Android sepolicy
         // allow-lists ioctls) only loses this one.
         let generation = match blockdev::file_generation(&f, path) {
             Ok(g) => Some(g),
-            Err(sys::SysError::Nix { source: e @ (nix::Error::EACCES | nix::Error::EPERM | nix::Error::ENOTTY), .. }) => {
+            Err(sys::SysError::Nix {
+                source: e @ (nix::Error::EACCES | nix::Error::EPERM | nix::Error::ENOTTY),
+                ..
+            }) => {
                 tracing::warn!(file = %path.display(), "FS_IOC_GETVERSION refused ({e}): inode generation not cross-checked");
                 None
             }
@@ -224,7 +232,9 @@ const SYSFS: &str = "/sys";
 pub enum Header {
     /// All zero: never armed, or armed and never written by the kernel.
     Zero,
-    Valid { chunk_sectors: u32 },
+    Valid {
+        chunk_sectors: u32,
+    },
     /// The kernel invalidated the snapshot (store full): no rollback.
     Invalidated,
     Foreign,
@@ -257,12 +267,7 @@ pub struct SnapshotBackend {
 
 impl SnapshotBackend {
     pub fn new(config: &Config, dm: Box<dyn DmControl>, io: Box<dyn StackIo>) -> SnapshotBackend {
-        SnapshotBackend {
-            dm,
-            io,
-            prefix: config.dm_prefix.clone(),
-            verify_dir: config.metadata_dir.join("mnt"),
-        }
+        SnapshotBackend { dm, io, prefix: config.dm_prefix.clone(), verify_dir: config.metadata_dir.join("mnt") }
     }
 
     pub fn top(&self, part: &str) -> String {
@@ -385,9 +390,17 @@ impl SnapshotBackend {
     /// and mapping it 1:1: FIEMAP offsets are then still top (= raw)
     /// offsets. The table's parameters hold the key: only its target type
     /// is ever reported.
-    fn check_crypt_layer(&self, top: &str, top_dev: Device, size: u64, mounted: Device) -> std::result::Result<(), String> {
-        let top_info = self.io.block_info(top_dev).map_err(|e| format!("sysfs of {top}: {}", crate::boot::error_chain(&e)))?;
-        let info = self.io.block_info(mounted).map_err(|e| format!("sysfs of {mounted}: {}", crate::boot::error_chain(&e)))?;
+    fn check_crypt_layer(
+        &self,
+        top: &str,
+        top_dev: Device,
+        size: u64,
+        mounted: Device,
+    ) -> std::result::Result<(), String> {
+        let top_info =
+            self.io.block_info(top_dev).map_err(|e| format!("sysfs of {top}: {}", crate::boot::error_chain(&e)))?;
+        let info =
+            self.io.block_info(mounted).map_err(|e| format!("sysfs of {mounted}: {}", crate::boot::error_chain(&e)))?;
         let name = info.dm_name.clone().ok_or_else(|| format!("{} is not a device-mapper device", info.kname))?;
         let lines = self.dm.raw_table(&name).map_err(|e| format!("table of {name}: {e}"))?;
         let kind = blockdev::check_crypt_layer(top_dev, &top_info.kname, size, &info, &lines)?;
@@ -465,10 +478,7 @@ impl Backend for SnapshotBackend {
             if head.iter().all(|b| *b == 0) {
                 Ok(())
             } else {
-                Err(Error::Internal(format!(
-                    "{}: the COW header reads back non-zero after zeroing it",
-                    part.name
-                )))
+                Err(Error::Internal(format!("{}: the COW header reads back non-zero after zeroing it", part.name)))
             }
         });
         let removed = self.remove_cow(&part.name);
@@ -666,9 +676,7 @@ impl Backend for SnapshotBackend {
                 // idle device.
                 self.ensure_top(&part.name, raw, size)?;
             }
-            Some(other) => {
-                return Err(Error::Unsafe(format!("{}: cannot commit, top device is {other}", part.name)))
-            }
+            Some(other) => return Err(Error::Unsafe(format!("{}: cannot commit, top device is {other}", part.name))),
         }
         if let Err(e) = self.remove_cow(&part.name) {
             // The commit itself is done; a leftover cow device only pins
@@ -714,7 +722,9 @@ impl Backend for SnapshotBackend {
             Some(m) if m == dev => Ok(size),
             Some(m) => {
                 self.check_crypt_layer(&top, dev, size, m).map_err(|why| {
-                    Error::Unsafe(format!("{mount_point} is mounted from {m}, not from {top} ({dev}) or a crypt layer on it: {why}"))
+                    Error::Unsafe(format!(
+                        "{mount_point} is mounted from {m}, not from {top} ({dev}) or a crypt layer on it: {why}"
+                    ))
                 })?;
                 Ok(size)
             }

@@ -99,7 +99,10 @@ fn run(args: Args) -> Result<()> {
     tracing::info!(
         "rewindd {} starting: config {}, fstab {}, metadata {}",
         env!("CARGO_PKG_VERSION"),
-        source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| format!("defaults ({DEFAULT_CONFIG_PATH} absent)")),
+        source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("defaults ({DEFAULT_CONFIG_PATH} absent)")),
         config.fstab.display(),
         config.metadata_dir.display()
     );
@@ -128,7 +131,8 @@ async fn serve(config: Config, socket_flag: bool) -> Result<()> {
             (transport::adopt_init_socket(fd).context("Cannot adopt init's socket")?, None)
         }
         _ => {
-            let (listener, file) = transport::bind_unix(&config.socket, config.socket_mode).context("Cannot open the Unix socket")?;
+            let (listener, file) =
+                transport::bind_unix(&config.socket, config.socket_mode).context("Cannot open the Unix socket")?;
             tracing::info!("serving on {}", config.socket.display());
             (listener, Some(file))
         }

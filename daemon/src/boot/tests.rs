@@ -41,12 +41,7 @@ struct Device {
 impl Device {
     fn new(attempts: u32) -> Device {
         let dir = tempfile::tempdir().expect("tmp");
-        let st = State {
-            phase: Phase::Armed,
-            attempts,
-            partitions: vec![part()],
-            ..State::default()
-        };
+        let st = State { phase: Phase::Armed, attempts, partitions: vec![part()], ..State::default() };
         let mut st = st;
         st.partitions[0].cow_sha256 = extents_hash(&st.partitions[0].cow_files);
         Store::new(dir.path()).save(&st).expect("save");
@@ -94,7 +89,12 @@ fn cut_during_commit(d: &mut Device) -> (State, u32) {
     r.expect("prepare");
     b.fail = Some(("commit", ErrorKind::Internal));
     let mut runs = 0;
-    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "boot completed", &mut || { runs += 1; Ok(()) }));
+    let (r, st) = d.run(&mut b, |ctx| {
+        commit(ctx, "boot completed", &mut || {
+            runs += 1;
+            Ok(())
+        })
+    });
     assert!(r.is_err(), "the data commit was cut off");
     assert_eq!(st.phase, Phase::Committing, "the intent is on disk");
     (st, runs)
@@ -127,8 +127,17 @@ fn three_failed_boots_then_rolled_back() {
     let kinds: Vec<String> = st.history.iter().map(|e| e.kind.clone()).collect();
     assert_eq!(
         kinds,
-        ["attempt", "rollback-begun", "rollback-finished", "attempt", "rollback-begun", "rollback-finished", "attempt",
-         "rollback-begun", "rollback-finished"]
+        [
+            "attempt",
+            "rollback-begun",
+            "rollback-finished",
+            "attempt",
+            "rollback-begun",
+            "rollback-finished",
+            "attempt",
+            "rollback-begun",
+            "rollback-finished"
+        ]
     );
     assert!(st.history.iter().all(|e| e.boot_reason == "reboot,test"));
 }
@@ -151,7 +160,12 @@ fn commit_keeps_data_and_ends_the_checkpoint() {
     let (r, mut b, _) = d.boot(None);
     r.expect("prepare");
     let mut hooked = 0;
-    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "boot completed", &mut || { hooked += 1; Ok(()) }));
+    let (r, st) = d.run(&mut b, |ctx| {
+        commit(ctx, "boot completed", &mut || {
+            hooked += 1;
+            Ok(())
+        })
+    });
     r.expect("commit");
     assert_eq!(hooked, 1);
     assert_eq!(st.phase, Phase::Idle);
@@ -190,14 +204,24 @@ fn commit_command_cut_off_by_a_power_cut_runs_at_the_next_commit_call() {
 
     let mut b = FakeBackend::default();
     let mut runs = 0;
-    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "boot completed", &mut || { runs += 1; Ok(()) }));
+    let (r, st) = d.run(&mut b, |ctx| {
+        commit(ctx, "boot completed", &mut || {
+            runs += 1;
+            Ok(())
+        })
+    });
     r.expect("the pending command runs");
     assert_eq!(runs, 1);
     assert!(!st.commit_command_pending);
     assert_eq!(st.history.last().map(|e| e.kind.as_str()), Some("commit-command"));
     assert!(b.ops.is_empty(), "the data was committed at boot: no device is touched");
     // Owed once: the next call has nothing to do.
-    let (r, _) = d.run(&mut b, |ctx| commit(ctx, "boot completed", &mut || { runs += 1; Ok(()) }));
+    let (r, _) = d.run(&mut b, |ctx| {
+        commit(ctx, "boot completed", &mut || {
+            runs += 1;
+            Ok(())
+        })
+    });
     assert!(matches!(r, Err(Error::WrongPhase { .. })), "{r:?}");
     assert_eq!(runs, 1);
 }

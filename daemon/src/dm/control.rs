@@ -101,20 +101,21 @@ impl DmControl for KernelDm {
     fn device(&self, name: &str) -> Result<Option<Device>, DmOpError> {
         let n = dm_name(name)?;
         let dm = self.dm.lock().unwrap_or_else(|p| p.into_inner());
-        let list = dm
-            .list_devices()
-            .map_err(|source| DmOpError::Ioctl { step: "list", device: name.to_string(), source })?;
+        let list =
+            dm.list_devices().map_err(|source| DmOpError::Ioctl { step: "list", device: name.to_string(), source })?;
         Ok(list.into_iter().find(|(dn, _, _)| **dn == *n).map(|(_, dev, _)| dev))
     }
 
     fn create(&self, name: &str, table: &Table, read_only: bool) -> Result<Device, DmOpError> {
         table.check().map_err(|problem| DmOpError::BadTable { device: name.to_string(), problem })?;
         let info = self.with("create", name, |dm, n| {
-            let opts = if read_only { DmOptions::default().set_flags(DmFlags::DM_READONLY) } else { DmOptions::default() };
+            let opts =
+                if read_only { DmOptions::default().set_flags(DmFlags::DM_READONLY) } else { DmOptions::default() };
             dm.device_create(n, None, opts)
         })?;
         let id_load = self.with("load", name, |dm, n| {
-            let opts = if read_only { DmOptions::default().set_flags(DmFlags::DM_READONLY) } else { DmOptions::default() };
+            let opts =
+                if read_only { DmOptions::default().set_flags(DmFlags::DM_READONLY) } else { DmOptions::default() };
             dm.table_load(&DevId::Name(n), &table.to_raw_table(), opts)
         });
         if let Err(e) = id_load {
@@ -152,7 +153,11 @@ impl DmControl for KernelDm {
         let raw = self.with("table", name, |dm, n| {
             dm.table_status(&DevId::Name(n), DmOptions::default().set_flags(DmFlags::DM_STATUS_TABLE))
         })?;
-        Table::from_raw_table(&raw.1).map_err(|source| DmOpError::Ioctl { step: "parse table", device: name.to_string(), source })
+        Table::from_raw_table(&raw.1).map_err(|source| DmOpError::Ioctl {
+            step: "parse table",
+            device: name.to_string(),
+            source,
+        })
     }
 
     fn raw_table(&self, name: &str) -> Result<Vec<(u64, u64, String, String)>, DmOpError> {

@@ -41,11 +41,7 @@ pub struct FakeDm {
 }
 
 fn refuse(step: &'static str, device: &str, why: &str) -> DmOpError {
-    DmOpError::Ioctl {
-        step,
-        device: device.to_string(),
-        source: DmError::Dm(ErrorEnum::Invalid, why.to_string()),
-    }
+    DmOpError::Ioctl { step, device: device.to_string(), source: DmError::Dm(ErrorEnum::Invalid, why.to_string()) }
 }
 
 fn origin_of(t: &Table) -> Option<Device> {
@@ -207,7 +203,11 @@ impl DmControl for FakeDm {
             if is_plain_snapshot(t) {
                 if let Some((origin, _)) = snapshot_of(t) {
                     if !Self::origin_users_suspended(&s, origin, name) {
-                        return Err(refuse("remove", name, "KERNEL RULE: origin not suspended while unloading a snapshot"));
+                        return Err(refuse(
+                            "remove",
+                            name,
+                            "KERNEL RULE: origin not suspended while unloading a snapshot",
+                        ));
                     }
                 }
             }
@@ -218,10 +218,7 @@ impl DmControl for FakeDm {
 
     fn table(&self, name: &str) -> Result<Table, DmOpError> {
         let s = self.lock();
-        s.devs
-            .get(name)
-            .and_then(|d| d.active.clone())
-            .ok_or_else(|| refuse("table", name, "no such device"))
+        s.devs.get(name).and_then(|d| d.active.clone()).ok_or_else(|| refuse("table", name, "no such device"))
     }
 
     fn status(&self, name: &str) -> Result<Vec<String>, DmOpError> {

@@ -10,8 +10,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use devicemapper::{
-    Device, DmError, DmResult, ErrorEnum, LinearTargetParams, Sectors, TargetLine, TargetParams,
-    TargetTable, TargetTypeBuf,
+    Device, DmError, DmResult, ErrorEnum, LinearTargetParams, Sectors, TargetLine, TargetParams, TargetTable,
+    TargetTypeBuf,
 };
 
 pub const LINEAR: &str = "linear";
@@ -262,10 +262,7 @@ impl TargetTable for Table {
     }
 
     fn to_raw_table(&self) -> Vec<(u64, u64, String, String)> {
-        self.lines
-            .iter()
-            .map(|l| (*l.start, *l.length, l.params.kind().to_string(), l.params.param_str()))
-            .collect()
+        self.lines.iter().map(|l| (*l.start, *l.length, l.params.kind().to_string(), l.params.param_str())).collect()
     }
 }
 

@@ -40,7 +40,12 @@ fn engine(h: &Host, boot: &str) -> Engine {
 #[test]
 fn opens_without_device_mapper_and_refuses_to_act() {
     let h = host();
-    let e = Engine::open_with(h.config.clone(), Err("device-mapper is not available: no control node".into()), "b".into(), String::new());
+    let e = Engine::open_with(
+        h.config.clone(),
+        Err("device-mapper is not available: no control node".into()),
+        "b".into(),
+        String::new(),
+    );
     let s = e.status();
     assert!(s.unavailable_reason.as_deref().unwrap_or("").contains("device-mapper"));
     assert_eq!(s.phase, Phase::Idle);

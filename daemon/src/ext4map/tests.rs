@@ -9,9 +9,7 @@ use super::*;
 fn have_tools() -> bool {
     ["mkfs.ext4", "debugfs"].iter().all(|t| {
         Command::new(t).arg("-V").output().is_ok()
-            || ["/sbin", "/usr/sbin"]
-                .iter()
-                .any(|d| Path::new(d).join(t).exists())
+            || ["/sbin", "/usr/sbin"].iter().any(|d| Path::new(d).join(t).exists())
     })
 }
 
@@ -35,11 +33,7 @@ fn mkfs(img: &Path, dir: &Path, extra: &[&str], size: &str) {
         .arg(size)
         .output()
         .expect("run mkfs.ext4");
-    assert!(
-        out.status.success(),
-        "mkfs.ext4: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "mkfs.ext4: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn debugfs(img: &Path, write: bool, req: &str) -> String {
@@ -48,37 +42,22 @@ fn debugfs(img: &Path, write: bool, req: &str) -> String {
         c.arg("-w");
     }
     let out = c.arg("-R").arg(req).arg(img).output().expect("run debugfs");
-    assert!(
-        out.status.success(),
-        "debugfs {req}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "debugfs {req}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The inode number debugfs reports for `path`.
 fn ino_of(img: &Path, path: &str) -> u64 {
     let s = debugfs(img, false, &format!("stat {path}"));
-    s.split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no inode in {s}"))
+    s.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no inode in {s}"))
 }
 
 /// debugfs imap: "located at block B, offset 0xO" as a byte offset.
 fn imap_offset(img: &Path, path: &str, bs: u64) -> u64 {
     let s = debugfs(img, false, &format!("imap {path}"));
     let at = s.split("located at block ").nth(1).expect("imap output");
-    let block: u64 = at
-        .split(',')
-        .next()
-        .and_then(|b| b.trim().parse().ok())
-        .expect("block");
-    let off = at
-        .split("offset 0x")
-        .nth(1)
-        .map(|o| o.trim())
-        .expect("offset");
+    let block: u64 = at.split(',').next().and_then(|b| b.trim().parse().ok()).expect("block");
+    let off = at.split("offset 0x").nth(1).map(|o| o.trim()).expect("offset");
     block * bs + u64::from_str_radix(off, 16).expect("hex offset")
 }
 
@@ -91,38 +70,24 @@ fn debugfs_extents(img: &Path, path: &str, bs: u64) -> (Vec<u64>, Vec<Extent>) {
     for item in body.split(", ") {
         let (l, p) = item.trim().split_once("):").expect("(logical):physical");
         let l = l.trim_start_matches('(');
-        let p: Vec<u64> = p
-            .split('-')
-            .map(|x| x.trim().parse().expect("block"))
-            .collect();
+        let p: Vec<u64> = p.split('-').map(|x| x.trim().parse().expect("block")).collect();
         if l.starts_with("ETB") {
             tree.push(p[0]);
             continue;
         }
-        let l0: u64 = l
-            .split('-')
-            .next()
-            .and_then(|x| x.parse().ok())
-            .expect("logical");
+        let l0: u64 = l.split('-').next().and_then(|x| x.parse().ok()).expect("logical");
         let n = p.last().expect("physical") - p[0] + 1;
         let (l0, p0, n) = (l0 * bs, p[0] * bs, n * bs);
         match ext.last_mut() {
             Some(e) if e.logical + e.length == l0 && e.physical + e.length == p0 => e.length += n,
-            _ => ext.push(Extent {
-                logical: l0,
-                physical: p0,
-                length: n,
-            }),
+            _ => ext.push(Extent { logical: l0, physical: p0, length: n }),
         }
     }
     (tree, ext)
 }
 
 fn poke(img: &Path, offset: u64, bytes: &[u8]) {
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(img)
-        .expect("open image");
+    let f = std::fs::OpenOptions::new().write(true).open(img).expect("open image");
     f.write_all_at(bytes, offset).expect("write image");
 }
 
@@ -167,13 +132,7 @@ fn fragmented_with(dir: &Path, files: u32, big_len: usize, size: &str, inodes: &
     cmds.push_str(&format!("write {} big\n", big.display()));
     let script = dir.join("cmds");
     std::fs::write(&script, cmds).expect("write cmds");
-    let out = Command::new(tool("debugfs"))
-        .arg("-w")
-        .arg("-f")
-        .arg(&script)
-        .arg(&img)
-        .output()
-        .expect("debugfs -f");
+    let out = Command::new(tool("debugfs")).arg("-w").arg("-f").arg(&script).arg(&img).output().expect("debugfs -f");
     assert!(out.status.success());
     img
 }
@@ -200,11 +159,7 @@ fn depth_zero_file_matches_debugfs() {
         let bsz: u64 = bs.parse().expect("bs");
         let ino = ino_of(&img, "a");
         let m = map_inode(&open(&img), ino, 1 << 20).expect("map");
-        assert_eq!(
-            m.inode_offset,
-            imap_offset(&img, "a", bsz),
-            "block size {bs}"
-        );
+        assert_eq!(m.inode_offset, imap_offset(&img, "a", bsz), "block size {bs}");
         let (tree, ext) = debugfs_extents(&img, "a", bsz);
         assert!(tree.is_empty());
         assert!(m.tree_blocks.is_empty());
@@ -225,15 +180,10 @@ fn depth_one_tree_matches_debugfs() {
     let (tree, ext) = debugfs_extents(&img, "big", 4096);
     assert!(!tree.is_empty(), "the fixture must have an index tree");
     assert_eq!(m.tree_blocks, tree);
-    assert!(
-        m.extents.len() > 4,
-        "more extents than i_block holds: {}",
-        m.extents.len()
-    );
+    assert!(m.extents.len() > 4, "more extents than i_block holds: {}", m.extents.len());
     // The last block is partly past the end of the file: clipped, as
     // FIEMAP's list is (fiemap::cover).
-    let ext =
-        crate::fiemap::cover(&ext, 2_000_000, Path::new("big")).expect("debugfs covers the file");
+    let ext = crate::fiemap::cover(&ext, 2_000_000, Path::new("big")).expect("debugfs covers the file");
     assert_eq!(m.extents, ext);
     assert_eq!(m.inode_offset, imap_offset(&img, "big", 4096));
     let regions = m.regions();
@@ -252,8 +202,7 @@ fn depth_two_tree_matches_debugfs() {
     let s = debugfs(&img, false, "stat big");
     assert!(s.contains("(ETB1)"), "the fixture must have a depth-2 tree");
     assert_eq!(m.tree_blocks, tree);
-    let ext =
-        crate::fiemap::cover(&ext, 8_400_000, Path::new("big")).expect("debugfs covers the file");
+    let ext = crate::fiemap::cover(&ext, 8_400_000, Path::new("big")).expect("debugfs covers the file");
     assert!(ext.len() > 340 * 4, "{} extents", ext.len());
     assert_eq!(m.extents, ext);
 }
@@ -267,70 +216,34 @@ fn refuses_what_it_does_not_understand() {
     let size = 1 << 20;
     let m = map_inode(&open(&img), ino, size).expect("map");
     // Wrong size, a directory, inode 0 and past the end.
-    assert!(matches!(
-        map_inode(&open(&img), ino, size + 4096),
-        Err(MapError::Inode { .. })
-    ));
-    assert!(matches!(
-        map_inode(&open(&img), 2, 4096),
-        Err(MapError::Inode { .. })
-    ));
-    assert!(matches!(
-        map_inode(&open(&img), 0, size),
-        Err(MapError::Inode { .. })
-    ));
-    assert!(matches!(
-        map_inode(&open(&img), 1 << 31, size),
-        Err(MapError::Inode { .. })
-    ));
+    assert!(matches!(map_inode(&open(&img), ino, size + 4096), Err(MapError::Inode { .. })));
+    assert!(matches!(map_inode(&open(&img), 2, 4096), Err(MapError::Inode { .. })));
+    assert!(matches!(map_inode(&open(&img), 0, size), Err(MapError::Inode { .. })));
+    assert!(matches!(map_inode(&open(&img), 1 << 31, size), Err(MapError::Inode { .. })));
 
     // An uninitialised extent (ee_len + 32768 in the first leaf entry).
     let first = m.inode_offset + 0x28 + 12;
     let mut e = [0u8; 2];
-    open(&img)
-        .read_exact_at(&mut e, first + 4)
-        .expect("read ee_len");
-    poke(
-        &img,
-        first + 4,
-        &(u16::from_le_bytes(e) + 32768).to_le_bytes(),
-    );
-    assert!(matches!(
-        map_inode(&open(&img), ino, size),
-        Err(MapError::Tree { .. })
-    ));
+    open(&img).read_exact_at(&mut e, first + 4).expect("read ee_len");
+    poke(&img, first + 4, &(u16::from_le_bytes(e) + 32768).to_le_bytes());
+    assert!(matches!(map_inode(&open(&img), ino, size), Err(MapError::Tree { .. })));
     poke(&img, first + 4, &e);
     map_inode(&open(&img), ino, size).expect("restored");
 
     // A corrupted extent header (magic; then entries > max).
     poke(&img, m.inode_offset + 0x28, &[0, 0]);
-    assert!(matches!(
-        map_inode(&open(&img), ino, size),
-        Err(MapError::Tree { .. })
-    ));
+    assert!(matches!(map_inode(&open(&img), ino, size), Err(MapError::Tree { .. })));
     poke(&img, m.inode_offset + 0x28, &EXTENT_MAGIC.to_le_bytes());
     poke(&img, m.inode_offset + 0x28 + 2, &9u16.to_le_bytes());
-    assert!(matches!(
-        map_inode(&open(&img), ino, size),
-        Err(MapError::Tree { .. })
-    ));
+    assert!(matches!(map_inode(&open(&img), ino, size), Err(MapError::Tree { .. })));
     poke(&img, m.inode_offset + 0x28 + 2, &1u16.to_le_bytes());
     map_inode(&open(&img), ino, size).expect("restored");
 
     // Not an extent inode.
     let mut fl = [0u8; 4];
-    open(&img)
-        .read_exact_at(&mut fl, m.inode_offset + 0x20)
-        .expect("flags");
-    poke(
-        &img,
-        m.inode_offset + 0x20,
-        &(u32::from_le_bytes(fl) & !EXTENTS_FL).to_le_bytes(),
-    );
-    assert!(matches!(
-        map_inode(&open(&img), ino, size),
-        Err(MapError::Inode { .. })
-    ));
+    open(&img).read_exact_at(&mut fl, m.inode_offset + 0x20).expect("flags");
+    poke(&img, m.inode_offset + 0x20, &(u32::from_le_bytes(fl) & !EXTENTS_FL).to_le_bytes());
+    assert!(matches!(map_inode(&open(&img), ino, size), Err(MapError::Inode { .. })));
     poke(&img, m.inode_offset + 0x20, &fl);
 
     // Bad superblock magic.
@@ -342,10 +255,7 @@ fn refuses_what_it_does_not_understand() {
     // A short device.
     let short = dir.path().join("short");
     std::fs::write(&short, vec![0u8; 1500]).expect("short");
-    assert!(matches!(
-        map_inode(&open(&short), ino, size),
-        Err(MapError::Read { .. })
-    ));
+    assert!(matches!(map_inode(&open(&short), ino, size), Err(MapError::Read { .. })));
 }
 
 #[test]
@@ -358,30 +268,18 @@ fn refuses_a_corrupt_index_block() {
     let leaf = m.tree_blocks[0] * 4096;
     // The leaf claims to be an index node (depth 1 below a depth-1 root).
     poke(&img, leaf + 6, &1u16.to_le_bytes());
-    assert!(matches!(
-        map_inode(&open(&img), ino, 2_000_000),
-        Err(MapError::Tree { .. })
-    ));
+    assert!(matches!(map_inode(&open(&img), ino, 2_000_000), Err(MapError::Tree { .. })));
     poke(&img, leaf + 6, &0u16.to_le_bytes());
     poke(&img, leaf, &[0x0A, 0xF4]);
-    assert!(matches!(
-        map_inode(&open(&img), ino, 2_000_000),
-        Err(MapError::Tree { .. })
-    ));
+    assert!(matches!(map_inode(&open(&img), ino, 2_000_000), Err(MapError::Tree { .. })));
     poke(&img, leaf, &EXTENT_MAGIC.to_le_bytes());
     map_inode(&open(&img), ino, 2_000_000).expect("restored");
     // The root's index entry points past the filesystem, then at block 0.
     let ei_leaf = m.inode_offset + 0x28 + 12 + 4;
     poke(&img, ei_leaf, &0x00FF_FFFFu32.to_le_bytes());
-    assert!(matches!(
-        map_inode(&open(&img), ino, 2_000_000),
-        Err(MapError::Tree { .. })
-    ));
+    assert!(matches!(map_inode(&open(&img), ino, 2_000_000), Err(MapError::Tree { .. })));
     poke(&img, ei_leaf, &0u32.to_le_bytes());
-    assert!(matches!(
-        map_inode(&open(&img), ino, 2_000_000),
-        Err(MapError::Tree { .. })
-    ));
+    assert!(matches!(map_inode(&open(&img), ino, 2_000_000), Err(MapError::Tree { .. })));
 }
 
 #[test]
@@ -392,20 +290,10 @@ fn refuses_meta_bg_and_non_extent_filesystems() {
     std::fs::create_dir_all(&src).expect("mkdir");
     std::fs::write(src.join("a"), b"x").expect("write");
     let img = dir.path().join("meta");
-    mkfs(
-        &img,
-        &src,
-        &["-b", "4096", "-O", "meta_bg,^resize_inode"],
-        "16M",
-    );
+    mkfs(&img, &src, &["-b", "4096", "-O", "meta_bg,^resize_inode"], "16M");
     assert!(matches!(read_super(&open(&img)), Err(MapError::Layout(m)) if m.contains("meta_bg")));
     let img = dir.path().join("noext");
-    mkfs(
-        &img,
-        &src,
-        &["-b", "4096", "-O", "^extent,^64bit,^flex_bg"],
-        "16M",
-    );
+    mkfs(&img, &src, &["-b", "4096", "-O", "^extent,^64bit,^flex_bg"], "16M");
     assert!(matches!(read_super(&open(&img)), Err(MapError::Layout(_))));
 }
 
@@ -431,24 +319,15 @@ fn fingerprint_sees_the_map_and_not_its_neighbours() {
     }
     poke(&img, m.inode_offset + 0x08, &[1, 2, 3, 4, 5, 6, 7, 8]);
     poke(&img, m.inode_offset + 0x7C, &[9, 9]);
-    assert_eq!(
-        first_change(&open(&img), &rec),
-        Ok(None),
-        "neighbours and atime/ctime are not the map"
-    );
+    assert_eq!(first_change(&open(&img), &rec), Ok(None), "neighbours and atime/ctime are not the map");
 
     // The inode's map fields: mtime (first byte of the region), i_block,
     // size_high (last bytes).
     for at in [0x10u64, 0x2C, 0x6C] {
         let mut b = [0u8; 1];
-        open(&img)
-            .read_exact_at(&mut b, m.inode_offset + at)
-            .expect("read");
+        open(&img).read_exact_at(&mut b, m.inode_offset + at).expect("read");
         poke(&img, m.inode_offset + at, &[b[0] ^ 1]);
-        assert!(
-            matches!(first_change(&open(&img), &rec), Ok(Some((0, _)))),
-            "inode byte {at:#x}"
-        );
+        assert!(matches!(first_change(&open(&img), &rec), Ok(Some((0, _)))), "inode byte {at:#x}");
         poke(&img, m.inode_offset + at, &b);
     }
     // One byte anywhere in the index block.

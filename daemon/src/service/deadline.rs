@@ -28,7 +28,11 @@ impl WatchPoint {
         let timer = tokio::runtime::Handle::try_current().ok().map(|rt| {
             rt.spawn(async move {
                 tokio::time::sleep(deadline).await;
-                tracing::warn!("{name}: still running after {} ms (deadline {} ms)", deadline.as_millis(), deadline.as_millis());
+                tracing::warn!(
+                    "{name}: still running after {} ms (deadline {} ms)",
+                    deadline.as_millis(),
+                    deadline.as_millis()
+                );
             })
         });
         WatchPoint { name, deadline, start: Instant::now(), timer }

@@ -5,7 +5,7 @@
 use rewind_proto::v1 as pb;
 use tonic::metadata::MetadataValue;
 
-use crate::engine::{BackendKind, Event, Phase, PartitionReport, PrepareOutcome, Progress, StatusReport, Supports};
+use crate::engine::{BackendKind, Event, PartitionReport, Phase, PrepareOutcome, Progress, StatusReport, Supports};
 use crate::error::{Error, ErrorKind};
 
 /// Metadata key carrying the daemon's [`ErrorKind`] (kebab-case) on every
@@ -228,7 +228,9 @@ mod tests {
             ErrorKind::NoSpace => Error::NoSpace { partition: "userdata".into(), needed: 10, available: 5 },
             ErrorKind::Unsafe => Error::Unsafe("extents of cow.0001 changed".into()),
             ErrorKind::PermissionDenied => Error::PermissionDenied("uid 12345".into()),
-            ErrorKind::Internal => Error::io("write /metadata/rewind/state", std::io::Error::from_raw_os_error(libc::EIO)),
+            ErrorKind::Internal => {
+                Error::io("write /metadata/rewind/state", std::io::Error::from_raw_os_error(libc::EIO))
+            }
         }
     }
 

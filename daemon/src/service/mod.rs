@@ -213,7 +213,10 @@ type RpcResult<T> = std::result::Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl Checkpoint for CheckpointService {
-    async fn start_checkpoint(&self, request: Request<pb::StartCheckpointRequest>) -> RpcResult<pb::StartCheckpointResponse> {
+    async fn start_checkpoint(
+        &self,
+        request: Request<pb::StartCheckpointRequest>,
+    ) -> RpcResult<pb::StartCheckpointResponse> {
         const RPC: &str = "StartCheckpoint";
         let _watch = WatchPoint::new(RPC, deadline::START);
         let caller = Caller::of(&request);
@@ -288,7 +291,10 @@ impl Checkpoint for CheckpointService {
 
     type PrepareUserdataStream = ReceiverStream<std::result::Result<pb::PrepareUserdataProgress, Status>>;
 
-    async fn prepare_userdata(&self, request: Request<pb::PrepareUserdataRequest>) -> RpcResult<Self::PrepareUserdataStream> {
+    async fn prepare_userdata(
+        &self,
+        request: Request<pb::PrepareUserdataRequest>,
+    ) -> RpcResult<Self::PrepareUserdataStream> {
         const RPC: &str = "PrepareUserdata";
         let caller = Caller::of(&request);
         self.authorize(RPC, &caller)?;
@@ -311,7 +317,12 @@ impl Checkpoint for CheckpointService {
             .await;
             let last = match result {
                 Ok(Ok(outcome)) => {
-                    tracing::info!("{RPC}: done: {:?} attempt {} of {}", outcome.phase, outcome.attempt, outcome.attempts);
+                    tracing::info!(
+                        "{RPC}: done: {:?} attempt {} of {}",
+                        outcome.phase,
+                        outcome.attempt,
+                        outcome.attempts
+                    );
                     Ok(mapping::outcome_to_pb(&outcome))
                 }
                 Ok(Err(err)) => Err(to_status(RPC, &err)),
@@ -323,7 +334,10 @@ impl Checkpoint for CheckpointService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn supports_checkpoint(&self, _request: Request<pb::SupportsCheckpointRequest>) -> RpcResult<pb::SupportsCheckpointResponse> {
+    async fn supports_checkpoint(
+        &self,
+        _request: Request<pb::SupportsCheckpointRequest>,
+    ) -> RpcResult<pb::SupportsCheckpointResponse> {
         const RPC: &str = "SupportsCheckpoint";
         let _watch = WatchPoint::new(RPC, deadline::QUICK);
         let supports = self.blocking(RPC, |core| core.supports()).await?;

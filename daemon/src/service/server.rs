@@ -42,13 +42,17 @@ pub async fn serve(
     tcp: Option<tokio::net::TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    let unix_server = router(&service)?.serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait_for(shutdown.clone()));
-    let unix_server = async { unix_server.await.map_err(|source| ServeError::Serve { transport: "the Unix socket", source }) };
+    let unix_server =
+        router(&service)?.serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait_for(shutdown.clone()));
+    let unix_server =
+        async { unix_server.await.map_err(|source| ServeError::Serve { transport: "the Unix socket", source }) };
     match tcp {
         None => unix_server.await,
         Some(listener) => {
-            let tcp_server = router(&service)?.serve_with_incoming_shutdown(TcpIncoming::from(listener), wait_for(shutdown));
-            let tcp_server = async { tcp_server.await.map_err(|source| ServeError::Serve { transport: "TCP", source }) };
+            let tcp_server =
+                router(&service)?.serve_with_incoming_shutdown(TcpIncoming::from(listener), wait_for(shutdown));
+            let tcp_server =
+                async { tcp_server.await.map_err(|source| ServeError::Serve { transport: "TCP", source }) };
             tokio::try_join!(unix_server, tcp_server).map(|_| ())
         }
     }

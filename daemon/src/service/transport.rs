@@ -150,7 +150,8 @@ pub fn bind_unix(path: &Path, mode: u32) -> Result<(tokio::net::UnixListener, So
         }
         // Nobody accepts: the file is left over from a daemon that died.
         tracing::info!("removing stale socket {}", path.display());
-        std::fs::remove_file(path).map_err(|source| TransportError::RemoveStale { path: path.to_path_buf(), source })?;
+        std::fs::remove_file(path)
+            .map_err(|source| TransportError::RemoveStale { path: path.to_path_buf(), source })?;
     }
     let bind_err = |source| TransportError::Bind { path: path.to_path_buf(), source };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -23,12 +23,7 @@ pub enum PropError {
         source: std::io::Error,
     },
     #[error("{tool} {name} exited with {status}: {stderr}")]
-    Failed {
-        tool: &'static str,
-        name: String,
-        status: String,
-        stderr: String,
-    },
+    Failed { tool: &'static str, name: String, status: String, stderr: String },
 }
 
 /// A property's value; empty when unset (getprop prints an empty line).

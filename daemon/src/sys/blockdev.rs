@@ -24,11 +24,7 @@ fn io(step: &'static str, path: &Path) -> impl FnOnce(IoError) -> SysError {
 }
 
 fn invalid(step: &'static str, path: &Path, what: String) -> SysError {
-    SysError::Io {
-        step,
-        path: path.to_path_buf(),
-        source: IoError::new(ErrorKind::InvalidData, what),
-    }
+    SysError::Io { step, path: path.to_path_buf(), source: IoError::new(ErrorKind::InvalidData, what) }
 }
 
 /// What sysfs says about one block device.
@@ -45,9 +41,7 @@ pub struct BlockInfo {
 
 /// `<sysfs>/dev/block/M:m/{uevent,size,slaves/,dm/name}`.
 pub fn block_info(sysfs: &Path, dev: Device) -> Result<BlockInfo, SysError> {
-    let dir = sysfs
-        .join("dev/block")
-        .join(format!("{}:{}", dev.major, dev.minor));
+    let dir = sysfs.join("dev/block").join(format!("{}:{}", dev.major, dev.minor));
     let uevent_path = dir.join("uevent");
     let uevent = std::fs::read_to_string(&uevent_path).map_err(io("read", &uevent_path))?;
     let kname = uevent
@@ -64,24 +58,14 @@ pub fn block_info(sysfs: &Path, dev: Device) -> Result<BlockInfo, SysError> {
         .map_err(|_| invalid("parse", &size_path, "not a number of sectors".into()))?;
     let slaves_dir = dir.join("slaves");
     let mut slaves: Vec<String> = match std::fs::read_dir(&slaves_dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
         Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(io("list", &slaves_dir)(e)),
     };
     slaves.sort();
-    let dm_name = std::fs::read_to_string(dir.join("dm/name"))
-        .ok()
-        .map(|n| n.trim().to_string())
-        .filter(|n| !n.is_empty());
-    Ok(BlockInfo {
-        kname,
-        size_bytes: sectors.saturating_mul(512),
-        slaves,
-        dm_name,
-    })
+    let dm_name =
+        std::fs::read_to_string(dir.join("dm/name")).ok().map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+    Ok(BlockInfo { kname, size_bytes: sectors.saturating_mul(512), slaves, dm_name })
 }
 
 /// An existing node for `dev` named `kname`: `/dev/block/<kname>`
@@ -90,9 +74,7 @@ pub fn existing_node(dev_root: &Path, kname: &str, dev: Device) -> Option<PathBu
     let want = libc::makedev(dev.major, dev.minor);
     [dev_root.join("block").join(kname), dev_root.join(kname)]
         .into_iter()
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == want)
-        })
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == want))
 }
 
 /// A block device opened read-only with O_DIRECT: reads come from the
@@ -124,15 +106,8 @@ impl Aligned {
 
 impl DirectDev {
     pub fn open(path: &Path) -> Result<DirectDev, SysError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .map_err(io("open", path))?;
-        Ok(DirectDev {
-            file,
-            path: path.to_path_buf(),
-        })
+        let file = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path).map_err(io("open", path))?;
+        Ok(DirectDev { file, path: path.to_path_buf() })
     }
 }
 
@@ -188,56 +163,33 @@ pub fn check_crypt_layer(
     upper: &BlockInfo,
     lines: &[RawLine],
 ) -> Result<&'static str, String> {
-    let name = upper
-        .dm_name
-        .as_deref()
-        .ok_or_else(|| format!("{} is not a device-mapper device", upper.kname))?;
+    let name = upper.dm_name.as_deref().ok_or_else(|| format!("{} is not a device-mapper device", upper.kname))?;
     if upper.slaves != [top_kname] {
-        return Err(format!(
-            "{name} ({}) sits on {:?}, not only on {top_kname}",
-            upper.kname, upper.slaves
-        ));
+        return Err(format!("{name} ({}) sits on {:?}, not only on {top_kname}", upper.kname, upper.slaves));
     }
     if upper.size_bytes != top_size {
-        return Err(format!(
-            "{name} is {} bytes, the top device {top_size}",
-            upper.size_bytes
-        ));
+        return Err(format!("{name} is {} bytes, the top device {top_size}", upper.size_bytes));
     }
     let [(start, len, kind, params)] = lines else {
         return Err(format!("{name} has {} table lines, not one", lines.len()));
     };
     let Some(kind) = CRYPT_TARGETS.iter().find(|k| **k == kind.as_str()) else {
-        return Err(format!(
-            "{name} is a '{kind}' device, not {}",
-            CRYPT_TARGETS.join(" or ")
-        ));
+        return Err(format!("{name} is a '{kind}' device, not {}", CRYPT_TARGETS.join(" or ")));
     };
     if *start != 0 || len.saturating_mul(512) != top_size {
-        return Err(format!(
-            "{name}'s {kind} line covers sectors {start}+{len}, not the whole top device"
-        ));
+        return Err(format!("{name}'s {kind} line covers sectors {start}+{len}, not the whole top device"));
     }
     // crypt and default-key alike: <cipher> <key> <iv_offset> <dev> <start> [<#opt> <opts>...]
     let words: Vec<&str> = params.split_whitespace().collect();
     let (dev, offset) = match (words.get(3), words.get(4)) {
         (Some(d), Some(o)) => (*d, *o),
-        _ => {
-            return Err(format!(
-                "{name}'s {kind} line has {} parameters, fewer than 5",
-                words.len()
-            ))
-        }
+        _ => return Err(format!("{name}'s {kind} line has {} parameters, fewer than 5", words.len())),
     };
     if dev.parse::<Device>().ok() != Some(top) {
-        return Err(format!(
-            "{name}'s {kind} line maps device {dev}, not the top device {top}"
-        ));
+        return Err(format!("{name}'s {kind} line maps device {dev}, not the top device {top}"));
     }
     if offset != "0" {
-        return Err(format!(
-            "{name}'s {kind} line starts at sector {offset} of the top device, not 0"
-        ));
+        return Err(format!("{name}'s {kind} line starts at sector {offset} of the top device, not 0"));
     }
     Ok(kind)
 }
@@ -246,10 +198,7 @@ pub fn check_crypt_layer(
 mod tests {
     use super::*;
 
-    const TOP: Device = Device {
-        major: 254,
-        minor: 0,
-    };
+    const TOP: Device = Device { major: 254, minor: 0 };
 
     fn upper() -> BlockInfo {
         BlockInfo {
@@ -267,89 +216,31 @@ mod tests {
     #[test]
     fn accepts_crypt_and_default_key_over_the_top_device() {
         let p = format!("aes-xts-plain64 {KEY} 0 254:0 0");
-        assert_eq!(
-            check_crypt_layer(TOP, "dm-0", 1 << 30, &upper(), &line("crypt", &p)),
-            Ok("crypt")
-        );
-        let p = format!(
-            "aes-xts-plain64 {KEY} 0 254:0 0 3 allow_discards sector_size:4096 iv_large_sectors"
-        );
-        assert_eq!(
-            check_crypt_layer(TOP, "dm-0", 1 << 30, &upper(), &line("crypt", &p)),
-            Ok("crypt")
-        );
+        assert_eq!(check_crypt_layer(TOP, "dm-0", 1 << 30, &upper(), &line("crypt", &p)), Ok("crypt"));
+        let p = format!("aes-xts-plain64 {KEY} 0 254:0 0 3 allow_discards sector_size:4096 iv_large_sectors");
+        assert_eq!(check_crypt_layer(TOP, "dm-0", 1 << 30, &upper(), &line("crypt", &p)), Ok("crypt"));
         let p = format!("aes-xts-plain64 {KEY} 0 254:0 0 1 wrappedkey_v0");
-        assert_eq!(
-            check_crypt_layer(TOP, "dm-0", 1 << 30, &upper(), &line("default-key", &p)),
-            Ok("default-key")
-        );
+        assert_eq!(check_crypt_layer(TOP, "dm-0", 1 << 30, &upper(), &line("default-key", &p)), Ok("default-key"));
     }
 
     #[test]
     fn refuses_other_stacks_without_printing_the_key() {
         let good = format!("aes-xts-plain64 {KEY} 0 254:0 0");
         let cases: Vec<(BlockInfo, Vec<RawLine>, &str)> = vec![
-            (
-                BlockInfo {
-                    dm_name: None,
-                    ..upper()
-                },
-                line("crypt", &good),
-                "not a device-mapper",
-            ),
-            (
-                BlockInfo {
-                    slaves: vec!["dm-1".into()],
-                    ..upper()
-                },
-                line("crypt", &good),
-                "sits on",
-            ),
-            (
-                BlockInfo {
-                    slaves: vec!["dm-0".into(), "vdc".into()],
-                    ..upper()
-                },
-                line("crypt", &good),
-                "sits on",
-            ),
-            (
-                BlockInfo {
-                    size_bytes: 1 << 29,
-                    ..upper()
-                },
-                line("crypt", &good),
-                "bytes",
-            ),
+            (BlockInfo { dm_name: None, ..upper() }, line("crypt", &good), "not a device-mapper"),
+            (BlockInfo { slaves: vec!["dm-1".into()], ..upper() }, line("crypt", &good), "sits on"),
+            (BlockInfo { slaves: vec!["dm-0".into(), "vdc".into()], ..upper() }, line("crypt", &good), "sits on"),
+            (BlockInfo { size_bytes: 1 << 29, ..upper() }, line("crypt", &good), "bytes"),
             (upper(), line("linear", "254:0 0"), "'linear'"),
+            (upper(), line("crypt", &format!("aes-xts-plain64 {KEY} 0 254:1 0")), "maps device"),
+            (upper(), line("crypt", &format!("aes-xts-plain64 {KEY} 0 254:0 8")), "sector 8"),
+            (upper(), line("crypt", &format!("aes-xts-plain64 {KEY} 0")), "fewer than 5"),
             (
                 upper(),
-                line("crypt", &format!("aes-xts-plain64 {KEY} 0 254:1 0")),
-                "maps device",
-            ),
-            (
-                upper(),
-                line("crypt", &format!("aes-xts-plain64 {KEY} 0 254:0 8")),
-                "sector 8",
-            ),
-            (
-                upper(),
-                line("crypt", &format!("aes-xts-plain64 {KEY} 0")),
-                "fewer than 5",
-            ),
-            (
-                upper(),
-                vec![
-                    (0, 8, "crypt".into(), good.clone()),
-                    (8, 16, "crypt".into(), good.clone()),
-                ],
+                vec![(0, 8, "crypt".into(), good.clone()), (8, 16, "crypt".into(), good.clone())],
                 "2 table lines",
             ),
-            (
-                upper(),
-                vec![(8, (1 << 30) / 512, "crypt".into(), good.clone())],
-                "covers",
-            ),
+            (upper(), vec![(8, (1 << 30) / 512, "crypt".into(), good.clone())], "covers"),
         ];
         for (info, lines, want) in cases {
             let e = check_crypt_layer(TOP, "dm-0", 1 << 30, &info, &lines).expect_err(want);
@@ -364,21 +255,10 @@ mod tests {
         let dir = d.path().join("dev/block/254:3");
         std::fs::create_dir_all(dir.join("slaves/dm-0")).expect("mkdir");
         std::fs::create_dir_all(dir.join("dm")).expect("mkdir");
-        std::fs::write(
-            dir.join("uevent"),
-            "MAJOR=254\nMINOR=3\nDEVNAME=dm-3\nDEVTYPE=disk\n",
-        )
-        .expect("w");
+        std::fs::write(dir.join("uevent"), "MAJOR=254\nMINOR=3\nDEVNAME=dm-3\nDEVTYPE=disk\n").expect("w");
         std::fs::write(dir.join("size"), "2097152\n").expect("w");
         std::fs::write(dir.join("dm/name"), "userdata\n").expect("w");
-        let i = block_info(
-            d.path(),
-            Device {
-                major: 254,
-                minor: 3,
-            },
-        )
-        .expect("info");
+        let i = block_info(d.path(), Device { major: 254, minor: 3 }).expect("info");
         assert_eq!(
             i,
             BlockInfo {
@@ -389,14 +269,7 @@ mod tests {
             }
         );
         std::fs::write(dir.join("uevent"), "MAJOR=254\n").expect("w");
-        assert!(block_info(
-            d.path(),
-            Device {
-                major: 254,
-                minor: 3
-            }
-        )
-        .is_err());
+        assert!(block_info(d.path(), Device { major: 254, minor: 3 }).is_err());
         assert!(block_info(d.path(), Device { major: 8, minor: 0 }).is_err());
     }
 

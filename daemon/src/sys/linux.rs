@@ -57,7 +57,8 @@ pub fn boot_reason() -> String {
             Err(e) => tracing::warn!("reading {prop}: {e}"),
         }
     }
-    let bootconfig = std::fs::read_to_string("/proc/bootconfig").map(|c| boot_reason_from_bootconfig(&c)).unwrap_or_default();
+    let bootconfig =
+        std::fs::read_to_string("/proc/bootconfig").map(|c| boot_reason_from_bootconfig(&c)).unwrap_or_default();
     if !bootconfig.is_empty() {
         return bootconfig;
     }
@@ -65,11 +66,7 @@ pub fn boot_reason() -> String {
 }
 
 pub fn boot_reason_from(cmdline: &str) -> String {
-    cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("androidboot.bootreason="))
-        .unwrap_or("")
-        .to_string()
+    cmdline.split_whitespace().find_map(|w| w.strip_prefix("androidboot.bootreason=")).unwrap_or("").to_string()
 }
 
 /// `androidboot.bootreason` from /proc/bootconfig, whose lines read

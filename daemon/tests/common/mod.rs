@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rewind_daemon::engine::{BackendKind, Event, Notice, PartitionReport, Phase, PrepareOutcome, Progress, StatusReport, Supports};
+use rewind_daemon::engine::{
+    BackendKind, Event, Notice, PartitionReport, Phase, PrepareOutcome, Progress, StatusReport, Supports,
+};
 use rewind_daemon::error::{Error, ErrorKind, Result};
 use rewind_daemon::service::transport::{bind_unix, SocketFile};
 use rewind_daemon::service::{server, CheckpointCore, CheckpointService, Policy};
@@ -48,7 +50,13 @@ impl FakeCore {
     pub fn new() -> Arc<FakeCore> {
         let (notices, _) = broadcast::channel(64);
         Arc::new(FakeCore {
-            state: Mutex::new(FakeState { phase: Phase::Idle, attempt: 0, attempts: 0, history: Vec::new(), fail_next: None }),
+            state: Mutex::new(FakeState {
+                phase: Phase::Idle,
+                attempt: 0,
+                attempts: 0,
+                history: Vec::new(),
+                fail_next: None,
+            }),
             notices,
         })
     }
@@ -162,7 +170,12 @@ impl CheckpointCore for FakeCore {
             Self::take_failure(&mut s)?;
         }
         for done in [0, 21 * 2048, 51 * 2048] {
-            progress(Progress { step: "merging rewind-userdata".into(), partition: "userdata".into(), done_sectors: done, total_sectors: 51 * 2048 });
+            progress(Progress {
+                step: "merging rewind-userdata".into(),
+                partition: "userdata".into(),
+                done_sectors: done,
+                total_sectors: 51 * 2048,
+            });
             std::thread::sleep(Duration::from_millis(20));
         }
         let mut s = self.state.lock().unwrap();
@@ -210,7 +223,8 @@ impl TestServer {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = dir.path().join("rewindd.sock");
         let (unix, file) = bind_unix(&socket, 0o666).expect("bind test socket");
-        let tcp = if with_tcp { Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind tcp")) } else { None };
+        let tcp =
+            if with_tcp { Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind tcp")) } else { None };
         let tcp_addr = tcp.as_ref().map(|l| l.local_addr().unwrap());
         let core = FakeCore::new();
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -269,7 +283,10 @@ pub async fn rewindctl(socket: &Path, uid: Option<u32>, args: &[&str]) -> Run {
 }
 
 pub async fn run(mut cmd: tokio::process::Command) -> Run {
-    let out = tokio::time::timeout(COMMAND_TIMEOUT, cmd.output()).await.expect("command finished in time").expect("command spawned");
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, cmd.output())
+        .await
+        .expect("command finished in time")
+        .expect("command spawned");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

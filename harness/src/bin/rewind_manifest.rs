@@ -34,18 +34,16 @@ fn main() -> ExitCode {
     };
     let refs: Vec<&str> = exclude.iter().map(|e| e.trim_matches('/')).collect();
     match rewind_harness::manifest::scan_excluding(std::path::Path::new(&root), &refs) {
-        Ok(m) => {
-            match serde_json::to_string(&m) {
-                Ok(s) => {
-                    println!("{s}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("rewind-manifest: {e}");
-                    ExitCode::FAILURE
-                }
+        Ok(m) => match serde_json::to_string(&m) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("rewind-manifest: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Err(e) => {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);

@@ -151,10 +151,7 @@ pub fn parse_devices(text: &str) -> Vec<DeviceEntry> {
             if state == "no" {
                 state = "no permissions".into();
             }
-            let props = words
-                .filter_map(|w| w.split_once(':'))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            let props = words.filter_map(|w| w.split_once(':')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
             Some(DeviceEntry { serial, state, props })
         })
         .collect()
@@ -168,21 +165,13 @@ pub fn pick_device(devices: &[DeviceEntry], serial: Option<&str>) -> Result<Devi
             if devices.is_empty() {
                 DeviceSetupError::NoDevice
             } else {
-                DeviceSetupError::NoSuchSerial {
-                    serial: s.to_string(),
-                    attached: listed(),
-                }
+                DeviceSetupError::NoSuchSerial { serial: s.to_string(), attached: listed() }
             }
         })?,
         None => match devices {
             [] => return Err(DeviceSetupError::NoDevice),
             [one] => one.clone(),
-            many => {
-                return Err(DeviceSetupError::Ambiguous {
-                    count: many.len(),
-                    attached: listed(),
-                })
-            }
+            many => return Err(DeviceSetupError::Ambiguous { count: many.len(), attached: listed() }),
         },
     };
     if found.state != "device" {
@@ -192,11 +181,7 @@ pub fn pick_device(devices: &[DeviceEntry], serial: Option<&str>) -> Result<Devi
             "no permissions" => "fix the udev rules for the device (see adb's docs)",
             _ => "boot it into Android",
         };
-        return Err(DeviceSetupError::NotReady {
-            serial: found.serial,
-            state: found.state,
-            hint: hint.into(),
-        });
+        return Err(DeviceSetupError::NotReady { serial: found.serial, state: found.state, hint: hint.into() });
     }
     Ok(found)
 }
@@ -207,10 +192,7 @@ pub fn find_device(serial: Option<&str>) -> Result<Adb, DeviceSetupError> {
     let out = run_tool("list devices", &program, &Adb::devices_args(), &[], TOOL_TIMEOUT)
         .map_err(|e| DeviceSetupError::Adb(Box::new(e)))?;
     let entry = pick_device(&parse_devices(&out.stdout), serial)?;
-    Ok(Adb {
-        program,
-        serial: entry.serial,
-    })
+    Ok(Adb { program, serial: entry.serial })
 }
 
 /// How the target gets power-cut and how its boots are started: a physical
@@ -247,10 +229,7 @@ pub struct SysrqReset {
 
 impl SysrqReset {
     pub fn new(adb: Adb) -> Self {
-        SysrqReset {
-            adb,
-            settle: REBOOT_SETTLE,
-        }
+        SysrqReset { adb, settle: REBOOT_SETTLE }
     }
     /// No pause after the reset (fake devices in tests).
     #[cfg(test)]
@@ -548,11 +527,7 @@ impl Target for AdbTarget {
             rec.stages.push(stage::WORKLOAD_DONE.into());
             rec.stage_ms.push(started.elapsed().as_millis() as u64);
             if !out.success() {
-                rec.errors.push(format!(
-                    "workload: exit {}: {}",
-                    out.status,
-                    out.stderr.trim()
-                ));
+                rec.errors.push(format!("workload: exit {}: {}", out.status, out.stderr.trim()));
             }
         }
         if plan.commit && defer.as_deref() == Some("true") {
@@ -576,7 +551,11 @@ impl Target for AdbTarget {
         match &plan.failure {
             Some(Failure::Panic { .. }) => {
                 // The shell dies with the kernel: the exit status says nothing.
-                let _ = self.adb.run("panic", &self.adb.su_shell_args("echo c > /proc/sysrq-trigger"), Duration::from_secs(30));
+                let _ = self.adb.run(
+                    "panic",
+                    &self.adb.su_shell_args("echo c > /proc/sysrq-trigger"),
+                    Duration::from_secs(30),
+                );
                 self.end_boot(BootEnd::Panic)
             }
             Some(Failure::HostPowerCut { .. }) => {
@@ -633,16 +612,11 @@ impl Target for AdbTarget {
                 .map(|o| !o.success())
                 .unwrap_or(true);
             if gone {
-                return self.end_boot(BootEnd::Unexplained {
-                    detail: "the device left adb by itself".into(),
-                });
+                return self.end_boot(BootEnd::Unexplained { detail: "the device left adb by itself".into() });
             }
             std::thread::sleep(Duration::from_secs(1));
         }
-        Err(TargetError::ExecTimeout {
-            command: "waiting for the device to go away".into(),
-            waited: timeout,
-        })
+        Err(TargetError::ExecTimeout { command: "waiting for the device to go away".into(), waited: timeout })
     }
 
     fn boots(&self) -> &[BootRecord] {
@@ -650,11 +624,7 @@ impl Target for AdbTarget {
     }
 
     fn console(&self) -> String {
-        let own = self
-            .boots
-            .last()
-            .and_then(|b| std::fs::read_to_string(&b.console_log).ok())
-            .unwrap_or_default();
+        let own = self.boots.last().and_then(|b| std::fs::read_to_string(&b.console_log).ok()).unwrap_or_default();
         match self.power.console() {
             Some(c) => format!("{c}\n==== adb dmesg\n{own}"),
             None => own,
@@ -734,10 +704,7 @@ esac
     let mut perms = std::fs::metadata(&path).expect("stat").permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(&path, perms).expect("chmod");
-    Adb {
-        program: path,
-        serial: serial.into(),
-    }
+    Adb { program: path, serial: serial.into() }
 }
 
 #[cfg(test)]
@@ -745,10 +712,7 @@ mod tests {
     use super::*;
 
     fn adb() -> Adb {
-        Adb {
-            program: "adb".into(),
-            serial: "emulator-5554".into(),
-        }
+        Adb { program: "adb".into(), serial: "emulator-5554".into() }
     }
 
     /// Every command line against adb's documented syntax (`adb help`:
@@ -761,7 +725,10 @@ mod tests {
     fn adb_command_lines_follow_the_documented_syntax() {
         let a = adb();
         assert_eq!(Adb::devices_args(), ["devices", "-l"]);
-        assert_eq!(a.shell_args("getprop sys.boot_completed"), ["-s", "emulator-5554", "shell", "getprop sys.boot_completed"]);
+        assert_eq!(
+            a.shell_args("getprop sys.boot_completed"),
+            ["-s", "emulator-5554", "shell", "getprop sys.boot_completed"]
+        );
         assert_eq!(
             a.su_shell_args("echo c > /proc/sysrq-trigger"),
             ["-s", "emulator-5554", "shell", "su 0 sh -c 'echo c > /proc/sysrq-trigger'"]
@@ -772,11 +739,11 @@ mod tests {
             a.push_args(Path::new("/tmp/bin/rewindd"), "/system/bin/rewindd"),
             ["-s", "emulator-5554", "push", "/tmp/bin/rewindd", "/system/bin/rewindd"]
         );
+        assert_eq!(a.pull_args("/data/x", Path::new("/tmp/x")), ["-s", "emulator-5554", "pull", "/data/x", "/tmp/x"]);
         assert_eq!(
-            a.pull_args("/data/x", Path::new("/tmp/x")),
-            ["-s", "emulator-5554", "pull", "/data/x", "/tmp/x"]
+            a.forward_args(),
+            ["-s", "emulator-5554", "forward", "tcp:0", "localfilesystem:/dev/socket/rewindd"]
         );
-        assert_eq!(a.forward_args(), ["-s", "emulator-5554", "forward", "tcp:0", "localfilesystem:/dev/socket/rewindd"]);
         assert_eq!(a.forward_remove_args(40123), ["-s", "emulator-5554", "forward", "--remove", "tcp:40123"]);
         assert_eq!(a.reboot_args(), ["-s", "emulator-5554", "reboot"]);
         assert_eq!(a.wait_for_device_args(), ["-s", "emulator-5554", "wait-for-device"]);
@@ -823,10 +790,7 @@ mod tests {
     }
 
     fn fake_target(dir: &Path, defer_commit: &str) -> AdbTarget {
-        let cfg = AdbConfig {
-            artifacts: dir.join("artifacts"),
-            ..AdbConfig::default()
-        };
+        let cfg = AdbConfig { artifacts: dir.join("artifacts"), ..AdbConfig::default() };
         let mut t = AdbTarget::new(fake_adb(dir, defer_commit), Box::new(NoPowerControl), cfg).expect("set up");
         t.settle = Duration::ZERO;
         t
@@ -844,7 +808,8 @@ mod tests {
         assert_eq!(t.grpc_endpoint().as_deref(), Some("http://127.0.0.1:40123"));
         assert_eq!(t.exec_checked("echo hi").expect("exec"), "hi\n");
         assert!(t.console().contains("Linux version"));
-        let panic = t.boot(&BootPlan::rewind().with_commit().with_failure(Failure::panic_at(stage::READY))).expect("boot 2");
+        let panic =
+            t.boot(&BootPlan::rewind().with_commit().with_failure(Failure::panic_at(stage::READY))).expect("boot 2");
         assert_eq!(panic.ended, Some(BootEnd::Panic));
         assert!(matches!(t.exec("true"), Err(TargetError::NotRunning)));
         let calls = std::fs::read_to_string(dir.path().join("calls.log")).expect("log");
@@ -881,8 +846,8 @@ mod tests {
         assert!(m.contains("ro.rewind.defer_commit"), "{m}");
         assert!(msg(t.power_cut()).contains("hardware relay"));
         // Through a scenario: the report carries the same clear error.
-        let report = crate::device::run_scenario_on(&mut t, "dm-witness", &crate::scenario::Options::default())
-            .expect("report");
+        let report =
+            crate::device::run_scenario_on(&mut t, "dm-witness", &crate::scenario::Options::default()).expect("report");
         assert!(!report.passed);
         let err = report.error.clone().unwrap_or_default();
         assert!(err.contains("cannot"), "{err}");
@@ -894,10 +859,7 @@ mod tests {
     #[test]
     fn a_physical_device_is_cut_by_a_sysrq_hard_reset() {
         let dir = tempfile::tempdir().expect("tmp");
-        let cfg = AdbConfig {
-            artifacts: dir.path().join("artifacts"),
-            ..AdbConfig::default()
-        };
+        let cfg = AdbConfig { artifacts: dir.path().join("artifacts"), ..AdbConfig::default() };
         let adb = fake_adb(dir.path(), "true");
         let power = SysrqReset::new(adb.clone()).no_settle();
         let mut t = AdbTarget::new(adb, Box::new(power), cfg).expect("set up");
@@ -909,7 +871,9 @@ mod tests {
         let rec = t.boot(&BootPlan::rewind().with_commit()).expect("boot after the reset");
         assert!(rec.is_ready(), "{rec:?}");
         t.power_cut().expect("a cut of the running device");
-        let m = match t.boot(&BootPlan::rewind().with_failure(Failure::HostPowerCutAfter { after: Duration::from_secs(3) })) {
+        let m = match t
+            .boot(&BootPlan::rewind().with_failure(Failure::HostPowerCutAfter { after: Duration::from_secs(3) }))
+        {
             Err(e @ TargetError::Unsupported { .. }) => e.to_string(),
             other => panic!("expected Unsupported, got {other:?}"),
         };

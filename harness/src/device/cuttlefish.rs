@@ -58,10 +58,7 @@ impl Cvd {
     /// The tools read HOME for their runtime directory; CUTTLEFISH_INSTANCE
     /// selects the instance for the tools that act on one.
     pub fn envs(&self) -> Vec<(String, String)> {
-        vec![
-            ("HOME".into(), self.dir.display().to_string()),
-            ("CUTTLEFISH_INSTANCE".into(), self.instance.to_string()),
-        ]
+        vec![("HOME".into(), self.dir.display().to_string()), ("CUTTLEFISH_INSTANCE".into(), self.instance.to_string())]
     }
     pub fn adb_serial(&self) -> String {
         format!("0.0.0.0:{}", BASE_ADB_PORT as u32 + self.instance - 1)
@@ -110,9 +107,7 @@ pub fn find_cvd(dir: Option<&Path>, instance: u32) -> Result<Cvd, DeviceSetupErr
     };
     let cvd = Cvd { dir, instance };
     if !cvd.launch_cvd().is_file() {
-        return Err(DeviceSetupError::NoLaunchCvd {
-            looked: cvd.launch_cvd().display().to_string(),
-        });
+        return Err(DeviceSetupError::NoLaunchCvd { looked: cvd.launch_cvd().display().to_string() });
     }
     Ok(cvd)
 }
@@ -123,10 +118,7 @@ pub fn start(cvd: &Cvd) -> Result<Adb, DeviceSetupError> {
     let program = super::which("adb")
         .or_else(|| Some(cvd.dir.join("bin").join("adb")).filter(|p| p.is_file()))
         .ok_or(DeviceSetupError::NoAdb)?;
-    let adb = Adb {
-        program,
-        serial: cvd.adb_serial(),
-    };
+    let adb = Adb { program, serial: cvd.adb_serial() };
     // A device already up (launched by hand) is used as it is: a second
     // launch_cvd for the same instance would fail.
     let running = adb
@@ -200,10 +192,7 @@ mod tests {
     /// $HOME/cuttlefish/instances/cvd-N; adb for instance 1 is on 6520.
     #[test]
     fn cuttlefish_command_lines_follow_the_documented_flags() {
-        let cvd = Cvd {
-            dir: "/srv/cf".into(),
-            instance: 1,
-        };
+        let cvd = Cvd { dir: "/srv/cf".into(), instance: 1 };
         assert_eq!(cvd.launch_cvd(), PathBuf::from("/srv/cf/bin/launch_cvd"));
         assert_eq!(cvd.stop_cvd(), PathBuf::from("/srv/cf/bin/stop_cvd"));
         assert_eq!(cvd.launch_args(), ["--daemon", "--base_instance_num=1"]);
@@ -232,16 +221,14 @@ mod tests {
         let log = dir.path().join("cvd.log");
         for tool in ["launch_cvd", "stop_cvd"] {
             let p = bin.join(tool);
-            std::fs::write(&p, format!("#!/bin/sh\necho \"{tool} $* HOME=$HOME\" >> {}\n", log.display())).expect("write");
+            std::fs::write(&p, format!("#!/bin/sh\necho \"{tool} $* HOME=$HOME\" >> {}\n", log.display()))
+                .expect("write");
             let mut perms = std::fs::metadata(&p).expect("stat").permissions();
             std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
             std::fs::set_permissions(&p, perms).expect("chmod");
         }
         let cvd = find_cvd(Some(dir.path()), 1).expect("launch_cvd is there");
-        let cfg = AdbConfig {
-            artifacts: dir.path().join("artifacts"),
-            ..AdbConfig::default()
-        };
+        let cfg = AdbConfig { artifacts: dir.path().join("artifacts"), ..AdbConfig::default() };
         let mut t = AdbTarget::new(fake_adb(dir.path(), "true"), Box::new(CvdPower::new(cvd)), cfg).expect("set up");
         t.no_settle();
         let cut = t

@@ -44,10 +44,7 @@ pub fn sh_quote(s: &str) -> String {
 
 /// A command line for logs and errors: program and arguments, quoted.
 pub fn display_command(program: &str, args: &[String]) -> String {
-    std::iter::once(program.to_string())
-        .chain(args.iter().map(|a| sh_quote(a)))
-        .collect::<Vec<_>>()
-        .join(" ")
+    std::iter::once(program.to_string()).chain(args.iter().map(|a| sh_quote(a))).collect::<Vec<_>>().join(" ")
 }
 
 /// Runs a host program with a time limit; its output is collected by two
@@ -68,11 +65,7 @@ pub fn run_tool(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| TargetError::Tool {
-            step,
-            command: shown.clone(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| TargetError::Tool { step, command: shown.clone(), detail: e.to_string() })?;
     let reader = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -91,19 +84,10 @@ pub fn run_tool(
                 // Our own child, by its pid: nothing else is signalled.
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(TargetError::ExecTimeout {
-                    command: shown,
-                    waited: timeout,
-                });
+                return Err(TargetError::ExecTimeout { command: shown, waited: timeout });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => {
-                return Err(TargetError::Tool {
-                    step,
-                    command: shown,
-                    detail: e.to_string(),
-                })
-            }
+            Err(e) => return Err(TargetError::Tool { step, command: shown, detail: e.to_string() }),
         }
     };
     let stdout = out_t.join().unwrap_or_default();
@@ -156,8 +140,7 @@ pub fn run_scenario_on(
     name: &str,
     options: &Options,
 ) -> Result<crate::report::ScenarioReport, RunError> {
-    let scenario =
-        crate::scenario::find(name).ok_or_else(|| Box::new(ScenarioError::Unknown(name.to_string())))?;
+    let scenario = crate::scenario::find(name).ok_or_else(|| Box::new(ScenarioError::Unknown(name.to_string())))?;
     let started = Instant::now();
     eprintln!("[{name}] on {} (artifacts {})", target.describe(), target.artifacts_dir().display());
     let mut report = {

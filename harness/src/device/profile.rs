@@ -22,8 +22,7 @@ use crate::plan::{stage, BootPlan, Failure, FsType, Mode};
 use crate::target::{BootRecord, ExecOutput, Target, TargetError};
 
 /// Why a power cut is refused on a target without power control.
-pub const NO_RELAY: &str =
-    "a power cut on a physical device needs a hardware relay (use --target cuttlefish)";
+pub const NO_RELAY: &str = "a power cut on a physical device needs a hardware relay (use --target cuttlefish)";
 /// Why a cut at a delay into a boot is refused when the cut goes through adb.
 pub const NO_CUT_DURING_BOOT: &str = "a hard reset through adb lands only once the device is up (at ready); a cut during the boot needs --target cuttlefish or a relay";
 /// Why a stage failure is refused.
@@ -50,11 +49,8 @@ impl Capabilities {
     /// A phone on a userdebug build that defers its commit: what the
     /// scenarios with failed attempts need, and what CI verifies them as.
     /// Its power cut is the sysrq-b hard reset at ready.
-    pub const PHYSICAL_DEFER_COMMIT: Capabilities = Capabilities {
-        can_cut: true,
-        cut_during_boot: false,
-        defer_commit: true,
-    };
+    pub const PHYSICAL_DEFER_COMMIT: Capabilities =
+        Capabilities { can_cut: true, cut_during_boot: false, defer_commit: true };
 }
 
 /// A plan a device cannot carry out: what it asks for, and why not.
@@ -66,19 +62,12 @@ pub struct Refused {
 
 impl Refused {
     fn new(what: impl Into<String>, why: &str) -> Self {
-        Refused {
-            what: what.into(),
-            why: why.into(),
-        }
+        Refused { what: what.into(), why: why.into() }
     }
 
     /// The target's error, naming the target (`describe()`).
     pub fn into_error(self, target: String) -> TargetError {
-        TargetError::Unsupported {
-            target,
-            what: self.what,
-            why: self.why,
-        }
+        TargetError::Unsupported { target, what: self.what, why: self.why }
     }
 }
 
@@ -99,10 +88,7 @@ pub fn check(plan: &BootPlan, caps: Capabilities) -> Result<(), Refused> {
     }
     if let Some(f) = &plan.failure {
         let after_boot = matches!(f.stage(), Some(stage::READY) | Some(stage::BOOT_COMPLETED));
-        let is_cut = matches!(
-            f,
-            Failure::HostPowerCut { .. } | Failure::HostPowerCutAfter { .. }
-        );
+        let is_cut = matches!(f, Failure::HostPowerCut { .. } | Failure::HostPowerCutAfter { .. });
         let ok = match f {
             Failure::Panic { .. } => after_boot,
             Failure::HostPowerCut { delay, .. } => after_boot && delay.is_zero() && caps.can_cut,
@@ -121,10 +107,7 @@ pub fn check(plan: &BootPlan, caps: Capabilities) -> Result<(), Refused> {
         }
     }
     if !plan.commit && !caps.defer_commit {
-        return Err(Refused::new(
-            "boot to completion without committing",
-            COMMITS_AT_BOOT_COMPLETED,
-        ));
+        return Err(Refused::new("boot to completion without committing", COMMITS_AT_BOOT_COMPLETED));
     }
     Ok(())
 }
@@ -157,11 +140,7 @@ impl<T: Target + ?Sized> Target for DeviceProfile<'_, T> {
         format!(
             "{} in device profile ({}, defer_commit={})",
             self.inner.describe(),
-            if self.caps.can_cut {
-                "power cut at ready"
-            } else {
-                "no power cut"
-            },
+            if self.caps.can_cut { "power cut at ready" } else { "no power cut" },
             self.caps.defer_commit
         )
     }
@@ -172,11 +151,7 @@ impl<T: Target + ?Sized> Target for DeviceProfile<'_, T> {
         check(plan, self.caps).map_err(|r| self.refuse(r))?;
         self.inner.boot(plan)
     }
-    fn exec_timeout(
-        &mut self,
-        command: &str,
-        timeout: Duration,
-    ) -> Result<ExecOutput, TargetError> {
+    fn exec_timeout(&mut self, command: &str, timeout: Duration) -> Result<ExecOutput, TargetError> {
         self.inner.exec_timeout(command, timeout)
     }
     fn power_cut(&mut self) -> Result<BootRecord, TargetError> {
@@ -246,12 +221,7 @@ mod tests {
             Ok(rec)
         }
         fn exec_timeout(&mut self, command: &str, _: Duration) -> Result<ExecOutput, TargetError> {
-            Ok(ExecOutput {
-                status: 0,
-                stdout: command.into(),
-                stderr: String::new(),
-                duration_ms: 0,
-            })
+            Ok(ExecOutput { status: 0, stdout: command.into(), stderr: String::new(), duration_ms: 0 })
         }
         fn power_cut(&mut self) -> Result<BootRecord, TargetError> {
             self.cuts += 1;
@@ -302,58 +272,22 @@ mod tests {
         for defer in [false, true] {
             v.push((BootPlan::raw(), defer));
             v.push((BootPlan::rewind().with_commit().without_data(), defer));
-            for at in [
-                stage::DATA_MOUNTED,
-                stage::WORKLOAD_DONE,
-                stage::PREPARE_USERDATA,
-            ] {
-                v.push((
-                    BootPlan::rewind()
-                        .with_commit()
-                        .with_failure(Failure::panic_at(at)),
-                    defer,
-                ));
+            for at in [stage::DATA_MOUNTED, stage::WORKLOAD_DONE, stage::PREPARE_USERDATA] {
+                v.push((BootPlan::rewind().with_commit().with_failure(Failure::panic_at(at)), defer));
             }
+            v.push((BootPlan::rewind().with_commit().with_failure(Failure::hang_at(stage::READY)), defer));
+            v.push((BootPlan::rewind().with_commit().with_failure(Failure::guest_reset_at(stage::READY)), defer));
+            v.push((BootPlan::rewind().with_commit().with_failure(Failure::poweroff_at(stage::READY)), defer));
+            v.push((BootPlan::rewind().with_commit().with_failure(Failure::power_cut_at(stage::READY)), defer));
             v.push((
                 BootPlan::rewind()
                     .with_commit()
-                    .with_failure(Failure::hang_at(stage::READY)),
-                defer,
-            ));
-            v.push((
-                BootPlan::rewind()
-                    .with_commit()
-                    .with_failure(Failure::guest_reset_at(stage::READY)),
-                defer,
-            ));
-            v.push((
-                BootPlan::rewind()
-                    .with_commit()
-                    .with_failure(Failure::poweroff_at(stage::READY)),
-                defer,
-            ));
-            v.push((
-                BootPlan::rewind()
-                    .with_commit()
-                    .with_failure(Failure::power_cut_at(stage::READY)),
-                defer,
-            ));
-            v.push((
-                BootPlan::rewind()
-                    .with_commit()
-                    .with_failure(Failure::HostPowerCutAfter {
-                        after: Duration::from_secs(3),
-                    }),
+                    .with_failure(Failure::HostPowerCutAfter { after: Duration::from_secs(3) }),
                 defer,
             ));
         }
         v.push((BootPlan::rewind(), false));
-        v.push((
-            BootPlan::rewind()
-                .with_workload(1)
-                .with_failure(Failure::panic_at(stage::READY)),
-            false,
-        ));
+        v.push((BootPlan::rewind().with_workload(1).with_failure(Failure::panic_at(stage::READY)), false));
         v
     }
 
@@ -363,37 +297,21 @@ mod tests {
         for defer in [false, true] {
             let sub = dir.path().join(format!("defer-{defer}"));
             std::fs::create_dir_all(&sub).expect("mkdir");
-            let cfg = AdbConfig {
-                artifacts: sub.join("artifacts"),
-                ..AdbConfig::default()
-            };
-            let mut adb = AdbTarget::new(
-                fake_adb(&sub, if defer { "true" } else { "false" }),
-                Box::new(NoPowerControl),
-                cfg,
-            )
-            .expect("fake device");
+            let cfg = AdbConfig { artifacts: sub.join("artifacts"), ..AdbConfig::default() };
+            let mut adb =
+                AdbTarget::new(fake_adb(&sub, if defer { "true" } else { "false" }), Box::new(NoPowerControl), cfg)
+                    .expect("fake device");
             adb.no_settle();
             let mut inner = Recorder::default();
-            let caps = Capabilities {
-                can_cut: false,
-                cut_during_boot: false,
-                defer_commit: defer,
-            };
+            let caps = Capabilities { can_cut: false, cut_during_boot: false, defer_commit: defer };
             let mut profiled = DeviceProfile::new(&mut inner, caps);
             for (plan, d) in refused_plans().into_iter().filter(|(_, d)| *d == defer) {
                 let on_device = unsupported(adb.boot(&plan));
                 let in_profile = unsupported(profiled.boot(&plan));
                 assert_eq!(on_device, in_profile, "plan {plan:?} (defer {d})");
             }
-            assert_eq!(
-                unsupported(adb.power_cut()),
-                unsupported(profiled.power_cut())
-            );
-            assert!(
-                inner.boots.is_empty(),
-                "a refused plan never reaches the inner target"
-            );
+            assert_eq!(unsupported(adb.power_cut()), unsupported(profiled.power_cut()));
+            assert!(inner.boots.is_empty(), "a refused plan never reaches the inner target");
             assert_eq!(inner.cuts, 0);
         }
     }
@@ -405,43 +323,27 @@ mod tests {
         let allowed = [
             BootPlan::rewind(),
             BootPlan::rewind().with_commit(),
-            BootPlan::rewind()
-                .with_workload(1)
-                .with_data_dir(crate::plan::DEVICE_DATA_DIR),
-            BootPlan::rewind()
-                .with_workload(2)
-                .with_failure(Failure::panic_at(stage::READY)),
+            BootPlan::rewind().with_workload(1).with_data_dir(crate::plan::DEVICE_DATA_DIR),
+            BootPlan::rewind().with_workload(2).with_failure(Failure::panic_at(stage::READY)),
             BootPlan::rewind().with_failure(Failure::panic_at(stage::BOOT_COMPLETED)),
         ];
         for plan in &allowed {
             profiled.boot(plan).expect("a device can do this");
         }
-        assert!(
-            profiled.describe().contains("device profile"),
-            "{}",
-            profiled.describe()
-        );
+        assert!(profiled.describe().contains("device profile"), "{}", profiled.describe());
         assert_eq!(profiled.exec_checked("echo hi").expect("exec"), "echo hi");
         assert_eq!(inner.boots.len(), allowed.len());
 
         // A Cuttlefish-like profile: a power cut at ready or after a delay.
-        let cvd = Capabilities {
-            can_cut: true,
-            cut_during_boot: true,
-            defer_commit: true,
-        };
+        let cvd = Capabilities { can_cut: true, cut_during_boot: true, defer_commit: true };
         let mut inner = Recorder::default();
         let mut profiled = DeviceProfile::new(&mut inner, cvd);
-        profiled
-            .boot(&BootPlan::rewind().with_failure(Failure::power_cut_at(stage::READY)))
-            .expect("cut at ready");
-        let (what, why) = unsupported(profiled.boot(&BootPlan::rewind().with_failure(
-            Failure::power_cut_at_after(stage::READY, Duration::from_secs(1)),
-        )));
-        assert!(
-            what.contains("power-cut@ready+1000ms") && why.contains("stage hooks"),
-            "{what}: {why}"
-        );
+        profiled.boot(&BootPlan::rewind().with_failure(Failure::power_cut_at(stage::READY))).expect("cut at ready");
+        let (what, why) =
+            unsupported(profiled.boot(
+                &BootPlan::rewind().with_failure(Failure::power_cut_at_after(stage::READY, Duration::from_secs(1))),
+            ));
+        assert!(what.contains("power-cut@ready+1000ms") && why.contains("stage hooks"), "{what}: {why}");
         profiled.power_cut().expect("cuttlefish cuts");
         assert_eq!(inner.cuts, 1);
     }
@@ -450,19 +352,10 @@ mod tests {
     fn refusals_name_the_target_and_the_missing_piece() {
         let r = check(&BootPlan::raw(), Capabilities::PHYSICAL_DEFER_COMMIT).expect_err("raw");
         let e = r.into_error("adb X (a physical device)".into()).to_string();
-        assert!(
-            e.starts_with("adb X (a physical device) cannot boot without rewindd"),
-            "{e}"
-        );
-        let r = check(
-            &BootPlan::rewind(),
-            Capabilities {
-                can_cut: false,
-                cut_during_boot: false,
-                defer_commit: false,
-            },
-        )
-        .expect_err("no commit");
+        assert!(e.starts_with("adb X (a physical device) cannot boot without rewindd"), "{e}");
+        let r =
+            check(&BootPlan::rewind(), Capabilities { can_cut: false, cut_during_boot: false, defer_commit: false })
+                .expect_err("no commit");
         assert!(r.why.contains("ro.rewind.defer_commit=true"), "{r:?}");
     }
 }

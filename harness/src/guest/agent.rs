@@ -28,10 +28,7 @@ pub struct Finished {
 
 impl Agent {
     pub fn new(share: &Path) -> Self {
-        Agent {
-            share: share.to_path_buf(),
-            next: 0,
-        }
+        Agent { share: share.to_path_buf(), next: 0 }
     }
 
     fn cmd_dir(&self) -> PathBuf {
@@ -66,19 +63,12 @@ impl Agent {
         let rc_path = self.out_dir().join(format!("{id}.rc"));
         let rc = std::fs::read_to_string(&rc_path).ok()?;
         let read = |ext: &str| {
-            std::fs::read(self.out_dir().join(format!("{id}.{ext}")))
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
+            std::fs::read(self.out_dir().join(format!("{id}.{ext}"))).map(|b| String::from_utf8_lossy(&b).into_owned())
         };
         Some((|| {
-            let status = rc
-                .trim()
-                .parse()
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad rc {rc:?}")))?;
-            let f = Finished {
-                status,
-                stdout: read("out")?,
-                stderr: read("err")?,
-            };
+            let status =
+                rc.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad rc {rc:?}")))?;
+            let f = Finished { status, stdout: read("out")?, stderr: read("err")? };
             for ext in ["rc", "out", "err"] {
                 let _ = std::fs::remove_file(self.out_dir().join(format!("{id}.{ext}")));
             }
@@ -104,14 +94,7 @@ mod tests {
         std::fs::write(dir.path().join(format!("out/{id}.err")), "").unwrap();
         std::fs::write(dir.path().join(format!("out/{id}.rc")), "3\n").unwrap();
         let f = agent.poll(&id).unwrap().unwrap();
-        assert_eq!(
-            f,
-            Finished {
-                status: 3,
-                stdout: "hi\n".into(),
-                stderr: String::new()
-            }
-        );
+        assert_eq!(f, Finished { status: 3, stdout: "hi\n".into(), stderr: String::new() });
         assert!(agent.poll(&id).is_none(), "results are consumed");
         let id2 = agent.submit("true").unwrap();
         assert_ne!(id, id2);

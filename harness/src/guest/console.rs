@@ -25,10 +25,7 @@ pub fn parse_markers(line: &str) -> Vec<Marker> {
         out.push(match kind {
             "STAGE" => Marker::Stage(text.trim().to_string()),
             "ERROR" => Marker::Error(text.trim().to_string()),
-            _ => Marker::Other {
-                kind: kind.to_string(),
-                text: text.to_string(),
-            },
+            _ => Marker::Other { kind: kind.to_string(), text: text.to_string() },
         });
         rest = &after[end + 2..];
     }
@@ -45,12 +42,7 @@ pub struct ConsoleTail {
 
 impl ConsoleTail {
     pub fn new(path: PathBuf) -> Self {
-        ConsoleTail {
-            path,
-            offset: 0,
-            partial: String::new(),
-            text: String::new(),
-        }
+        ConsoleTail { path, offset: 0, partial: String::new(), text: String::new() }
     }
 
     /// Reads what was appended since the last call; returns the markers of

@@ -156,10 +156,7 @@ fn make_disk(path: &Path, mib: u64, fs: FsType, label: &str) -> Result<(), Targe
         }
     };
     cmd.arg(path);
-    kit::host::run(&mut cmd).map_err(|e| TargetError::Disk {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
+    kit::host::run(&mut cmd).map_err(|e| TargetError::Disk { path: path.to_path_buf(), detail: e.to_string() })?;
     Ok(())
 }
 
@@ -212,8 +209,10 @@ pub fn rewindd_toml() -> String {
 /// example fstabs in android/ carry device-only ones such as inlinecrypt).
 pub fn guest_fstab(fs: FsType) -> String {
     let data = match fs {
-        FsType::Ext4 => "/dev/block/mapper/rewind-userdata /data ext4 noatime,nosuid,nodev \
-             wait,check,checkpoint=block,rewind_raw=/dev/block/by-name/userdata",
+        FsType::Ext4 => {
+            "/dev/block/mapper/rewind-userdata /data ext4 noatime,nosuid,nodev \
+             wait,check,checkpoint=block,rewind_raw=/dev/block/by-name/userdata"
+        }
         FsType::F2fs => "/dev/block/by-name/userdata /data f2fs noatime,nosuid,nodev wait,check,checkpoint=fs",
     };
     format!(
@@ -257,10 +256,8 @@ impl QemuGuest {
             make_disk(&dir.join("userdata.img"), cfg.userdata_mib, cfg.fs, "userdata")?;
         }
         make_disk(&dir.join("metadata.img"), cfg.metadata_mib, FsType::Ext4, "metadata")?;
-        let scripts = [
-            (&cfg.baseline, DEFAULT_BASELINE, "baseline.sh"),
-            (&cfg.workload, DEFAULT_WORKLOAD, "workload.sh"),
-        ];
+        let scripts =
+            [(&cfg.baseline, DEFAULT_BASELINE, "baseline.sh"), (&cfg.workload, DEFAULT_WORKLOAD, "workload.sh")];
         for (custom, default, name) in scripts {
             let dest = share.join("scripts").join(name);
             match custom {
@@ -332,14 +329,8 @@ impl QemuGuest {
             initrd: self.initrd.clone(),
             append: qemu::default_append(),
             disks: vec![
-                Disk {
-                    serial: "userdata".into(),
-                    path: self.dir.join("userdata.img"),
-                },
-                Disk {
-                    serial: "metadata".into(),
-                    path: self.dir.join("metadata.img"),
-                },
+                Disk { serial: "userdata".into(), path: self.dir.join("userdata.img") },
+                Disk { serial: "metadata".into(), path: self.dir.join("metadata.img") },
             ],
             share: Some(self.share.clone()),
             grpc_port: Some(port),
@@ -422,9 +413,11 @@ impl QemuGuest {
     /// Kills (when asked) and reaps QEMU, then classifies the end.
     fn end_boot(&mut self, kill: bool) -> BootEnd {
         let Some(mut run) = self.running.take() else {
-            return self.boots.last().and_then(|b| b.ended.clone()).unwrap_or(BootEnd::Unexplained {
-                detail: "no boot".into(),
-            });
+            return self
+                .boots
+                .last()
+                .and_then(|b| b.ended.clone())
+                .unwrap_or(BootEnd::Unexplained { detail: "no boot".into() });
         };
         let killed = kill && run.child.try_wait().ok().flatten().is_none();
         if killed {
@@ -491,9 +484,7 @@ impl QemuGuest {
             .stdout(stderr.try_clone().map_err(io_err(&stderr_path))?)
             .stderr(stderr)
             .spawn()
-            .map_err(|e| TargetError::Start {
-                detail: format!("{}: {e}", qemu::QEMU),
-            })?;
+            .map_err(|e| TargetError::Start { detail: format!("{}: {e}", qemu::QEMU) })?;
         let started = Instant::now();
         match QmpListener::connect(&boot_dir.join("qmp.sock"), qmp_log, Duration::from_secs(20)) {
             Ok(q) => Ok((child, q, port, command_line, started)),
@@ -501,9 +492,7 @@ impl QemuGuest {
                 kill_group(&mut child);
                 let _ = child.wait();
                 let detail = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                Err(TargetError::Start {
-                    detail: format!("{e}; qemu stderr: {}", detail.trim()),
-                })
+                Err(TargetError::Start { detail: format!("{e}; qemu stderr: {}", detail.trim()) })
             }
         }
     }
@@ -569,18 +558,15 @@ const KEEP_MARKER: &str = ".keep";
 /// dropping their guest (SIGKILL): `<name>-<millis>-<pid>` whose pid is
 /// gone, older than half an hour, and not kept on purpose.
 fn remove_dead_runs(runs: &Path) {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
     for e in std::fs::read_dir(runs).into_iter().flatten().flatten() {
         let path = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
         let mut parts = name.rsplit('-');
-        let (Some(pid), Some(stamp)) = (
-            parts.next().and_then(|p| p.parse::<u32>().ok()),
-            parts.next().and_then(|p| p.parse::<u128>().ok()),
-        ) else {
+        let (Some(pid), Some(stamp)) =
+            (parts.next().and_then(|p| p.parse::<u32>().ok()), parts.next().and_then(|p| p.parse::<u128>().ok()))
+        else {
             continue;
         };
         let old = now_ms.saturating_sub(stamp) > 30 * 60 * 1000;
@@ -624,9 +610,7 @@ impl Target for QemuGuest {
 
     fn boot(&mut self, plan: &BootPlan) -> Result<BootRecord, TargetError> {
         if self.running.is_some() {
-            return Err(TargetError::AlreadyRunning {
-                boot: self.running_index(),
-            });
+            return Err(TargetError::AlreadyRunning { boot: self.running_index() });
         }
         if plan.mode == Mode::Rewind {
             if let Some(why) = &self.rewindd_missing {
@@ -745,10 +729,7 @@ impl Target for QemuGuest {
                 });
             }
             if started.elapsed() > timeout {
-                return Err(TargetError::ExecTimeout {
-                    command: command.to_string(),
-                    waited: started.elapsed(),
-                });
+                return Err(TargetError::ExecTimeout { command: command.to_string(), waited: started.elapsed() });
             }
             std::thread::sleep(timeouts::POLL);
         }
@@ -797,10 +778,7 @@ impl Target for QemuGuest {
     }
 
     fn console(&self) -> String {
-        self.boots
-            .last()
-            .and_then(|b| std::fs::read_to_string(&b.console_log).ok())
-            .unwrap_or_default()
+        self.boots.last().and_then(|b| std::fs::read_to_string(&b.console_log).ok()).unwrap_or_default()
     }
 
     fn grpc_endpoint(&self) -> Option<String> {

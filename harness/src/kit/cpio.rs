@@ -73,9 +73,7 @@ impl Archive {
                 prefix.push('/');
             }
             prefix.push_str(c);
-            self.entries
-                .entry(prefix.clone())
-                .or_insert(Node::Dir { mode: 0o755 });
+            self.entries.entry(prefix.clone()).or_insert(Node::Dir { mode: 0o755 });
         }
         self.entries.insert(path, node);
         Ok(())
@@ -86,32 +84,15 @@ impl Archive {
     }
 
     pub fn file_from_host(&mut self, path: &str, host: &Path, mode: u32) -> Result<(), CpioError> {
-        self.insert(
-            path,
-            Node::File {
-                mode,
-                source: Source::Host(host.to_path_buf()),
-            },
-        )
+        self.insert(path, Node::File { mode, source: Source::Host(host.to_path_buf()) })
     }
 
     pub fn file_bytes(&mut self, path: &str, bytes: impl Into<Vec<u8>>, mode: u32) -> Result<(), CpioError> {
-        self.insert(
-            path,
-            Node::File {
-                mode,
-                source: Source::Bytes(bytes.into()),
-            },
-        )
+        self.insert(path, Node::File { mode, source: Source::Bytes(bytes.into()) })
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) -> Result<(), CpioError> {
-        self.insert(
-            path,
-            Node::Symlink {
-                target: target.to_string(),
-            },
-        )
+        self.insert(path, Node::Symlink { target: target.to_string() })
     }
 
     pub fn char_dev(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> Result<(), CpioError> {
@@ -176,17 +157,14 @@ impl Archive {
                     let b = b.mode(mode & 0o7777).set_mode_file_type(ModeFileType::Regular).nlink(1);
                     match source {
                         Source::Bytes(bytes) => {
-                            let len = u32::try_from(bytes.len())
-                                .map_err(|_| CpioError::TooLarge { path: path.clone() })?;
+                            let len =
+                                u32::try_from(bytes.len()).map_err(|_| CpioError::TooLarge { path: path.clone() })?;
                             let mut w = b.write(out, len);
                             w.write_all(bytes).map_err(CpioError::Write)?;
                             w.finish().map_err(CpioError::Write)?
                         }
                         Source::Host(host) => {
-                            let read_err = |source| CpioError::ReadSource {
-                                path: host.clone(),
-                                source,
-                            };
+                            let read_err = |source| CpioError::ReadSource { path: host.clone(), source };
                             let mut f = File::open(host).map_err(read_err)?;
                             let len = f.metadata().map_err(read_err)?.len();
                             let len = u32::try_from(len).map_err(|_| CpioError::TooLarge { path: path.clone() })?;

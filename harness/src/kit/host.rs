@@ -48,8 +48,18 @@ pub const HOST_PROGRAMS: &[(&str, &str)] = &[
 
 /// Programs copied into the guest (with their libraries), beside busybox.
 pub const GUEST_TOOLS: &[&str] = &[
-    "mkfs.ext4", "e2fsck", "tune2fs", "dumpe2fs", "filefrag", "chattr", "lsattr", "mkfs.f2fs", "fsck.f2fs",
-    "dmsetup", "getfattr", "setfattr",
+    "mkfs.ext4",
+    "e2fsck",
+    "tune2fs",
+    "dumpe2fs",
+    "filefrag",
+    "chattr",
+    "lsattr",
+    "mkfs.f2fs",
+    "fsck.f2fs",
+    "dmsetup",
+    "getfattr",
+    "setfattr",
 ];
 
 const SEARCH_DIRS: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
@@ -125,10 +135,7 @@ pub fn ensure_host_programs() -> Result<(), HostError> {
 /// stderr.
 pub fn run(cmd: &mut Command) -> Result<String, HostError> {
     let command = format!("{cmd:?}");
-    let out = cmd.output().map_err(|source| HostError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
+    let out = cmd.output().map_err(|source| HostError::Spawn { command: command.clone(), source })?;
     if !out.status.success() {
         return Err(HostError::CommandFailed {
             command,
@@ -142,10 +149,10 @@ pub fn run(cmd: &mut Command) -> Result<String, HostError> {
 /// Shared libraries (and the dynamic loader) a binary needs, as absolute
 /// host paths; empty for a static binary.
 pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, HostError> {
-    let out = Command::new("ldd").arg(binary).output().map_err(|source| HostError::Spawn {
-        command: format!("ldd {}", binary.display()),
-        source,
-    })?;
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(|source| HostError::Spawn { command: format!("ldd {}", binary.display()), source })?;
     // ldd exits 1 for static binaries ("not a dynamic executable").
     Ok(parse_ldd(&String::from_utf8_lossy(&out.stdout)))
 }

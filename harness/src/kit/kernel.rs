@@ -41,10 +41,7 @@ pub enum KernelError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
-    move |source| KernelError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| KernelError::Io { path: path.to_path_buf(), source }
 }
 
 /// An unpacked kernel package.
@@ -86,10 +83,7 @@ fn load(dir: &Path, package: &str) -> Result<Option<Kernel>, KernelError> {
     let modules_dir = dir.join("lib/modules").join(&release);
     for p in [&vmlinuz, &modules_dir.join("modules.dep")] {
         if !p.exists() {
-            return Err(KernelError::Incomplete {
-                package: package.to_string(),
-                missing: p.clone(),
-            });
+            return Err(KernelError::Incomplete { package: package.to_string(), missing: p.clone() });
         }
     }
     Ok(Some(Kernel {
@@ -146,12 +140,7 @@ pub fn ensure(kit_dir: &Path) -> Result<Kernel, KernelError> {
         // Offline (or no package lists): any kernel already cached will do.
         Err(e) => match cached(&kernels_dir).pop() {
             Some(p) => p,
-            None => {
-                return Err(KernelError::Unresolved {
-                    dir: kernels_dir,
-                    source: Some(e),
-                })
-            }
+            None => return Err(KernelError::Unresolved { dir: kernels_dir, source: Some(e) }),
         },
     };
     let dir = kernels_dir.join(&package);
@@ -161,10 +150,8 @@ pub fn ensure(kit_dir: &Path) -> Result<Kernel, KernelError> {
     }
     download(kit_dir, &package)?;
     let _ = std::fs::write(&resolved_path, format!("{lists_stamp}\t{package}\n"));
-    load(&dir, &package)?.ok_or(KernelError::Incomplete {
-        package: package.clone(),
-        missing: dir.join(COMPLETE_MARKER),
-    })
+    load(&dir, &package)?
+        .ok_or(KernelError::Incomplete { package: package.clone(), missing: dir.join(COMPLETE_MARKER) })
 }
 
 fn download(kit_dir: &Path, package: &str) -> Result<(), KernelError> {
@@ -176,26 +163,17 @@ fn download(kit_dir: &Path, package: &str) -> Result<(), KernelError> {
     std::fs::create_dir_all(&debs).map_err(io_err(&debs))?;
     eprintln!("rewind-harness: downloading {package}");
     let find_deb = || {
-        std::fs::read_dir(&debs)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
-            })
+        std::fs::read_dir(&debs).into_iter().flatten().flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
+        })
     };
     let deb = match find_deb() {
         Some(deb) => deb,
         None => {
-            host::run(Command::new("apt-get").args(["download", "-q", package]).current_dir(&debs)).map_err(
-                |source| KernelError::Download {
-                    package: package.to_string(),
-                    source,
-                },
-            )?;
+            host::run(Command::new("apt-get").args(["download", "-q", package]).current_dir(&debs))
+                .map_err(|source| KernelError::Download { package: package.to_string(), source })?;
             find_deb().ok_or_else(|| KernelError::Incomplete {
                 package: package.to_string(),
                 missing: debs.join(format!("{package}_*.deb")),
@@ -208,12 +186,7 @@ fn download(kit_dir: &Path, package: &str) -> Result<(), KernelError> {
     let tmp = kit_dir.join("kernel").join(format!(".{package}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    let unpack = |cmd: &mut Command| {
-        host::run(cmd).map_err(|source| KernelError::Unpack {
-            deb: deb.clone(),
-            source,
-        })
-    };
+    let unpack = |cmd: &mut Command| host::run(cmd).map_err(|source| KernelError::Unpack { deb: deb.clone(), source });
     unpack(Command::new("dpkg").arg("-x").arg(&deb).arg(&tmp))?;
     // Debian builds modules.dep in postinst, which dpkg -x does not run.
     unpack(Command::new("depmod").arg("-b").arg(&tmp).arg(release))?;

@@ -62,10 +62,7 @@ pub enum KitError {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KitError + '_ {
-    move |source| KitError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| KitError::Io { path: path.to_path_buf(), source }
 }
 
 /// A ready guest kit.
@@ -109,10 +106,7 @@ impl Kit {
         let base_cpio = dir.join(format!("base-{}.cpio", &key[..16]));
         let cached = base_cpio.exists();
         if !cached {
-            archive.write_file(&base_cpio).map_err(|source| KitError::Cpio {
-                path: base_cpio.clone(),
-                source,
-            })?;
+            archive.write_file(&base_cpio).map_err(|source| KitError::Cpio { path: base_cpio.clone(), source })?;
             // Old bases are dead weight (tens of MB each).
             for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
                 let p = e.path();
@@ -139,10 +133,7 @@ impl Kit {
 
     /// Writes `base + overlay` as one initrd file (QEMU takes one).
     pub fn write_initrd(&self, overlay: &Archive, out: &Path) -> Result<(), KitError> {
-        let cpio_err = |source| KitError::Cpio {
-            path: out.to_path_buf(),
-            source,
-        };
+        let cpio_err = |source| KitError::Cpio { path: out.to_path_buf(), source };
         let mut f = File::create(out).map_err(io_err(out))?;
         let mut base = File::open(&self.base_cpio).map_err(io_err(&self.base_cpio))?;
         std::io::copy(&mut base, &mut f).map_err(io_err(out))?;
@@ -182,10 +173,7 @@ impl Kit {
 /// Adds a host program and its shared libraries (at their host paths, where
 /// the dynamic loader looks for them) to an archive.
 pub fn add_program(archive: &mut Archive, guest_path: &str, host_path: &Path) -> Result<(), KitError> {
-    let cpio_err = |source| KitError::Cpio {
-        path: host_path.to_path_buf(),
-        source,
-    };
+    let cpio_err = |source| KitError::Cpio { path: host_path.to_path_buf(), source };
     archive.file_from_host(guest_path, host_path, 0o755).map_err(cpio_err)?;
     for lib in host::shared_libraries(host_path)? {
         let name = lib.to_string_lossy().into_owned();
@@ -202,10 +190,7 @@ type BaseParts = (Archive, Vec<String>, Vec<(String, PathBuf)>);
 
 fn base_archive(kernel: &Kernel) -> Result<BaseParts, KitError> {
     let mut a = Archive::new();
-    let cpio_err = |source| KitError::Cpio {
-        path: PathBuf::from("base"),
-        source,
-    };
+    let cpio_err = |source| KitError::Cpio { path: PathBuf::from("base"), source };
     for d in ["proc", "sys", "dev", "run", "tmp", "host", "data", "metadata", "root", "mnt", "etc/rewind"] {
         a.dir(d, 0o755).map_err(cpio_err)?;
     }
@@ -258,14 +243,10 @@ fn base_archive(kernel: &Kernel) -> Result<BaseParts, KitError> {
     let db = ModuleDb::parse(&dep, &builtin);
     let order = db
         .resolve(modules::REQUIRED_MODULES, modules::OPTIONAL_MODULES)
-        .map_err(|source| KitError::Modules {
-            modules_dep: dep_path.clone(),
-            source,
-        })?;
+        .map_err(|source| KitError::Modules { modules_dep: dep_path.clone(), source })?;
     for m in &order {
         let host_path = kernel.modules_dir.join(m);
-        a.file_from_host(&format!("lib/modules/{}/{m}", kernel.release), &host_path, 0o644)
-            .map_err(cpio_err)?;
+        a.file_from_host(&format!("lib/modules/{}/{m}", kernel.release), &host_path, 0o644).map_err(cpio_err)?;
     }
     a.file_bytes("etc/rewind/modules", order.join("\n") + "\n", 0o644).map_err(cpio_err)?;
     Ok((a, order, tools))

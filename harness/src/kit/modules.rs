@@ -91,12 +91,7 @@ impl ModuleDb {
             let deps = deps.split_whitespace().map(module_name).collect();
             modules.insert(module_name(path), (path.to_string(), deps));
         }
-        let builtin = modules_builtin
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(module_name)
-            .collect();
+        let builtin = modules_builtin.lines().map(str::trim).filter(|l| !l.is_empty()).map(module_name).collect();
         ModuleDb { modules, builtin }
     }
 

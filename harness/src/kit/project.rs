@@ -33,16 +33,10 @@ pub struct ProjectBinary {
     pub sources: &'static [&'static str],
 }
 
-pub const REWINDD: ProjectBinary = ProjectBinary {
-    package: "rewind-daemon",
-    name: "rewindd",
-    sources: &["daemon", "proto", "Cargo.lock"],
-};
-pub const REWINDCTL: ProjectBinary = ProjectBinary {
-    package: "rewind-daemon",
-    name: "rewindctl",
-    sources: &["daemon", "proto", "Cargo.lock"],
-};
+pub const REWINDD: ProjectBinary =
+    ProjectBinary { package: "rewind-daemon", name: "rewindd", sources: &["daemon", "proto", "Cargo.lock"] };
+pub const REWINDCTL: ProjectBinary =
+    ProjectBinary { package: "rewind-daemon", name: "rewindctl", sources: &["daemon", "proto", "Cargo.lock"] };
 pub const MANIFEST: ProjectBinary = ProjectBinary {
     package: "rewind-harness",
     name: "rewind-manifest",
@@ -68,10 +62,7 @@ fn is_stale(binary: &Path, sources: &[&str]) -> bool {
         return true;
     };
     let root = paths::workspace_root();
-    sources
-        .iter()
-        .filter_map(|s| newest_mtime(&root.join(s)))
-        .any(|src| src > built)
+    sources.iter().filter_map(|s| newest_mtime(&root.join(s))).any(|src| src > built)
 }
 
 /// Path of the up-to-date unstripped binary, building it if needed. When
@@ -85,8 +76,7 @@ pub fn ensure_built(bin: &ProjectBinary) -> Result<PathBuf, ProjectError> {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(paths::workspace_root())
-        .args(["build", "-q", "-p", bin.package, "--bin", bin.name]);
+    cmd.current_dir(paths::workspace_root()).args(["build", "-q", "-p", bin.package, "--bin", bin.name]);
     let command = format!("cargo build -p {} --bin {}", bin.package, bin.name);
     eprintln!("rewind-harness: {command}");
     let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
@@ -102,15 +92,10 @@ pub fn ensure_built(bin: &ProjectBinary) -> Result<PathBuf, ProjectError> {
 
 /// A stripped copy in the kit cache, named by the content hash of the input.
 pub fn stripped(kit_dir: &Path, binary: &Path, name: &str) -> Result<PathBuf, ProjectError> {
-    let sha = super::file_sha256(binary).map_err(|_| ProjectError::Io {
-        path: binary.to_path_buf(),
-        source: std::io::Error::other("cannot hash"),
-    })?;
+    let sha = super::file_sha256(binary)
+        .map_err(|_| ProjectError::Io { path: binary.to_path_buf(), source: std::io::Error::other("cannot hash") })?;
     let dir = kit_dir.join("bin");
-    std::fs::create_dir_all(&dir).map_err(|source| ProjectError::Io {
-        path: dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&dir).map_err(|source| ProjectError::Io { path: dir.clone(), source })?;
     let out = dir.join(format!("{name}-{}", &hex::encode(sha)[..16]));
     if out.exists() {
         return Ok(out);
@@ -119,12 +104,8 @@ pub fn stripped(kit_dir: &Path, binary: &Path, name: &str) -> Result<PathBuf, Pr
     // staging the same binary must not strip into, or rename, each
     // other's half-written file.
     let tmp = dir.join(format!("{name}-{}.{}.tmp", &hex::encode(sha)[..16], std::process::id()));
-    super::host::run(Command::new("strip").arg("-o").arg(&tmp).arg(binary)).map_err(|source| {
-        ProjectError::Strip {
-            binary: binary.to_path_buf(),
-            source,
-        }
-    })?;
+    super::host::run(Command::new("strip").arg("-o").arg(&tmp).arg(binary))
+        .map_err(|source| ProjectError::Strip { binary: binary.to_path_buf(), source })?;
     if let Err(source) = std::fs::rename(&tmp, &out) {
         let _ = std::fs::remove_file(&tmp);
         if !out.exists() {

@@ -90,17 +90,12 @@ fn userdata_device(fs: FsType) -> String {
 
 fn boot_to_ready(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let rec = cx.boot_ready(&BootPlan::raw())?;
-    cx.check(
-        "boot reaches ready",
-        true,
-        format!("{:.1} s to ready", rec.ready_ms.unwrap_or(0) as f64 / 1000.0),
-    );
+    cx.check("boot reaches ready", true, format!("{:.1} s to ready", rec.ready_ms.unwrap_or(0) as f64 / 1000.0));
     let uname = cx.exec_checked("uname -r")?;
     cx.check("guest runs Debian's kernel", uname.trim().ends_with("-amd64"), uname.trim().to_string());
     for disk in ["userdata", "metadata"] {
-        let serial = cx.exec_checked(&format!(
-            "d=$(readlink /dev/block/by-name/{disk}); cat /sys/block/${{d##*/}}/serial"
-        ))?;
+        let serial =
+            cx.exec_checked(&format!("d=$(readlink /dev/block/by-name/{disk}); cat /sys/block/${{d##*/}}/serial"))?;
         cx.check_eq(&format!("by-name/{disk} is the disk with that serial"), disk, serial.trim());
     }
     let mounts = cx.exec_checked("cat /proc/mounts")?;
@@ -112,7 +107,9 @@ fn boot_to_ready(cx: &mut Ctx) -> Result<(), ScenarioError> {
     for m in ["dm_mod", "dm_snapshot", "dm_flakey", "dm_log_writes", "dm_delay", "ext4", "f2fs", "i6300esb", "9p"] {
         cx.check(&format!("module {m} is loaded"), loaded.contains(&m), "");
     }
-    let tools = cx.exec("mkfs.ext4 -V && e2fsck -V && fsck.f2fs -V && dmsetup version && getfattr --version && rewind-manifest --help")?;
+    let tools = cx.exec(
+        "mkfs.ext4 -V && e2fsck -V && fsck.f2fs -V && dmsetup version && getfattr --version && rewind-manifest --help",
+    )?;
     cx.check("guest tools run", tools.success(), format!("{}{}", tools.stdout, tools.stderr));
     let status = cx.exec("echo out; echo err >&2; exit 7")?;
     cx.check_eq(
@@ -147,13 +144,14 @@ fn dm_witness(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.check_eq("linear table reads back", format!("0 {sectors} linear {devno} 0"), table.trim().to_string());
     let status = checks::dmsetup(cx.target, "status wit-linear")?;
     cx.check_eq("linear status reads back", format!("0 {sectors} linear"), status.trim().to_string());
-    let node = cx.exec_checked("for d in /sys/block/dm-*; do [ \"$(cat $d/dm/name)\" = wit-linear ] && echo /dev/${d##*/}; done")?;
+    let node = cx.exec_checked(
+        "for d in /sys/block/dm-*; do [ \"$(cat $d/dm/name)\" = wit-linear ] && echo /dev/${d##*/}; done",
+    )?;
     let node = node.trim().to_string();
     cx.require("dm node appears without udev", node.starts_with("/dev/dm-"), node.clone())?;
     let fs = cx.target.fs().as_str();
-    let wrote = cx.exec(&format!(
-        "mount -t {fs} {node} /mnt && echo through-dm > /mnt/witness && sync && umount /mnt"
-    ))?;
+    let wrote =
+        cx.exec(&format!("mount -t {fs} {node} /mnt && echo through-dm > /mnt/witness && sync && umount /mnt"))?;
     cx.check("a filesystem mounts and writes through dm-linear", wrote.success(), wrote.stderr);
     // A delay target over the same disk loads and reads back, live-swapped
     // in like rewindd's commit does (suspend, load, resume).
@@ -261,11 +259,7 @@ fn failure_panic(cx: &mut Ctx) -> Result<(), ScenarioError> {
 }
 
 fn failure_watchdog(cx: &mut Ctx) -> Result<(), ScenarioError> {
-    failure_case(
-        cx,
-        BootPlan::raw().with_failure(Failure::hang_at(stage::DATA_MOUNTED)),
-        BootEnd::WatchdogReset,
-    )
+    failure_case(cx, BootPlan::raw().with_failure(Failure::hang_at(stage::DATA_MOUNTED)), BootEnd::WatchdogReset)
 }
 
 fn failure_power_cut(cx: &mut Ctx) -> Result<(), ScenarioError> {
@@ -283,11 +277,7 @@ fn failure_power_cut(cx: &mut Ctx) -> Result<(), ScenarioError> {
 }
 
 fn failure_guest_reset(cx: &mut Ctx) -> Result<(), ScenarioError> {
-    failure_case(
-        cx,
-        BootPlan::raw().with_failure(Failure::guest_reset_at(stage::DATA_MOUNTED)),
-        BootEnd::GuestReset,
-    )
+    failure_case(cx, BootPlan::raw().with_failure(Failure::guest_reset_at(stage::DATA_MOUNTED)), BootEnd::GuestReset)
 }
 
 fn failure_kinds(cx: &mut Ctx) -> Result<(), ScenarioError> {
@@ -333,18 +323,10 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
     let migrated = checks::manifest(cx.target, "/data", EXCLUDE)?;
     let d = manifest::diff(&baseline, &migrated);
-    cx.check(
-        "the new system really changed userdata",
-        !d.is_empty(),
-        d.counts(),
-    );
+    cx.check("the new system really changed userdata", !d.is_empty(), d.counts());
     cx.say(&format!("Attempt 1 changed userdata: {}. Now the power goes out.", d.counts()));
     let rec = cx.target.power_cut()?;
-    cx.check_eq(
-        &format!("boot {} is observed as a host power cut", rec.index),
-        Some(BootEnd::HostPowerCut),
-        rec.ended,
-    );
+    cx.check_eq(&format!("boot {} is observed as a host power cut", rec.index), Some(BootEnd::HostPowerCut), rec.ended);
     let failures = [
         (Failure::panic_at(stage::WORKLOAD_DONE), BootEnd::Panic),
         (Failure::hang_at(stage::WORKLOAD_DONE), BootEnd::WatchdogReset),

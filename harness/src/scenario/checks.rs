@@ -48,9 +48,7 @@ pub fn dmsetup(target: &mut dyn Target, args: &str) -> Result<String, ScenarioEr
 pub fn sectors(target: &mut dyn Target, device: &str) -> Result<u64, ScenarioError> {
     let out = target.exec_checked(&format!("blockdev --getsz {}", shell_quote(device)))?;
     out.trim().parse().map_err(|_| {
-        ScenarioError::Target(crate::target::TargetError::Other(format!(
-            "blockdev --getsz {device} printed {out:?}"
-        )))
+        ScenarioError::Target(crate::target::TargetError::Other(format!("blockdev --getsz {device} printed {out:?}")))
     })
 }
 
@@ -79,7 +77,12 @@ pub fn wait_cow_gone(target: &mut dyn Target) -> Result<Vec<String>, ScenarioErr
 /// After a reboot (`when`) of a committed checkpoint: rewindd removed its
 /// COW files, and /data (its manifest minus `exclude`) is exactly
 /// `committed`.
-pub fn check_commit_kept(cx: &mut Ctx, when: &str, committed: &Manifest, exclude: &[&str]) -> Result<(), ScenarioError> {
+pub fn check_commit_kept(
+    cx: &mut Ctx,
+    when: &str,
+    committed: &Manifest,
+    exclude: &[&str],
+) -> Result<(), ScenarioError> {
     let left = wait_cow_gone(cx.target)?;
     cx.check(&format!("{when}: /data/rewind is empty or absent"), left.is_empty(), left.join(" "));
     let now = manifest(cx.target, "/data", exclude)?;

@@ -69,8 +69,7 @@ fn dir_manifest(cx: &mut Ctx) -> Result<Manifest, ScenarioError> {
 /// keeps the events of earlier checkpoints).
 fn history(cx: &mut Ctx) -> Result<Vec<Event>, ScenarioError> {
     let out = cx.exec_checked("rewindctl history --json")?;
-    let v: Value = serde_json::from_str(&out)
-        .map_err(|e| other(format!("rewindctl history --json: {e}: {out}")))?;
+    let v: Value = serde_json::from_str(&out).map_err(|e| other(format!("rewindctl history --json: {e}: {out}")))?;
     Ok(this_run(&v))
 }
 
@@ -81,17 +80,9 @@ fn this_run(v: &Value) -> Vec<Event> {
         .cloned()
         .unwrap_or_default()
         .iter()
-        .map(|e| {
-            (
-                e["kind"].as_str().unwrap_or("").to_string(),
-                e["attempt"].as_u64().unwrap_or(0),
-            )
-        })
+        .map(|e| (e["kind"].as_str().unwrap_or("").to_string(), e["attempt"].as_u64().unwrap_or(0)))
         .collect();
-    let from = events
-        .iter()
-        .rposition(|(k, _)| k == "started")
-        .unwrap_or(0);
+    let from = events.iter().rposition(|(k, _)| k == "started").unwrap_or(0);
     events[from..].to_vec()
 }
 
@@ -110,42 +101,22 @@ fn rewind_devices(cx: &mut Ctx) -> Result<(Vec<String>, String), ScenarioError> 
         "for f in /sys/block/dm-*/dm/name; do [ -r \"$f\" ] && cat \"$f\"; done; echo @@mapper; ls /dev/block/mapper",
     )?;
     let (kernel, mapper) = out.split_once("@@mapper").unwrap_or((out.as_str(), ""));
-    let names: Vec<String> = kernel
-        .split_whitespace()
-        .filter(|n| n.starts_with("rewind-"))
-        .map(str::to_string)
-        .collect();
-    let mapper: Vec<&str> = mapper
-        .split_whitespace()
-        .filter(|n| n.starts_with("rewind-"))
-        .collect();
-    Ok((
-        names.clone(),
-        format!(
-            "kernel: {} | /dev/block/mapper: {}",
-            names.join(" "),
-            mapper.join(" ")
-        ),
-    ))
+    let names: Vec<String> =
+        kernel.split_whitespace().filter(|n| n.starts_with("rewind-")).map(str::to_string).collect();
+    let mapper: Vec<&str> = mapper.split_whitespace().filter(|n| n.starts_with("rewind-")).collect();
+    Ok((names.clone(), format!("kernel: {} | /dev/block/mapper: {}", names.join(" "), mapper.join(" "))))
 }
 
 /// No snapshot, COW or verify device; block mode keeps exactly the stable
 /// top device, f2fs mode has none.
 fn check_no_cow_devices(cx: &mut Ctx, when: &str) -> Result<(), ScenarioError> {
     let (names, detail) = rewind_devices(cx)?;
-    let transient =
-        |n: &String| n.ends_with("-cow") || n.ends_with("-snap") || n.ends_with("-verify");
+    let transient = |n: &String| n.ends_with("-cow") || n.ends_with("-snap") || n.ends_with("-verify");
     let ok = match cx.target.fs() {
-        FsType::Ext4 => {
-            names.iter().any(|n| n == "rewind-userdata") && !names.iter().any(transient)
-        }
+        FsType::Ext4 => names.iter().any(|n| n == "rewind-userdata") && !names.iter().any(transient),
         FsType::F2fs => names.is_empty(),
     };
-    cx.check(
-        &format!("{when}: no rewind snapshot/COW device left (only the stable top in block mode)"),
-        ok,
-        detail,
-    );
+    cx.check(&format!("{when}: no rewind snapshot/COW device left (only the stable top in block mode)"), ok, detail);
     Ok(())
 }
 
@@ -175,25 +146,14 @@ fn begin(cx: &mut Ctx, attempts: u32, reason: &str) -> Result<Manifest, Scenario
     )?;
     cx.exec_checked(&format!("rm -rf {}", shell_quote(DEVICE_DATA_DIR)))?;
     cx.run_baseline_in(DEVICE_DATA_DIR)?;
-    let out = cx.exec(&format!(
-        "rewindctl start --attempts {attempts} --reason {}",
-        shell_quote(reason)
-    ))?;
-    cx.require(
-        "rewindctl start succeeds",
-        out.success(),
-        format!("{}{}", out.stdout, out.stderr),
-    )?;
+    let out = cx.exec(&format!("rewindctl start --attempts {attempts} --reason {}", shell_quote(reason)))?;
+    cx.require("rewindctl start succeeds", out.success(), format!("{}{}", out.stdout, out.stderr))?;
     let baseline = dir_manifest(cx)?;
     let bytes: u64 = baseline.entries.iter().filter_map(|e| e.size).sum();
     cx.check(
         "the baseline filled the data dir",
         baseline.files() >= 300,
-        format!(
-            "{} files, {:.1} MiB in {DEVICE_DATA_DIR}",
-            baseline.files(),
-            bytes as f64 / (1 << 20) as f64
-        ),
+        format!("{} files, {:.1} MiB in {DEVICE_DATA_DIR}", baseline.files(), bytes as f64 / (1 << 20) as f64),
     );
     check_phase(cx, "phase is armed after start", "armed")?;
     cx.shutdown()?;
@@ -243,11 +203,7 @@ fn attempt_marks(n: u32) -> [String; 2] {
 fn check_idle_with(cx: &mut Ctx, when: &str, expected: &Manifest) -> Result<(), ScenarioError> {
     check_cow_files_gone(cx, when)?;
     let now = dir_manifest(cx)?;
-    cx.same_manifest(
-        &format!("{when}: the data dir is exactly as committed"),
-        expected,
-        &now,
-    );
+    cx.same_manifest(&format!("{when}: the data dir is exactly as committed"), expected, &now);
     check_phase(cx, &format!("{when}: phase is idle"), "idle")?;
     check_no_cow_devices(cx, when)?;
     Ok(())
@@ -265,11 +221,7 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.check_eq("needs-rollback is true (exit 0)", 0, needs.status);
     let h = history(cx)?;
     checks::check_three_attempts_rolled_back(cx, &h);
-    cx.check(
-        "nothing was committed",
-        position(&h, "committed").is_none(),
-        story(&h),
-    );
+    cx.check("nothing was committed", position(&h, "committed").is_none(), story(&h));
     check_cow_files_gone(cx, "after the rollback")?;
     let now = dir_manifest(cx)?;
     cx.same_manifest("the data dir is exactly the baseline", &baseline, &now);
@@ -291,44 +243,21 @@ fn fail_then_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
         format!("phase {}, attempt {}", phase(&st), st["attempt"]),
     );
     let at_start = dir_manifest(cx)?;
-    cx.same_manifest(
-        "attempt 2 starts from exactly the baseline (attempt 1 is gone)",
-        &baseline,
-        &at_start,
-    );
+    cx.same_manifest("attempt 2 starts from exactly the baseline (attempt 1 is gone)", &baseline, &at_start);
     // The workload and the commit by hand (not the plan's): the data dir
     // is checked at ready first, which the QEMU guest reaches only after
     // the plan's workload.
     let workload = cx.target.workload_script();
-    let out = cx.exec(&format!(
-        "REWIND_DATA={} REWIND_ATTEMPT=2 sh {workload}",
-        shell_quote(DEVICE_DATA_DIR)
-    ))?;
-    cx.require(
-        "attempt 2's workload succeeds",
-        out.success(),
-        out.stderr.trim().to_string(),
-    )?;
+    let out = cx.exec(&format!("REWIND_DATA={} REWIND_ATTEMPT=2 sh {workload}", shell_quote(DEVICE_DATA_DIR)))?;
+    cx.require("attempt 2's workload succeeds", out.success(), out.stderr.trim().to_string())?;
     let out = cx.exec("rewindctl --wait 10 commit --reason 'device: attempt 2 is good'")?;
-    cx.require(
-        "rewindctl commit succeeds",
-        out.success(),
-        format!("{}{}", out.stdout, out.stderr),
-    )?;
+    cx.require("rewindctl commit succeeds", out.success(), format!("{}{}", out.stdout, out.stderr))?;
     let committed = changed_dir(cx, &baseline, "attempt 2")?;
     for p in attempt_marks(2) {
-        cx.check(
-            &format!("attempt 2's {p} is there"),
-            committed.get(&p).is_some(),
-            "",
-        );
+        cx.check(&format!("attempt 2's {p} is there"), committed.get(&p).is_some(), "");
     }
     for p in attempt_marks(1) {
-        cx.check(
-            &format!("nothing of attempt 1: {p} is absent"),
-            committed.get(&p).is_none(),
-            "",
-        );
+        cx.check(&format!("nothing of attempt 1: {p} is absent"), committed.get(&p).is_none(), "");
     }
     check_phase(cx, "phase is idle after the commit", "idle")?;
     cx.shutdown()?;
@@ -342,11 +271,7 @@ fn fail_then_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
             (rposition(&h, "attempt"), position(&h, "rollback-finished"), rposition(&h, "committed")),
             (Some(a2), Some(r), Some(c)) if r < a2 && a2 < c
         );
-    cx.check(
-        "history: attempt 1, its rollback, attempt 2, committed",
-        ok,
-        story(&h),
-    );
+    cx.check("history: attempt 1, its rollback, attempt 2, committed", ok, story(&h));
     cx.shutdown()?;
     Ok(())
 }
@@ -361,11 +286,7 @@ fn good_boot_commits(cx: &mut Ctx) -> Result<(), ScenarioError> {
         format!("stages {}; errors {:?}", rec.stages.join(","), rec.errors),
     );
     let committed = changed_dir(cx, &baseline, "the attempt")?;
-    cx.check(
-        "the attempt's marker is there",
-        committed.get("attempt-1").is_some(),
-        "",
-    );
+    cx.check("the attempt's marker is there", committed.get("attempt-1").is_some(), "");
     check_phase(cx, "phase is idle after the commit", "idle")?;
     let h = history(cx)?;
     cx.check(
@@ -416,32 +337,20 @@ mod tests {
     /// against canned answers; what matters is that nothing is refused).
     #[test]
     fn every_device_scenario_gets_past_the_device_plan_checks() {
-        let expected_boots = [
-            ("device-three-failed-boots", 5),
-            ("device-fail-then-commit", 4),
-            ("device-good-boot-commits", 4),
-        ];
+        let expected_boots =
+            [("device-three-failed-boots", 5), ("device-fail-then-commit", 4), ("device-good-boot-commits", 4)];
         assert_eq!(expected_boots.len(), DEVICE.len(), "one row per scenario");
         for (name, boots) in expected_boots {
             let dir = tempfile::tempdir().expect("tmp");
-            let cfg = AdbConfig {
-                artifacts: dir.path().join("artifacts"),
-                ..AdbConfig::default()
-            };
+            let cfg = AdbConfig { artifacts: dir.path().join("artifacts"), ..AdbConfig::default() };
             let adb = fake_device(dir.path());
             // A phone: its power cut is the sysrq-b hard reset.
             let power = SysrqReset::new(adb.clone()).no_settle();
             let mut t = AdbTarget::new(adb, Box::new(power), cfg).expect("fake device");
             t.no_settle();
             let report =
-                crate::device::run_scenario_on(&mut t, name, &super::super::Options::default())
-                    .expect("report");
-            assert_eq!(
-                report.error,
-                None,
-                "{name} stopped early:\n{}",
-                report.summary()
-            );
+                crate::device::run_scenario_on(&mut t, name, &super::super::Options::default()).expect("report");
+            assert_eq!(report.error, None, "{name} stopped early:\n{}", report.summary());
             assert_eq!(report.boots.len(), boots, "{name}:\n{}", report.summary());
             let calls = std::fs::read_to_string(dir.path().join("calls.log")).expect("log");
             assert!(
@@ -449,16 +358,11 @@ mod tests {
                     && calls.contains("rewind-manifest '/data/local/tmp/rewind-data'"),
                 "{name}: the workload and the manifests use the data dir:\n{calls}"
             );
-            assert!(
-                !calls.contains("dmsetup"),
-                "{name}: dmsetup is not on Android:\n{calls}"
-            );
+            assert!(!calls.contains("dmsetup"), "{name}: dmsetup is not on Android:\n{calls}");
             if name == "device-good-boot-commits" {
                 // The deferred commit follows the workload: its writes
                 // belong to the attempt, as on QEMU.
-                let w = calls
-                    .find("REWIND_ATTEMPT=1 sh")
-                    .expect("the attempt's workload ran");
+                let w = calls.find("REWIND_ATTEMPT=1 sh").expect("the attempt's workload ran");
                 let boot = calls[..w].rfind(" reboot\n").expect("the attempt's boot");
                 assert!(
                     !calls[boot..w].contains("rewindctl --wait 10 commit")
@@ -472,9 +376,7 @@ mod tests {
 
     #[test]
     fn only_the_device_scenarios_force_the_device_profile() {
-        assert!(DEVICE
-            .iter()
-            .all(|s| s.name.starts_with("device-") && needs_device_profile(s.name)));
+        assert!(DEVICE.iter().all(|s| s.name.starts_with("device-") && needs_device_profile(s.name)));
         assert!(!needs_device_profile("three-failed-boots"));
     }
 
@@ -490,15 +392,8 @@ mod tests {
         let h = this_run(&v);
         assert_eq!(story(&h), "started#0 attempt#1 rollback-finished#1");
         assert_eq!(attempts_counted(&h), vec![1]);
-        assert_eq!(
-            position(&h, "committed"),
-            None,
-            "the earlier run's commit is not this run's"
-        );
+        assert_eq!(position(&h, "committed"), None, "the earlier run's commit is not this run's");
         // No `started` at all (a record from before history had it): all.
-        assert_eq!(
-            this_run(&serde_json::json!({"events": [{"kind": "attempt", "attempt": 2}]})).len(),
-            1
-        );
+        assert_eq!(this_run(&serde_json::json!({"events": [{"kind": "attempt", "attempt": 2}]})).len(), 1);
     }
 }

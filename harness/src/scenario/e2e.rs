@@ -148,12 +148,7 @@ fn history(cx: &mut Ctx) -> Result<Vec<(String, String)>, ScenarioError> {
     let events = v.as_array().or_else(|| v["events"].as_array()).cloned().unwrap_or_default();
     Ok(events
         .iter()
-        .map(|e| {
-            (
-                e["kind"].as_str().unwrap_or("").to_string(),
-                e["detail"].as_str().unwrap_or("").to_string(),
-            )
-        })
+        .map(|e| (e["kind"].as_str().unwrap_or("").to_string(), e["detail"].as_str().unwrap_or("").to_string()))
         .collect())
 }
 
@@ -172,12 +167,8 @@ fn data_manifest(cx: &mut Ctx) -> Result<Manifest, ScenarioError> {
 /// dm devices other than the top one, and whether the top is linear.
 fn dm_stack(cx: &mut Ctx) -> Result<(Vec<String>, bool, String), ScenarioError> {
     let ls = checks::dmsetup(cx.target, "ls")?;
-    let names: Vec<String> = ls
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| *n != "No")
-        .map(str::to_string)
-        .collect();
+    let names: Vec<String> =
+        ls.lines().filter_map(|l| l.split_whitespace().next()).filter(|n| *n != "No").map(str::to_string).collect();
     let table = checks::dmsetup(cx.target, "table rewind-userdata")?;
     let linear = table.lines().count() == 1 && table.split_whitespace().nth(2) == Some("linear");
     let others = names.into_iter().filter(|n| n != "rewind-userdata").collect();
@@ -362,7 +353,8 @@ fn fail_then_succeed(cx: &mut Ctx) -> Result<(), ScenarioError> {
         let second = h.iter().rposition(|(k, _)| k == "attempt");
         cx.check(
             "f2fs: attempt 2's boot recorded attempt 1's rollback before arming attempt 2 (no merge)",
-            !rec.reached(stage::MERGING) && matches!((first, rolled, second), (Some(a), Some(r), Some(b)) if a < r && r < b),
+            !rec.reached(stage::MERGING)
+                && matches!((first, rolled, second), (Some(a), Some(r), Some(b)) if a < r && r < b),
             history_text(&h),
         );
     } else {
@@ -387,8 +379,11 @@ fn fail_then_succeed(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let label = committed.get("db/app.db").and_then(|e| e.xattrs.get("user.rewind.label").cloned());
     cx.check_eq("db/app.db's label is attempt 2's", Some(hex::encode("attempt-2")), label);
     let d = manifest::diff(&baseline, &committed);
-    let from_1: Vec<&String> =
-        d.added.iter().filter(|p| p.contains("new1") || p.ends_with(".1") || p.contains("tmp1") || p.contains("attempt-1")).collect();
+    let from_1: Vec<&String> = d
+        .added
+        .iter()
+        .filter(|p| p.contains("new1") || p.ends_with(".1") || p.contains("tmp1") || p.contains("attempt-1"))
+        .collect();
     cx.check(
         "the diff from the baseline names only attempt 2's additions",
         from_1.is_empty() && !d.added.is_empty(),
@@ -410,7 +405,15 @@ fn fail_then_succeed(cx: &mut Ctx) -> Result<(), ScenarioError> {
         .changed_paths()
         .into_iter()
         .chain(d.chmodded_paths())
-        .filter(|p| !expected_touched.contains(p) && !p.starts_with("app/") && *p != "misc" && *p != "user/0" && *p != "db" && *p != "." && !p.is_empty())
+        .filter(|p| {
+            !expected_touched.contains(p)
+                && !p.starts_with("app/")
+                && *p != "misc"
+                && *p != "user/0"
+                && *p != "db"
+                && *p != "."
+                && !p.is_empty()
+        })
         .collect();
     cx.check("nothing else of the baseline changed", unexpected.is_empty(), format!("{unexpected:?}"));
     cx.shutdown()?;
@@ -425,7 +428,9 @@ fn fail_then_succeed(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let k = kinds(&h);
     cx.check(
         "history: attempt 1, its rollback, attempt 2, committed",
-        k.iter().filter(|x| **x == "attempt").count() == 2 && k.contains(&"rollback-finished") && k.contains(&"committed"),
+        k.iter().filter(|x| **x == "attempt").count() == 2
+            && k.contains(&"rollback-finished")
+            && k.contains(&"committed"),
         history_text(&h),
     );
     fsck_after_umount(cx, TOP, "after the commit")?;
@@ -493,12 +498,8 @@ fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioError> {
     // (label, from %, below %). A point is passed only by a cut that
     // landed inside the merge (progress below 100 %, prepare unfinished)
     // within its range; "early again" must be the boot right after "early".
-    let points: [(&str, u64, u64); 4] = [
-        ("early", 0, 34),
-        ("early again (second cut in a row)", 0, 34),
-        ("middle", 34, 67),
-        ("late", 67, 100),
-    ];
+    let points: [(&str, u64, u64); 4] =
+        [("early", 0, 34), ("early again (second cut in a row)", 0, 34), ("middle", 34, 67), ("late", 67, 100)];
     let mut landed: Vec<Option<String>> = vec![None; points.len()];
     cx.boot_ready(&BootPlan::rewind())?;
     cx.run_baseline()?;
@@ -626,7 +627,11 @@ fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioError> {
         let left = checks::wait_cow_gone(cx.target)?;
         cx.check(&format!("round {round}: COW files removed"), left.is_empty(), left.join(" "));
         let now = data_manifest(cx)?;
-        cx.same_manifest(&format!("round {round}: userdata is exactly the baseline"), baseline.as_ref().expect("set above"), &now);
+        cx.same_manifest(
+            &format!("round {round}: userdata is exactly the baseline"),
+            baseline.as_ref().expect("set above"),
+            &now,
+        );
         check_idle_stack(cx, &format!("round {round}"))?;
     }
     for (i, (label, lo, hi)) in points.iter().enumerate() {
@@ -693,17 +698,18 @@ fn power_cut_during_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
         );
     } else {
         let table = checks::dmsetup(cx.target, "table rewind-userdata")?;
-        cx.check("the stack is still snapshot-origin (the commit is half done)", table.contains("snapshot-origin"), table);
+        cx.check(
+            "the stack is still snapshot-origin (the commit is half done)",
+            table.contains("snapshot-origin"),
+            table,
+        );
     }
     let rec = cx.target.power_cut()?;
     cx.check_eq("the commit is cut by a power cut", Some(BootEnd::HostPowerCut), rec.ended);
     // From the next boot on the commit command only leaves a trace (the
     // cut one never finished): it must run once, at the next commit call,
     // not during the boot's roll-forward.
-    set_rewindd_extra(
-        cx,
-        Some("commit_command = [\"sh\", \"-c\", \"echo ran >> /metadata/commit-command.log\"]\n"),
-    )?;
+    set_rewindd_extra(cx, Some("commit_command = [\"sh\", \"-c\", \"echo ran >> /metadata/commit-command.log\"]\n"))?;
 
     let rec = cx.boot_ready(&BootPlan::rewind())?;
     cx.check("the next boot prepares without errors", rec.errors.is_empty(), format!("{:?}", rec.errors));
@@ -746,7 +752,11 @@ fn check_pending_commit_command(cx: &mut Ctx) -> Result<(), ScenarioError> {
         Ok(cx.exec("cat /metadata/commit-command.log 2>/dev/null")?.stdout.lines().count())
     };
     let h = history(cx)?;
-    cx.check("history: the commit command is pending after the roll-forward", kinds(&h).contains(&"commit-command-pending"), history_text(&h));
+    cx.check(
+        "history: the commit command is pending after the roll-forward",
+        kinds(&h).contains(&"commit-command-pending"),
+        history_text(&h),
+    );
     let n = runs(cx)?;
     cx.check_eq("the roll-forward at boot did not run the commit command", 0, n);
     let out = cx.exec("rewindctl commit --reason 'e2e: boot completed'")?;
@@ -754,7 +764,11 @@ fn check_pending_commit_command(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let n = runs(cx)?;
     cx.check_eq("it ran the owed commit command once", 1, n);
     let h = history(cx)?;
-    cx.check("history: the commit command ran as a logged step", kinds(&h).last() == Some(&"commit-command"), history_text(&h));
+    cx.check(
+        "history: the commit command ran as a logged step",
+        kinds(&h).last() == Some(&"commit-command"),
+        history_text(&h),
+    );
     let out = cx.exec("rewindctl commit --reason 'e2e: boot completed'")?;
     cx.check(
         "a second commit call has nothing to commit and does not run the command again",
@@ -834,7 +848,11 @@ fn no_checkpoint(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let mut rewind_ms = Vec::new();
     for n in 1..=2 {
         let rec = cx.boot_ready(&BootPlan::rewind())?;
-        cx.check(&format!("boot {}: no merge, no errors", rec.index), !rec.reached(stage::MERGING) && rec.errors.is_empty(), format!("{:?}", rec.errors));
+        cx.check(
+            &format!("boot {}: no merge, no errors", rec.index),
+            !rec.reached(stage::MERGING) && rec.errors.is_empty(),
+            format!("{:?}", rec.errors),
+        );
         rewind_ms.push(rec.reached_ms(stage::DATA_MOUNTED));
         if is_f2fs(cx) {
             // f2fs mode: init mounts the raw partition; no dm device.
@@ -843,7 +861,10 @@ fn no_checkpoint(cx: &mut Ctx) -> Result<(), ScenarioError> {
             let mounts = cx.exec_checked("grep ' /data ' /proc/mounts")?;
             cx.check(
                 &format!("reboot {n}: /data is mounted from the dm top device"),
-                mounts.split_whitespace().next().is_some_and(|d| d.contains("rewind-userdata") || d.starts_with("/dev/dm-")),
+                mounts
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|d| d.contains("rewind-userdata") || d.starts_with("/dev/dm-")),
                 mounts.trim().to_string(),
             );
             check_idle_stack(cx, &format!("reboot {n}"))?;
@@ -963,7 +984,9 @@ fn overflow_abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
     if f2fs {
         let (free, _) = df_du(cx)?;
         ballast_mib = (free >> 10) * 2 / 5;
-        cx.exec_checked(&format!("dd if=/dev/urandom of=/data/ballast.bin bs=1M count={ballast_mib} conv=fsync 2>/dev/null"))?;
+        cx.exec_checked(&format!(
+            "dd if=/dev/urandom of=/data/ballast.bin bs=1M count={ballast_mib} conv=fsync 2>/dev/null"
+        ))?;
     }
     let baseline = data_manifest(cx)?;
     cx.shutdown()?;
@@ -988,7 +1011,11 @@ fn overflow_abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
         Err(e) if f2fs => {
             // Say where the space watch stood when the fill gave up.
             let st = cx.exec("cat /metadata/fill.stop; rewindctl status --json; df -k /data; rewindctl history")?;
-            cx.check("f2fs: the fill drove unusable space to the abort threshold", false, format!("{e}: {}{}", st.stdout, st.stderr));
+            cx.check(
+                "f2fs: the fill drove unusable space to the abort threshold",
+                false,
+                format!("{e}: {}{}", st.stdout, st.stderr),
+            );
             return Err(e.into());
         }
         Err(e) => return Err(e.into()),
@@ -998,7 +1025,11 @@ fn overflow_abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let rec = cx.boot_ready(&BootPlan::rewind())?;
     if f2fs {
         // The reboot dropped the attempt (no checkpoint since it was armed).
-        cx.check("f2fs: no merge (the reboot itself discarded the attempt)", !rec.reached(stage::MERGING), rec.stages.join(","));
+        cx.check(
+            "f2fs: no merge (the reboot itself discarded the attempt)",
+            !rec.reached(stage::MERGING),
+            rec.stages.join(","),
+        );
         check_f2fs_armed(cx, "f2fs: attempt 2")?;
     } else {
         cx.check("the next boot discards the attempt by a merge", rec.reached(stage::MERGING), rec.stages.join(","));
@@ -1008,8 +1039,16 @@ fn overflow_abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.check_eq("protection was never lost", false, st["protection_lost"].as_bool().unwrap_or(true));
     let h = history(cx)?;
     let ht = history_text(&h);
-    cx.check("the 50 % and 80 % thresholds were reported", ht.contains("crossed 50%") && ht.contains("crossed 80%"), ht.clone());
-    cx.check("the abort at 95 % was recorded", h.iter().any(|(k, d)| k == "aborted" && d.contains("abort at 95%")), ht.clone());
+    cx.check(
+        "the 50 % and 80 % thresholds were reported",
+        ht.contains("crossed 50%") && ht.contains("crossed 80%"),
+        ht.clone(),
+    );
+    cx.check(
+        "the abort at 95 % was recorded",
+        h.iter().any(|(k, d)| k == "aborted" && d.contains("abort at 95%")),
+        ht.clone(),
+    );
     if f2fs {
         // The policy acted while the attempt could still write: 95-99 %,
         // and the fill never met ENOSPC.
@@ -1027,7 +1066,8 @@ fn overflow_abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
             "f2fs: the thresholds and the abort were on f2fs's unusable space",
             h.iter().any(|(k, _)| k == "space-threshold")
                 && h.iter().filter(|(k, _)| k == "space-threshold").all(|(_, d)| d.contains("f2fs unusable space"))
-                && h.iter().any(|(k, d)| k == "aborted" && d.contains("abort at 95%") && d.contains("f2fs unusable space")),
+                && h.iter()
+                    .any(|(k, d)| k == "aborted" && d.contains("abort at 95%") && d.contains("f2fs unusable space")),
             ht.clone(),
         );
     }
@@ -1099,11 +1139,13 @@ fn extents_tampered(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.boot_ready(&BootPlan::raw())?;
     let f = "/data/rewind/cow.0000";
     let before = cx.exec_checked(&format!("filefrag -v {f} | sed -n 4p"))?;
-    cx.exec_checked(&format!(
-        "chattr -i {f} && cp {f} {f}.new && mv -f {f}.new {f} && chattr +i {f} && sync"
-    ))?;
+    cx.exec_checked(&format!("chattr -i {f} && cp {f} {f}.new && mv -f {f}.new {f} && chattr +i {f} && sync"))?;
     let after = cx.exec_checked(&format!("filefrag -v {f} | sed -n 4p"))?;
-    cx.check("the file's first extent moved", before != after, format!("before: {} | after: {}", before.trim(), after.trim()));
+    cx.check(
+        "the file's first extent moved",
+        before != after,
+        format!("before: {} | after: {}", before.trim(), after.trim()),
+    );
     cx.shutdown()?;
 
     let rec = cx.boot(&BootPlan::rewind())?;

@@ -73,11 +73,7 @@ impl std::fmt::Debug for Scenario {
 /// Every registered scenario: the harness's own and rewindd's (builtin),
 /// then issue 4's end-to-end outcomes (e2e).
 pub fn all() -> impl Iterator<Item = &'static Scenario> {
-    REGISTRY
-        .iter()
-        .chain(e2e::E2E.iter())
-        .chain(device::DEVICE.iter())
-        .chain(encrypted::ENCRYPTED.iter())
+    REGISTRY.iter().chain(e2e::E2E.iter()).chain(device::DEVICE.iter()).chain(encrypted::ENCRYPTED.iter())
 }
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -114,11 +110,7 @@ pub struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     pub fn new(target: &'a mut dyn Target, scenario: &str, options: Options) -> Self {
         let report = ScenarioReport::new(scenario, &target.describe(), target.fs().as_str());
-        Ctx {
-            target,
-            report,
-            options,
-        }
+        Ctx { target, report, options }
     }
 
     /// A line for people, when narrating (the demo) or always to stderr.
@@ -142,21 +134,13 @@ impl<'a> Ctx<'a> {
         if self.options.narrate {
             println!("    [{}] {name}", if passed { "ok" } else { "FAIL" });
         }
-        self.report.checks.push(Check {
-            name: name.to_string(),
-            passed,
-            detail,
-        });
+        self.report.checks.push(Check { name: name.to_string(), passed, detail });
         passed
     }
 
     pub fn check_eq<T: PartialEq + std::fmt::Debug>(&mut self, name: &str, expected: T, actual: T) -> bool {
         let passed = expected == actual;
-        let detail = if passed {
-            format!("{actual:?}")
-        } else {
-            format!("expected {expected:?}, got {actual:?}")
-        };
+        let detail = if passed { format!("{actual:?}") } else { format!("expected {expected:?}, got {actual:?}") };
         self.check(name, passed, detail)
     }
 
@@ -166,10 +150,7 @@ impl<'a> Ctx<'a> {
         if self.check(name, passed, detail.clone()) {
             Ok(())
         } else {
-            Err(ScenarioError::Required {
-                name: name.to_string(),
-                detail,
-            })
+            Err(ScenarioError::Required { name: name.to_string(), detail })
         }
     }
 
@@ -325,10 +306,8 @@ pub fn run_fn(
     if options.metadata_encryption {
         cfg = cfg.with_metadata_encryption();
     }
-    let mut guest = QemuGuest::new(cfg).map_err(|source| RunError::Guest {
-        scenario: name.to_string(),
-        source: Box::new(source),
-    })?;
+    let mut guest = QemuGuest::new(cfg)
+        .map_err(|source| RunError::Guest { scenario: name.to_string(), source: Box::new(source) })?;
     eprintln!("[{name}] on {} (run dir {})", guest.describe(), guest.artifacts_dir().display());
     let mut report = {
         let mut profiled;

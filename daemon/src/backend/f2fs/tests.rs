@@ -36,12 +36,18 @@ impl F2fsSys for FakeF2fs {
         if !k.answers.is_empty() {
             return Err(k.answers.remove(0));
         }
-        let opts: Vec<String> = data
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|o| if o.starts_with("checkpoint=disable") { "checkpoint=disable:0".to_string() } else { o.to_string() })
-            .filter(|o| o != "checkpoint=enable")
-            .collect();
+        let opts: Vec<String> =
+            data.split(',')
+                .filter(|s| !s.is_empty())
+                .map(|o| {
+                    if o.starts_with("checkpoint=disable") {
+                        "checkpoint=disable:0".to_string()
+                    } else {
+                        o.to_string()
+                    }
+                })
+                .filter(|o| o != "checkpoint=enable")
+                .collect();
         k.mounted = Some(opts);
         Ok(())
     }
@@ -81,7 +87,8 @@ fn data_opts(k: &Kernel) -> Vec<String> {
 #[test]
 fn first_try_is_zero_percent() {
     let mut f = FakeF2fs::default();
-    let opt = disable_checkpoint(&mut f, "/dev/vda", "/data", MsFlags::MS_NOATIME, &["discard".into()]).expect("mounts");
+    let opt =
+        disable_checkpoint(&mut f, "/dev/vda", "/data", MsFlags::MS_NOATIME, &["discard".into()]).expect("mounts");
     assert_eq!(opt, "checkpoint=disable:0%");
     assert_eq!(data_opts(&f.k()), vec!["discard,checkpoint=disable:0%"]);
     assert_eq!(f.k().calls[0].0, MsFlags::MS_NOATIME);
@@ -124,7 +131,10 @@ fn einval_falls_back_to_plain_disable() {
 fn eagain_then_einval_falls_back_too() {
     let mut f = FakeF2fs::default();
     f.k().answers = vec![Errno::EAGAIN, Errno::EINVAL];
-    assert_eq!(disable_checkpoint(&mut f, "/dev/vda", "/data", MsFlags::empty(), &[]).expect("mounts"), "checkpoint=disable");
+    assert_eq!(
+        disable_checkpoint(&mut f, "/dev/vda", "/data", MsFlags::empty(), &[]).expect("mounts"),
+        "checkpoint=disable"
+    );
     assert_eq!(data_opts(&f.k()).len(), 3);
 }
 
@@ -171,10 +181,7 @@ fn mountinfo_shows_the_checkpoint_state() {
     assert_eq!(l.device, "254:0");
     assert_eq!(l.fs_type, "f2fs");
     assert!(l.checkpoint_disabled());
-    assert_eq!(
-        l.vfs_flags(),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME | MsFlags::MS_LAZYTIME
-    );
+    assert_eq!(l.vfs_flags(), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME | MsFlags::MS_LAZYTIME);
     let enabled = mi.replace("checkpoint=disable:0,", "");
     assert!(!live_mount_from(&enabled, "/data").expect("mounted").checkpoint_disabled());
     assert!(live_mount_from(mi, "/metadata").is_none());
@@ -311,7 +318,10 @@ mod engine_cycle {
         let fstab = dir.path().join("fstab");
         std::fs::write(
             &fstab,
-            format!("/dev/block/by-name/userdata {} f2fs noatime,nosuid,nodev,discard wait,check,checkpoint=fs\n", data.display()),
+            format!(
+                "/dev/block/by-name/userdata {} f2fs noatime,nosuid,nodev,discard wait,check,checkpoint=fs\n",
+                data.display()
+            ),
         )
         .expect("fstab");
         let config = Config { fstab, metadata_dir: dir.path().join("metadata"), ..Config::default() };
@@ -356,7 +366,10 @@ mod engine_cycle {
             let e = boot(&h, id);
             let out = e.prepare_userdata(&mut |_| {}).expect("armed");
             assert_eq!((out.phase, out.attempt), (Phase::Checkpointing, n));
-            assert_eq!(h.kernel.k().calls.last().map(|c| c.1.clone()).as_deref(), Some("discard,checkpoint=disable:0%"));
+            assert_eq!(
+                h.kernel.k().calls.last().map(|c| c.1.clone()).as_deref(),
+                Some("discard,checkpoint=disable:0%")
+            );
             // A second prepare in the same boot changes nothing.
             let again = e.prepare_userdata(&mut |_| {}).expect("same boot");
             assert_eq!(again.attempt, n);
@@ -411,7 +424,10 @@ mod engine_cycle {
         e.poll_space().expect("poll");
         let details: Vec<String> =
             e.history().iter().filter(|ev| ev.kind == "space-threshold").map(|ev| ev.detail.clone()).collect();
-        assert_eq!(details, vec!["f2fs unusable space 85% used (crossed 50%)", "f2fs unusable space 85% used (crossed 80%)"]);
+        assert_eq!(
+            details,
+            vec!["f2fs unusable space 85% used (crossed 50%)", "f2fs unusable space 85% used (crossed 80%)"]
+        );
         assert_eq!(e.status().partitions[0].unusable_bytes, 85 << 20);
         h.kernel.k().unusable = 96 << 20;
         h.kernel.k().free = 4 << 20;
@@ -482,11 +498,17 @@ fn commit_gives_back_the_live_options_then_fewer() {
 
     let mut f = FakeF2fs::default();
     f.k().answers = vec![Errno::EINVAL];
-    assert_eq!(enable_checkpoint(&mut f, "/dev/vda", "/data", &live, &["discard".into()]).expect("fstab form"), "discard,checkpoint=enable");
+    assert_eq!(
+        enable_checkpoint(&mut f, "/dev/vda", "/data", &live, &["discard".into()]).expect("fstab form"),
+        "discard,checkpoint=enable"
+    );
 
     let mut f = FakeF2fs::default();
     f.k().answers = vec![Errno::EINVAL, Errno::EINVAL];
-    assert_eq!(enable_checkpoint(&mut f, "/dev/vda", "/data", &live, &["discard".into()]).expect("bare"), "checkpoint=enable");
+    assert_eq!(
+        enable_checkpoint(&mut f, "/dev/vda", "/data", &live, &["discard".into()]).expect("bare"),
+        "checkpoint=enable"
+    );
 
     let mut f = FakeF2fs::default();
     f.k().answers = vec![Errno::EIO; 3];

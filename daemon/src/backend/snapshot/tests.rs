@@ -33,7 +33,8 @@ struct MemDev(Vec<u8>);
 impl ReadAt for MemDev {
     fn read_at_exact(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         let start = usize::try_from(offset).map_err(|_| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
-        let src = self.0.get(start..start + buf.len()).ok_or(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        let src =
+            self.0.get(start..start + buf.len()).ok_or(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -61,7 +62,11 @@ impl StackIo for FakeIo {
         Ok(())
     }
     fn mount_ro(&self, node: &Path, fs_type: &str, dir: &Path) -> Result<()> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).ops.push(format!("mount {} {fs_type} {}", node.display(), dir.display()));
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).ops.push(format!(
+            "mount {} {fs_type} {}",
+            node.display(),
+            dir.display()
+        ));
         Ok(())
     }
     fn umount(&self, dir: &Path) -> Result<()> {
@@ -73,12 +78,20 @@ impl StackIo for FakeIo {
     }
     fn block_info(&self, dev: Device) -> Result<BlockInfo> {
         let l = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        l.infos.iter().find(|(d, _)| *d == dev).map(|(_, i)| i.clone()).ok_or_else(|| Error::Internal(format!("no sysfs for {dev}")))
+        l.infos
+            .iter()
+            .find(|(d, _)| *d == dev)
+            .map(|(_, i)| i.clone())
+            .ok_or_else(|| Error::Internal(format!("no sysfs for {dev}")))
     }
     fn ext4_map(&self, _fs_dev: Device, path: &Path, _size: u64) -> Result<InodeMap> {
         let l = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let want = path.to_string_lossy();
-        l.maps.iter().find(|(p, _)| *p == want).map(|(_, m)| m.clone()).ok_or_else(|| Error::Internal(format!("no map for {want}")))
+        l.maps
+            .iter()
+            .find(|(p, _)| *p == want)
+            .map(|(_, m)| m.clone())
+            .ok_or_else(|| Error::Internal(format!("no map for {want}")))
     }
     fn open_raw(&self, raw: &str) -> Result<Box<dyn ReadAt>> {
         let mut l = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -259,12 +272,15 @@ fn merge_refuses_invalidated_foreign_or_mismatched_stores_without_touching_the_t
     for (head, what) in [
         (header(0, 8), "invalidated"),
         (header(1, 16), "chunk"),
-        ({
-            let mut h = [0u8; 16];
-            h[0] = 0xEB; // a filesystem boot sector, not a COW store
-            h[1] = 0x3C;
-            h
-        }, "does not lead"),
+        (
+            {
+                let mut h = [0u8; 16];
+                h[0] = 0xEB; // a filesystem boot sector, not a COW store
+                h[1] = 0x3C;
+                h
+            },
+            "does not lead",
+        ),
     ] {
         let (mut b, dm, io) = backend();
         io.0.lock().expect("io").head = Some(head);
@@ -503,13 +519,24 @@ fn data_may_be_mounted_through_a_crypt_layer_on_the_top() {
         {
             let mut l = io.0.lock().expect("io");
             l.mounted = Some(upper);
-            l.infos.push((top, BlockInfo { kname: "dm-1".into(), size_bytes: RAW_SIZE, slaves: vec!["vdb".into()], dm_name: Some("rewind-userdata".into()) }));
-            l.infos.push((upper, BlockInfo {
-                kname: "dm-9".into(),
-                size_bytes: RAW_SIZE,
-                slaves: slaves.iter().map(|s| s.to_string()).collect(),
-                dm_name: Some("userdata-crypt".into()),
-            }));
+            l.infos.push((
+                top,
+                BlockInfo {
+                    kname: "dm-1".into(),
+                    size_bytes: RAW_SIZE,
+                    slaves: vec!["vdb".into()],
+                    dm_name: Some("rewind-userdata".into()),
+                },
+            ));
+            l.infos.push((
+                upper,
+                BlockInfo {
+                    kname: "dm-9".into(),
+                    size_bytes: RAW_SIZE,
+                    slaves: slaves.iter().map(|s| s.to_string()).collect(),
+                    dm_name: Some("userdata-crypt".into()),
+                },
+            ));
         }
         let lines = vec![(0, RAW_SIZE / 512, kind.to_string(), params.to_string())];
         let mut b = SnapshotBackend::new(&Config::default(), Box::new(CryptDm(dm, lines)), Box::new(io));
@@ -517,7 +544,10 @@ fn data_may_be_mounted_through_a_crypt_layer_on_the_top() {
         b.check_mounted(&idle_ref(), "/data")
     };
     assert_eq!(run(&format!("aes-xts-plain64 {KEY} 0 254:1 0"), "crypt", &["dm-1"]).expect("crypt"), RAW_SIZE);
-    assert_eq!(run(&format!("aes-xts-plain64 {KEY} 0 254:1 0 1 allow_discards"), "default-key", &["dm-1"]).expect("dkey"), RAW_SIZE);
+    assert_eq!(
+        run(&format!("aes-xts-plain64 {KEY} 0 254:1 0 1 allow_discards"), "default-key", &["dm-1"]).expect("dkey"),
+        RAW_SIZE
+    );
     for (params, kind, slaves, want) in [
         (format!("aes-xts-plain64 {KEY} 0 254:1 0"), "crypt", vec!["vdb"], "sits on"),
         (format!("aes-xts-plain64 {KEY} 0 254:1 16"), "crypt", vec!["dm-1"], "sector 16"),
