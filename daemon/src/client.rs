@@ -12,8 +12,8 @@ use rewind_proto::v1::checkpoint_client::CheckpointClient;
 use serde_json::{json, Value};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::error::ErrorKind;
-use crate::service::mapping::{backend_name_i32, kind_from_name, kind_name, phase_name_i32, ERROR_KIND_KEY};
+use crate::service::mapping::{backend_name_i32, phase_name_i32, ERROR_KIND_KEY};
+use crate::types::ErrorKind;
 
 /// rewindctl's exit statuses. Booleans: 0 = true, 1 = false, which is the
 /// opposite of `vdc checkpoint` (vdc returns 1 for true); shell `if` reads
@@ -171,7 +171,7 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn from_status(status: &tonic::Status) -> Refusal {
-        let kind = status.metadata().get(ERROR_KIND_KEY).and_then(|v| v.to_str().ok()).and_then(kind_from_name);
+        let kind = status.metadata().get(ERROR_KIND_KEY).and_then(|v| v.to_str().ok()).and_then(ErrorKind::from_name);
         Refusal { code: status.code(), kind, message: status.message().to_string() }
     }
 }
@@ -179,7 +179,7 @@ impl Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.kind {
-            Some(kind) => write!(f, "rewindd answered {:?} ({}): {}", self.code, kind_name(kind), self.message),
+            Some(kind) => write!(f, "rewindd answered {:?} ({}): {}", self.code, kind.as_str(), self.message),
             None => write!(f, "{:?}: {}", self.code, self.message),
         }
     }

@@ -1,122 +1,31 @@
 //! The engine: the one owner of checkpoint state and of the dm devices. The
 //! gRPC service (`service`) calls only this API; everything here is
 //! blocking and thread-safe (the service runs calls on tokio's blocking
-//! pool). Types here are the daemon's own; `service` converts them to and
-//! from `rewind_proto` messages.
+//! pool).
 //!
-//! CONTRACT between the core (fstab/state/fiemap/dm/backend/boot/space) and
-//! the service edge. Signatures may grow fields, but keep the meaning.
+//! The engine owns the lock, the status cache, the WatchStatus channel and
+//! opening (state record, fstab, backend); every step of the life cycle is
+//! `boot`'s, called with a [`boot::Ctx`] over the engine's fields. The types
+//! it speaks are the shared ones of `types`; `service` converts them to and
+//! from `rewind_proto` messages.
 
-use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 
 use crate::backend::snapshot::{SnapshotBackend, SysIo};
-use crate::backend::{Backend, PartRef};
-use crate::boot::{self, error_chain};
+use crate::backend::{routed, Backend, Usage};
+use crate::boot;
 use crate::config::Config;
-use crate::cowstore;
 use crate::dm::{KernelDm, SnapshotStatus};
 use crate::error::{Error, Result};
 use crate::fstab::{self, CheckpointMode, CheckpointedPartition};
-use crate::space;
-use crate::state::{extents_hash, PartitionState, State, Store};
+use crate::state::{State, Store};
 use crate::sys;
-
-/// Checkpoint phase, as recorded in the state record (architecture.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    Idle,
-    /// Started; the first attempt has not been prepared yet.
-    Armed,
-    Checkpointing,
-    RollingBack,
-    Committing,
-    /// Attempts used up (or aborted without retry): userdata is back at the
-    /// baseline and NeedsRollback is true until the next StartCheckpoint or
-    /// an explicit reset.
-    RolledBack,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackendKind {
-    Snapshot,
-    F2fs,
-}
-
-/// Status of the whole checkpoint (GetStatus).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct StatusReport {
-    pub phase: Phase,
-    /// 1-based attempt of the current boot; 0 when not checkpointing.
-    pub attempt: u32,
-    pub attempts: u32,
-    pub partitions: Vec<PartitionReport>,
-    /// Set when checkpointing cannot work on this machine, with the reason.
-    pub unavailable_reason: Option<String>,
-    /// Set when rollback protection was lost (COW overflow, invalid snapshot).
-    pub protection_lost: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct PartitionReport {
-    pub name: String,
-    pub mount_point: String,
-    pub backend: BackendKind,
-    pub raw_device: String,
-    /// "rewind-userdata: snapshot-origin", one line per dm device.
-    pub device_stack: Vec<String>,
-    pub cow_bytes: u64,
-    pub cow_used_bytes: u64,
-    pub chunk_sectors: u32,
-    pub merge_done_sectors: u64,
-    pub merge_total_sectors: u64,
-    /// "Invalid", "Overflow", "Merge failed" when dm reports a word.
-    pub snapshot_state: Option<String>,
-    /// f2fs: bytes hidden as unusable while checkpoint=disable.
-    pub unusable_bytes: u64,
-}
-
-/// One history entry (bounded list in the state record).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Event {
-    pub time_unix: u64,
-    /// started, attempt, rollback-begun, rollback-finished, committed,
-    /// commit-begun, aborted, overflow, space-threshold, refused, ...
-    pub kind: String,
-    pub attempt: u32,
-    pub attempts: u32,
-    pub partition: String,
-    pub detail: String,
-    pub boot_reason: String,
-}
-
-/// Progress while PrepareUserdata runs (merge progress, steps).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Progress {
-    pub step: String,
-    pub partition: String,
-    pub done_sectors: u64,
-    pub total_sectors: u64,
-}
-
-/// What PrepareUserdata decided for this boot.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PrepareOutcome {
-    pub phase: Phase,
-    pub attempt: u32,
-    pub attempts: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Supports {
-    pub block: bool,
-    pub file: bool,
-}
+use crate::types::{
+    error_chain, Event, EventKind, PartitionReport, Phase, PrepareOutcome, Progress, StatusReport, Supports,
+};
 
 /// Pushed to WatchStatus subscribers.
 #[derive(Debug, Clone)]
@@ -140,9 +49,8 @@ struct Inner {
     config: Config,
     store: Store,
     state: State,
-    /// Block-mode partitions of the fstab.
-    parts: Vec<PartRef>,
-    fstab_parts: Vec<CheckpointedPartition>,
+    /// The fstab's checkpointed partitions (both modes).
+    parts: Vec<CheckpointedPartition>,
     backend: Option<Box<dyn Backend>>,
     /// Why checkpointing cannot work here (no dm, no fstab entry...).
     unavailable: Option<String>,
@@ -156,6 +64,13 @@ struct Inner {
     merge_progress: Vec<Progress>,
 }
 
+/// The fstab's checkpointed partitions, parsed once for the engine and
+/// the backend routing.
+pub fn checkpointed_partitions(config: &Config) -> Result<Vec<CheckpointedPartition>> {
+    let entries = fstab::load(&config.fstab)?;
+    Ok(fstab::checkpointed(&entries, &config.fstab, &config.dm_prefix, &config.dev_mapper_dir)?)
+}
+
 fn read_boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
 }
@@ -165,7 +80,8 @@ impl Engine {
     /// because device-mapper is missing: status then carries the reason and
     /// mutating calls return `Error::Unavailable`.
     pub fn open(config: Config) -> Result<Engine> {
-        let backend: std::result::Result<Box<dyn Backend>, String> = match KernelDm::open() {
+        let fstab = checkpointed_partitions(&config);
+        let snapshot: std::result::Result<Box<dyn Backend>, String> = match KernelDm::open() {
             Ok(dm) => Ok(Box::new(SnapshotBackend::new(
                 &config,
                 Box::new(dm),
@@ -174,36 +90,32 @@ impl Engine {
             Err(e) => Err(format!("device-mapper is not available: {}", error_chain(&e))),
         };
         // checkpoint=fs entries add the f2fs backend (routed by partition).
-        let backend = crate::backend::f2fs::select(&config, backend, Box::new(crate::backend::f2fs::KernelF2fs));
-        Ok(Self::open_with(config, backend, read_boot_id(), sys::boot_reason()))
+        let backend = routed::select(&fstab, snapshot, Box::new(crate::backend::f2fs::KernelF2fs));
+        Ok(Self::open_with(config, fstab, backend, read_boot_id(), sys::boot_reason()))
     }
 
-    /// `open` with a given backend (or the reason there is none); host
+    /// `open` with the fstab's checkpointed partitions (or why they could
+    /// not be read) and a given backend (or the reason there is none); host
     /// tests use it with a fake.
     pub fn open_with(
         config: Config,
+        fstab: Result<Vec<CheckpointedPartition>>,
         backend: std::result::Result<Box<dyn Backend>, String>,
         boot_id: String,
         boot_reason: String,
     ) -> Engine {
         let mut unavailable = Vec::new();
-        let (fstab_parts, parts) = match fstab::load(&config.fstab)
-            .and_then(|e| fstab::checkpointed(&e, &config.fstab, &config.dm_prefix, &config.dev_mapper_dir))
-        {
+        let parts = match fstab {
             Ok(all) => {
-                // Both modes: checkpoint=fs partitions go to the f2fs backend
-                // (backend::f2fs::Routed).
-                let block: Vec<PartRef> =
-                    all.iter().map(|p| PartRef { name: p.name.clone(), raw_device: p.raw_device.clone() }).collect();
-                if block.is_empty() {
+                if all.is_empty() {
                     unavailable
                         .push(format!("no checkpoint=block or checkpoint=fs partition in {}", config.fstab.display()));
                 }
-                (all, block)
+                all
             }
             Err(e) => {
                 unavailable.push(error_chain(&e));
-                (Vec::new(), Vec::new())
+                Vec::new()
             }
         };
         let backend = match backend {
@@ -221,8 +133,8 @@ impl Engine {
                     tracing::error!(dir = %config.metadata_dir.display(), %problem, "state record bad; previous copy in use");
                     st.push_event(
                         Event {
-                            time_unix: boot::now_unix(),
-                            kind: "state-recovered".into(),
+                            time_unix: sys::now_unix(),
+                            kind: EventKind::StateRecovered.as_str().into(),
                             attempt: st.attempt,
                             attempts: st.attempts,
                             partition: String::new(),
@@ -247,7 +159,6 @@ impl Engine {
             store,
             state,
             parts,
-            fstab_parts,
             backend,
             unavailable: if unavailable.is_empty() { None } else { Some(unavailable.join("; ")) },
             state_broken,
@@ -287,7 +198,7 @@ impl Engine {
         }
         self.mutate(|inner, notify| {
             inner.usable()?;
-            inner.start(attempts, reason, notify)?;
+            inner.with_ctx(notify, |ctx| boot::start(ctx, attempts, reason))?;
             Ok(inner.report())
         })
     }
@@ -355,7 +266,7 @@ impl Engine {
         // As vold: block = a checkpoint=block entry, file = a checkpoint=fs
         // entry; and only when rewind can act on them here.
         let ok = inner.unavailable.is_none();
-        let has = |m: CheckpointMode| inner.fstab_parts.iter().any(|p| p.mode == m);
+        let has = |m: CheckpointMode| inner.parts.iter().any(|p| p.mode == m);
         Supports { block: ok && has(CheckpointMode::Block), file: ok && has(CheckpointMode::Fs) }
     }
     pub fn status(&self) -> StatusReport {
@@ -394,7 +305,12 @@ impl Engine {
         }
         self.mutate(|inner, notify| {
             inner.cleanup_pending(notify);
-            inner.watch_space(notify)
+            let cmd = inner.config.reboot_command.clone();
+            let mut reboot_requested = inner.reboot_requested;
+            let r = inner
+                .with_ctx(notify, |ctx| boot::space::watch(ctx, &mut reboot_requested, &mut || sys::run_command(&cmd)));
+            inner.reboot_requested = reboot_requested;
+            r
         })
     }
 }
@@ -417,263 +333,22 @@ impl Inner {
             store: &mut self.store,
             state: &mut self.state,
             parts: &self.parts,
-            history_limit: self.config.history_limit,
+            config: &self.config,
             boot_id: &self.boot_id,
             boot_reason: &self.boot_reason,
-            has_commit_command: !self.config.commit_command.is_empty(),
             notify,
         };
         f(&mut ctx)
     }
 
-    fn fstab_part(&self, name: &str) -> Option<&CheckpointedPartition> {
-        self.fstab_parts.iter().find(|p| p.name == name)
-    }
-
-    /// StartCheckpoint: create and record the COW stores (phase Armed);
-    /// the next prepare arms attempt 1.
-    fn start(&mut self, attempts: u32, reason: &str, notify: &dyn Fn(&Event)) -> Result<()> {
-        match self.state.phase {
-            Phase::Idle | Phase::RolledBack => {}
-            other => {
-                return Err(Error::WrongPhase {
-                    phase: format!("{other:?}"),
-                    what: "start: a checkpoint is already running".into(),
-                })
-            }
-        }
-        let chunk = self.config.cow.chunk_sectors;
-        if chunk < 8 || !chunk.is_power_of_two() {
-            return Err(Error::Unavailable(format!("cow.chunk_sectors {chunk} is not a power of two >= 8")));
-        }
-        self.cleanup_pending(notify);
-        let mut made: Vec<PartitionState> = Vec::new();
-        let res = (|| -> Result<()> {
-            for pr in self.parts.clone() {
-                let fp = self
-                    .fstab_part(&pr.name)
-                    .cloned()
-                    .ok_or_else(|| Error::Internal(format!("{} vanished from the fstab", pr.name)))?;
-                let backend = self.backend.as_deref().ok_or_else(|| Error::Unavailable("no backend".into()))?;
-                let raw_size = backend.check_mounted(&pr, &fp.mount_point)?;
-                let mp = Path::new(&fp.mount_point);
-                if fp.mode == CheckpointMode::Fs {
-                    // f2fs mode keeps no COW store: the baseline is f2fs's
-                    // last checkpoint before the next checkpoint=disable
-                    // mount. Write one now so everything up to the start
-                    // is in it even if this boot ends in a crash.
-                    sys::checkpoint_fs(mp)?;
-                    made.push(PartitionState {
-                        name: pr.name.clone(),
-                        mount_point: fp.mount_point.clone(),
-                        fs_type: fp.fs_type.clone(),
-                        backend: BackendKind::F2fs,
-                        raw_device: pr.raw_device.clone(),
-                        raw_size_bytes: raw_size,
-                        chunk_sectors: chunk,
-                        cow_sha256: extents_hash(&[]),
-                        cow_files: Vec::new(),
-                    });
-                    continue;
-                }
-                // Files from an earlier, unrecorded start (a cut before the
-                // record was written) are ours: remove them first.
-                let stray = cowstore::stray_files(mp, &self.config.cow.dir);
-                if !stray.is_empty() {
-                    tracing::warn!(count = stray.len(), "removing stray COW files");
-                    cowstore::remove_stray(&stray)?;
-                }
-                let free = sys::free_bytes(mp)?;
-                let plan = cowstore::plan(free, &self.config.cow, &fp.mount_point)?;
-                let files = cowstore::create(mp, &self.config.cow, &fp.fs_type, &plan)?;
-                let mut part = PartitionState {
-                    name: pr.name.clone(),
-                    mount_point: fp.mount_point.clone(),
-                    fs_type: fp.fs_type.clone(),
-                    backend: BackendKind::Snapshot,
-                    raw_device: pr.raw_device.clone(),
-                    raw_size_bytes: raw_size,
-                    chunk_sectors: chunk,
-                    cow_sha256: extents_hash(&files),
-                    cow_files: files,
-                };
-                made.push(part.clone());
-                // Checkpoint the journal so a no-replay mount at boot sees
-                // the files, then make sure the extents did not move.
-                sys::checkpoint_fs(mp)?;
-                cowstore::verify(&part.cow_files, &part.mount_point, mp)?;
-                // The map must also pass the checks the boot applies
-                // (bounds, overlap) now, not first at boot.
-                cowstore::linear_table(&part.cow_files, devicemapper::Device { major: 0, minor: 0 }, raw_size)?;
-                // What the boot checks without mounting (header on the raw
-                // device, ext4 map fingerprint): recorded with the files.
-                let backend = self.backend.as_deref().ok_or_else(|| Error::Unavailable("no backend".into()))?;
-                backend.seal_store(&mut part)?;
-                if let Some(last) = made.last_mut() {
-                    *last = part;
-                }
-            }
-            Ok(())
-        })();
-        if let Err(e) = res {
-            for p in &made {
-                let _ = cowstore::remove(&p.cow_files);
-            }
-            return Err(e);
-        }
-        let prev_history = std::mem::take(&mut self.state.history);
-        let pending = std::mem::take(&mut self.state.pending_cleanup);
-        self.state = State {
-            seq: self.state.seq,
-            phase: Phase::Armed,
-            attempts,
-            reason: reason.to_string(),
-            started_unix: boot::now_unix(),
-            partitions: made.clone(),
-            pending_cleanup: pending,
-            // An earlier commit's command still owed stays owed.
-            commit_command_pending: self.state.commit_command_pending,
-            history: prev_history,
-            ..State::default()
-        };
-        let cow: u64 = made.iter().map(|p| p.cow_bytes()).sum();
-        let files: usize = made.iter().map(|p| p.cow_files.len()).sum();
-        let detail = format!("{reason} ({attempts} attempts, COW store {} MiB in {files} files)", cow >> 20);
-        let saved = self.with_ctx(notify, |ctx| {
-            ctx.record("started", "", detail);
-            ctx.save()
-        });
-        if let Err(e) = saved {
-            // Not recorded: the checkpoint does not exist; do not leave its
-            // files behind.
-            for p in &made {
-                let _ = cowstore::remove(&p.cow_files);
-            }
-            self.state.phase = Phase::Idle;
-            self.state.partitions.clear();
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// Deletes COW files of finished checkpoints once their filesystem is
-    /// mounted through our top device again. Failures are logged and
-    /// retried at the next poll.
+    /// Deletes COW files of finished checkpoints whose filesystem is
+    /// mounted again (`boot::cleanup_pending`); nothing to do without a
+    /// backend.
     fn cleanup_pending(&mut self, notify: &dyn Fn(&Event)) {
-        if self.state.pending_cleanup.is_empty() {
-            return;
-        }
-        let Some(backend) = self.backend.as_deref() else { return };
-        let mut left = Vec::new();
-        let mut removed = 0usize;
-        for f in std::mem::take(&mut self.state.pending_cleanup) {
-            let owner = self
-                .fstab_parts
-                .iter()
-                .filter(|p| p.mode == CheckpointMode::Block && Path::new(&f.path).starts_with(&p.mount_point))
-                .max_by_key(|p| p.mount_point.len());
-            let mounted = owner.is_some_and(|p| {
-                backend
-                    .check_mounted(&PartRef { name: p.name.clone(), raw_device: p.raw_device.clone() }, &p.mount_point)
-                    .is_ok()
-            });
-            if !mounted {
-                left.push(f);
-                continue;
-            }
-            match cowstore::remove(std::slice::from_ref(&f)) {
-                Ok(()) => removed += 1,
-                Err(e) => {
-                    tracing::warn!(path = %f.path, error = %error_chain(&e), "COW file not removed yet");
-                    left.push(f);
-                }
-            }
-        }
-        self.state.pending_cleanup = left;
-        if removed > 0 {
-            let _ = self.with_ctx(notify, |ctx| {
-                ctx.record("cleanup", "", format!("{removed} COW files removed"));
-                ctx.save()
-            });
-        }
-    }
-
-    fn watch_space(&mut self, notify: &dyn Fn(&Event)) -> Result<()> {
-        if self.state.phase != Phase::Checkpointing || self.state.boot_id != self.boot_id {
-            return Ok(());
-        }
-        let Some(backend) = self.backend.as_deref() else { return Ok(()) };
-        let mut actions = Vec::new();
-        for p in &self.state.partitions {
-            if let Some(st) = backend.usage(p)? {
-                // f2fs: the share of space hidden as unusable (backend::f2fs).
-                let what = if p.backend == BackendKind::F2fs { "f2fs unusable space" } else { "COW store" };
-                actions.push((
-                    p.name.clone(),
-                    what,
-                    space::evaluate(&st, &self.config.space, &self.state.thresholds_hit),
-                ));
-            }
-        }
-        for (name, what, d) in actions {
-            if !d.crossed.is_empty() {
-                let pct = d.percent.unwrap_or(0);
-                self.with_ctx(notify, |ctx| {
-                    for t in &d.crossed {
-                        ctx.record("space-threshold", &name, format!("{what} {pct}% used (crossed {t}%)"));
-                        ctx.state.thresholds_hit.push(*t);
-                    }
-                    ctx.save()
-                })?;
-            }
-            match d.action {
-                space::Action::None => {}
-                space::Action::Lost { word } => {
-                    let why = format!(
-                        "{name}: snapshot is '{word}' (COW store overflowed): rollback protection lost; \
-                         the data is untouched and kept (committed)"
-                    );
-                    self.state.protection_lost = Some(why.clone());
-                    self.with_ctx(notify, |ctx| {
-                        ctx.record("overflow", &name, why.clone());
-                        ctx.save()?;
-                        boot::commit(ctx, "protection lost: COW store overflowed", &mut || Ok(()))
-                    })?;
-                    self.cleanup_pending(notify);
-                    return Ok(());
-                }
-                space::Action::Commit { percent } => {
-                    let why = format!("{what} {percent}% used; overflow policy commit");
-                    self.state.protection_lost = Some(format!("{name}: committed early: {why}"));
-                    self.with_ctx(notify, |ctx| {
-                        ctx.record("overflow", &name, why.clone());
-                        boot::commit(ctx, &why, &mut || Ok(()))
-                    })?;
-                    self.cleanup_pending(notify);
-                    return Ok(());
-                }
-                space::Action::Abort { percent } => {
-                    if self.reboot_requested {
-                        continue;
-                    }
-                    self.reboot_requested = true;
-                    let why = format!(
-                        "{what} {percent}% used (abort at {}%): rebooting to discard this attempt",
-                        self.config.space.abort_at_percent
-                    );
-                    self.with_ctx(notify, |ctx| boot::abort(ctx, &why, true))?;
-                    let cmd = self.config.reboot_command.clone();
-                    if let Err(e) = sys::run_command(&cmd) {
-                        self.with_ctx(notify, |ctx| {
-                            ctx.record("reboot-failed", &name, e.clone());
-                            ctx.save()
-                        })?;
-                        return Err(Error::Internal(format!("reboot command failed: {e}")));
-                    }
-                }
-            }
-        }
-        Ok(())
+        let _ = self.with_ctx(notify, |ctx| {
+            boot::cleanup_pending(ctx);
+            Ok(())
+        });
     }
 
     fn report(&self) -> StatusReport {
@@ -681,33 +356,34 @@ impl Inner {
         let partitions = self
             .parts
             .iter()
-            .map(|pr| {
-                let fp = self.fstab_part(&pr.name);
-                let rec = st.partitions.iter().find(|p| p.name == pr.name);
+            .map(|fp| {
+                let rec = st.partitions.iter().find(|p| p.name == fp.name);
                 let usage = match (self.backend.as_deref(), rec) {
                     (Some(b), Some(r)) => b.usage(r).ok().flatten(),
                     _ => None,
                 };
-                let progress = self.merge_progress.iter().find(|p| p.partition == pr.name);
-                // f2fs reports its unusable share as a usage (backend::f2fs).
-                let f2fs = fp.is_some_and(|p| p.mode == CheckpointMode::Fs);
+                let progress = self.merge_progress.iter().find(|p| p.partition == fp.name);
+                // What the usage measures is the backend's to say (f2fs
+                // reports its unusable share as a usage).
+                let measure = self.backend.as_deref().map(|b| b.traits(&fp.name).usage);
                 let used_bytes = match usage {
                     Some(SnapshotStatus::Usage { allocated, .. }) => allocated * 512,
                     _ => 0,
                 };
+                let unusable = measure == Some(Usage::F2fsUnusable);
                 PartitionReport {
-                    name: pr.name.clone(),
-                    mount_point: fp.map(|p| p.mount_point.clone()).unwrap_or_default(),
-                    backend: if f2fs { BackendKind::F2fs } else { BackendKind::Snapshot },
-                    raw_device: pr.raw_device.clone(),
-                    device_stack: self.backend.as_deref().map(|b| b.stack(&pr.name)).unwrap_or_default(),
+                    name: fp.name.clone(),
+                    mount_point: fp.mount_point.clone(),
+                    backend: fp.mode.backend_kind(),
+                    raw_device: fp.raw_device.clone(),
+                    device_stack: self.backend.as_deref().map(|b| b.stack(&fp.name)).unwrap_or_default(),
                     cow_bytes: rec.map(|r| r.cow_bytes()).unwrap_or(0),
-                    cow_used_bytes: if f2fs { 0 } else { used_bytes },
+                    cow_used_bytes: if unusable { 0 } else { used_bytes },
                     chunk_sectors: rec.map(|r| r.chunk_sectors).unwrap_or(self.config.cow.chunk_sectors),
                     merge_done_sectors: progress.map(|p| p.done_sectors).unwrap_or(0),
                     merge_total_sectors: progress.map(|p| p.total_sectors).unwrap_or(0),
                     snapshot_state: usage.and_then(|u| u.word()).map(str::to_string),
-                    unusable_bytes: if f2fs { used_bytes } else { 0 },
+                    unusable_bytes: if unusable { used_bytes } else { 0 },
                 }
             })
             .collect();

@@ -2,27 +2,15 @@
 //! named for the step that failed; they are wrapped here. The service edge
 //! maps an error to a gRPC status through [`Error::kind`] only, so adding a
 //! variant never touches the edge (keystore2's `map_or_log_err` idea).
+//!
+//! The modules wrapped here sit below this one; a backend's own error type
+//! (f2fs) comes in as [`Error::Backend`] with the kind it chose, so this
+//! module never imports a backend.
 
-/// What the caller can do about an error; the service maps this to a code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Bad request (attempts = 0, unknown partition, ...).
-    InvalidArgument,
-    /// The call does not fit the current phase (commit with no checkpoint).
-    WrongPhase,
-    /// Checkpointing cannot work on this machine (no device-mapper, no
-    /// checkpointed partition in the fstab, no /metadata).
-    Unavailable,
-    /// Not enough free space for the COW store.
-    NoSpace,
-    /// Refused to protect data: a check failed (extents changed, state
-    /// record corrupt, kernel table differs from the expected one).
-    Unsafe,
-    /// The caller is not allowed to mutate state.
-    PermissionDenied,
-    /// Anything else: I/O, ioctl, kernel errors.
-    Internal,
-}
+use crate::cowstore::CowError;
+use crate::dm::DmOpError;
+use crate::state::StateError;
+use crate::types::ErrorKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -56,8 +44,14 @@ pub enum Error {
     Dm(#[from] crate::dm::DmOpError),
     #[error("System call")]
     Sys(#[from] crate::sys::SysError),
-    #[error("f2fs checkpoint")]
-    F2fs(#[from] crate::backend::f2fs::F2fsError),
+    /// A backend's own error, with the kind the backend gives it.
+    #[error("{what}")]
+    Backend {
+        what: &'static str,
+        kind: ErrorKind,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
@@ -93,7 +87,7 @@ impl Error {
                 | DmOpError::Status { .. } => ErrorKind::Internal,
             },
             Error::Sys(_) => ErrorKind::Internal,
-            Error::F2fs(e) => e.kind(),
+            Error::Backend { kind, .. } => *kind,
         }
     }
 
@@ -102,9 +96,5 @@ impl Error {
         Error::Io { context: context.into(), source }
     }
 }
-
-use crate::cowstore::CowError;
-use crate::dm::DmOpError;
-use crate::state::StateError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

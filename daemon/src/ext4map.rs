@@ -27,13 +27,11 @@
 //! the layouts understood here are accepted; anything else is refused, and
 //! a parse that disagrees with FIEMAP refuses `start`.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::fiemap::Extent;
+use crate::sys::blockdev::ReadAt;
 
 const SUPER_OFFSET: u64 = 1024;
 const EXT4_MAGIC: u16 = 0xEF53;
@@ -96,16 +94,6 @@ pub enum MapError {
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`.
-pub trait ReadAt {
-    fn read_at_exact(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
-}
-
-impl ReadAt for File {
-    fn read_at_exact(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        FileExt::read_exact_at(self, buf, offset)
-    }
-}
-
 fn read(src: &dyn ReadAt, offset: u64, len: usize) -> Result<Vec<u8>, MapError> {
     let mut buf = vec![0u8; len];
     src.read_at_exact(&mut buf, offset).map_err(|e| MapError::Read { offset, len, error: e.to_string() })?;

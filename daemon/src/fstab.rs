@@ -30,6 +30,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use crate::types::BackendKind;
+
 /// Where fs_mgr expects partitions by name when `rewind_raw=` is absent.
 pub const BY_NAME_DIR: &str = "/dev/block/by-name";
 /// The fs_mgr flag that names the raw device behind the dm path.
@@ -52,6 +54,16 @@ pub enum FstabError {
 pub enum CheckpointMode {
     Block,
     Fs,
+}
+
+impl CheckpointMode {
+    /// The backend that serves this mode.
+    pub fn backend_kind(self) -> BackendKind {
+        match self {
+            CheckpointMode::Block => BackendKind::Snapshot,
+            CheckpointMode::Fs => BackendKind::F2fs,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::engine::{BackendKind, Event, Phase};
 use crate::ext4map::Region;
 use crate::fiemap::Extent;
+use crate::types::{BackendKind, Event, Phase};
 
 pub const VERSION: u32 = 1;
 const MAGIC: &str = "rewind-state";
@@ -294,7 +294,7 @@ impl Store {
     pub fn publish_phase(&mut self, phase: Phase) {
         if self.published_phase != Some(phase) {
             self.published_phase = Some(phase);
-            crate::sys::publish_phase(crate::service::mapping::phase_name(crate::service::mapping::phase_to_pb(phase)));
+            crate::sys::publish_phase(phase.as_str());
         }
     }
 
@@ -388,18 +388,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{cow_file, snapshot_part};
 
     fn sample() -> State {
-        let files = vec![CowFile {
-            path: "/data/rewind/cow.0000".into(),
-            size_bytes: 8 << 20,
-            extents: vec![
-                Extent { logical: 0, physical: 1 << 30, length: 4 << 20 },
-                Extent { logical: 4 << 20, physical: 2 << 30, length: 4 << 20 },
-            ],
-            fingerprint: Vec::new(),
-            inode: 0,
-        }];
+        let files = vec![cow_file("/data/rewind/cow.0000", &[(0, 1 << 30, 4 << 20), (4 << 20, 2 << 30, 4 << 20)])];
         let mut s = State {
             seq: 7,
             phase: Phase::Checkpointing,
@@ -407,23 +399,13 @@ mod tests {
             attempts: 3,
             reason: "ota 2026-11".into(),
             started_unix: 1_795_000_000,
-            partitions: vec![PartitionState {
-                name: "userdata".into(),
-                mount_point: "/data".into(),
-                fs_type: "ext4".into(),
-                backend: BackendKind::Snapshot,
-                raw_device: "/dev/block/by-name/userdata".into(),
-                raw_size_bytes: 64 << 30,
-                chunk_sectors: 8,
-                cow_sha256: extents_hash(&files),
-                cow_files: files,
-            }],
+            partitions: vec![snapshot_part("/dev/block/by-name/userdata", 64 << 30, files)],
             ..State::default()
         };
         s.push_event(
             Event {
                 time_unix: 1,
-                kind: "started".into(),
+                kind: crate::types::EventKind::Started.as_str().into(),
                 attempt: 0,
                 attempts: 3,
                 partition: String::new(),
@@ -592,7 +574,7 @@ mod tests {
             s.push_event(
                 Event {
                     time_unix: i,
-                    kind: "attempt".into(),
+                    kind: crate::types::EventKind::Attempt.as_str().into(),
                     attempt: 0,
                     attempts: 0,
                     partition: String::new(),

@@ -5,7 +5,7 @@ mod common;
 
 use common::{rewindctl, TestServer};
 use rewind_daemon::client::exit;
-use rewind_daemon::error::ErrorKind;
+use rewind_daemon::types::ErrorKind;
 
 /// Booleans: 0 = true, 1 = false (the opposite of vdc).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

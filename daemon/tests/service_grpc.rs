@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::{FakeCore, TestServer};
 use rewind_daemon::client::{connect, Target};
-use rewind_daemon::error::ErrorKind;
-use rewind_daemon::service::mapping::{kind_from_name, ALL_KINDS, ERROR_KIND_KEY};
+use rewind_daemon::service::mapping::ERROR_KIND_KEY;
 use rewind_daemon::service::CheckpointCore;
+use rewind_daemon::types::ErrorKind;
 use rewind_proto::v1 as pb;
 
 async fn client(server: &TestServer) -> pb::checkpoint_client::CheckpointClient<tonic::transport::Channel> {
@@ -88,14 +88,14 @@ async fn every_rpc_round_trips_over_a_unix_socket() {
 async fn core_errors_keep_their_code_on_the_wire() {
     let server = TestServer::start(TestServer::default_policy(), false).await;
     let mut c = client(&server).await;
-    for kind in ALL_KINDS {
+    for kind in ErrorKind::ALL {
         server.core.fail_next(kind);
         let status =
             c.start_checkpoint(pb::StartCheckpointRequest { attempts: 2, reason: String::new() }).await.unwrap_err();
         let expected = rewind_daemon::service::mapping::code_of(kind);
         assert_eq!(status.code(), expected, "{kind:?}");
         let tag = status.metadata().get(ERROR_KIND_KEY).unwrap().to_str().unwrap();
-        assert_eq!(kind_from_name(tag), Some(kind));
+        assert_eq!(ErrorKind::from_name(tag), Some(kind));
         assert_eq!(status.message(), common::error_of(kind).to_string());
     }
     server.stop().await;
@@ -111,7 +111,7 @@ async fn bad_arguments_are_refused_before_the_core() {
     let status =
         c.start_checkpoint(pb::StartCheckpointRequest { attempts: 3, reason: "x".repeat(5000) }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert_eq!(server.core.phase(), rewind_daemon::engine::Phase::Idle, "the core was not called");
+    assert_eq!(server.core.phase(), rewind_daemon::types::Phase::Idle, "the core was not called");
     server.stop().await;
 }
 
@@ -210,7 +210,7 @@ async fn caller_with_another_uid_is_refused_with_permission_denied() {
         assert!(run.stderr.contains("uid 12345"), "{args:?}: {run:?}");
         assert!(run.stderr.contains("PermissionDenied"), "{args:?}: {run:?}");
     }
-    assert_eq!(server.core.phase(), rewind_daemon::engine::Phase::Idle, "nothing reached the core");
+    assert_eq!(server.core.phase(), rewind_daemon::types::Phase::Idle, "nothing reached the core");
     let run = common::rewindctl(&server.socket, Some(12345), &["status"]).await;
     assert_eq!(run.code, 0, "{run:?}");
     let run = common::rewindctl(&server.socket, Some(12345), &["needs-checkpoint"]).await;
@@ -259,7 +259,7 @@ async fn a_panicking_core_call_answers_internal() {
             &self,
             a: u32,
             r: &str,
-        ) -> rewind_daemon::error::Result<rewind_daemon::engine::StatusReport> {
+        ) -> rewind_daemon::error::Result<rewind_daemon::types::StatusReport> {
             self.0.start_checkpoint(a, r)
         }
         fn needs_checkpoint(&self) -> bool {
@@ -274,22 +274,22 @@ async fn a_panicking_core_call_answers_internal() {
         fn commit(&self, r: &str) -> rewind_daemon::error::Result<Duration> {
             self.0.commit(r)
         }
-        fn abort(&self, r: &str, k: bool) -> rewind_daemon::error::Result<rewind_daemon::engine::StatusReport> {
+        fn abort(&self, r: &str, k: bool) -> rewind_daemon::error::Result<rewind_daemon::types::StatusReport> {
             self.0.abort(r, k)
         }
         fn prepare_userdata(
             &self,
-            p: &mut dyn FnMut(rewind_daemon::engine::Progress),
-        ) -> rewind_daemon::error::Result<rewind_daemon::engine::PrepareOutcome> {
+            p: &mut dyn FnMut(rewind_daemon::types::Progress),
+        ) -> rewind_daemon::error::Result<rewind_daemon::types::PrepareOutcome> {
             self.0.prepare_userdata(p)
         }
-        fn supports(&self) -> rewind_daemon::engine::Supports {
+        fn supports(&self) -> rewind_daemon::types::Supports {
             self.0.supports()
         }
-        fn status(&self) -> rewind_daemon::engine::StatusReport {
+        fn status(&self) -> rewind_daemon::types::StatusReport {
             self.0.status()
         }
-        fn history(&self) -> Vec<rewind_daemon::engine::Event> {
+        fn history(&self) -> Vec<rewind_daemon::types::Event> {
             self.0.history()
         }
         fn subscribe(&self) -> tokio::sync::broadcast::Receiver<rewind_daemon::engine::Notice> {
@@ -330,7 +330,7 @@ async fn prepare_userdata_finishes_when_the_client_leaves() {
     drop(stream);
     drop(c);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while server.core.phase() != rewind_daemon::engine::Phase::Checkpointing {
+    while server.core.phase() != rewind_daemon::types::Phase::Checkpointing {
         assert!(tokio::time::Instant::now() < deadline, "prepare did not finish without its client");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

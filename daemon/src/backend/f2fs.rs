@@ -41,12 +41,14 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 
-use super::{Backend, Merged, PartRef};
+use super::{Backend, Merged, Traits, Usage};
+use crate::config::CowConfig;
 use crate::dm::SnapshotStatus;
-use crate::engine::{BackendKind, Progress};
 use crate::error::{Error, Result};
 use crate::fstab::{CheckpointMode, CheckpointedPartition};
+use crate::state::extents_hash;
 use crate::state::PartitionState;
+use crate::types::{error_chain, BackendKind, Progress};
 
 /// First `checkpoint=disable:N%` tried, the step on EAGAIN and the ceiling.
 pub const START_PERCENT: u32 = 0;
@@ -118,8 +120,8 @@ pub enum F2fsError {
 
 impl F2fsError {
     /// The service edge's error kind.
-    pub fn kind(&self) -> crate::error::ErrorKind {
-        use crate::error::ErrorKind as K;
+    pub fn kind(&self) -> crate::types::ErrorKind {
+        use crate::types::ErrorKind as K;
         match self {
             // Protection cannot be given: refuse and report (boot records it).
             F2fsError::CheckpointRefused { .. } | F2fsError::DeviceChanged { .. } => K::Unsafe,
@@ -544,13 +546,41 @@ impl F2fsBackend {
 }
 
 fn f2fs_err(e: F2fsError) -> Error {
-    Error::F2fs(e)
+    Error::Backend { what: "f2fs checkpoint", kind: e.kind(), source: Box::new(e) }
 }
 
 impl Backend for F2fsBackend {
+    fn traits(&self, _name: &str) -> Traits {
+        Traits {
+            kind: BackendKind::F2fs,
+            commit_data_first: true,
+            arm_refusal_is_final: true,
+            usage: Usage::F2fsUnusable,
+        }
+    }
+
     /// Not an attempt: nothing to set up; init mounts /data as usual.
-    fn ensure_idle(&mut self, _part: &PartRef) -> Result<()> {
+    fn ensure_idle(&mut self, _part: &CheckpointedPartition) -> Result<()> {
         Ok(())
+    }
+
+    /// f2fs mode keeps no COW store: the baseline is f2fs's last checkpoint
+    /// before the next checkpoint=disable mount. One is written now so
+    /// everything up to the start is in it even if this boot ends in a
+    /// crash.
+    fn create_store(&self, part: &CheckpointedPartition, cow: &CowConfig, raw_size: u64) -> Result<PartitionState> {
+        crate::sys::checkpoint_fs(Path::new(&part.mount_point))?;
+        Ok(PartitionState {
+            name: part.name.clone(),
+            mount_point: part.mount_point.clone(),
+            fs_type: part.fs_type.clone(),
+            backend: BackendKind::F2fs,
+            raw_device: part.raw_device.clone(),
+            raw_size_bytes: raw_size,
+            chunk_sectors: cow.chunk_sectors,
+            cow_sha256: extents_hash(&[]),
+            cow_files: Vec::new(),
+        })
     }
 
     /// No store to verify; the partition must still be the one the
@@ -634,7 +664,8 @@ impl Backend for F2fsBackend {
 
     /// StartCheckpoint: /data must be mounted now, as f2fs, from the
     /// fstab's device, with checkpointing on.
-    fn check_mounted(&self, part: &PartRef, mount_point: &str) -> Result<u64> {
+    fn check_mounted(&self, part: &CheckpointedPartition) -> Result<u64> {
+        let mount_point = part.mount_point.as_str();
         let e = self.entry(&part.name).map_err(f2fs_err)?;
         match self.live_checked(e).map_err(f2fs_err)? {
             None => Err(f2fs_err(F2fsError::NotMounted { mount_point: mount_point.to_string() })),
@@ -658,7 +689,7 @@ impl Backend for F2fsBackend {
             Ok(_) => "f2fs had checkpointed the attempt before the power cut: its changes are kept".to_string(),
             Err(e) => format!(
                 "f2fs's last checkpoint is unreadable ({}): whether the attempt's changes were kept is unknown",
-                crate::boot::error_chain(&e)
+                error_chain(&e)
             ),
         })
     }
@@ -678,107 +709,6 @@ impl Backend for F2fsBackend {
             None => vec![format!("{name}: f2fs on {} (not mounted)", e.blk_device)],
         }
     }
-}
-
-/// Routes each partition to its backend: block-mode partitions to the
-/// snapshot backend, checkpoint=fs ones to f2fs.
-pub struct Routed {
-    /// The snapshot backend, or why there is none (no device-mapper).
-    pub snapshot: std::result::Result<Box<dyn Backend>, String>,
-    pub f2fs: Box<dyn Backend>,
-    /// Names of the checkpoint=fs partitions.
-    pub fs_names: Vec<String>,
-}
-
-impl Routed {
-    fn by_kind(&self, kind: BackendKind) -> Result<&dyn Backend> {
-        match kind {
-            BackendKind::F2fs => Ok(self.f2fs.as_ref()),
-            BackendKind::Snapshot => self.snapshot.as_deref().map_err(|why| Error::Unavailable(why.clone())),
-        }
-    }
-    fn by_kind_mut(&mut self, kind: BackendKind) -> Result<&mut dyn Backend> {
-        match kind {
-            BackendKind::F2fs => Ok(self.f2fs.as_mut()),
-            BackendKind::Snapshot => match &mut self.snapshot {
-                Ok(b) => Ok(b.as_mut()),
-                Err(why) => Err(Error::Unavailable(why.clone())),
-            },
-        }
-    }
-    fn kind_of(&self, name: &str) -> BackendKind {
-        if self.fs_names.iter().any(|n| n == name) {
-            BackendKind::F2fs
-        } else {
-            BackendKind::Snapshot
-        }
-    }
-}
-
-impl Backend for Routed {
-    fn ensure_idle(&mut self, part: &PartRef) -> Result<()> {
-        let k = self.kind_of(&part.name);
-        self.by_kind_mut(k)?.ensure_idle(part)
-    }
-    fn verify_store(&mut self, part: &PartitionState) -> Result<()> {
-        self.by_kind_mut(part.backend)?.verify_store(part)
-    }
-    fn seal_store(&self, part: &mut PartitionState) -> Result<()> {
-        self.by_kind(part.backend)?.seal_store(part)
-    }
-    fn merge(&mut self, part: &PartitionState, progress: &mut dyn FnMut(Progress)) -> Result<Merged> {
-        self.by_kind_mut(part.backend)?.merge(part, progress)
-    }
-    fn arm(&mut self, part: &PartitionState) -> Result<()> {
-        self.by_kind_mut(part.backend)?.arm(part)
-    }
-    fn commit_live(&mut self, part: &PartitionState) -> Result<()> {
-        self.by_kind_mut(part.backend)?.commit_live(part)
-    }
-    fn is_armed(&self, part: &PartitionState) -> Result<bool> {
-        self.by_kind(part.backend)?.is_armed(part)
-    }
-    fn usage(&self, part: &PartitionState) -> Result<Option<SnapshotStatus>> {
-        self.by_kind(part.backend)?.usage(part)
-    }
-    fn check_mounted(&self, part: &PartRef, mount_point: &str) -> Result<u64> {
-        self.by_kind(self.kind_of(&part.name))?.check_mounted(part, mount_point)
-    }
-    fn stack(&self, name: &str) -> Vec<String> {
-        self.by_kind(self.kind_of(name)).map(|b| b.stack(name)).unwrap_or_default()
-    }
-    fn interrupted_commit_note(&self, part: &PartitionState) -> Option<String> {
-        self.by_kind(part.backend).ok()?.interrupted_commit_note(part)
-    }
-}
-
-/// The backend for this fstab: the snapshot backend alone when no entry
-/// is `checkpoint=fs` (unchanged block mode); otherwise both, routed. When
-/// a `checkpoint=block` entry exists and device-mapper is missing, the
-/// reason stands for the whole daemon (as before).
-pub fn select(
-    config: &crate::config::Config,
-    snapshot: std::result::Result<Box<dyn Backend>, String>,
-    sys: Box<dyn F2fsSys>,
-) -> std::result::Result<Box<dyn Backend>, String> {
-    let parts = match crate::fstab::load(&config.fstab)
-        .and_then(|e| crate::fstab::checkpointed(&e, &config.fstab, &config.dm_prefix, &config.dev_mapper_dir))
-    {
-        Ok(p) => p,
-        // The engine reports the fstab problem itself.
-        Err(_) => return snapshot,
-    };
-    let fs_names: Vec<String> = parts.iter().filter(|p| p.mode == CheckpointMode::Fs).map(|p| p.name.clone()).collect();
-    if fs_names.is_empty() {
-        return snapshot;
-    }
-    let has_block = parts.iter().any(|p| p.mode == CheckpointMode::Block);
-    if has_block {
-        if let Err(why) = &snapshot {
-            return Err(why.clone());
-        }
-    }
-    Ok(Box::new(Routed { snapshot, f2fs: Box::new(F2fsBackend::new(parts, sys)), fs_names }))
 }
 
 #[cfg(test)]

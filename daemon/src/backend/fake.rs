@@ -1,10 +1,12 @@
 //! A recording backend for host tests of the life cycle and the engine.
 
-use super::{Backend, Merged, PartRef};
+use super::{Backend, Merged, Traits, Usage};
+use crate::config::CowConfig;
 use crate::dm::SnapshotStatus;
-use crate::engine::Progress;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
+use crate::fstab::CheckpointedPartition;
 use crate::state::PartitionState;
+use crate::types::{BackendKind, ErrorKind, Progress};
 
 #[derive(Default)]
 pub struct FakeBackend {
@@ -31,7 +33,20 @@ impl FakeBackend {
 }
 
 impl Backend for FakeBackend {
-    fn ensure_idle(&mut self, _part: &PartRef) -> Result<()> {
+    fn traits(&self, _name: &str) -> Traits {
+        Traits {
+            kind: BackendKind::Snapshot,
+            commit_data_first: false,
+            arm_refusal_is_final: false,
+            usage: Usage::CowStore,
+        }
+    }
+    /// Real COW files (fallocate, zeroes, FIEMAP, immutable) without the
+    /// device work, so the engine's host tests run the whole start.
+    fn create_store(&self, part: &CheckpointedPartition, cow: &CowConfig, raw_size: u64) -> Result<PartitionState> {
+        super::snapshot::create_cow_files(part, cow, raw_size)
+    }
+    fn ensure_idle(&mut self, _part: &CheckpointedPartition) -> Result<()> {
         self.step("idle")
     }
     fn verify_store(&mut self, _part: &PartitionState) -> Result<()> {
@@ -59,7 +74,7 @@ impl Backend for FakeBackend {
     fn usage(&self, _part: &PartitionState) -> Result<Option<SnapshotStatus>> {
         Ok(None)
     }
-    fn check_mounted(&self, _part: &PartRef, _mount_point: &str) -> Result<u64> {
+    fn check_mounted(&self, _part: &CheckpointedPartition) -> Result<u64> {
         // Larger than any host disk, so real FIEMAP offsets fit.
         Ok(1 << 50)
     }

@@ -1,21 +1,28 @@
 //! Backends: how one partition is checkpointed. `snapshot` (block mode,
 //! dm-snapshot over COW files) and `f2fs` (checkpoint=fs entries: f2fs's own
-//! checkpoint=disable); `f2fs::Routed` sends each partition to its own.
+//! checkpoint=disable); `routed` sends each partition to its own.
 //!
 //! The boot logic (`boot`) decides *what* happens from the state record;
-//! a backend does it to the devices. Keeping the seam here also lets the
-//! decision logic be tested on a host with a recording backend.
+//! a backend does it to the devices. The trait is complete: creating the
+//! store, the commit order and what a backend refuses are its methods and
+//! [`Traits`], so no caller matches on the backend kind. Keeping the seam
+//! here also lets the decision logic be tested on a host with a recording
+//! backend (`fake`).
 
 pub mod f2fs;
+pub mod routed;
 pub mod snapshot;
 
 #[cfg(test)]
 pub mod fake;
 
+use crate::config::CowConfig;
+use crate::cowstore;
 use crate::dm::SnapshotStatus;
-use crate::engine::Progress;
 use crate::error::Result;
+use crate::fstab::CheckpointedPartition;
 use crate::state::PartitionState;
+use crate::types::{error_chain, BackendKind, Progress};
 
 /// What a merge found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,27 +33,69 @@ pub enum Merged {
     Nothing,
 }
 
-/// A partition as the fstab names it (enough to build the idle stack).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartRef {
-    pub name: String,
-    pub raw_device: String,
+/// What a backend's usage measures (the space watch applies the same
+/// thresholds and policy to both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    /// Allocated sectors of the COW store.
+    CowStore,
+    /// Space f2fs hides as unusable while checkpointing is off.
+    F2fsUnusable,
+}
+
+impl Usage {
+    /// How events and status name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Usage::CowStore => "COW store",
+            Usage::F2fsUnusable => "f2fs unusable space",
+        }
+    }
+}
+
+/// The rules that differ from one backend to another, read by the life
+/// cycle and the status report instead of matching on the kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traits {
+    pub kind: BackendKind,
+    /// The attempt's data survives a power cut only once it is committed
+    /// (f2fs: until the checkpoint=enable remount), so the commit command,
+    /// which may mark the boot slot successful, must run after the data
+    /// commit. Block mode keeps the data across a cut at any point and runs
+    /// the command first.
+    pub commit_data_first: bool,
+    /// An `Unsafe` error from [`Backend::arm`] would recur at every boot (the
+    /// kernel refuses checkpoint=disable in every form): the boot gives
+    /// protection up at once, recorded, instead of retrying forever.
+    pub arm_refusal_is_final: bool,
+    pub usage: Usage,
 }
 
 pub trait Backend: Send {
+    /// The rules for the fstab partition `name`.
+    fn traits(&self, name: &str) -> Traits;
     /// Boot, no checkpoint active: the top device exists with its idle
     /// table (linear over the raw device), created or verified.
-    fn ensure_idle(&mut self, part: &PartRef) -> Result<()>;
+    fn ensure_idle(&mut self, part: &CheckpointedPartition) -> Result<()>;
+    /// Running system, before creating a store: the filesystem must be
+    /// mounted through the idle top device, which maps the raw device 1:1
+    /// (so FIEMAP offsets are raw offsets). Returns the raw device's size in
+    /// bytes.
+    fn check_mounted(&self, part: &CheckpointedPartition) -> Result<u64>;
+    /// Running system, StartCheckpoint, after `check_mounted`: creates the
+    /// partition's store and everything the boot checks below it, and
+    /// returns its record. Leaves nothing behind on error.
+    fn create_store(&self, part: &CheckpointedPartition, cow: &CowConfig, raw_size: u64) -> Result<PartitionState>;
+    /// Undoes `create_store` for a store that was never recorded (another
+    /// partition failed, or the record could not be written). Best effort.
+    fn discard_store(&self, part: &PartitionState) {
+        if let Err(e) = cowstore::remove(&part.cow_files) {
+            tracing::warn!(partition = %part.name, error = %error_chain(&e), "unrecorded COW files not removed");
+        }
+    }
     /// Re-reads the COW store's extents and compares them with the record.
     /// Any difference is an `Unsafe` error; nothing has been written.
     fn verify_store(&mut self, part: &PartitionState) -> Result<()>;
-    /// Running system, at start, after the COW files are created,
-    /// checkpointed and verified through the filesystem: prepare what the
-    /// boot checks below it (block mode: the store's header zeroed on the
-    /// raw device, the ext4 map fingerprint recorded into `part`).
-    fn seal_store(&self, _part: &mut PartitionState) -> Result<()> {
-        Ok(())
-    }
     /// Boot: discard everything written since the store was armed
     /// (snapshot-merge), leaving the idle table. Resumable: calling it again
     /// after a power cut finishes the same merge. `Unsafe` errors come only
@@ -59,13 +108,9 @@ pub trait Backend: Send {
     fn commit_live(&mut self, part: &PartitionState) -> Result<()>;
     /// Whether the stack of an armed attempt is live in this boot.
     fn is_armed(&self, part: &PartitionState) -> Result<bool>;
-    /// COW usage of the live snapshot, if one is loaded.
+    /// Usage of the live snapshot (or f2fs's unusable space), if one is
+    /// loaded.
     fn usage(&self, part: &PartitionState) -> Result<Option<SnapshotStatus>>;
-    /// Running system, before creating a COW store: the filesystem at
-    /// `mount_point` must be mounted through the idle top device, which
-    /// maps the raw device 1:1 (so FIEMAP offsets are raw offsets).
-    /// Returns the raw device's size in bytes.
-    fn check_mounted(&self, part: &PartRef, mount_point: &str) -> Result<u64>;
     /// "rewind-userdata: snapshot-origin", one line per existing device.
     fn stack(&self, name: &str) -> Vec<String>;
     /// Boot, before finishing a commit a power cut interrupted: what is

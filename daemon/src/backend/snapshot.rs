@@ -53,18 +53,22 @@ use std::time::{Duration, Instant};
 use devicemapper::{Device, Sectors};
 use nix::mount::MsFlags;
 
-use super::{Backend, Merged, PartRef};
+use super::{Backend, Merged, Traits, Usage};
+use crate::config::CowConfig;
 use crate::config::{Config, DevNodes};
 use crate::cowstore::{self, CowError};
 use crate::dm::control::{ensure, snapshot_status};
 use crate::dm::target::{OriginParams, SnapParams, LINEAR, SNAPSHOT_MERGE, SNAPSHOT_ORIGIN};
 use crate::dm::{DmControl, SnapshotStatus, Table, Target};
-use crate::engine::Progress;
 use crate::error::{Error, Result};
-use crate::ext4map::{self, InodeMap, ReadAt};
+use crate::ext4map::{self, InodeMap};
+use crate::fstab::CheckpointedPartition;
+use crate::state::extents_hash;
 use crate::state::PartitionState;
 use crate::sys;
+use crate::sys::blockdev::ReadAt;
 use crate::sys::blockdev::{self, BlockInfo};
+use crate::types::{BackendKind, Progress};
 
 /// dm-snapshot's persistent store magic ("SnAp", little endian).
 pub const SNAP_MAGIC: u32 = 0x7041_6e53;
@@ -398,9 +402,11 @@ impl SnapshotBackend {
         mounted: Device,
     ) -> std::result::Result<(), String> {
         let top_info =
-            self.io.block_info(top_dev).map_err(|e| format!("sysfs of {top}: {}", crate::boot::error_chain(&e)))?;
-        let info =
-            self.io.block_info(mounted).map_err(|e| format!("sysfs of {mounted}: {}", crate::boot::error_chain(&e)))?;
+            self.io.block_info(top_dev).map_err(|e| format!("sysfs of {top}: {}", crate::types::error_chain(&e)))?;
+        let info = self
+            .io
+            .block_info(mounted)
+            .map_err(|e| format!("sysfs of {mounted}: {}", crate::types::error_chain(&e)))?;
         let name = info.dm_name.clone().ok_or_else(|| format!("{} is not a device-mapper device", info.kname))?;
         let lines = self.dm.raw_table(&name).map_err(|e| format!("table of {name}: {e}"))?;
         let kind = blockdev::check_crypt_layer(top_dev, &top_info.kname, size, &info, &lines)?;
@@ -427,39 +433,10 @@ impl SnapshotBackend {
         removed?;
         Ok(())
     }
-}
-
-impl Backend for SnapshotBackend {
-    fn ensure_idle(&mut self, part: &PartRef) -> Result<()> {
-        let (raw, size) = self.io.raw(&part.raw_device)?;
-        self.ensure_top(&part.name, raw, size)?;
-        Ok(())
-    }
-
-    fn verify_store(&mut self, part: &PartitionState) -> Result<()> {
-        let (raw, size) = self.raw_checked(part)?;
-        // A leftover from a crash in the middle of a verification.
-        let name = self.verify_name(&part.name);
-        let dir = self.verify_dir.join(&part.name);
-        if self.dm.device(&name)?.is_some() {
-            let _ = self.io.umount(&dir);
-            self.dm.remove(&name)?;
-        }
-        let with = part.cow_files.iter().filter(|f| !f.fingerprint.is_empty()).count();
-        if with > 0 && with == part.cow_files.len() && part.fs_type == "ext4" {
-            return self.verify_fingerprint(part);
-        }
-        if with > 0 {
-            return Err(Error::Unsafe(format!(
-                "{}: {with} of {} COW files have a map fingerprint ({}): the record is inconsistent",
-                part.name,
-                part.cow_files.len(),
-                part.fs_type
-            )));
-        }
-        self.verify_inner(part, raw, size, &dir)
-    }
-
+    /// At start, after the COW files are created, checkpointed and verified
+    /// through the filesystem: prepares what the boot checks below it (the
+    /// store's header zeroed on the raw device, the ext4 map fingerprint
+    /// recorded into `part`).
     fn seal_store(&self, part: &mut PartitionState) -> Result<()> {
         // The dm-snapshot header is the -cow device's first 4 KiB.
         // cowstore::create wrote zeroes through the filesystem; under
@@ -524,6 +501,108 @@ impl Backend for SnapshotBackend {
         }
         tracing::info!(partition = %part.name, "COW map fingerprint recorded ({regions} regions of {})", part.raw_device);
         Ok(())
+    }
+}
+
+/// The store's files for one partition, checked as the boot will check
+/// them: stray files of an unrecorded start removed, sized from free space,
+/// created (fallocate, real zeroes, fsync, immutable/pinned), the journal
+/// checkpointed so a no-replay view at boot sees them, the extents read
+/// back, and the map checked for bounds and overlap. Removes the files it
+/// made if any later step fails. The device work (header, fingerprint) is
+/// [`SnapshotBackend`]'s; host tests with a recording backend use this part
+/// alone, on real files.
+pub fn create_cow_files(part: &CheckpointedPartition, cow: &CowConfig, raw_size: u64) -> Result<PartitionState> {
+    let mp = Path::new(&part.mount_point);
+    // Files from an earlier, unrecorded start (a cut before the record was
+    // written) are ours: remove them first.
+    let stray = cowstore::stray_files(mp, &cow.dir);
+    if !stray.is_empty() {
+        tracing::warn!(count = stray.len(), "removing stray COW files");
+        cowstore::remove_stray(&stray)?;
+    }
+    let free = sys::free_bytes(mp)?;
+    let plan = cowstore::plan(free, cow, &part.mount_point)?;
+    let files = cowstore::create(mp, cow, &part.fs_type, &plan)?;
+    let state = PartitionState {
+        name: part.name.clone(),
+        mount_point: part.mount_point.clone(),
+        fs_type: part.fs_type.clone(),
+        backend: BackendKind::Snapshot,
+        raw_device: part.raw_device.clone(),
+        raw_size_bytes: raw_size,
+        chunk_sectors: cow.chunk_sectors,
+        cow_sha256: extents_hash(&files),
+        cow_files: files,
+    };
+    let checked = (|| -> Result<()> {
+        // Checkpoint the journal so a no-replay mount at boot sees the
+        // files, then make sure the extents did not move.
+        sys::checkpoint_fs(mp)?;
+        cowstore::verify(&state.cow_files, &state.mount_point, mp)?;
+        // The map must also pass the checks the boot applies (bounds,
+        // overlap) now, not first at boot.
+        cowstore::linear_table(&state.cow_files, Device { major: 0, minor: 0 }, raw_size)?;
+        Ok(())
+    })();
+    match checked {
+        Ok(()) => Ok(state),
+        Err(e) => {
+            let _ = cowstore::remove(&state.cow_files);
+            Err(e)
+        }
+    }
+}
+
+impl Backend for SnapshotBackend {
+    fn traits(&self, _name: &str) -> Traits {
+        Traits {
+            kind: BackendKind::Snapshot,
+            commit_data_first: false,
+            arm_refusal_is_final: false,
+            usage: Usage::CowStore,
+        }
+    }
+
+    fn create_store(&self, part: &CheckpointedPartition, cow: &CowConfig, raw_size: u64) -> Result<PartitionState> {
+        let mut state = create_cow_files(part, cow, raw_size)?;
+        // What the boot checks without mounting (header on the raw device,
+        // ext4 map fingerprint): recorded with the files.
+        if let Err(e) = self.seal_store(&mut state) {
+            let _ = cowstore::remove(&state.cow_files);
+            return Err(e);
+        }
+        Ok(state)
+    }
+
+    fn ensure_idle(&mut self, part: &CheckpointedPartition) -> Result<()> {
+        let (raw, size) = self.io.raw(&part.raw_device)?;
+        self.ensure_top(&part.name, raw, size)?;
+        Ok(())
+    }
+
+    fn verify_store(&mut self, part: &PartitionState) -> Result<()> {
+        let (raw, size) = self.raw_checked(part)?;
+        // A leftover from a crash in the middle of a verification.
+        let name = self.verify_name(&part.name);
+        let dir = self.verify_dir.join(&part.name);
+        if self.dm.device(&name)?.is_some() {
+            let _ = self.io.umount(&dir);
+            self.dm.remove(&name)?;
+        }
+        let with = part.cow_files.iter().filter(|f| !f.fingerprint.is_empty()).count();
+        if with > 0 && with == part.cow_files.len() && part.fs_type == "ext4" {
+            return self.verify_fingerprint(part);
+        }
+        if with > 0 {
+            return Err(Error::Unsafe(format!(
+                "{}: {with} of {} COW files have a map fingerprint ({}): the record is inconsistent",
+                part.name,
+                part.cow_files.len(),
+                part.fs_type
+            )));
+        }
+        self.verify_inner(part, raw, size, &dir)
     }
 
     fn merge(&mut self, part: &PartitionState, progress: &mut dyn FnMut(Progress)) -> Result<Merged> {
@@ -701,7 +780,8 @@ impl Backend for SnapshotBackend {
         Ok(None)
     }
 
-    fn check_mounted(&self, part: &PartRef, mount_point: &str) -> Result<u64> {
+    fn check_mounted(&self, part: &CheckpointedPartition) -> Result<u64> {
+        let mount_point = part.mount_point.as_str();
         let (raw, size) = self.io.raw(&part.raw_device)?;
         let top = self.top(&part.name);
         let dev = self.dm.device(&top)?.ok_or_else(|| {

@@ -12,9 +12,9 @@ use clap::Parser;
 use rewind_daemon::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
 use rewind_daemon::engine::Engine;
 use rewind_daemon::logging;
-use rewind_daemon::service::mapping::display_chain;
 use rewind_daemon::service::transport::{self, SocketFile};
 use rewind_daemon::service::{server, CheckpointCore, CheckpointService, Policy};
+use rewind_daemon::types::error_chain;
 use tokio::sync::watch;
 
 /// After a shutdown signal, open streams and calls get this long to end.
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     let kmsg = match logging::init(args.log_level.as_deref(), !args.no_kmsg) {
         Ok(kmsg) => kmsg,
         Err(e) => {
-            eprintln!("rewindd: {}", display_chain(&e));
+            eprintln!("rewindd: {}", error_chain(&e));
             return ExitCode::from(2);
         }
     };
@@ -217,7 +217,7 @@ async fn poll_space(core: Arc<dyn CheckpointCore>, interval: Duration, mut shutd
         let core = Arc::clone(&core);
         let message = match tokio::task::spawn_blocking(move || core.poll_space()).await {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(display_chain(&e)),
+            Ok(Err(e)) => Some(error_chain(&e)),
             Err(join) => Some(format!("poll_space did not finish: {join}")),
         };
         if message != last_error {

@@ -2,31 +2,16 @@
 //! attempt counting, roll-forward after power cuts, refusals.
 
 use super::*;
-use crate::engine::BackendKind;
-use crate::fiemap::Extent;
-use crate::state::{extents_hash, CowFile, PartitionState};
-
 use crate::backend::fake::FakeBackend;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::fstab::CheckpointMode;
+use crate::state::{Intent, State, Store};
+use crate::testing::{armed_state, cow_file, fstab_entry, snapshot_part};
+use crate::types::{ErrorKind, EventKind, Phase, PrepareOutcome};
 
-fn part() -> PartitionState {
-    let files = vec![CowFile {
-        path: "/data/rewind/cow.0000".into(),
-        size_bytes: 1 << 20,
-        extents: vec![Extent { logical: 0, physical: 1 << 20, length: 1 << 20 }],
-        fingerprint: Vec::new(),
-        inode: 0,
-    }];
-    PartitionState {
-        name: "userdata".into(),
-        mount_point: "/data".into(),
-        fs_type: "ext4".into(),
-        backend: BackendKind::Snapshot,
-        raw_device: "/dev/vdb".into(),
-        raw_size_bytes: 1 << 30,
-        chunk_sectors: 8,
-        cow_sha256: extents_hash(&files),
-        cow_files: files,
-    }
+fn part() -> crate::state::PartitionState {
+    snapshot_part("/dev/vdb", 1 << 30, vec![cow_file("/data/rewind/cow.0000", &[(0, 1 << 20, 1 << 20)])])
 }
 
 /// A device: the state directory survives "reboots"; the backend (dm
@@ -41,9 +26,7 @@ struct Device {
 impl Device {
     fn new(attempts: u32) -> Device {
         let dir = tempfile::tempdir().expect("tmp");
-        let st = State { phase: Phase::Armed, attempts, partitions: vec![part()], ..State::default() };
-        let mut st = st;
-        st.partitions[0].cow_sha256 = extents_hash(&st.partitions[0].cow_files);
+        let st = armed_state(attempts, vec![part()]);
         Store::new(dir.path()).save(&st).expect("save");
         Device { dir, boot: 0, commit_command: true }
     }
@@ -63,17 +46,21 @@ impl Device {
     fn run<T>(&self, backend: &mut FakeBackend, f: impl FnOnce(&mut Ctx<'_>) -> Result<T>) -> (Result<T>, State) {
         let mut store = Store::new(self.dir.path());
         let mut state = store.load().expect("load").state;
-        let parts = [PartRef { name: "userdata".into(), raw_device: "/dev/vdb".into() }];
+        let parts = [fstab_entry(CheckpointMode::Block, "/dev/block/mapper/rewind-userdata", "/dev/vdb", &[])];
         let boot_id = format!("boot-{}", self.boot);
+        let config = Config {
+            history_limit: 64,
+            commit_command: if self.commit_command { vec!["true".into()] } else { Vec::new() },
+            ..Config::default()
+        };
         let mut ctx = Ctx {
             backend,
             store: &mut store,
             state: &mut state,
             parts: &parts,
-            history_limit: 64,
+            config: &config,
             boot_id: &boot_id,
             boot_reason: "reboot,test",
-            has_commit_command: self.commit_command,
             notify: &|_| {},
         };
         let r = f(&mut ctx);
@@ -124,21 +111,9 @@ fn three_failed_boots_then_rolled_back() {
     let (r, b, _) = d.boot(None);
     assert_eq!(r.expect("prepare").phase, Phase::RolledBack);
     assert_eq!(b.ops, ["idle"]);
-    let kinds: Vec<String> = st.history.iter().map(|e| e.kind.clone()).collect();
-    assert_eq!(
-        kinds,
-        [
-            "attempt",
-            "rollback-begun",
-            "rollback-finished",
-            "attempt",
-            "rollback-begun",
-            "rollback-finished",
-            "attempt",
-            "rollback-begun",
-            "rollback-finished"
-        ]
-    );
+    let kinds: Vec<Option<EventKind>> = st.history.iter().map(|e| EventKind::parse(&e.kind)).collect();
+    let one = [Some(EventKind::Attempt), Some(EventKind::RollbackBegun), Some(EventKind::RollbackFinished)];
+    assert_eq!(kinds, one.repeat(3));
     assert!(st.history.iter().all(|e| e.boot_reason == "reboot,test"));
 }
 
@@ -169,7 +144,7 @@ fn commit_keeps_data_and_ends_the_checkpoint() {
     r.expect("commit");
     assert_eq!(hooked, 1);
     assert_eq!(st.phase, Phase::Idle);
-    assert!(st.history.iter().any(|e| e.kind == "commit-command"), "the command is a logged step");
+    assert!(st.history.iter().any(|e| e.is(EventKind::CommitCommand)), "the command is a logged step");
     assert!(!st.commit_command_pending);
     assert_eq!(st.pending_cleanup.len(), 1);
     assert_eq!(b.ops.last().map(String::as_str), Some("commit"));
@@ -186,7 +161,7 @@ fn power_cut_during_commit_finishes_the_commit_at_boot() {
     let (r, b, st) = d.boot(None);
     assert_eq!(r.expect("prepare").phase, Phase::Idle);
     assert_eq!(b.ops, ["commit", "idle"], "rolled forward, never merged");
-    assert!(st.history.iter().any(|e| e.kind == "committed"));
+    assert!(st.history.iter().any(|e| e.is(EventKind::Committed)));
 }
 
 /// A cut after the commit intent: the boot finishes the data commit but
@@ -200,7 +175,7 @@ fn commit_command_cut_off_by_a_power_cut_runs_at_the_next_commit_call() {
     let (r, _, st) = d.boot(None);
     assert_eq!(r.expect("prepare").phase, Phase::Idle);
     assert!(st.commit_command_pending, "the boot does not run the command");
-    assert!(st.history.iter().any(|e| e.kind == "commit-command-pending"));
+    assert!(st.history.iter().any(|e| e.is(EventKind::CommitCommandPending)));
 
     let mut b = FakeBackend::default();
     let mut runs = 0;
@@ -213,7 +188,7 @@ fn commit_command_cut_off_by_a_power_cut_runs_at_the_next_commit_call() {
     r.expect("the pending command runs");
     assert_eq!(runs, 1);
     assert!(!st.commit_command_pending);
-    assert_eq!(st.history.last().map(|e| e.kind.as_str()), Some("commit-command"));
+    assert_eq!(st.history.last().map(|e| e.kind.as_str()), Some(EventKind::CommitCommand.as_str()));
     assert!(b.ops.is_empty(), "the data was committed at boot: no device is touched");
     // Owed once: the next call has nothing to do.
     let (r, _) = d.run(&mut b, |ctx| {
@@ -235,7 +210,7 @@ fn a_failing_pending_commit_command_stays_pending_and_is_recorded() {
     let (r, st) = d.run(&mut b, |ctx| commit(ctx, "c", &mut || Err(Error::Internal("boot HAL down".into()))));
     assert!(r.is_err());
     assert!(st.commit_command_pending);
-    let failed = st.history.iter().find(|e| e.kind == "commit-command-failed").expect("recorded");
+    let failed = st.history.iter().find(|e| e.is(EventKind::CommitCommandFailed)).expect("recorded");
     assert!(failed.detail.contains("boot HAL down"), "{}", failed.detail);
     let (r, st) = d.run(&mut b, |ctx| commit(ctx, "c", &mut || Ok(())));
     r.expect("retry");
@@ -250,7 +225,7 @@ fn without_a_commit_command_nothing_is_left_pending() {
     let (r, _, st) = d.boot(None);
     assert_eq!(r.expect("prepare").phase, Phase::Idle);
     assert!(!st.commit_command_pending);
-    assert!(!st.history.iter().any(|e| e.kind.starts_with("commit-command")));
+    assert!(!st.history.iter().any(|e| e.kind.starts_with(EventKind::CommitCommand.as_str())));
     assert_eq!(runs, 0, "no command configured: the hook is never called");
 }
 
@@ -311,7 +286,7 @@ fn changed_extents_refuse_to_arm_and_keep_the_device_bootable() {
     assert_eq!(b.ops, ["verify", "idle"], "never armed, idle device made");
     assert_eq!(st.phase, Phase::Idle);
     assert!(st.protection_lost.as_deref().unwrap_or("").contains("extents changed"));
-    assert!(st.history.iter().any(|e| e.kind == "refused"));
+    assert!(st.history.iter().any(|e| e.is(EventKind::Refused)));
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use super::*;
 use crate::backend::fake::FakeBackend;
 use crate::config::Config;
-use crate::error::ErrorKind;
+use crate::types::ErrorKind;
 
 struct Host {
     _dir: tempfile::TempDir,
@@ -34,7 +34,13 @@ fn host() -> Host {
 }
 
 fn engine(h: &Host, boot: &str) -> Engine {
-    Engine::open_with(h.config.clone(), Ok(Box::new(FakeBackend::default())), boot.to_string(), "reboot,test".into())
+    Engine::open_with(
+        h.config.clone(),
+        checkpointed_partitions(&h.config),
+        Ok(Box::new(FakeBackend::default())),
+        boot.to_string(),
+        "reboot,test".into(),
+    )
 }
 
 #[test]
@@ -42,6 +48,7 @@ fn opens_without_device_mapper_and_refuses_to_act() {
     let h = host();
     let e = Engine::open_with(
         h.config.clone(),
+        checkpointed_partitions(&h.config),
         Err("device-mapper is not available: no control node".into()),
         "b".into(),
         String::new(),

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::*;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 fn have_tools() -> bool {
     ["mkfs.ext4", "debugfs"].iter().all(|t| {

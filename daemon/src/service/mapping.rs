@@ -5,8 +5,11 @@
 use rewind_proto::v1 as pb;
 use tonic::metadata::MetadataValue;
 
-use crate::engine::{BackendKind, Event, PartitionReport, Phase, PrepareOutcome, Progress, StatusReport, Supports};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
+use crate::types::{
+    error_chain, BackendKind, ErrorKind, Event, PartitionReport, Phase, PrepareOutcome, Progress, StatusReport,
+    Supports,
+};
 
 /// Metadata key carrying the daemon's [`ErrorKind`] (kebab-case) on every
 /// error status. `Unsafe` and `WrongPhase` share FAILED_PRECONDITION; the key
@@ -32,51 +35,10 @@ pub fn code_of(kind: ErrorKind) -> tonic::Code {
     }
 }
 
-/// Stable name of a kind on the wire (value of [`ERROR_KIND_KEY`]).
-pub fn kind_name(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::InvalidArgument => "invalid-argument",
-        ErrorKind::WrongPhase => "wrong-phase",
-        ErrorKind::Unavailable => "unavailable",
-        ErrorKind::NoSpace => "no-space",
-        ErrorKind::Unsafe => "unsafe",
-        ErrorKind::PermissionDenied => "permission-denied",
-        ErrorKind::Internal => "internal",
-    }
-}
-
-/// Inverse of [`kind_name`] (rewindctl).
-pub fn kind_from_name(name: &str) -> Option<ErrorKind> {
-    ALL_KINDS.into_iter().find(|k| kind_name(*k) == name)
-}
-
-/// Every kind, for the table tests and [`kind_from_name`].
-pub const ALL_KINDS: [ErrorKind; 7] = [
-    ErrorKind::InvalidArgument,
-    ErrorKind::WrongPhase,
-    ErrorKind::Unavailable,
-    ErrorKind::NoSpace,
-    ErrorKind::Unsafe,
-    ErrorKind::PermissionDenied,
-    ErrorKind::Internal,
-];
-
-/// "outer: cause: root cause".
-pub fn display_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(cause) = cur {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        cur = cause.source();
-    }
-    out
-}
-
 /// A status with `kind`'s code and `message`, tagged with the kind.
 pub fn status_for(kind: ErrorKind, message: String) -> tonic::Status {
     let mut status = tonic::Status::new(code_of(kind), message);
-    status.metadata_mut().insert(ERROR_KIND_KEY, MetadataValue::from_static(kind_name(kind)));
+    status.metadata_mut().insert(ERROR_KIND_KEY, MetadataValue::from_static(kind.as_str()));
     status
 }
 
@@ -85,7 +47,7 @@ pub fn status_for(kind: ErrorKind, message: String) -> tonic::Status {
 /// the caller's doing are not errors of the daemon, so they log at info.
 pub fn to_status(rpc: &str, err: &Error) -> tonic::Status {
     let kind = err.kind();
-    let chain = display_chain(err);
+    let chain = error_chain(err);
     match kind {
         ErrorKind::Internal | ErrorKind::Unsafe => tracing::error!("{rpc}: {chain}"),
         ErrorKind::Unavailable | ErrorKind::NoSpace => tracing::warn!("{rpc}: {chain}"),
@@ -171,7 +133,7 @@ pub fn progress_to_pb(p: &Progress) -> pb::PrepareUserdataProgress {
 /// The last message of a PrepareUserdata stream.
 pub fn outcome_to_pb(o: &PrepareOutcome) -> pb::PrepareUserdataProgress {
     pb::PrepareUserdataProgress {
-        step: format!("prepared: {}", phase_name(phase_to_pb(o.phase))),
+        step: format!("prepared: {}", o.phase.as_str()),
         done: true,
         phase: phase_to_pb(o.phase) as i32,
         attempt: o.attempt,
@@ -187,15 +149,15 @@ pub fn supports_to_pb(s: Supports) -> pb::SupportsCheckpointResponse {
 /// Short lowercase name of a wire phase ("checkpointing"), for people and
 /// for rewindctl's `--until-phase` and `--json`.
 pub fn phase_name(phase: pb::Phase) -> &'static str {
-    match phase {
-        pb::Phase::Unspecified => "unspecified",
-        pb::Phase::Idle => "idle",
-        pb::Phase::Armed => "armed",
-        pb::Phase::Checkpointing => "checkpointing",
-        pb::Phase::RollingBack => "rolling-back",
-        pb::Phase::Committing => "committing",
-        pb::Phase::RolledBack => "rolled-back",
+    match phase_from_pb(phase) {
+        Some(p) => p.as_str(),
+        None => "unspecified",
     }
+}
+
+/// The daemon's phase of a wire phase (none for `Unspecified`).
+pub fn phase_from_pb(phase: pb::Phase) -> Option<Phase> {
+    Phase::ALL.into_iter().find(|p| phase_to_pb(*p) == phase)
 }
 
 /// Name of a phase number received from the wire; unknown numbers (a newer
@@ -209,8 +171,8 @@ pub fn phase_name_i32(phase: i32) -> String {
 
 pub fn backend_name_i32(backend: i32) -> String {
     match pb::Backend::try_from(backend) {
-        Ok(pb::Backend::Snapshot) => "snapshot".to_string(),
-        Ok(pb::Backend::F2fs) => "f2fs".to_string(),
+        Ok(pb::Backend::Snapshot) => BackendKind::Snapshot.as_str().to_string(),
+        Ok(pb::Backend::F2fs) => BackendKind::F2fs.as_str().to_string(),
         Ok(pb::Backend::Unspecified) => "unspecified".to_string(),
         Err(_) => format!("backend-{backend}"),
     }
@@ -247,15 +209,15 @@ mod tests {
             (ErrorKind::PermissionDenied, tonic::Code::PermissionDenied),
             (ErrorKind::Internal, tonic::Code::Internal),
         ];
-        assert_eq!(table.len(), ALL_KINDS.len());
+        assert_eq!(table.len(), ErrorKind::ALL.len());
         for (kind, code) in table {
             let err = error_of(kind);
             assert_eq!(err.kind(), kind);
             let status = to_status("Test", &err);
             assert_eq!(status.code(), code, "{kind:?}");
-            assert_eq!(status.message(), display_chain(&err), "{kind:?}");
+            assert_eq!(status.message(), error_chain(&err), "{kind:?}");
             let tag = status.metadata().get(ERROR_KIND_KEY).expect("kind metadata").to_str().unwrap();
-            assert_eq!(kind_from_name(tag), Some(kind));
+            assert_eq!(ErrorKind::from_name(tag), Some(kind));
         }
     }
 
@@ -264,15 +226,6 @@ mod tests {
         let status = to_status("Test", &error_of(ErrorKind::Internal));
         assert!(status.message().starts_with("write /metadata/rewind/state: "), "{}", status.message());
         assert!(status.message().contains("Input/output error"), "{}", status.message());
-    }
-
-    #[test]
-    fn kind_names_are_distinct() {
-        let mut names: Vec<_> = ALL_KINDS.iter().map(|k| kind_name(*k)).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), ALL_KINDS.len());
-        assert_eq!(kind_from_name("nonsense"), None);
     }
 
     #[test]

@@ -23,8 +23,10 @@ use tonic::transport::server::{TcpConnectInfo, UdsConnectInfo};
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
-use crate::engine::{Engine, Event, Notice, PrepareOutcome, Progress, StatusReport, Supports};
-use crate::error::{Error, ErrorKind, Result};
+use crate::engine::{Engine, Notice};
+use crate::error::{Error, Result};
+use crate::types::ErrorKind;
+use crate::types::{Event, PrepareOutcome, Progress, StatusReport, Supports};
 use deadline::WatchPoint;
 use mapping::{status_for, to_status};
 

@@ -14,7 +14,7 @@ use crate::engine::Notice;
 
 type Item = Result<pb::WatchEvent, Status>;
 
-fn status_event(report: &crate::engine::StatusReport) -> pb::WatchEvent {
+fn status_event(report: &crate::types::StatusReport) -> pb::WatchEvent {
     pb::WatchEvent { kind: Some(pb::watch_event::Kind::Status(mapping::status_to_pb(report))) }
 }
 

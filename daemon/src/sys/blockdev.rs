@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use devicemapper::Device;
 
 use super::SysError;
-use crate::ext4map::ReadAt;
 
 /// O_DIRECT alignment used for buffers and offsets (covers 512- and
 /// 4096-byte logical blocks).
@@ -75,6 +74,18 @@ pub fn existing_node(dev_root: &Path, kname: &str, dev: Device) -> Option<PathBu
     [dev_root.join("block").join(kname), dev_root.join(kname)]
         .into_iter()
         .find(|p| std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == want))
+}
+
+/// Positioned reads of a device or image: the raw partition read
+/// O_DIRECT ([`DirectDev`]), or a plain file (an image in host tests).
+pub trait ReadAt {
+    fn read_at_exact(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn read_at_exact(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
 }
 
 /// A block device opened read-only with O_DIRECT: reads come from the

@@ -339,6 +339,12 @@ pub fn run_command(argv: &[String]) -> Result<(), String> {
     }
 }
 
+/// Seconds since the epoch (0 if the clock is before it), for history
+/// entries and the record's start time.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

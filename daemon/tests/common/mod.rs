@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rewind_daemon::engine::{
-    BackendKind, Event, Notice, PartitionReport, Phase, PrepareOutcome, Progress, StatusReport, Supports,
-};
-use rewind_daemon::error::{Error, ErrorKind, Result};
+use rewind_daemon::engine::Notice;
+use rewind_daemon::error::{Error, Result};
 use rewind_daemon::service::transport::{bind_unix, SocketFile};
 use rewind_daemon::service::{server, CheckpointCore, CheckpointService, Policy};
+use rewind_daemon::types::{
+    BackendKind, ErrorKind, Event, EventKind, PartitionReport, Phase, PrepareOutcome, Progress, StatusReport, Supports,
+};
 use tokio::sync::{broadcast, watch};
 
 /// How long a spawned binary may take for one command.
@@ -82,10 +83,10 @@ impl FakeCore {
         }
     }
 
-    fn record(&self, state: &mut FakeState, kind: &str, detail: &str) {
+    fn record(&self, state: &mut FakeState, kind: EventKind, detail: &str) {
         let event = Event {
             time_unix: 1_795_477_846,
-            kind: kind.to_string(),
+            kind: kind.as_str().to_string(),
             attempt: state.attempt,
             attempts: state.attempts,
             partition: "userdata".into(),
@@ -128,7 +129,7 @@ impl CheckpointCore for FakeCore {
         s.phase = Phase::Armed;
         s.attempt = 0;
         s.attempts = attempts;
-        self.record(&mut s, "started", reason);
+        self.record(&mut s, EventKind::Started, reason);
         Ok(Self::report(&s))
     }
     fn needs_checkpoint(&self) -> bool {
@@ -147,7 +148,7 @@ impl CheckpointCore for FakeCore {
             return Err(Error::WrongPhase { phase: format!("{:?}", s.phase), what: "commit".into() });
         }
         s.phase = Phase::Idle;
-        self.record(&mut s, "committed", reason);
+        self.record(&mut s, EventKind::Committed, reason);
         s.attempt = 0;
         s.attempts = 0;
         Ok(Duration::from_micros(1234))
@@ -161,7 +162,7 @@ impl CheckpointCore for FakeCore {
         if !keep_retrying {
             s.phase = Phase::RolledBack;
         }
-        self.record(&mut s, "aborted", reason);
+        self.record(&mut s, EventKind::Aborted, reason);
         Ok(Self::report(&s))
     }
     fn prepare_userdata(&self, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome> {
@@ -182,7 +183,7 @@ impl CheckpointCore for FakeCore {
         if s.phase == Phase::Armed {
             s.phase = Phase::Checkpointing;
             s.attempt = 1;
-            self.record(&mut s, "attempt", "");
+            self.record(&mut s, EventKind::Attempt, "");
         }
         Ok(PrepareOutcome { phase: s.phase, attempt: s.attempt, attempts: s.attempts })
     }

@@ -2,6 +2,7 @@
 //! backend's steps against a fake mount syscall.
 
 use super::*;
+use crate::testing::{f2fs_part, fstab_entry};
 use std::sync::{Arc, Mutex};
 
 /// Shared view of what the fake kernel did, for the assertions.
@@ -115,7 +116,7 @@ fn eagain_up_to_one_hundred_then_refused() {
     assert_eq!(calls.len(), 11, "0..=100 in steps of 10");
     assert_eq!(calls.last().map(String::as_str), Some("checkpoint=disable:100%"));
     assert!(matches!(e, F2fsError::CheckpointRefused { ref tried, .. } if tried.len() == 11));
-    assert_eq!(e.kind(), crate::error::ErrorKind::Unsafe);
+    assert_eq!(e.kind(), crate::types::ErrorKind::Unsafe);
 }
 
 #[test]
@@ -147,7 +148,7 @@ fn both_forms_refused_is_reported_plainly() {
     assert!(msg.contains("refused checkpoint=disable"), "{msg}");
     assert!(msg.contains("checkpoint=disable:0%: Invalid argument"), "{msg}");
     assert!(msg.contains("checkpoint=disable: Invalid argument"), "{msg}");
-    assert_eq!(e.kind(), crate::error::ErrorKind::Unsafe);
+    assert_eq!(e.kind(), crate::types::ErrorKind::Unsafe);
 }
 
 #[test]
@@ -156,7 +157,7 @@ fn other_errors_are_plain_mount_failures() {
     f.k().answers = vec![Errno::ENOENT];
     let e = disable_checkpoint(&mut f, "/dev/vda", "/data", MsFlags::empty(), &[]).expect_err("fails");
     assert!(matches!(e, F2fsError::Mount { source: Errno::ENOENT, .. }));
-    assert_eq!(e.kind(), crate::error::ErrorKind::Internal);
+    assert_eq!(e.kind(), crate::types::ErrorKind::Internal);
     assert_eq!(f.k().calls.len(), 1, "no retries for errors that are not about the option");
 }
 
@@ -195,29 +196,16 @@ fn unusable_share_is_a_usage_for_the_space_watch() {
 }
 
 pub fn entry() -> CheckpointedPartition {
-    CheckpointedPartition {
-        name: "userdata".into(),
-        mount_point: "/data".into(),
-        fs_type: "f2fs".into(),
-        mode: CheckpointMode::Fs,
-        blk_device: "/dev/block/by-name/userdata".into(),
-        raw_device: "/dev/block/by-name/userdata".into(),
-        mnt_options: vec!["noatime".into(), "nosuid".into(), "nodev".into(), "discard".into()],
-    }
+    fstab_entry(
+        CheckpointMode::Fs,
+        "/dev/block/by-name/userdata",
+        "/dev/block/by-name/userdata",
+        &["noatime", "nosuid", "nodev", "discard"],
+    )
 }
 
 fn part_state() -> PartitionState {
-    PartitionState {
-        name: "userdata".into(),
-        mount_point: "/data".into(),
-        fs_type: "f2fs".into(),
-        backend: BackendKind::F2fs,
-        raw_device: "/dev/block/by-name/userdata".into(),
-        raw_size_bytes: 1 << 30,
-        chunk_sectors: 8,
-        cow_files: Vec::new(),
-        cow_sha256: String::new(),
-    }
+    f2fs_part("/dev/block/by-name/userdata", 1 << 30)
 }
 
 #[test]
@@ -270,7 +258,7 @@ fn a_different_device_size_is_refused() {
     f.k().size = 2 << 30;
     let mut b = F2fsBackend::new(vec![entry()], Box::new(f));
     let e = b.verify_store(&part_state()).expect_err("refused");
-    assert_eq!(e.kind(), crate::error::ErrorKind::Unsafe);
+    assert_eq!(e.kind(), crate::types::ErrorKind::Unsafe);
 }
 
 #[test]
@@ -278,12 +266,12 @@ fn start_needs_a_mounted_f2fs_with_checkpoints_on() {
     let f = FakeF2fs::default();
     f.k().size = 1 << 30;
     let b = F2fsBackend::new(vec![entry()], Box::new(f.clone()));
-    let r = PartRef { name: "userdata".into(), raw_device: "/dev/block/by-name/userdata".into() };
-    assert_eq!(b.check_mounted(&r, "/data").expect_err("not mounted").kind(), crate::error::ErrorKind::Unavailable);
+    let r = entry();
+    assert_eq!(b.check_mounted(&r).expect_err("not mounted").kind(), crate::types::ErrorKind::Unavailable);
     f.k().mounted = Some(vec!["rw".into()]);
-    assert_eq!(b.check_mounted(&r, "/data").expect("mounted"), 1 << 30);
+    assert_eq!(b.check_mounted(&r).expect("mounted"), 1 << 30);
     f.k().mounted = Some(vec!["checkpoint=disable:0".into()]);
-    assert_eq!(b.check_mounted(&r, "/data").expect_err("disabled").kind(), crate::error::ErrorKind::WrongPhase);
+    assert_eq!(b.check_mounted(&r).expect_err("disabled").kind(), crate::types::ErrorKind::WrongPhase);
 }
 
 #[test]
@@ -302,8 +290,10 @@ fn usage_reports_unusable_only_while_armed() {
 // The life cycle through the engine, f2fs partition only, no dm.
 mod engine_cycle {
     use super::*;
+    use crate::backend::routed;
     use crate::config::Config;
-    use crate::engine::{Engine, Phase};
+    use crate::engine::{checkpointed_partitions, Engine};
+    use crate::types::Phase;
 
     struct Host {
         _dir: tempfile::TempDir,
@@ -334,9 +324,11 @@ mod engine_cycle {
 
     /// A boot: rewindd starts afresh; /data is not mounted yet.
     fn boot(h: &Host, id: &str) -> Engine {
-        let routed = select(&h.config, Err("device-mapper is not available: test".into()), Box::new(h.kernel.clone()))
-            .expect("f2fs needs no dm");
-        Engine::open_with(h.config.clone(), Ok(routed), id.to_string(), "reboot,test".into())
+        let fstab = checkpointed_partitions(&h.config);
+        let routed =
+            routed::select(&fstab, Err("device-mapper is not available: test".into()), Box::new(h.kernel.clone()))
+                .expect("f2fs needs no dm");
+        Engine::open_with(h.config.clone(), fstab, Ok(routed), id.to_string(), "reboot,test".into())
     }
 
     fn power_cut(h: &Host) {
@@ -471,7 +463,7 @@ mod engine_cycle {
         h.kernel.k().answers = vec![Errno::EINVAL, Errno::EINVAL];
         let e = boot(&h, "b1");
         let err = e.prepare_userdata(&mut |_| {}).expect_err("refused");
-        assert_eq!(err.kind(), crate::error::ErrorKind::Unsafe);
+        assert_eq!(err.kind(), crate::types::ErrorKind::Unsafe);
         let s = e.status();
         assert_eq!(s.phase, Phase::Idle);
         assert!(s.protection_lost.as_deref().unwrap_or("").contains("refused checkpoint=disable"), "{s:?}");

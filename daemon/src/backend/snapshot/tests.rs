@@ -6,10 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::dm::fake::FakeDm;
-use crate::engine::BackendKind;
-use crate::fiemap::Extent;
-use crate::state::{extents_hash, CowFile};
+use crate::fstab::CheckpointMode;
 use crate::sys::blockdev::BlockInfo;
+use crate::testing::{cow_file, fstab_entry, snapshot_part};
 
 const RAW: Device = Device { major: 8, minor: 16 };
 const RAW_SIZE: u64 = 1 << 30;
@@ -110,27 +109,11 @@ fn header(valid: u32, chunk: u32) -> [u8; 16] {
 }
 
 fn part() -> PartitionState {
-    let files = vec![CowFile {
-        path: "/data/rewind/cow.0000".into(),
-        size_bytes: 8 << 20,
-        extents: vec![
-            Extent { logical: 0, physical: 256 << 20, length: 4 << 20 },
-            Extent { logical: 4 << 20, physical: 512 << 20, length: 4 << 20 },
-        ],
-        fingerprint: Vec::new(),
-        inode: 0,
-    }];
-    PartitionState {
-        name: "userdata".into(),
-        mount_point: "/data".into(),
-        fs_type: "ext4".into(),
-        backend: BackendKind::Snapshot,
-        raw_device: "/dev/vdb".into(),
-        raw_size_bytes: RAW_SIZE,
-        chunk_sectors: 8,
-        cow_sha256: extents_hash(&files),
-        cow_files: files,
-    }
+    snapshot_part(
+        "/dev/vdb",
+        RAW_SIZE,
+        vec![cow_file("/data/rewind/cow.0000", &[(0, 256 << 20, 4 << 20), (4 << 20, 512 << 20, 4 << 20)])],
+    )
 }
 
 fn backend() -> (SnapshotBackend, FakeDm, FakeIo) {
@@ -140,8 +123,8 @@ fn backend() -> (SnapshotBackend, FakeDm, FakeIo) {
     (b, dm, io)
 }
 
-fn idle_ref() -> PartRef {
-    PartRef { name: "userdata".into(), raw_device: "/dev/vdb".into() }
+fn idle_ref() -> CheckpointedPartition {
+    fstab_entry(CheckpointMode::Block, "/dev/block/mapper/rewind-userdata", "/dev/vdb", &[])
 }
 
 fn kind(dm: &FakeDm, name: &str) -> Option<&'static str> {
@@ -165,7 +148,7 @@ fn ensure_idle_never_replaces_a_different_table() {
     let t = Table::single(Sectors(2097152), Target::Origin(OriginParams { origin: RAW }));
     dm.create("rewind-userdata", &t, false).expect("create");
     let err = b.ensure_idle(&idle_ref()).expect_err("mismatch");
-    assert_eq!(err.kind(), crate::error::ErrorKind::Unsafe);
+    assert_eq!(err.kind(), crate::types::ErrorKind::Unsafe);
     assert_eq!(kind(&dm, "rewind-userdata"), Some(SNAPSHOT_ORIGIN));
 }
 
@@ -285,7 +268,7 @@ fn merge_refuses_invalidated_foreign_or_mismatched_stores_without_touching_the_t
         let (mut b, dm, io) = backend();
         io.0.lock().expect("io").head = Some(head);
         let err = b.merge(&part(), &mut |_| {}).expect_err(what);
-        assert_eq!(err.kind(), crate::error::ErrorKind::Unsafe);
+        assert_eq!(err.kind(), crate::types::ErrorKind::Unsafe);
         assert!(err.to_string().contains(what), "{err}");
         assert_eq!(kind(&dm, "rewind-userdata"), Some(LINEAR), "{what}");
     }
@@ -307,7 +290,7 @@ fn a_live_attempt_is_never_merged_under_a_mounted_filesystem() {
     b.arm(&part()).expect("arm");
     io.0.lock().expect("io").head = Some(header(1, 8));
     let err = b.merge(&part(), &mut |_| {}).expect_err("live");
-    assert_eq!(err.kind(), crate::error::ErrorKind::WrongPhase);
+    assert_eq!(err.kind(), crate::types::ErrorKind::WrongPhase);
     assert_eq!(kind(&dm, "rewind-userdata"), Some(SNAPSHOT_ORIGIN));
     assert!(dm.exists("rewind-userdata-snap"));
     assert!(!dm.lock().devs["rewind-userdata"].suspended);
@@ -318,8 +301,8 @@ fn a_resized_raw_device_is_refused() {
     let (mut b, _, _) = backend();
     let mut p = part();
     p.raw_size_bytes += 4096;
-    assert_eq!(b.arm(&p).expect_err("size").kind(), crate::error::ErrorKind::Unsafe);
-    assert_eq!(b.merge(&p, &mut |_| {}).expect_err("size").kind(), crate::error::ErrorKind::Unsafe);
+    assert_eq!(b.arm(&p).expect_err("size").kind(), crate::types::ErrorKind::Unsafe);
+    assert_eq!(b.merge(&p, &mut |_| {}).expect_err("size").kind(), crate::types::ErrorKind::Unsafe);
 }
 
 #[test]
@@ -327,7 +310,7 @@ fn verification_mounts_a_read_only_view_and_cleans_up() {
     let (mut b, dm, io) = backend();
     // The fake mount shows nothing, so the files are missing: refused.
     let err = b.verify_store(&part()).expect_err("missing files");
-    assert_eq!(err.kind(), crate::error::ErrorKind::Unsafe);
+    assert_eq!(err.kind(), crate::types::ErrorKind::Unsafe);
     assert!(!dm.exists("rewind-userdata-verify"));
     let ops = io.0.lock().expect("io").ops.clone();
     assert_eq!(ops[0], "mount /dev/mapper/rewind-userdata-verify ext4 /metadata/rewind/mnt/userdata");
@@ -358,12 +341,12 @@ fn header_parsing() {
 #[test]
 fn start_needs_the_filesystem_mounted_through_the_idle_top() {
     let (mut b, dm, _) = backend();
-    assert_eq!(b.check_mounted(&idle_ref(), "/data").expect_err("no top").kind(), crate::error::ErrorKind::Unavailable);
+    assert_eq!(b.check_mounted(&idle_ref()).expect_err("no top").kind(), crate::types::ErrorKind::Unavailable);
     b.ensure_idle(&idle_ref()).expect("idle");
     // The fake reports /data on 254:1, the first device created: the top.
-    assert_eq!(b.check_mounted(&idle_ref(), "/data").expect("ok"), RAW_SIZE);
+    assert_eq!(b.check_mounted(&idle_ref()).expect("ok"), RAW_SIZE);
     b.arm(&part()).expect("arm");
-    assert_eq!(b.check_mounted(&idle_ref(), "/data").expect_err("armed").kind(), crate::error::ErrorKind::Unsafe);
+    assert_eq!(b.check_mounted(&idle_ref()).expect_err("armed").kind(), crate::types::ErrorKind::Unsafe);
     let _ = dm;
 }
 
@@ -412,8 +395,8 @@ fn start_refuses_when_the_ext4_parse_disagrees_with_fiemap() {
     let (b, _dm, io, mut p) = fingerprinted();
     io.0.lock().expect("io").maps[0].1.extents[1].physical += 4096;
     let e = b.seal_store(&mut p).expect_err("mismatch");
-    assert_eq!(e.kind(), crate::error::ErrorKind::Unsafe);
-    assert!(crate::boot::error_chain(&e).contains("disagrees with FIEMAP"), "{e}");
+    assert_eq!(e.kind(), crate::types::ErrorKind::Unsafe);
+    assert!(crate::types::error_chain(&e).contains("disagrees with FIEMAP"), "{e}");
     assert!(p.cow_files[0].fingerprint.is_empty());
 }
 
@@ -442,18 +425,18 @@ fn boot_verifies_the_fingerprint_from_the_raw_device_without_mounting() {
     // i_block changed: refused, naming the file, the inode and the offset.
     io.0.lock().expect("io").raw_bytes[0x2300 + 0x30] ^= 1;
     let e = b.verify_store(&p).expect_err("inode changed");
-    assert_eq!(e.kind(), crate::error::ErrorKind::Unsafe);
-    let msg = crate::boot::error_chain(&e);
+    assert_eq!(e.kind(), crate::types::ErrorKind::Unsafe);
+    let msg = crate::types::error_chain(&e);
     assert!(msg.contains("cow.0000") && msg.contains("inode 12") && msg.contains(&format!("byte {}", 0x2310)), "{msg}");
     io.0.lock().expect("io").raw_bytes[0x2300 + 0x30] ^= 1;
     // The tree block changed.
     io.0.lock().expect("io").raw_bytes[9 * 4096 + 77] ^= 1;
-    let msg = crate::boot::error_chain(&b.verify_store(&p).expect_err("tree changed"));
+    let msg = crate::types::error_chain(&b.verify_store(&p).expect_err("tree changed"));
     assert!(msg.contains("extent-tree block 1") && msg.contains(&format!("byte {}", 9 * 4096)), "{msg}");
     io.0.lock().expect("io").raw_bytes[9 * 4096 + 77] ^= 1;
     // Unreadable: refused too.
     io.0.lock().expect("io").raw_bytes.truncate(4096);
-    assert_eq!(b.verify_store(&p).expect_err("short").kind(), crate::error::ErrorKind::Unsafe);
+    assert_eq!(b.verify_store(&p).expect_err("short").kind(), crate::types::ErrorKind::Unsafe);
 }
 
 #[test]
@@ -464,7 +447,7 @@ fn a_partly_fingerprinted_record_is_refused_and_old_records_mount() {
     let mut second = part().cow_files[0].clone();
     second.path = "/data/rewind/cow.0001".into();
     two.cow_files.push(second);
-    let msg = crate::boot::error_chain(&b.verify_store(&two).expect_err("partial"));
+    let msg = crate::types::error_chain(&b.verify_store(&two).expect_err("partial"));
     assert!(msg.contains("1 of 2"), "{msg}");
     // No fingerprint at all: the mount check, as before.
     io.0.lock().expect("io").ops.clear();
@@ -541,7 +524,7 @@ fn data_may_be_mounted_through_a_crypt_layer_on_the_top() {
         let lines = vec![(0, RAW_SIZE / 512, kind.to_string(), params.to_string())];
         let mut b = SnapshotBackend::new(&Config::default(), Box::new(CryptDm(dm, lines)), Box::new(io));
         b.ensure_idle(&idle_ref()).expect("idle");
-        b.check_mounted(&idle_ref(), "/data")
+        b.check_mounted(&idle_ref())
     };
     assert_eq!(run(&format!("aes-xts-plain64 {KEY} 0 254:1 0"), "crypt", &["dm-1"]).expect("crypt"), RAW_SIZE);
     assert_eq!(
@@ -554,8 +537,8 @@ fn data_may_be_mounted_through_a_crypt_layer_on_the_top() {
         ("254:1 0".to_string(), "linear", vec!["dm-1"], "'linear'"),
     ] {
         let e = run(&params, kind, &slaves).expect_err(want);
-        assert_eq!(e.kind(), crate::error::ErrorKind::Unsafe);
-        let msg = crate::boot::error_chain(&e);
+        assert_eq!(e.kind(), crate::types::ErrorKind::Unsafe);
+        let msg = crate::types::error_chain(&e);
         assert!(msg.contains(want) && !msg.contains(KEY), "{msg}");
     }
 }

@@ -1,4 +1,5 @@
-//! COW space watch: what one poll of a snapshot's status means.
+//! The space policy: what one poll of a snapshot's status means
+//! ([`evaluate`], pure), and acting on it over the state record ([`watch`]).
 //!
 //! Thresholds (`space.thresholds_percent`) are reported once per attempt.
 //! At `abort_at_percent` the configured policy acts before the store is
@@ -9,8 +10,11 @@
 //! rewind records that protection is lost (the origin and its data are
 //! untouched) and commits so the stack is plain again — never silently.
 
+use super::ctx::Ctx;
 use crate::config::{OverflowPolicy, SpaceConfig};
 use crate::dm::SnapshotStatus;
+use crate::error::{Error, Result};
+use crate::types::{EventKind, Phase};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -61,6 +65,80 @@ pub fn evaluate(status: &SnapshotStatus, cfg: &SpaceConfig, already: &[u32]) -> 
         Action::None
     };
     Decision { percent: Some(percent), crossed, action }
+}
+
+/// One pass of the space watch while an attempt of this boot runs:
+/// reads each partition's usage, records threshold crossings once per
+/// attempt, and applies the overflow policy. `reboot_requested` is the
+/// daemon's memory that the abort policy already asked for a reboot in this
+/// run (asking again would only repeat the same abort); `reboot` runs the
+/// configured reboot command.
+pub fn watch(
+    ctx: &mut Ctx<'_>,
+    reboot_requested: &mut bool,
+    reboot: &mut dyn FnMut() -> std::result::Result<(), String>,
+) -> Result<()> {
+    if ctx.state.phase != Phase::Checkpointing || ctx.state.boot_id != ctx.boot_id {
+        return Ok(());
+    }
+    let mut actions = Vec::new();
+    for p in &ctx.state.partitions {
+        if let Some(st) = ctx.backend.usage(p)? {
+            // What the usage measures (COW store, f2fs unusable space).
+            let what = ctx.backend.traits(&p.name).usage.name();
+            actions.push((p.name.clone(), what, evaluate(&st, &ctx.config.space, &ctx.state.thresholds_hit)));
+        }
+    }
+    for (name, what, d) in actions {
+        if !d.crossed.is_empty() {
+            let pct = d.percent.unwrap_or(0);
+            for t in &d.crossed {
+                ctx.record(EventKind::SpaceThreshold, &name, format!("{what} {pct}% used (crossed {t}%)"));
+                ctx.state.thresholds_hit.push(*t);
+            }
+            ctx.save()?;
+        }
+        match d.action {
+            Action::None => {}
+            Action::Lost { word } => {
+                let why = format!(
+                    "{name}: snapshot is '{word}' (COW store overflowed): rollback protection lost; \
+                     the data is untouched and kept (committed)"
+                );
+                ctx.state.protection_lost = Some(why.clone());
+                ctx.record(EventKind::Overflow, &name, why.clone());
+                ctx.save()?;
+                super::commit::commit(ctx, "protection lost: COW store overflowed", &mut || Ok(()))?;
+                super::cleanup::cleanup_pending(ctx);
+                return Ok(());
+            }
+            Action::Commit { percent } => {
+                let why = format!("{what} {percent}% used; overflow policy commit");
+                ctx.state.protection_lost = Some(format!("{name}: committed early: {why}"));
+                ctx.record(EventKind::Overflow, &name, why.clone());
+                super::commit::commit(ctx, &why, &mut || Ok(()))?;
+                super::cleanup::cleanup_pending(ctx);
+                return Ok(());
+            }
+            Action::Abort { percent } => {
+                if *reboot_requested {
+                    continue;
+                }
+                *reboot_requested = true;
+                let why = format!(
+                    "{what} {percent}% used (abort at {}%): rebooting to discard this attempt",
+                    ctx.config.space.abort_at_percent
+                );
+                super::abort::abort(ctx, &why, true)?;
+                if let Err(e) = reboot() {
+                    ctx.record(EventKind::RebootFailed, &name, e.clone());
+                    ctx.save()?;
+                    return Err(Error::Internal(format!("reboot command failed: {e}")));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,133 @@
+//! Commit (live), and finishing a commit a power cut interrupted.
+//!
+//! The intent is written first; a cut after that finishes the commit at
+//! the next prepare. The configured commit command (e.g. mark the boot slot
+//! successful) is a logged step whose order against the data commit is the
+//! backend's rule ([`crate::backend::Traits::commit_data_first`]).
+
+use std::time::{Duration, Instant};
+
+use super::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::state::Intent;
+use crate::types::{error_chain, EventKind, Phase};
+
+/// Commit (live). Writes the intent first; a cut after that finishes the
+/// commit at the next prepare. `hook` is the configured commit command,
+/// run after the intent (idempotent, e.g. mark the slot successful).
+pub fn commit(ctx: &mut Ctx<'_>, reason: &str, hook: &mut dyn FnMut() -> Result<()>) -> Result<Duration> {
+    let started = Instant::now();
+    match ctx.state.phase {
+        Phase::Checkpointing | Phase::Committing => {}
+        // A commit finished at boot after a cut left its command to run now
+        // (see finish_at_boot); the data is already committed.
+        Phase::Idle if ctx.state.commit_command_pending => {
+            run_commit_command(ctx, hook)?;
+            ctx.save()?;
+            return Ok(started.elapsed());
+        }
+        Phase::Armed => {
+            // No attempt has run yet: committing cancels the checkpoint.
+            ctx.record(EventKind::Committed, "", format!("checkpoint cancelled before its first boot: {reason}"));
+            ctx.retire_partitions();
+            ctx.state.phase = Phase::Idle;
+            ctx.save()?;
+            return Ok(started.elapsed());
+        }
+        other => {
+            return Err(Error::WrongPhase {
+                phase: format!("{other:?}"),
+                what: "commit: no checkpoint is running".into(),
+            })
+        }
+    }
+    if ctx.state.phase == Phase::Checkpointing {
+        ctx.state.intent = Some(Intent::Commit { reason: reason.to_string() });
+        ctx.state.phase = Phase::Committing;
+        ctx.record(EventKind::CommitBegun, "", reason);
+        ctx.save()?;
+    }
+    // Where the data survives a cut only once it is committed (f2fs: until
+    // the checkpoint=enable remount has taken, a power cut drops the
+    // attempt whatever the intent says), the hook (which may mark the slot
+    // successful) must not run before the data is kept. Block mode keeps
+    // its order: its data survives a cut at any point.
+    let data_first = ctx.state.partitions.iter().any(|p| ctx.backend.traits(&p.name).commit_data_first);
+    if data_first {
+        for p in ctx.state.partitions.clone() {
+            ctx.backend.commit_live(&p)?;
+        }
+    }
+    if ctx.has_commit_command() {
+        run_commit_command(ctx, hook)?;
+    }
+    if !data_first {
+        for p in ctx.state.partitions.clone() {
+            ctx.backend.commit_live(&p)?;
+        }
+    }
+    let took = started.elapsed();
+    ctx.record(EventKind::Committed, "", format!("{reason} (live, {} ms)", took.as_millis()));
+    ctx.retire_partitions();
+    ctx.state.phase = Phase::Idle;
+    ctx.state.no_retry = false;
+    ctx.save()?;
+    Ok(took)
+}
+
+/// Boot, phase Committing: a power cut stopped a commit after its intent;
+/// finish it the same way.
+pub(super) fn finish_at_boot(ctx: &mut Ctx<'_>) -> Result<()> {
+    let mut notes = Vec::new();
+    for p in ctx.state.partitions.clone() {
+        // f2fs: a cut before checkpoint=enable took loses the attempt
+        // whatever the intent says; the history must say which it was.
+        if let Some(n) = ctx.backend.interrupted_commit_note(&p) {
+            notes.push(format!("{}: {n}", p.name));
+        }
+        ctx.backend.commit_live(&p)?;
+    }
+    let mut detail = "commit finished at boot after an interruption".to_string();
+    for n in notes {
+        detail.push_str("; ");
+        detail.push_str(&n);
+    }
+    ctx.record(EventKind::Committed, "", detail);
+    // The commit command (e.g. marking the slot successful) may or may not
+    // have run before the cut. It is not run here: at early-fs the services
+    // it talks to (the boot HAL) are not up yet, and a failure could not be
+    // reported to anyone. It runs at the next commit call instead, which
+    // init makes at boot completed on every boot (rewindd.rc); it must be
+    // idempotent anyway.
+    if ctx.has_commit_command() {
+        ctx.state.commit_command_pending = true;
+        ctx.record(
+            EventKind::CommitCommandPending,
+            "",
+            "the commit command runs at the next commit call (boot completed)",
+        );
+    }
+    ctx.retire_partitions();
+    ctx.state.phase = Phase::Idle;
+    ctx.save()
+}
+
+/// Runs the configured commit command as a logged step: its outcome goes
+/// into the history either way, and `commit_command_pending` is cleared
+/// only by a success.
+fn run_commit_command(ctx: &mut Ctx<'_>, hook: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+    let started = Instant::now();
+    match hook() {
+        Ok(()) => {
+            ctx.state.commit_command_pending = false;
+            ctx.record(EventKind::CommitCommand, "", format!("ran ({} ms)", started.elapsed().as_millis()));
+            Ok(())
+        }
+        Err(e) => {
+            ctx.record(EventKind::CommitCommandFailed, "", error_chain(&e));
+            // The failure must be on disk even though the caller errors out.
+            ctx.save()?;
+            Err(e)
+        }
+    }
+}

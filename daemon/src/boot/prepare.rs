@@ -1,0 +1,179 @@
+//! PrepareUserdata (architecture.md, boot contract): roll forward what a
+//! power cut interrupted, count this attempt once, merge the previous
+//! uncommitted attempt away, then arm a fresh snapshot or end rolled back.
+
+use std::time::Instant;
+
+use super::ctx::Ctx;
+use crate::backend::Merged;
+use crate::error::{Error, Result};
+use crate::state::Intent;
+use crate::types::{ErrorKind, EventKind, Phase, PrepareOutcome, Progress};
+
+/// PrepareUserdata (architecture.md, boot contract).
+pub fn prepare(ctx: &mut Ctx<'_>, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome> {
+    // Already prepared in this boot: change nothing. dm devices do not
+    // survive a reboot, so a live armed stack means "this boot" even if the
+    // boot id could not be read; merging it now would pull the data from
+    // under a mounted filesystem.
+    if ctx.state.phase == Phase::Checkpointing {
+        let mut live = 0;
+        for p in &ctx.state.partitions {
+            if ctx.backend.is_armed(p)? {
+                live += 1;
+            }
+        }
+        let same_boot = ctx.state.boot_id == ctx.boot_id && !ctx.boot_id.is_empty();
+        if live > 0 && live == ctx.state.partitions.len() {
+            return Ok(ctx.outcome());
+        }
+        if live > 0 || same_boot {
+            return Err(Error::Unsafe(format!(
+                "attempt {} was armed in this boot but {} of {} snapshots are live; not touching them",
+                ctx.state.attempt,
+                live,
+                ctx.state.partitions.len()
+            )));
+        }
+    }
+
+    // Roll forward what a power cut interrupted.
+    match ctx.state.phase {
+        Phase::Committing => super::commit::finish_at_boot(ctx)?,
+        Phase::RollingBack => {
+            let final_ = matches!(ctx.state.intent, Some(Intent::Rollback { final_: true, .. }));
+            if let Some(done) = rollback(ctx, final_, progress)? {
+                return done;
+            }
+        }
+        _ => {}
+    }
+
+    match ctx.state.phase {
+        Phase::Idle | Phase::RolledBack => {
+            ctx.ensure_idle_all()?;
+            Ok(ctx.outcome())
+        }
+        Phase::Armed => {
+            if ctx.state.no_retry || ctx.state.attempt >= ctx.state.attempts {
+                // Nothing was written under a snapshot: nothing to merge.
+                ctx.record(EventKind::RollbackFinished, "", "no attempt left before arming; nothing to undo");
+                ctx.retire_partitions();
+                ctx.state.phase = Phase::RolledBack;
+                ctx.save()?;
+                ctx.ensure_idle_all()?;
+                return Ok(ctx.outcome());
+            }
+            arm_next(ctx, false)
+        }
+        Phase::Checkpointing => {
+            // The previous attempt booted and was not committed: discard it.
+            let final_ = ctx.state.no_retry || ctx.state.attempt >= ctx.state.attempts;
+            let reason = format!(
+                "attempt {} of {} not committed{}",
+                ctx.state.attempt,
+                ctx.state.attempts,
+                if ctx.state.no_retry { " (aborted without retry)" } else { "" }
+            );
+            ctx.state.intent = Some(Intent::Rollback { reason: reason.clone(), final_ });
+            ctx.state.phase = Phase::RollingBack;
+            ctx.record(EventKind::RollbackBegun, "", reason);
+            ctx.save()?;
+            if let Some(done) = rollback(ctx, final_, progress)? {
+                return done;
+            }
+            match ctx.state.phase {
+                Phase::Armed => arm_next(ctx, true),
+                _ => {
+                    ctx.ensure_idle_all()?;
+                    Ok(ctx.outcome())
+                }
+            }
+        }
+        Phase::Committing | Phase::RollingBack => {
+            Err(Error::Internal(format!("phase {:?} left after rolling forward", ctx.state.phase)))
+        }
+    }
+}
+
+/// Verifies and merges every partition. Returns `Some(result)` when the
+/// prepare is finished (a refusal), `None` to continue with the new phase
+/// (Armed to arm the next attempt, or RolledBack).
+fn rollback(
+    ctx: &mut Ctx<'_>,
+    final_: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Option<Result<PrepareOutcome>>> {
+    let started = Instant::now();
+    let mut merged = 0u64;
+    for p in ctx.state.partitions.clone() {
+        if let Err(e) = ctx.backend.verify_store(&p) {
+            if e.kind() == ErrorKind::Unsafe {
+                return Ok(Some(ctx.refuse(&p.name, e)));
+            }
+            return Err(e);
+        }
+        match ctx.backend.merge(&p, progress) {
+            Ok(Merged::Merged { sectors }) => merged += sectors,
+            Ok(Merged::Nothing) => {}
+            // Refused before writing anything.
+            Err(e) if e.kind() == ErrorKind::Unsafe => return Ok(Some(ctx.refuse(&p.name, e))),
+            // Mid-merge: the intent stays; the next prepare resumes it.
+            Err(e) => return Err(e),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let detail = format!(
+        "merged {} MiB in {:.1} s{}",
+        (merged * 512) >> 20,
+        secs,
+        if final_ { "; no attempt left: userdata is at the baseline" } else { "" }
+    );
+    ctx.record(EventKind::RollbackFinished, "", detail);
+    ctx.state.intent = None;
+    if final_ {
+        ctx.retire_partitions();
+        ctx.state.phase = Phase::RolledBack;
+    } else {
+        ctx.state.phase = Phase::Armed;
+    }
+    ctx.save()?;
+    Ok(None)
+}
+
+/// Arms attempt `attempt + 1`; counts it in the same record write.
+fn arm_next(ctx: &mut Ctx<'_>, verified: bool) -> Result<PrepareOutcome> {
+    for p in ctx.state.partitions.clone() {
+        if !verified {
+            if let Err(e) = ctx.backend.verify_store(&p) {
+                if e.kind() == ErrorKind::Unsafe {
+                    return ctx.refuse(&p.name, e);
+                }
+                return Err(e);
+            }
+        }
+        if let Err(e) = ctx.backend.arm(&p) {
+            // The backend says an Unsafe refusal here would recur at every
+            // boot (f2fs: the kernel refused checkpoint=disable in every
+            // form), so give protection up now, recorded and reported,
+            // rather than stay armed in name only.
+            if ctx.backend.traits(&p.name).arm_refusal_is_final && e.kind() == ErrorKind::Unsafe {
+                return ctx.refuse(&p.name, e);
+            }
+            return Err(e);
+        }
+    }
+    ctx.state.attempt += 1;
+    ctx.state.phase = Phase::Checkpointing;
+    ctx.state.boot_id = ctx.boot_id.to_string();
+    ctx.state.thresholds_hit.clear();
+    let detail = format!("attempt {} of {} armed", ctx.state.attempt, ctx.state.attempts);
+    ctx.record(EventKind::Attempt, "", detail);
+    ctx.save()?;
+    // Partitions not under this checkpoint still get their idle device.
+    let armed: Vec<String> = ctx.state.partitions.iter().map(|p| p.name.clone()).collect();
+    for p in ctx.parts.iter().filter(|p| !armed.contains(&p.name)) {
+        ctx.backend.ensure_idle(p)?;
+    }
+    Ok(ctx.outcome())
+}

@@ -1,0 +1,38 @@
+//! The status of the whole checkpoint and of each partition (GetStatus).
+
+use serde::Serialize;
+
+use super::{BackendKind, Phase};
+
+/// Status of the whole checkpoint (GetStatus).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusReport {
+    pub phase: Phase,
+    /// 1-based attempt of the current boot; 0 when not checkpointing.
+    pub attempt: u32,
+    pub attempts: u32,
+    pub partitions: Vec<PartitionReport>,
+    /// Set when checkpointing cannot work on this machine, with the reason.
+    pub unavailable_reason: Option<String>,
+    /// Set when rollback protection was lost (COW overflow, invalid snapshot).
+    pub protection_lost: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartitionReport {
+    pub name: String,
+    pub mount_point: String,
+    pub backend: BackendKind,
+    pub raw_device: String,
+    /// "rewind-userdata: snapshot-origin", one line per dm device.
+    pub device_stack: Vec<String>,
+    pub cow_bytes: u64,
+    pub cow_used_bytes: u64,
+    pub chunk_sectors: u32,
+    pub merge_done_sectors: u64,
+    pub merge_total_sectors: u64,
+    /// "Invalid", "Overflow", "Merge failed" when dm reports a word.
+    pub snapshot_state: Option<String>,
+    /// f2fs: bytes hidden as unusable while checkpoint=disable.
+    pub unusable_bytes: u64,
+}
