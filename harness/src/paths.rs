@@ -40,3 +40,14 @@ pub fn bin_dir() -> PathBuf {
 pub fn runs_dir() -> PathBuf {
     kit_dir().join("runs")
 }
+
+/// The machine-wide guest slots (at most two guests at a time on these
+/// 2-core machines, whichever checkout or runner starts them):
+/// `REWIND_SLOT_DIR`, else `/tmp/rewind-guest-slots`, shared by every
+/// clone and worktree on the machine.
+pub fn slots_dir() -> PathBuf {
+    match std::env::var_os("REWIND_SLOT_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => std::env::temp_dir().join("rewind-guest-slots"),
+    }
+}

@@ -234,7 +234,7 @@ impl QemuGuest {
             )));
         }
         let kit = Kit::ensure()?;
-        let slot = lock::acquire_slot(&kit.dir.join("slots"), timeouts::SLOT_TIMEOUT)?;
+        let slot = lock::acquire_slot(&crate::paths::slots_dir(), timeouts::SLOT_TIMEOUT)?;
         let runs = crate::paths::runs_dir();
         std::fs::create_dir_all(&runs).map_err(io_err(&runs))?;
         let stamp = std::time::SystemTime::now()
