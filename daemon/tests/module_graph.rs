@@ -160,9 +160,7 @@ fn paths_named(code: &str) -> Vec<String> {
         while let Some(i) = rest.find(root) {
             let before = rest[..i].chars().last();
             let tail = &rest[i..];
-            let end = tail
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-                .unwrap_or(tail.len());
+            let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).unwrap_or(tail.len());
             if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
                 out.push(tail[..end].trim_end_matches(':').to_string());
             }
@@ -294,7 +292,10 @@ fn the_reader_finds_the_edges_it_should() {
     let mut p = paths_named(&code);
     p.sort();
     p.dedup();
-    assert_eq!(p, ["crate", "crate::a::B", "crate::a::c::D", "crate::after", "crate::e", "crate::k::L::new", "super::g::H"]);
+    assert_eq!(
+        p,
+        ["crate", "crate::a::B", "crate::a::c::D", "crate::after", "crate::e", "crate::k::L::new", "super::g::H"]
+    );
     let modules: BTreeSet<Vec<String>> =
         [vec!["k".to_string()], vec!["boot".into()], vec!["boot".into(), "ctx".into()]].into_iter().collect();
     assert_eq!(resolve("crate::k::L::new", &[], &modules), Some(vec!["k".to_string()]));
