@@ -2,6 +2,7 @@
 //! fstab entries and state records, each built the way rewindd builds them
 //! (a partition's extent hash always matches its files).
 
+use crate::config::Config;
 use crate::fiemap::Extent;
 use crate::fstab::{CheckpointMode, CheckpointedPartition};
 use crate::state::{extents_hash, CowFile, PartitionState, State};
@@ -72,4 +73,25 @@ pub fn fstab_entry(
 /// A record just started with `attempts` over `partitions` (phase Armed).
 pub fn armed_state(attempts: u32, partitions: Vec<PartitionState>) -> State {
     State { phase: Phase::Armed, attempts, partitions, ..State::default() }
+}
+
+/// A host directory standing in for a device: a data directory (the
+/// mount point), an fstab naming it with `line` (`{data}` is replaced by
+/// its path) and a metadata directory, with a config pointing at both.
+pub struct HostDirs {
+    _dir: tempfile::TempDir,
+    pub data: std::path::PathBuf,
+    pub config: Config,
+}
+
+impl HostDirs {
+    pub fn new(line: &str) -> HostDirs {
+        let dir = tempfile::tempdir().expect("tmp");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data");
+        let fstab = dir.path().join("fstab");
+        std::fs::write(&fstab, format!("{}\n", line.replace("{data}", &data.display().to_string()))).expect("fstab");
+        let config = Config { fstab, metadata_dir: dir.path().join("metadata"), ..Config::default() };
+        HostDirs { _dir: dir, data, config }
+    }
 }

@@ -1,12 +1,12 @@
 //! A recording backend for host tests of the life cycle and the engine.
 
-use super::{Backend, Merged, Traits, Usage};
+use super::{Backend, Merged, Traits};
 use crate::config::CowConfig;
 use crate::dm::SnapshotStatus;
 use crate::error::{Error, Result};
 use crate::fstab::CheckpointedPartition;
 use crate::state::PartitionState;
-use crate::types::{BackendKind, ErrorKind, Progress};
+use crate::types::{ErrorKind, Progress};
 
 #[derive(Default)]
 pub struct FakeBackend {
@@ -33,13 +33,10 @@ impl FakeBackend {
 }
 
 impl Backend for FakeBackend {
+    /// The snapshot backend's rules: the life cycle under test is block
+    /// mode's.
     fn traits(&self, _name: &str) -> Traits {
-        Traits {
-            kind: BackendKind::Snapshot,
-            commit_data_first: false,
-            arm_refusal_is_final: false,
-            usage: Usage::CowStore,
-        }
+        super::snapshot::SnapshotBackend::TRAITS
     }
     /// Real COW files (fallocate, zeroes, FIEMAP, immutable) without the
     /// device work, so the engine's host tests run the whole start.

@@ -51,12 +51,7 @@ impl Backend for Routed {
             Ok(b) => b.traits(name),
             // No snapshot backend: nothing will be armed; the kind is still
             // what the fstab says.
-            Err(_) => Traits {
-                kind: BackendKind::Snapshot,
-                commit_data_first: false,
-                arm_refusal_is_final: false,
-                usage: super::Usage::CowStore,
-            },
+            Err(_) => super::snapshot::SnapshotBackend::TRAITS,
         }
     }
     fn ensure_idle(&mut self, part: &CheckpointedPartition) -> Result<()> {

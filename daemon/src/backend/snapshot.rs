@@ -554,14 +554,21 @@ pub fn create_cow_files(part: &CheckpointedPartition, cow: &CowConfig, raw_size:
     }
 }
 
+impl SnapshotBackend {
+    /// Block mode's rules: the data survives a cut at any point, so the
+    /// commit command runs before the data commit; an arm refusal is retried
+    /// at the next boot; the usage is the COW store's.
+    pub const TRAITS: Traits = Traits {
+        kind: BackendKind::Snapshot,
+        commit_data_first: false,
+        arm_refusal_is_final: false,
+        usage: Usage::CowStore,
+    };
+}
+
 impl Backend for SnapshotBackend {
     fn traits(&self, _name: &str) -> Traits {
-        Traits {
-            kind: BackendKind::Snapshot,
-            commit_data_first: false,
-            arm_refusal_is_final: false,
-            usage: Usage::CowStore,
-        }
+        Self::TRAITS
     }
 
     fn create_store(&self, part: &CheckpointedPartition, cow: &CowConfig, raw_size: u64) -> Result<PartitionState> {

@@ -4,33 +4,19 @@
 
 use super::*;
 use crate::backend::fake::FakeBackend;
-use crate::config::Config;
+use crate::testing::HostDirs;
 use crate::types::ErrorKind;
 
-struct Host {
-    _dir: tempfile::TempDir,
-    data: std::path::PathBuf,
-    config: Config,
-}
+type Host = HostDirs;
 
 fn host() -> Host {
-    let dir = tempfile::tempdir().expect("tmp");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).expect("data");
-    let fstab = dir.path().join("fstab");
-    std::fs::write(
-        &fstab,
-        format!(
-            "/dev/block/mapper/rewind-userdata {} ext4 noatime wait,check,checkpoint=block,rewind_raw=/dev/vdb\n",
-            data.display()
-        ),
-    )
-    .expect("fstab");
-    let mut config = Config { fstab, metadata_dir: dir.path().join("metadata"), ..Config::default() };
-    config.cow.min_bytes = 1 << 20;
-    config.cow.max_bytes = 4 << 20;
-    config.cow.file_max_bytes = 2 << 20;
-    Host { _dir: dir, data, config }
+    let mut h = HostDirs::new(
+        "/dev/block/mapper/rewind-userdata {data} ext4 noatime wait,check,checkpoint=block,rewind_raw=/dev/vdb",
+    );
+    h.config.cow.min_bytes = 1 << 20;
+    h.config.cow.max_bytes = 4 << 20;
+    h.config.cow.file_max_bytes = 2 << 20;
+    h
 }
 
 fn engine(h: &Host, boot: &str) -> Engine {

@@ -293,33 +293,25 @@ mod engine_cycle {
     use crate::backend::routed;
     use crate::config::Config;
     use crate::engine::{checkpointed_partitions, Engine};
+    use crate::testing::HostDirs;
     use crate::types::Phase;
 
     struct Host {
-        _dir: tempfile::TempDir,
+        _dirs: HostDirs,
         config: Config,
         kernel: FakeF2fs,
     }
 
     fn host() -> Host {
-        let dir = tempfile::tempdir().expect("tmp");
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).expect("data");
-        let fstab = dir.path().join("fstab");
-        std::fs::write(
-            &fstab,
-            format!(
-                "/dev/block/by-name/userdata {} f2fs noatime,nosuid,nodev,discard wait,check,checkpoint=fs\n",
-                data.display()
-            ),
-        )
-        .expect("fstab");
-        let config = Config { fstab, metadata_dir: dir.path().join("metadata"), ..Config::default() };
+        let dirs = HostDirs::new(
+            "/dev/block/by-name/userdata {data} f2fs noatime,nosuid,nodev,discard wait,check,checkpoint=fs",
+        );
+        let config = dirs.config.clone();
         let kernel = FakeF2fs::default();
         kernel.k().size = 1 << 30;
         // Mounted normally when the checkpoint is started.
         kernel.k().mounted = Some(vec!["rw".into()]);
-        Host { _dir: dir, config, kernel }
+        Host { _dirs: dirs, config, kernel }
     }
 
     /// A boot: rewindd starts afresh; /data is not mounted yet.
