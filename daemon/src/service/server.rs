@@ -1,13 +1,17 @@
-//! Runs the gRPC server (the Checkpoint service plus reflection, so
-//! grpcurl-like clients work without the .proto) on the listeners until
-//! shutdown.
+//! Runs the gRPC server (the Checkpoint service plus server reflection
+//! v1 and v1alpha, so generic clients work without the .proto) on the
+//! listeners until shutdown. Unix-socket connections go through
+//! [`AuthorityNormaliser`], so clients that send the socket path as
+//! `:authority` are served too.
 
 use rewind_proto::v1::checkpoint_server::CheckpointServer;
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+use super::authority::AuthorityNormaliser;
 use super::CheckpointService;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,11 +27,15 @@ pub enum ServeError {
 }
 
 fn router(service: &CheckpointService) -> Result<tonic::transport::server::Router, ServeError> {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(rewind_proto::v1::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(ServeError::Reflection)?;
-    Ok(Server::builder().add_service(CheckpointServer::new(service.clone())).add_service(reflection))
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(rewind_proto::v1::FILE_DESCRIPTOR_SET)
+    };
+    // v1 for grpcurl and tonic clients; v1alpha for grpcio-reflection,
+    // grpcui, Postman and older grpcurl, which speak only that.
+    let v1 = reflection().build_v1().map_err(ServeError::Reflection)?;
+    let v1alpha = reflection().build_v1alpha().map_err(ServeError::Reflection)?;
+    Ok(Server::builder().add_service(CheckpointServer::new(service.clone())).add_service(v1).add_service(v1alpha))
 }
 
 async fn wait_for(mut shutdown: watch::Receiver<bool>) {
@@ -42,8 +50,8 @@ pub async fn serve(
     tcp: Option<tokio::net::TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    let unix_server =
-        router(&service)?.serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait_for(shutdown.clone()));
+    let unix_incoming = UnixListenerStream::new(unix).map(|accepted| accepted.map(AuthorityNormaliser::new));
+    let unix_server = router(&service)?.serve_with_incoming_shutdown(unix_incoming, wait_for(shutdown.clone()));
     let unix_server =
         async { unix_server.await.map_err(|source| ServeError::Serve { transport: "the Unix socket", source }) };
     match tcp {
