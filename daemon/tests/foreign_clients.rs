@@ -29,6 +29,14 @@ fn grpcio_client_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/grpcio_client.py")
 }
 
+/// The ```python block of daemon/SERVICE.md.
+fn service_md_python_example() -> String {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("SERVICE.md")).unwrap();
+    let start = doc.find("```python\n").expect("SERVICE.md has a python example") + "```python\n".len();
+    let len = doc[start..].find("```").expect("the example ends");
+    doc[start..start + len].to_string()
+}
+
 /// None when python3 and the three packages import; else why not.
 async fn python_missing() -> Option<String> {
     let probe = tokio::process::Command::new(PYTHON)
@@ -175,8 +183,9 @@ async fn grpcio_client(daemon: &Daemon, args: &[&str]) -> Result<serde_json::Val
 /// as `:authority`) lists the services by reflection v1alpha, builds the
 /// messages from the reflected descriptors, gets the status (with the
 /// reason checkpointing is unavailable here) and gets the documented
-/// errors, with their `rewind-error-kind`, from two mutating calls. A tonic
-/// call and reflection v1 work on the same daemon before and after.
+/// errors, with their `rewind-error-kind`, from two mutating calls; so does
+/// it with `grpc.default_authority`, and SERVICE.md's example works. A
+/// tonic call and reflection v1 work on the same daemon before and after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_calls_rewindd_through_reflection_over_the_unix_socket() {
     if let Some(why) = python_missing().await {
@@ -225,6 +234,19 @@ async fn python_grpcio_calls_rewindd_through_reflection_over_the_unix_socket() {
         Err(why) => daemon.fail(why).await,
     };
     assert_eq!(fixed["status"], v["status"], "{fixed}");
+
+    // The copy-paste example of SERVICE.md, as printed there but for the
+    // socket path.
+    let example = service_md_python_example().replace("/dev/socket/rewindd", &daemon.socket.display().to_string());
+    let run = common::run({
+        let mut cmd = tokio::process::Command::new(PYTHON);
+        cmd.arg("-c").arg(&example).kill_on_drop(true);
+        cmd
+    })
+    .await;
+    if run.code != 0 || !run.stdout.contains("phase: PHASE_IDLE") {
+        daemon.fail(format!("SERVICE.md's grpcio example failed:\n{example}\n{run:?}")).await;
+    }
 
     // The same daemon still serves tonic and reflection v1.
     let mut tonic_client = connect(&Target::Unix(daemon.socket.clone())).await.expect("tonic connects");
