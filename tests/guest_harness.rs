@@ -51,35 +51,7 @@ fn guest_reset_is_observed_as_guest_reset() {
 /// all reach the guest.
 #[test]
 fn guest_runs_custom_baseline_workload_and_tool() {
-    use rewind_harness::kit::host::find_program;
-    use rewind_harness::scenario::Options;
-    use rewind_harness::BootPlan;
-
-    let dir = std::env::temp_dir().join(format!("rewind-e2e-scripts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let baseline = dir.join("baseline.sh");
-    let workload = dir.join("workload.sh");
-    std::fs::write(&baseline, "echo custom-baseline > \"$REWIND_DATA/custom-baseline\"\n").expect("write");
-    std::fs::write(&workload, "echo \"attempt $REWIND_ATTEMPT\" > \"$REWIND_DATA/custom-workload\"\n").expect("write");
-    // xz is dynamic (liblzma): its libraries must come along.
-    let tool = find_program("xz").expect("xz on the host (xz-utils)");
-    let options =
-        Options { baseline: Some(baseline), workload: Some(workload), guest_tools: vec![tool], ..Options::default() };
-    rewind_e2e::run_body("custom-scripts", options, |cx| {
-        cx.boot_ready(&BootPlan::raw())?;
-        cx.run_baseline()?;
-        let b = cx.exec_checked("cat /data/custom-baseline")?;
-        cx.check_eq("custom baseline ran", "custom-baseline", b.trim());
-        cx.shutdown()?;
-        cx.boot_ready(&BootPlan::raw().with_workload(2))?;
-        let w = cx.exec_checked("cat /data/custom-workload")?;
-        cx.check_eq("custom workload ran with REWIND_ATTEMPT", "attempt 2", w.trim());
-        let v = cx.exec("xz --version")?;
-        cx.check("guest tool runs with its libraries", v.success(), format!("{}{}", v.stdout, v.stderr));
-        cx.shutdown()?;
-        Ok(())
-    });
-    let _ = std::fs::remove_dir_all(&dir);
+    rewind_e2e::run("custom-scripts");
 }
 
 /// The same on an f2fs userdata (fsck.f2fs clean after a clean shutdown).

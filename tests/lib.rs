@@ -1,15 +1,16 @@
 //! Shared helpers for the end-to-end tests (guest_*.rs): each test is one
-//! line naming a scenario of the harness registry
-//! (`rewind_harness::scenario::REGISTRY`), so the CLI and the tests run the
-//! very same code. Guests are never skipped: a missing QEMU or kit fails
+//! line naming a registered scenario (`rewind_harness::scenario::all`), so
+//! the CLI and the tests run the very same code; what a scenario needs (an
+//! f2fs userdata, the crypt layer, the device profile, ...) is its own
+//! `Needs`, not the test's. Guests are never skipped: a missing QEMU or kit fails
 //! the test (and under CI=true that is what must happen).
 
 use rewind_harness::scenario::{self, Options};
 use rewind_harness::FsType;
 
-/// Runs a registered scenario on ext4 and panics with its report (the
-/// console of the last boot is already printed between `==== console`
-/// markers) unless every check passed.
+/// Runs a registered scenario on ext4 (unless it needs f2fs) and panics
+/// with its report (the console of the last boot is already printed
+/// between `==== console` markers) unless every check passed.
 pub fn run(name: &str) {
     run_with(name, Options::default());
 }
@@ -19,22 +20,7 @@ pub fn run_f2fs(name: &str) {
     run_with(name, Options { fs: FsType::F2fs, ..Options::default() });
 }
 
-/// Runs a scenario body kept beside its test (see
-/// `rewind_harness::scenario::run_fn`), with the same report and console
-/// dump as registered scenarios.
-pub fn run_body(
-    name: &str,
-    options: Options,
-    body: impl FnOnce(&mut scenario::Ctx) -> Result<(), scenario::ScenarioError>,
-) {
-    let report = match scenario::run_fn(name, &options, body) {
-        Ok(r) => r,
-        Err(e) => panic!("scenario {name} could not run: {}", scenario::error_chain(&e)),
-    };
-    eprint!("{}", report.summary());
-    assert!(report.passed, "scenario {name} failed:\n{}", report.summary());
-}
-
+/// Runs a registered scenario with `options` (its needs override them).
 pub fn run_with(name: &str, options: Options) {
     let report = match scenario::run(name, &options) {
         Ok(r) => r,

@@ -233,9 +233,9 @@ fn run_scenario(name: &str, args: &RunArgs, narrate: bool) -> Result<bool> {
 /// device, no launch_cvd) come back as one line and exit 2.
 fn run_device_scenario(name: &str, args: &RunArgs, dev: &DeviceArgs) -> Result<bool> {
     use crate::device::{adb, cuttlefish};
-    if scenario::find(name).is_none() {
+    let Some(found) = scenario::find(name) else {
         bail!("Unknown scenario {name:?} (see `rewind-harness scenario --list`)");
-    }
+    };
     let artifacts = crate::paths::target_dir().join("rewind-device").join(format!("{name}-{}", std::process::id()));
     let cfg = adb::AdbConfig {
         android_bins: dev.android_bins.clone(),
@@ -259,8 +259,7 @@ fn run_device_scenario(name: &str, args: &RunArgs, dev: &DeviceArgs) -> Result<b
         }
         TargetKind::Qemu => unreachable!("QEMU scenarios go through run_scenario"),
     };
-    let report = crate::device::run_scenario_on(&mut target, name, &args.options(false))
-        .with_context(|| format!("Running scenario {name}"))?;
+    let report = scenario::run_on(&mut target, found, &args.options(false));
     print!("{}", report.summary());
     if let Some(path) = &args.report {
         report::write(path, &report::to_json(std::slice::from_ref(&report))?)?;
@@ -273,7 +272,7 @@ fn run_device_scenario(name: &str, args: &RunArgs, dev: &DeviceArgs) -> Result<b
 
 fn run_all(args: &RunArgs, with_daemon: bool) -> Result<bool> {
     let mut reports = Vec::new();
-    for s in scenario::all().filter(|s| with_daemon || !s.needs_daemon) {
+    for s in scenario::all().filter(|s| with_daemon || !s.needs.daemon) {
         let report =
             scenario::run(s.name, &args.options(false)).with_context(|| format!("Running scenario {}", s.name))?;
         print!("{}", report.summary());
@@ -298,7 +297,13 @@ fn run(cli: Cli) -> Result<bool> {
         Command::Scenario { all: true, with_daemon, run, .. } => run_all(&run, with_daemon),
         Command::Scenario { list: true, .. } | Command::Scenario { name: None, .. } => {
             for s in scenario::all() {
-                println!("{:<26} {}{}", s.name, s.summary, if s.needs_daemon { " [needs rewindd]" } else { "" });
+                let needs = s.needs.describe();
+                println!(
+                    "{:<26} {}{}",
+                    s.name,
+                    s.summary,
+                    if needs.is_empty() { String::new() } else { format!(" [needs {needs}]") }
+                );
             }
             Ok(true)
         }

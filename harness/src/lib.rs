@@ -14,7 +14,8 @@
 //! - `manifest`  file tree manifests of /data and their diff
 //! - `report`    JSON and JUnit reports
 //! - `bench`     measurements on a running guest (f2fs checkpoint=disable costs)
-//! - `scenario/` the scenario framework and registry
+//! - `scenario/` scenarios (registries by what they prove), their `Needs`, the
+//!   one run loop over any `Target`, and `checks` (the shared witnesses)
 //! - `cli`       the `rewind-harness` command line
 
 pub mod android_rc;

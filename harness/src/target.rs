@@ -166,6 +166,12 @@ pub trait Target {
     fn boots(&self) -> &[BootRecord];
     /// Console text of the last boot.
     fn console(&self) -> String;
+    /// The console for a failure report, between `==== console` markers
+    /// (the last boot's; a QEMU guest adds every boot whose init reported
+    /// an error).
+    fn framed_console(&self) -> String {
+        format!("==== console of the last boot ({})\n{}\n==== end of console\n", self.describe(), self.console())
+    }
     /// gRPC endpoint of rewindd in the running guest ("http://127.0.0.1:PORT").
     fn grpc_endpoint(&self) -> Option<String>;
     /// Copies a host file into the guest.
@@ -177,4 +183,18 @@ pub trait Target {
     fn workload_script(&self) -> String;
     /// Where this target keeps images and logs (named in the report).
     fn artifacts_dir(&self) -> PathBuf;
+    /// Where the images and logs stay after the run, if they do (a QEMU
+    /// guest removes its run directory unless kept; a device's stay).
+    fn kept_artifacts(&self) -> Option<PathBuf> {
+        Some(self.artifacts_dir())
+    }
+    /// The disk images among the kept artifacts (a QEMU guest's userdata
+    /// and metadata; a device has none).
+    fn disk_images(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+    /// The scenario is over: make the boot records final. A QEMU guest
+    /// still running is cut (it is thrown away next); a device is left as
+    /// it is, which is the default.
+    fn finish_run(&mut self) {}
 }

@@ -25,8 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::scenario::{error_chain, Ctx, Options, RunError, ScenarioError};
-use crate::target::{ExecOutput, Target, TargetError};
+use crate::target::{ExecOutput, TargetError};
 
 /// Where the harness's scripts go on a device. Under /data (the only
 /// writable place a shell can use on a user build too); they are pushed
@@ -131,38 +130,6 @@ pub enum DeviceSetupError {
     Adb(#[source] Box<TargetError>),
     #[error("Setting up the device")]
     Target(#[source] Box<TargetError>),
-}
-
-/// Runs a registered scenario on an already set-up device target, with the
-/// same report (and console dump on failure) as `scenario::run` on QEMU.
-pub fn run_scenario_on(
-    target: &mut dyn Target,
-    name: &str,
-    options: &Options,
-) -> Result<crate::report::ScenarioReport, RunError> {
-    let scenario = crate::scenario::find(name).ok_or_else(|| Box::new(ScenarioError::Unknown(name.to_string())))?;
-    let started = Instant::now();
-    eprintln!("[{name}] on {} (artifacts {})", target.describe(), target.artifacts_dir().display());
-    let mut report = {
-        let mut cx = Ctx::new(target, name, options.clone());
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (scenario.run)(&mut cx)));
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => cx.report.error = Some(error_chain(&e)),
-            Err(_) => cx.report.error = Some("scenario panicked".into()),
-        }
-        cx.report
-    };
-    report.boots = target.boots().to_vec();
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    report.finish();
-    report.artifacts = Some(target.artifacts_dir());
-    if !report.passed {
-        eprintln!("==== console of the last boot ({})", target.describe());
-        eprintln!("{}", target.console());
-        eprintln!("==== end of console");
-    }
-    Ok(report)
 }
 
 #[cfg(test)]

@@ -172,6 +172,9 @@ impl<T: Target + ?Sized> Target for DeviceProfile<'_, T> {
     fn console(&self) -> String {
         self.inner.console()
     }
+    fn framed_console(&self) -> String {
+        self.inner.framed_console()
+    }
     fn grpc_endpoint(&self) -> Option<String> {
         self.inner.grpc_endpoint()
     }
@@ -189,6 +192,15 @@ impl<T: Target + ?Sized> Target for DeviceProfile<'_, T> {
     }
     fn artifacts_dir(&self) -> PathBuf {
         self.inner.artifacts_dir()
+    }
+    fn kept_artifacts(&self) -> Option<PathBuf> {
+        self.inner.kept_artifacts()
+    }
+    fn disk_images(&self) -> Vec<PathBuf> {
+        self.inner.disk_images()
+    }
+    fn finish_run(&mut self) {
+        self.inner.finish_run()
     }
 }
 

@@ -532,23 +532,6 @@ impl QemuGuest {
         self.exec_detached("echo c > /proc/sysrq-trigger")?;
         self.wait_end(timeouts::SHUTDOWN_TIMEOUT)
     }
-
-    /// Consoles between `==== console ... ====` markers: every boot whose
-    /// init reported an error, and the last boot.
-    pub fn framed_console(&self) -> String {
-        let last = self.boots.len();
-        self.boots
-            .iter()
-            .enumerate()
-            .filter(|(i, b)| !b.errors.is_empty() || i + 1 == last)
-            .map(|(_, b)| {
-                console::framed(
-                    &format!("{} boot {}", self.cfg.name, b.index),
-                    &std::fs::read_to_string(&b.console_log).unwrap_or_default(),
-                )
-            })
-            .collect()
-    }
 }
 
 /// Marks a run directory kept on purpose (--keep).
@@ -781,6 +764,23 @@ impl Target for QemuGuest {
         self.boots.last().and_then(|b| std::fs::read_to_string(&b.console_log).ok()).unwrap_or_default()
     }
 
+    /// Consoles between `==== console ... ====` markers: every boot whose
+    /// init reported an error, and the last boot.
+    fn framed_console(&self) -> String {
+        let last = self.boots.len();
+        self.boots
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| !b.errors.is_empty() || i + 1 == last)
+            .map(|(_, b)| {
+                console::framed(
+                    &format!("{} boot {}", self.cfg.name, b.index),
+                    &std::fs::read_to_string(&b.console_log).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
     fn grpc_endpoint(&self) -> Option<String> {
         self.running.as_ref().map(|r| format!("http://127.0.0.1:{}", r.port))
     }
@@ -814,6 +814,22 @@ impl Target for QemuGuest {
 
     fn artifacts_dir(&self) -> PathBuf {
         self.dir.clone()
+    }
+
+    fn kept_artifacts(&self) -> Option<PathBuf> {
+        self.cfg.keep.then(|| self.dir.clone())
+    }
+
+    fn disk_images(&self) -> Vec<PathBuf> {
+        ["userdata.img", "metadata.img"].iter().map(|n| self.dir.join(n)).collect()
+    }
+
+    /// A guest still running goes down before the report is final: its
+    /// last boot then has an end.
+    fn finish_run(&mut self) {
+        if self.running.is_some() {
+            let _ = self.power_cut();
+        }
     }
 }
 

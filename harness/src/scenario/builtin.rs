@@ -1,9 +1,13 @@
-//! The registered scenarios. Those with `needs_daemon: false` exercise the
-//! harness and the kernel alone (raw plans); the rewind ones drive rewindd.
+//! The registered scenarios of the harness itself (`Needs::NOTHING`: the
+//! harness and the kernel alone, raw plans), and rewindd's headline ones
+//! (the demo's three failed boots, the boot-completed commit, a cut merge).
 
 use std::time::Duration;
 
-use super::{checks, Ctx, Scenario, ScenarioError};
+use rewind_daemon::types::EventKind;
+
+use super::checks::{self, RAW};
+use super::{Ctx, Needs, Scenario, ScenarioError, Scripts};
 use crate::failure::BootEnd;
 use crate::manifest;
 use crate::plan::{stage, BootPlan, Failure, FsType};
@@ -12,81 +16,83 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "boot-to-ready",
         summary: "A raw guest boots to ready: disks by name, modules, tools, exec status/stderr, clean poweroff, fsck clean",
-        needs_daemon: false,
+        needs: Needs::NOTHING,
         run: boot_to_ready,
     },
     Scenario {
         name: "dm-witness",
         summary: "device-mapper in the guest: dm targets present, a linear device over userdata reads back its table and carries a filesystem",
-        needs_daemon: false,
+        needs: Needs::NOTHING,
         run: dm_witness,
     },
     Scenario {
         name: "manifest-detects-changes",
         summary: "The manifest sees a changed, added, removed, chmod-ed and re-xattr-ed file exactly, and nothing across a clean reboot",
-        needs_daemon: false,
+        needs: Needs::NOTHING,
         run: manifest_detects_changes,
     },
     Scenario {
         name: "failure-panic",
         summary: "A kernel panic injected at data-mounted is observed as a panic; the next boot is fine",
-        needs_daemon: false,
+        needs: Needs::NOTHING,
         run: failure_panic,
     },
     Scenario {
         name: "failure-watchdog",
         summary: "A hang at data-mounted is reset by the i6300esb watchdog and observed as a watchdog reset",
-        needs_daemon: false,
+        needs: Needs::NOTHING,
         run: failure_watchdog,
     },
     Scenario {
         name: "failure-power-cut",
         summary: "The host cuts power while the workload writes; observed as a power cut; ext4 recovers and fsck is clean",
-        needs_daemon: false,
+        needs: Needs::NOTHING,
         run: failure_power_cut,
     },
     Scenario {
         name: "failure-guest-reset",
         summary: "A guest reset (sysrq b) is observed as a guest reset",
-        needs_daemon: false,
+        needs: Needs::NOTHING,
         run: failure_guest_reset,
     },
     Scenario {
         name: "failure-kinds",
         summary: "Every failure kind in one guest, each observed as what it is",
-        needs_daemon: false,
+        needs: Needs::NOTHING,
         run: failure_kinds,
+    },
+    Scenario {
+        name: "custom-scripts",
+        summary: "Bring your own workload: a baseline script, a per-boot workload (with REWIND_ATTEMPT) and a host tool with its shared libraries (xz) all reach the guest",
+        needs: Needs { guest_tools: &["xz"], scripts: Some(CUSTOM_SCRIPTS), ..Needs::NOTHING },
+        run: custom_scripts,
     },
     Scenario {
         name: "boot-completed-commits",
         summary: "A boot of the new system that completes runs rewindd.rc's boot-completed commit: its changes stay across a reboot",
-        needs_daemon: true,
+        needs: Needs::DAEMON,
         run: boot_completed_commits,
     },
     Scenario {
         name: "power-cut-mid-merge",
         summary: "The power is cut while the rollback merge runs (stage `merging`); the next boot finishes it: userdata is the baseline, fsck clean",
-        needs_daemon: true,
+        needs: Needs::DAEMON,
         run: power_cut_mid_merge,
     },
     Scenario {
         name: "three-failed-boots",
         summary: "Checkpoint with 3 attempts, three failed boots (power cut, panic, hang) of the new system: userdata is back to the baseline",
-        needs_daemon: true,
+        needs: Needs::DAEMON,
         run: three_failed_boots,
     },
 ];
 
-const USERDATA: &str = "/dev/block/by-name/userdata";
-
-/// The device /data is mounted from in rewind mode: the dm top device in
-/// block mode (ext4), the raw partition in f2fs mode (checkpoint=fs).
-fn userdata_device(fs: FsType) -> String {
-    match fs {
-        FsType::Ext4 => "/dev/block/mapper/rewind-userdata".into(),
-        FsType::F2fs => USERDATA.into(),
-    }
-}
+/// custom-scripts' own baseline and workload (as `--baseline` and
+/// `--workload` would give them).
+const CUSTOM_SCRIPTS: Scripts = Scripts {
+    baseline: "echo custom-baseline > \"$REWIND_DATA/custom-baseline\"\n",
+    workload: "echo \"attempt $REWIND_ATTEMPT\" > \"$REWIND_DATA/custom-workload\"\n",
+};
 
 fn boot_to_ready(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let rec = cx.boot_ready(&BootPlan::raw())?;
@@ -119,9 +125,7 @@ fn boot_to_ready(cx: &mut Ctx) -> Result<(), ScenarioError> {
     );
     cx.shutdown()?;
     cx.boot_ready(&BootPlan::raw().without_data())?;
-    let fs = cx.target.fs();
-    let (clean, out) = checks::fsck(cx.target, fs, USERDATA)?;
-    cx.check("userdata fsck clean after a clean shutdown", clean, out);
+    checks::fsck_clean(cx, RAW, "userdata fsck clean after a clean shutdown")?;
     cx.shutdown()?;
     Ok(())
 }
@@ -136,10 +140,10 @@ fn dm_witness(cx: &mut Ctx) -> Result<(), ScenarioError> {
             "",
         );
     }
-    let sectors = checks::sectors(cx.target, USERDATA)?;
+    let sectors = checks::sectors(cx.target, RAW)?;
     let devno = cx.exec_checked("d=$(readlink /dev/block/by-name/userdata); cat /sys/block/${d##*/}/dev")?;
     let devno = devno.trim().to_string();
-    cx.exec_checked(&format!("dmsetup create wit-linear --table '0 {sectors} linear {USERDATA} 0'"))?;
+    cx.exec_checked(&format!("dmsetup create wit-linear --table '0 {sectors} linear {RAW} 0'"))?;
     let table = checks::dmsetup(cx.target, "table wit-linear")?;
     cx.check_eq("linear table reads back", format!("0 {sectors} linear {devno} 0"), table.trim().to_string());
     let status = checks::dmsetup(cx.target, "status wit-linear")?;
@@ -156,7 +160,7 @@ fn dm_witness(cx: &mut Ctx) -> Result<(), ScenarioError> {
     // A delay target over the same disk loads and reads back, live-swapped
     // in like rewindd's commit does (suspend, load, resume).
     let swap = cx.exec(&format!(
-        "dmsetup suspend wit-linear && dmsetup load wit-linear --table '0 {sectors} delay {USERDATA} 0 0' && dmsetup resume wit-linear && dmsetup table wit-linear"
+        "dmsetup suspend wit-linear && dmsetup load wit-linear --table '0 {sectors} delay {RAW} 0 0' && dmsetup resume wit-linear && dmsetup table wit-linear"
     ))?;
     cx.check_eq(
         "live table swap to delay reads back",
@@ -166,11 +170,9 @@ fn dm_witness(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.exec_checked("dmsetup remove wit-linear")?;
     let gone = cx.exec_checked("dmsetup ls")?;
     cx.check("dm device removed", !gone.contains("wit-linear"), gone);
-    let read = cx.exec_checked(&format!("mount -t {fs} {USERDATA} /mnt && cat /mnt/witness; umount /mnt"))?;
+    let read = cx.exec_checked(&format!("mount -t {fs} {RAW} /mnt && cat /mnt/witness; umount /mnt"))?;
     cx.check_eq("data written through dm is on the raw disk", "through-dm", read.trim());
-    let fs = cx.target.fs();
-    let (clean, out) = checks::fsck(cx.target, fs, USERDATA)?;
-    cx.check("userdata fsck clean", clean, out);
+    checks::fsck_clean(cx, RAW, "userdata fsck clean")?;
     cx.shutdown()?;
     Ok(())
 }
@@ -214,9 +216,7 @@ fn manifest_detects_changes(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let again = cx.manifest("/data")?;
     cx.same_manifest("manifest is identical across a clean reboot", &after, &again);
     cx.exec_checked("umount /data")?;
-    let fs = cx.target.fs();
-    let (clean, out) = checks::fsck(cx.target, fs, USERDATA)?;
-    cx.check("userdata fsck clean", clean, out);
+    checks::fsck_clean(cx, RAW, "userdata fsck clean")?;
     cx.shutdown()?;
     Ok(())
 }
@@ -247,9 +247,7 @@ fn failure_case(cx: &mut Ctx, plan: BootPlan, expected: BootEnd) -> Result<(), S
         next.stages.join(","),
     );
     cx.exec_checked("umount /data")?;
-    let fs = cx.target.fs();
-    let (clean, out) = checks::fsck(cx.target, fs, USERDATA)?;
-    cx.check(&format!("userdata fsck clean after {expected}"), clean, out);
+    checks::fsck_clean(cx, RAW, &format!("userdata fsck clean after {expected}"))?;
     cx.shutdown()?;
     Ok(())
 }
@@ -300,17 +298,31 @@ fn failure_kinds(cx: &mut Ctx) -> Result<(), ScenarioError> {
     Ok(())
 }
 
+/// The scenario's own scripts ran (`REWIND_ATTEMPT` set for the workload)
+/// and its host tool runs in the guest with its shared libraries.
+fn custom_scripts(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    cx.boot_ready(&BootPlan::raw())?;
+    cx.run_baseline()?;
+    let b = cx.exec_checked("cat /data/custom-baseline")?;
+    cx.check_eq("custom baseline ran", "custom-baseline", b.trim());
+    cx.shutdown()?;
+    cx.boot_ready(&BootPlan::raw().with_workload(2))?;
+    let w = cx.exec_checked("cat /data/custom-workload")?;
+    cx.check_eq("custom workload ran with REWIND_ATTEMPT", "attempt 2", w.trim());
+    let v = cx.exec("xz --version")?;
+    cx.check("guest tool runs with its libraries", v.success(), format!("{}{}", v.stdout, v.stderr));
+    cx.shutdown()?;
+    Ok(())
+}
+
 /// The demo and issue 4's headline: three failed boots roll userdata back.
 fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
-    // The COW store lives in /data/rewind; it is rewindd's, not user data.
-    const EXCLUDE: &[&str] = &["rewind"];
     cx.say("Boot the old system and fill userdata with the baseline.");
     cx.boot_ready(&BootPlan::rewind())?;
     cx.run_baseline()?;
     cx.say("Start a checkpoint with 3 attempts (the update is installed).");
-    let started = cx.exec("rewindctl start --attempts 3 --reason 'demo: ota'")?;
-    cx.require("rewindctl start succeeds", started.success(), format!("{}{}", started.stdout, started.stderr))?;
-    let baseline = checks::manifest(cx.target, "/data", EXCLUDE)?;
+    checks::start(cx, 3, "demo: ota")?;
+    let baseline = checks::data_manifest(cx)?;
     let bytes: u64 = baseline.entries.iter().filter_map(|e| e.size).sum();
     cx.say(&format!(
         "Baseline: {} files, {:.1} MiB (manifest taken in the guest by rewind-manifest).",
@@ -321,7 +333,7 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
 
     cx.say("Boot the new system, attempt 1: it migrates /data and reaches ready, but never commits.");
     cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
-    let migrated = checks::manifest(cx.target, "/data", EXCLUDE)?;
+    let migrated = checks::data_manifest(cx)?;
     let d = manifest::diff(&baseline, &migrated);
     cx.check("the new system really changed userdata", !d.is_empty(), d.counts());
     cx.say(&format!("Attempt 1 changed userdata: {}. Now the power goes out.", d.counts()));
@@ -343,12 +355,12 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let mut grpc = cx.grpc()?;
     let via_host = grpc.needs_rollback()?;
     cx.check_eq("NeedsRollback is true (gRPC from the host)", true, via_host);
-    let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
+    let now = checks::data_manifest(cx)?;
     cx.same_manifest("userdata is exactly the baseline", &baseline, &now);
     // The history must tell the story: each attempt counted once, each
     // discarded, the last one ending in the rollback.
-    let events = checks::grpc_events(&grpc.history()?.events);
-    checks::check_three_attempts_rolled_back(cx, &events);
+    let history = checks::History::from_grpc(&grpc.history()?.events);
+    checks::check_three_attempts_rolled_back(cx, &history);
     let table = checks::dmsetup(cx.target, "table")?;
     if cx.target.fs() == FsType::Ext4 {
         // Block mode: the always-present top device, back to linear, and
@@ -366,8 +378,7 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
         // rewindd deletes the COW files once /data is mounted again (its
         // space poll, every second by default): userdata ends as it was
         // before StartCheckpoint, without them.
-        let left = checks::wait_cow_gone(cx.target)?;
-        cx.check("the COW files are gone after the rollback", left.is_empty(), left.join(" "));
+        checks::check_cow_gone(cx, "the COW files are gone after the rollback")?;
     }
     if cx.options.narrate {
         cx.say(&format!("dmsetup table (an independent witness):\n{}", table.trim_end()));
@@ -375,10 +386,7 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
             cx.say(&format!("rewindctl history:\n{}", h.trim_end()));
         }
     }
-    cx.exec_checked("umount /data")?;
-    let fs = cx.target.fs();
-    let (clean, out) = checks::fsck(cx.target, fs, &userdata_device(fs))?;
-    cx.check("userdata fsck clean after the rollback", clean, out);
+    checks::fsck_after_umount(cx, "userdata fsck clean after the rollback")?;
     cx.shutdown()?;
     cx.say("Userdata is bit-for-bit the baseline: the bootloader can fall back to the old slot.");
     Ok(())
@@ -387,11 +395,7 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
 /// The boot-completed step of android/rewindd.rc (start rewind_commit),
 /// run by the guest init when the plan lets the boot complete.
 fn boot_completed_commits(cx: &mut Ctx) -> Result<(), ScenarioError> {
-    const EXCLUDE: &[&str] = &["rewind"];
-    cx.boot_ready(&BootPlan::rewind())?;
-    cx.run_baseline()?;
-    let started = cx.exec("rewindctl start --attempts 2 --reason 'commit test'")?;
-    cx.require("rewindctl start succeeds", started.success(), format!("{}{}", started.stdout, started.stderr))?;
+    checks::begin_checkpoint(cx, 2, "commit test")?;
     cx.shutdown()?;
     let rec = cx.boot_ready(&BootPlan::rewind().with_workload(1).with_commit())?;
     cx.check(
@@ -401,12 +405,12 @@ fn boot_completed_commits(cx: &mut Ctx) -> Result<(), ScenarioError> {
     );
     let checkpointing = cx.exec("rewindctl is-checkpointing")?;
     cx.check_eq("is-checkpointing is false after the commit", 1, checkpointing.status);
-    let history = cx.exec_checked("rewindctl history")?;
-    cx.check("history records the commit", history.contains("committed"), history);
-    let committed = checks::manifest(cx.target, "/data", EXCLUDE)?;
+    let h = checks::history(cx)?;
+    cx.check("history records the commit", h.has(EventKind::Committed), h.text());
+    let committed = checks::data_manifest(cx)?;
     cx.shutdown()?;
     cx.boot_ready(&BootPlan::rewind())?;
-    let after = checks::manifest(cx.target, "/data", EXCLUDE)?;
+    let after = checks::data_manifest(cx)?;
     cx.same_manifest("committed changes stay across a reboot", &committed, &after);
     cx.shutdown()?;
     Ok(())
@@ -414,13 +418,7 @@ fn boot_completed_commits(cx: &mut Ctx) -> Result<(), ScenarioError> {
 
 /// A power cut while prepare-userdata merges: the merge is resumed.
 fn power_cut_mid_merge(cx: &mut Ctx) -> Result<(), ScenarioError> {
-    const EXCLUDE: &[&str] = &["rewind"];
-    cx.boot_ready(&BootPlan::rewind())?;
-    cx.run_baseline()?;
-    let started = cx.exec("rewindctl start --attempts 1 --reason 'merge cut'")?;
-    cx.require("rewindctl start succeeds", started.success(), format!("{}{}", started.stdout, started.stderr))?;
-    let baseline = checks::manifest(cx.target, "/data", EXCLUDE)?;
-    cx.shutdown()?;
+    let baseline = checks::prepare_checkpoint(cx, 1, "merge cut")?;
     // The only attempt writes, then dies without committing.
     cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
     let rec = cx.target.power_cut()?;
@@ -435,12 +433,9 @@ fn power_cut_mid_merge(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.check("the next boot prepares without errors", rec.errors.is_empty(), format!("{:?}", rec.errors));
     let needs = cx.exec("rewindctl needs-rollback")?;
     cx.check_eq("needs-rollback is true", 0, needs.status);
-    let now = checks::manifest(cx.target, "/data", EXCLUDE)?;
+    let now = checks::data_manifest(cx)?;
     cx.same_manifest("userdata is exactly the baseline after the resumed merge", &baseline, &now);
-    cx.exec_checked("umount /data")?;
-    let fs = cx.target.fs();
-    let (clean, out) = checks::fsck(cx.target, fs, &userdata_device(fs))?;
-    cx.check("userdata fsck clean", clean, out);
+    checks::fsck_after_umount(cx, "userdata fsck clean")?;
     cx.shutdown()?;
     Ok(())
 }

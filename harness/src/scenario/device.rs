@@ -1,8 +1,8 @@
 //! Scenarios a real Android device can run (`--target adb|cuttlefish`),
 //! written once and verified in CI on the QEMU guest in device profile
 //! (`device::profile`: exactly what a phone on a userdebug build with
-//! `ro.rewind.defer_commit=true` can do; `scenario::run` forces it for
-//! these names). They ask only for boots under the boot contract
+//! `ro.rewind.defer_commit=true` can do; their `Needs::device_profile`
+//! makes `scenario::run` wrap the guest so). They ask only for boots under the boot contract
 //! (`BootPlan::rewind`), a kernel panic once the device is up (`ready`),
 //! the workload and the commit.
 //!
@@ -17,48 +17,38 @@
 //! rewind-manifest, ls, cat, rm; no dmsetup (Android has dmctl), no fsck of
 //! the mounted /data.
 
-use serde_json::Value;
+use rewind_daemon::types::EventKind::{Attempt, Committed, RollbackFinished};
 
-use super::checks::{attempts_counted, check_phase, phase, status, story, Event};
-use super::{checks, Ctx, Scenario, ScenarioError};
+use super::checks::{self, check_phase, phase, status, History};
+use super::{Ctx, Needs, Scenario, ScenarioError};
 use crate::failure::BootEnd;
 use crate::manifest::{self, Manifest};
 use crate::plan::{shell_quote, stage, BootPlan, Failure, FsType, DEVICE_DATA_DIR};
-use crate::target::TargetError;
 
 pub static DEVICE: &[Scenario] = &[
     Scenario {
         name: "device-three-failed-boots",
         summary: "Device-capable: 3 attempts each run the workload in the data dir and panic at ready; the next boot is rolled back: data dir == baseline, history 3 attempts rolled back, no COW device or file",
-        needs_daemon: true,
+        needs: Needs { device_profile: true, ..Needs::DAEMON },
         run: three_failed_boots,
     },
     Scenario {
         name: "device-fail-then-commit",
         summary: "Device-capable: attempt 1 panics at ready; attempt 2 starts from the baseline, runs the workload and commits; a reboot keeps exactly attempt 2's data, idle, no COW device or file",
-        needs_daemon: true,
+        needs: Needs { device_profile: true, ..Needs::DAEMON },
         run: fail_then_commit,
     },
     Scenario {
         name: "device-good-boot-commits",
         summary: "Device-capable: one attempt runs the workload and commits; two more boots keep exactly its data, idle, no COW device or file",
-        needs_daemon: true,
+        needs: Needs { device_profile: true, ..Needs::DAEMON },
         run: good_boot_commits,
     },
 ];
 
-/// Whether `name` is one of these scenarios (run in device profile on QEMU).
-pub fn needs_device_profile(name: &str) -> bool {
-    DEVICE.iter().any(|s| s.name == name)
-}
-
 /// Every boot of these scenarios: the boot contract, workload in the dir.
 fn plan() -> BootPlan {
     BootPlan::rewind().with_data_dir(DEVICE_DATA_DIR)
-}
-
-fn other(msg: String) -> ScenarioError {
-    ScenarioError::Target(TargetError::Other(msg))
 }
 
 fn dir_manifest(cx: &mut Ctx) -> Result<Manifest, ScenarioError> {
@@ -67,31 +57,8 @@ fn dir_manifest(cx: &mut Ctx) -> Result<Manifest, ScenarioError> {
 
 /// This run's history: the events from the last `started` on (a device
 /// keeps the events of earlier checkpoints).
-fn history(cx: &mut Ctx) -> Result<Vec<Event>, ScenarioError> {
-    let out = cx.exec_checked("rewindctl history --json")?;
-    let v: Value = serde_json::from_str(&out).map_err(|e| other(format!("rewindctl history --json: {e}: {out}")))?;
-    Ok(this_run(&v))
-}
-
-/// The events of `history --json` from the last `started` on.
-fn this_run(v: &Value) -> Vec<Event> {
-    let events: Vec<Event> = v["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|e| (e["kind"].as_str().unwrap_or("").to_string(), e["attempt"].as_u64().unwrap_or(0)))
-        .collect();
-    let from = events.iter().rposition(|(k, _)| k == "started").unwrap_or(0);
-    events[from..].to_vec()
-}
-
-fn position(h: &[Event], kind: &str) -> Option<usize> {
-    h.iter().position(|(k, _)| k == kind)
-}
-
-fn rposition(h: &[Event], kind: &str) -> Option<usize> {
-    h.iter().rposition(|(k, _)| k == kind)
+fn history(cx: &mut Ctx) -> Result<History, ScenarioError> {
+    Ok(checks::history(cx)?.this_run())
 }
 
 /// rewind's device-mapper devices as the kernel names them, and
@@ -120,14 +87,8 @@ fn check_no_cow_devices(cx: &mut Ctx, when: &str) -> Result<(), ScenarioError> {
     Ok(())
 }
 
-fn check_cow_files_gone(cx: &mut Ctx, when: &str) -> Result<(), ScenarioError> {
-    let left = checks::wait_cow_gone(cx.target)?;
-    cx.check(
-        &format!("{when}: the COW files are gone (/data/rewind empty or absent)"),
-        left.is_empty(),
-        left.join(" "),
-    );
-    Ok(())
+fn check_cow_gone(cx: &mut Ctx, when: &str) -> Result<bool, ScenarioError> {
+    checks::check_cow_gone(cx, &format!("{when}: the COW files are gone (/data/rewind empty or absent)"))
 }
 
 /// A normal boot, the baseline in a fresh data dir, a checkpoint with
@@ -146,8 +107,7 @@ fn begin(cx: &mut Ctx, attempts: u32, reason: &str) -> Result<Manifest, Scenario
     )?;
     cx.exec_checked(&format!("rm -rf {}", shell_quote(DEVICE_DATA_DIR)))?;
     cx.run_baseline_in(DEVICE_DATA_DIR)?;
-    let out = cx.exec(&format!("rewindctl start --attempts {attempts} --reason {}", shell_quote(reason)))?;
-    cx.require("rewindctl start succeeds", out.success(), format!("{}{}", out.stdout, out.stderr))?;
+    checks::start(cx, attempts, reason)?;
     let baseline = dir_manifest(cx)?;
     let bytes: u64 = baseline.entries.iter().filter_map(|e| e.size).sum();
     cx.check(
@@ -194,14 +154,15 @@ fn changed_dir(cx: &mut Ctx, baseline: &Manifest, who: &str) -> Result<Manifest,
     Ok(now)
 }
 
-/// What an attempt's update.sh leaves (in the data dir).
-fn attempt_marks(n: u32) -> [String; 2] {
-    [format!("attempt-{n}"), format!("app/com.example.new{n}")]
+/// What an attempt's update.sh leaves (in the data dir): its marker and
+/// its new app.
+fn attempt_marks(n: u32) -> Vec<String> {
+    checks::attempt_artifacts(n).into_iter().take(2).collect()
 }
 
 /// The checks after a boot that must be idle with `expected` data.
 fn check_idle_with(cx: &mut Ctx, when: &str, expected: &Manifest) -> Result<(), ScenarioError> {
-    check_cow_files_gone(cx, when)?;
+    check_cow_gone(cx, when)?;
     let now = dir_manifest(cx)?;
     cx.same_manifest(&format!("{when}: the data dir is exactly as committed"), expected, &now);
     check_phase(cx, &format!("{when}: phase is idle"), "idle")?;
@@ -221,8 +182,8 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.check_eq("needs-rollback is true (exit 0)", 0, needs.status);
     let h = history(cx)?;
     checks::check_three_attempts_rolled_back(cx, &h);
-    cx.check("nothing was committed", position(&h, "committed").is_none(), story(&h));
-    check_cow_files_gone(cx, "after the rollback")?;
+    cx.check("nothing was committed", !h.has(Committed), h.story());
+    check_cow_gone(cx, "after the rollback")?;
     let now = dir_manifest(cx)?;
     cx.same_manifest("the data dir is exactly the baseline", &baseline, &now);
     check_no_cow_devices(cx, "after the rollback")?;
@@ -266,12 +227,12 @@ fn fail_then_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.boot_ready(&plan().with_commit())?;
     check_idle_with(cx, "after the reboot", &committed)?;
     let h = history(cx)?;
-    let ok = attempts_counted(&h) == [1, 2]
+    let ok = h.attempts_counted() == [1, 2]
         && matches!(
-            (rposition(&h, "attempt"), position(&h, "rollback-finished"), rposition(&h, "committed")),
+            (h.rposition(Attempt), h.position(RollbackFinished), h.rposition(Committed)),
             (Some(a2), Some(r), Some(c)) if r < a2 && a2 < c
         );
-    cx.check("history: attempt 1, its rollback, attempt 2, committed", ok, story(&h));
+    cx.check("history: attempt 1, its rollback, attempt 2, committed", ok, h.story());
     cx.shutdown()?;
     Ok(())
 }
@@ -291,10 +252,10 @@ fn good_boot_commits(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let h = history(cx)?;
     cx.check(
         "history: attempt 1, then committed, no rollback",
-        attempts_counted(&h) == [1]
-            && position(&h, "rollback-finished").is_none()
-            && matches!((position(&h, "attempt"), position(&h, "committed")), (Some(a), Some(c)) if a < c),
-        story(&h),
+        h.attempts_counted() == [1]
+            && !h.has(RollbackFinished)
+            && matches!((h.position(Attempt), h.position(Committed)), (Some(a), Some(c)) if a < c),
+        h.story(),
     );
     cx.shutdown()?;
     for n in 1..=2 {
@@ -348,8 +309,8 @@ mod tests {
             let power = SysrqReset::new(adb.clone()).no_settle();
             let mut t = AdbTarget::new(adb, Box::new(power), cfg).expect("fake device");
             t.no_settle();
-            let report =
-                crate::device::run_scenario_on(&mut t, name, &super::super::Options::default()).expect("report");
+            let scenario = super::super::find(name).expect("registered");
+            let report = super::super::run_on(&mut t, scenario, &super::super::Options::default());
             assert_eq!(report.error, None, "{name} stopped early:\n{}", report.summary());
             assert_eq!(report.boots.len(), boots, "{name}:\n{}", report.summary());
             let calls = std::fs::read_to_string(dir.path().join("calls.log")).expect("log");
@@ -372,28 +333,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn only_the_device_scenarios_force_the_device_profile() {
-        assert!(DEVICE.iter().all(|s| s.name.starts_with("device-") && needs_device_profile(s.name)));
-        assert!(!needs_device_profile("three-failed-boots"));
-    }
-
-    #[test]
-    fn history_is_this_runs_events_only() {
-        let v: Value = serde_json::from_str(
-            r#"{"events": [
-                {"kind": "started", "attempt": 0}, {"kind": "attempt", "attempt": 1},
-                {"kind": "committed", "attempt": 1}, {"kind": "started", "attempt": 0},
-                {"kind": "attempt", "attempt": 1}, {"kind": "rollback-finished", "attempt": 1}]}"#,
-        )
-        .expect("json");
-        let h = this_run(&v);
-        assert_eq!(story(&h), "started#0 attempt#1 rollback-finished#1");
-        assert_eq!(attempts_counted(&h), vec![1]);
-        assert_eq!(position(&h, "committed"), None, "the earlier run's commit is not this run's");
-        // No `started` at all (a record from before history had it): all.
-        assert_eq!(this_run(&serde_json::json!({"events": [{"kind": "attempt", "attempt": 2}]})).len(), 1);
     }
 }

@@ -11,13 +11,17 @@
 //! its init puts dm-crypt aes-xts-plain64 (AES-256-XTS, the cipher of
 //! Android's metadata encryption, a fresh key per run) over whatever /data
 //! comes from, and userdata is formatted inside that layer at the first
-//! boot. These scenarios force the option on and check, besides the data
+//! boot. These scenarios need the option (`Needs::metadata_encryption`)
+//! and check, besides the data
 //! (manifests, `e2fsck -fn` through the crypt layer), that the stack really
 //! was encrypted (no ext4 magic on the raw partition, only inside the crypt
 //! device) and that rewindd verified its COW map from the raw device without
 //! a verify device or a mount.
 
-use super::{checks, Ctx, Scenario, ScenarioError};
+use rewind_daemon::types::EventKind;
+
+use super::checks::{self, data_manifest, RAW, TOP, TOP_NAME};
+use super::{Ctx, Needs, Scenario, ScenarioError};
 use crate::failure::BootEnd;
 use crate::guest::{CRYPT_DEVICE, GUEST_CRYPT_KEY};
 use crate::manifest::Manifest;
@@ -28,28 +32,17 @@ pub static ENCRYPTED: &[Scenario] = &[
     Scenario {
         name: "metadata-encryption",
         summary: "dm-crypt (aes-xts-plain64) stacked on rewind-userdata, /data mounted from it: start, three failed attempts, rollback to the baseline exactly; raw partition holds only ciphertext; COW map verified from raw blocks, no mount",
-        needs_daemon: true,
+        needs: Needs { metadata_encryption: true, ..Needs::DAEMON },
         run: metadata_encryption,
     },
     Scenario {
         name: "metadata-encryption-commit",
         summary: "dm-crypt stacked on rewind-userdata: an attempt commits at boot-completed, two more boots keep its data, fsck clean through the crypt layer",
-        needs_daemon: true,
+        needs: Needs { metadata_encryption: true, ..Needs::DAEMON },
         run: metadata_encryption_commit,
     },
 ];
 
-/// The scenarios that only make sense with the crypt layer: `run` turns
-/// the option on for them.
-pub fn needs_metadata_encryption(name: &str) -> bool {
-    ENCRYPTED.iter().any(|s| s.name == name)
-}
-
-/// The COW store lives in /data/rewind; it is rewindd's, not user data.
-const EXCLUDE: &[&str] = &["rewind"];
-const RAW: &str = "/dev/block/by-name/userdata";
-const TOP: &str = "/dev/block/mapper/rewind-userdata";
-const TOP_NAME: &str = "rewind-userdata";
 /// Where the guest init links the crypt device (guest/init.sh).
 const CRYPT: &str = "/dev/block/mapper/userdata-crypt";
 /// What rewindd logs when it checked the COW map by reading the raw
@@ -144,43 +137,20 @@ fn raw_disk_name(cx: &mut Ctx) -> Result<String, ScenarioError> {
     Ok(out.trim().to_string())
 }
 
-/// dm devices other than rewind-userdata and the crypt layer, and
-/// rewind-userdata's table target.
-fn other_dm_devices(cx: &mut Ctx) -> Result<(Vec<String>, String), ScenarioError> {
-    let ls = checks::dmsetup(cx.target, "ls")?;
-    let others = ls
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| *n != "No" && *n != TOP_NAME && *n != CRYPT_DEVICE)
-        .map(str::to_string)
-        .collect();
-    let top = checks::dmsetup(cx.target, &format!("table {TOP_NAME}"))?;
-    let target = if top.trim().lines().count() == 1 {
-        top.split_whitespace().nth(2).unwrap_or("").to_string()
-    } else {
-        format!("{} lines", top.trim().lines().count())
-    };
-    Ok((others, target))
-}
-
+/// The idle stack under the crypt layer (which is not counted).
 fn check_idle_stack(cx: &mut Ctx, when: &str) -> Result<(), ScenarioError> {
-    let (others, target) = other_dm_devices(cx)?;
+    let stack = checks::dm_stack(cx.target, &[CRYPT_DEVICE])?;
     cx.check(
         &format!("{when}: rewind-userdata is linear, no snapshot, COW or verify device"),
-        others.is_empty() && target == "linear",
-        format!("rewind-userdata: {target}; other devices: {others:?}"),
+        stack.is_idle(),
+        format!("rewind-userdata: {}; other devices: {:?}", stack.top, stack.others),
     );
     Ok(())
 }
 
 /// rewindd's and prepare-userdata's logs of one boot (on the share).
 fn daemon_logs(cx: &Ctx, boot: u32) -> String {
-    let dir = cx.target.artifacts_dir().join(format!("share/logs/boot-{boot}"));
-    ["rewindd.log", "prepare-userdata.log"]
-        .iter()
-        .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n")
+    [checks::boot_log(cx, boot, "rewindd.log"), checks::prepare_log(cx, boot)].join("\n")
 }
 
 /// Every boot in `boots` verified the COW map from raw blocks, and none
@@ -218,19 +188,6 @@ fn check_no_daemon_mount(cx: &mut Ctx, when: &str) -> Result<(), ScenarioError> 
         out.trim().replace('\n', " | "),
     );
     Ok(())
-}
-
-fn data_manifest(cx: &mut Ctx) -> Result<Manifest, ScenarioError> {
-    checks::manifest(cx.target, "/data", EXCLUDE)
-}
-
-fn start(cx: &mut Ctx, attempts: u32, reason: &str) -> Result<(), ScenarioError> {
-    let out = cx.exec(&format!("rewindctl start --attempts {attempts} --reason '{reason}'"))?;
-    cx.require(
-        "rewindctl start succeeds with /data mounted from the crypt layer",
-        out.success(),
-        format!("{}{}", out.stdout, out.stderr),
-    )
 }
 
 /// "ready 9.1 s, crypt layer 0.3 s" for the measurements line.
@@ -277,7 +234,7 @@ fn encrypted_start(cx: &mut Ctx, baseline: &Manifest, attempts: u32, reason: &st
     check_idle_stack(cx, "before start")?;
     let before = data_manifest(cx)?;
     cx.same_manifest("through rewind-userdata and the crypt layer, /data is the baseline", baseline, &before);
-    start(cx, attempts, reason)?;
+    checks::start_as(cx, "rewindctl start succeeds with /data mounted from the crypt layer", attempts, reason)?;
     let after = data_manifest(cx)?;
     cx.same_manifest("start changes no user data (only /data/rewind)", baseline, &after);
     let left = checks::cow_files_left(cx.target)?;
@@ -300,8 +257,8 @@ fn metadata_encryption(cx: &mut Ctx) -> Result<(), ScenarioError> {
     require_crypt_up(cx, &rec)?;
     let mut attempt_boots = vec![rec.index];
     check_data_stack(cx, "attempt 1", TOP_NAME)?;
-    let (_, target) = other_dm_devices(cx)?;
-    cx.check("attempt 1: rewind-userdata is no longer linear (armed)", target != "linear", target);
+    let top = checks::dm_stack(cx.target, &[CRYPT_DEVICE])?.top;
+    cx.check("attempt 1: rewind-userdata is no longer linear (armed)", top != "linear", top);
     let migrated = data_manifest(cx)?;
     cx.changed_manifest("attempt 1 changed userdata through the crypt layer", &baseline, &migrated);
     check_encrypted_on_disk(cx, "attempt 1", true)?;
@@ -344,17 +301,15 @@ fn metadata_encryption(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let needs = cx.exec("rewindctl needs-rollback")?;
     cx.check_eq("needs-rollback is true", 0, needs.status);
     let mut grpc = cx.grpc()?;
-    let events = checks::grpc_events(&grpc.history()?.events);
-    checks::check_three_attempts_rolled_back(cx, &events);
-    let left = checks::wait_cow_gone(cx.target)?;
-    cx.check("the COW files are gone after the rollback", left.is_empty(), left.join(" "));
+    let history = checks::History::from_grpc(&grpc.history()?.events);
+    checks::check_three_attempts_rolled_back(cx, &history);
+    checks::check_cow_gone(cx, "the COW files are gone after the rollback")?;
     check_idle_stack(cx, "after the rollback")?;
     let now = data_manifest(cx)?;
     cx.same_manifest("userdata (through the crypt layer) is exactly the baseline", &baseline, &now);
     check_encrypted_on_disk(cx, "after the rollback", true)?;
     cx.exec_checked("sync; umount /data")?;
-    let (clean, out) = checks::fsck(cx.target, FsType::Ext4, CRYPT)?;
-    cx.check("userdata fsck clean through the crypt layer after the rollback", clean, out);
+    checks::fsck_clean(cx, CRYPT, "userdata fsck clean through the crypt layer after the rollback")?;
     cx.shutdown()?;
 
     raw_partition_witness(cx, &baseline)
@@ -376,10 +331,9 @@ fn raw_partition_witness(cx: &mut Ctx, expected: &Manifest) -> Result<(), Scenar
         node.starts_with("/dev/dm-"),
         node.clone(),
     )?;
-    let (clean, out) = checks::fsck(cx.target, FsType::Ext4, &node)?;
-    cx.check("raw partition, decrypted by hand: fsck clean", clean, out);
+    checks::fsck_clean(cx, &node, "raw partition, decrypted by hand: fsck clean")?;
     cx.exec_checked(&format!("mkdir -p /mnt && mount -t ext4 -o ro,noload {node} /mnt"))?;
-    let seen = checks::manifest(cx.target, "/mnt", EXCLUDE)?;
+    let seen = checks::manifest(cx.target, "/mnt", &[checks::COW_DIR])?;
     cx.same_manifest("raw partition, decrypted by hand: exactly the expected data", expected, &seen);
     cx.exec_checked("umount /mnt && dmsetup remove wit-crypt")?;
     cx.shutdown()?;
@@ -407,8 +361,8 @@ fn metadata_encryption_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.changed_manifest("the attempt changed userdata", &baseline, &committed);
     cx.check("the attempt's marker is there", committed.get("attempt-1").is_some(), "");
     checks::check_phase(cx, "phase is idle after the commit", "idle")?;
-    let history = cx.exec_checked("rewindctl history")?;
-    cx.check("history records the commit", history.contains("committed"), history);
+    let h = checks::history(cx)?;
+    cx.check("history records the commit", h.has(EventKind::Committed), h.text());
     check_idle_stack(cx, "after the commit (live table swap)")?;
     cx.shutdown()?;
 
@@ -416,14 +370,13 @@ fn metadata_encryption_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
         let rec = cx.boot_ready(&BootPlan::rewind())?;
         require_crypt_up(cx, &rec)?;
         cx.say(&boot_times(&rec));
-        checks::check_commit_kept(cx, &format!("reboot {n}"), &committed, EXCLUDE)?;
+        checks::check_commit_kept(cx, &format!("reboot {n}"), &committed)?;
         check_idle_stack(cx, &format!("reboot {n}"))?;
         checks::check_phase(cx, &format!("reboot {n}: phase is idle"), "idle")?;
         if n == 2 {
             check_encrypted_on_disk(cx, "after the commit and two reboots", true)?;
             cx.exec_checked("sync; umount /data")?;
-            let (clean, out) = checks::fsck(cx.target, FsType::Ext4, CRYPT)?;
-            cx.check("userdata fsck clean through the crypt layer after the commit", clean, out);
+            checks::fsck_clean(cx, CRYPT, "userdata fsck clean through the crypt layer after the commit")?;
         }
         cx.shutdown()?;
     }
@@ -433,13 +386,6 @@ fn metadata_encryption_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_the_encryption_scenarios_force_the_option() {
-        assert!(needs_metadata_encryption("metadata-encryption"));
-        assert!(needs_metadata_encryption("metadata-encryption-commit"));
-        assert!(!needs_metadata_encryption("three-failed-boots"));
-    }
 
     #[test]
     fn times_name_the_crypt_layer() {

@@ -1,22 +1,28 @@
 //! Scenarios: written once, run by thin `#[test]`s (tests/) and by the CLI
-//! alike.
+//! alike, on any [`Target`] through one run loop ([`run_on`]).
 //!
 //! A scenario is a function over a [`Ctx`] (a `Target` plus the report).
 //! It boots with plans, runs commands, and records checks; a check that
-//! fails does not stop the scenario unless it is a `require`. To add one:
+//! fails does not stop the scenario unless it is a `require`. What it needs
+//! from its machine (rewindd, a filesystem, the crypt layer, the device
+//! profile, ...) is its [`Needs`], a field, never derived from its name.
+//! To add one:
 //!
 //! ```ignore
 //! fn my_scenario(cx: &mut Ctx) -> Result<(), ScenarioError> {
-//!     cx.boot(&BootPlan::raw())?;
+//!     cx.boot_ready(&BootPlan::rewind())?;
+//!     checks::start(cx, 2, "my scenario")?;
 //!     let out = cx.exec_checked("cat /proc/mounts")?;
 //!     cx.check("data is mounted", out.contains(" /data "), "/proc/mounts");
 //!     cx.shutdown()?;
 //!     Ok(())
 //! }
-//! // and one line in `builtin::REGISTRY` (issue 4's outcomes: `e2e::E2E`):
-//! Scenario { name: "my-scenario", summary: "...", needs_daemon: false, run: my_scenario },
+//! // and one entry in the registry of the file it belongs to (see `all`):
+//! Scenario { name: "my-scenario", summary: "...", needs: Needs::DAEMON, run: my_scenario },
 //! ```
-//! and a thin test in tests/ (`guest_` prefix: nextest's guest group):
+//! Witnesses shared by scenarios (manifests, fsck, the dm stack, rewindd's
+//! status and history, ...) are in [`checks`], one helper per job. A thin
+//! test in tests/ (`guest_` prefix: nextest's guest group) names it:
 //! ```ignore
 //! #[test]
 //! fn guest_my_outcome_holds() { rewind_e2e::run("my-scenario"); }
@@ -24,21 +30,27 @@
 
 pub mod builtin;
 pub mod checks;
+mod ctx;
+pub mod daemon;
 pub mod device;
 pub mod e2e;
 pub mod encrypted;
+pub mod f2fs;
+mod needs;
+mod run;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::failure::BootEnd;
-use crate::guest::{GuestConfig, QemuGuest};
-use crate::manifest::{Manifest, ManifestError};
-use crate::plan::{BootPlan, FsType};
-use crate::report::{Check, ScenarioReport};
-use crate::target::{BootRecord, ExecOutput, Target, TargetError};
+use crate::manifest::ManifestError;
+use crate::plan::FsType;
+use crate::target::TargetError;
 
 pub use builtin::REGISTRY;
+pub use ctx::Ctx;
+pub use needs::{Needs, Scripts};
+pub use rewind_daemon::types::error_chain;
+pub use run::{run, run_on, RunError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -54,33 +66,48 @@ pub enum ScenarioError {
     Unknown(String),
 }
 
+impl ScenarioError {
+    /// Something the target printed or left that a witness cannot read.
+    pub fn other(msg: impl Into<String>) -> Self {
+        ScenarioError::Target(TargetError::Other(msg.into()))
+    }
+}
+
 /// A registered scenario.
 #[derive(Clone, Copy)]
 pub struct Scenario {
     pub name: &'static str,
     pub summary: &'static str,
-    /// Needs a working rewindd (issue 4 scenarios).
-    pub needs_daemon: bool,
+    /// What it needs from its machine; `run` builds the guest for it.
+    pub needs: Needs,
     pub run: fn(&mut Ctx) -> Result<(), ScenarioError>,
 }
 
 impl std::fmt::Debug for Scenario {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scenario").field("name", &self.name).finish()
+        f.debug_struct("Scenario").field("name", &self.name).field("needs", &self.needs).finish()
     }
 }
 
 /// Every registered scenario: the harness's own and rewindd's (builtin),
-/// then issue 4's end-to-end outcomes (e2e).
+/// issue 4's end-to-end outcomes (e2e), the device-capable ones, metadata
+/// encryption, then rewindd's core (daemon) and f2fs mode (f2fs).
 pub fn all() -> impl Iterator<Item = &'static Scenario> {
-    REGISTRY.iter().chain(e2e::E2E.iter()).chain(device::DEVICE.iter()).chain(encrypted::ENCRYPTED.iter())
+    REGISTRY
+        .iter()
+        .chain(e2e::E2E.iter())
+        .chain(device::DEVICE.iter())
+        .chain(encrypted::ENCRYPTED.iter())
+        .chain(daemon::DAEMON.iter())
+        .chain(f2fs::F2FS.iter())
 }
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
     all().find(|s| s.name == name)
 }
 
-/// How to run a scenario (the CLI's flags; tests use the defaults).
+/// How to run a scenario (the CLI's flags; tests use the defaults). A
+/// scenario's [`Needs`] override them where it needs something.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub fs: FsType,
@@ -90,280 +117,14 @@ pub struct Options {
     pub guest_tools: Vec<PathBuf>,
     pub userdata_mib: Option<u64>,
     /// Stack a dm-crypt layer under /data in the guest (Android's metadata
-    /// encryption; ext4 only). The `metadata-encryption*` scenarios force it.
+    /// encryption; ext4 only). Scenarios that need it force it.
     pub metadata_encryption: bool,
     /// Narrate each step (the demo).
     pub narrate: bool,
     /// Restrict the QEMU guest to what a physical device with
-    /// `ro.rewind.defer_commit=true` can do (`device::profile`); the
-    /// `device-*` scenarios force it.
+    /// `ro.rewind.defer_commit=true` can do (`device::profile`); scenarios
+    /// that need it (the `device-*` ones) force it.
     pub device_profile: bool,
-}
-
-/// What a scenario sees: the target and its report.
-pub struct Ctx<'a> {
-    pub target: &'a mut dyn Target,
-    pub report: ScenarioReport,
-    pub options: Options,
-}
-
-impl<'a> Ctx<'a> {
-    pub fn new(target: &'a mut dyn Target, scenario: &str, options: Options) -> Self {
-        let report = ScenarioReport::new(scenario, &target.describe(), target.fs().as_str());
-        Ctx { target, report, options }
-    }
-
-    /// A line for people, when narrating (the demo) or always to stderr.
-    pub fn say(&self, text: &str) {
-        if self.options.narrate {
-            println!("==> {text}");
-        } else {
-            eprintln!("[{}] {text}", self.report.scenario);
-        }
-    }
-
-    /// Records a check; returns whether it passed.
-    pub fn check(&mut self, name: &str, passed: bool, detail: impl Into<String>) -> bool {
-        let detail = detail.into();
-        eprintln!(
-            "[{}] check {}: {name}{}",
-            self.report.scenario,
-            if passed { "ok" } else { "FAILED" },
-            if detail.is_empty() { String::new() } else { format!(" ({})", first_lines(&detail, 3)) }
-        );
-        if self.options.narrate {
-            println!("    [{}] {name}", if passed { "ok" } else { "FAIL" });
-        }
-        self.report.checks.push(Check { name: name.to_string(), passed, detail });
-        passed
-    }
-
-    pub fn check_eq<T: PartialEq + std::fmt::Debug>(&mut self, name: &str, expected: T, actual: T) -> bool {
-        let passed = expected == actual;
-        let detail = if passed { format!("{actual:?}") } else { format!("expected {expected:?}, got {actual:?}") };
-        self.check(name, passed, detail)
-    }
-
-    /// A check the rest of the scenario depends on: stops it when it fails.
-    pub fn require(&mut self, name: &str, passed: bool, detail: impl Into<String>) -> Result<(), ScenarioError> {
-        let detail = detail.into();
-        if self.check(name, passed, detail.clone()) {
-            Ok(())
-        } else {
-            Err(ScenarioError::Required { name: name.to_string(), detail })
-        }
-    }
-
-    pub fn boot(&mut self, plan: &BootPlan) -> Result<BootRecord, ScenarioError> {
-        Ok(self.target.boot(plan)?)
-    }
-
-    /// Boots a plan that must reach `ready`.
-    pub fn boot_ready(&mut self, plan: &BootPlan) -> Result<BootRecord, ScenarioError> {
-        let rec = self.target.boot(plan)?;
-        let index = rec.index;
-        self.require(
-            &format!("boot {index} reaches ready"),
-            rec.is_ready(),
-            format!("last stage {}, ended {:?}, guest errors {:?}", rec.last_stage(), rec.ended, rec.errors),
-        )?;
-        Ok(rec)
-    }
-
-    /// Boots a plan with a failure and checks that the host saw it end the
-    /// way it was made to.
-    pub fn boot_expect_end(&mut self, plan: &BootPlan, expected: BootEnd) -> Result<BootRecord, ScenarioError> {
-        let rec = self.target.boot(plan)?;
-        let ended = rec.ended.clone();
-        self.check(
-            &format!(
-                "boot {} ({}) is observed as {expected}",
-                rec.index,
-                rec.failure.as_deref().unwrap_or("no failure")
-            ),
-            ended.as_ref() == Some(&expected),
-            format!(
-                "ended: {}; last stage {}; {:.1} s",
-                ended.map(|e| e.to_string()).unwrap_or_else(|| "still running".into()),
-                rec.last_stage(),
-                rec.duration_ms as f64 / 1000.0
-            ),
-        );
-        Ok(rec)
-    }
-
-    pub fn exec(&mut self, command: &str) -> Result<ExecOutput, ScenarioError> {
-        Ok(self.target.exec(command)?)
-    }
-
-    pub fn exec_checked(&mut self, command: &str) -> Result<String, ScenarioError> {
-        Ok(self.target.exec_checked(command)?)
-    }
-
-    pub fn shutdown(&mut self) -> Result<BootRecord, ScenarioError> {
-        let rec = self.target.shutdown()?;
-        self.check_eq(
-            &format!("boot {} powers off cleanly", rec.index),
-            Some(BootEnd::CleanShutdown),
-            rec.ended.clone(),
-        );
-        Ok(rec)
-    }
-
-    /// Runs the scenario's baseline script on /data.
-    pub fn run_baseline(&mut self) -> Result<(), ScenarioError> {
-        self.run_baseline_in(crate::plan::DEFAULT_DATA_DIR)
-    }
-
-    /// Runs the scenario's baseline script on `dir` (`REWIND_DATA`).
-    pub fn run_baseline_in(&mut self, dir: &str) -> Result<(), ScenarioError> {
-        let script = self.target.baseline_script();
-        let out = self.exec(&format!("REWIND_DATA={} sh {script}", crate::plan::shell_quote(dir)))?;
-        self.require("baseline script succeeds", out.success(), first_lines(&out.stderr, 5))
-    }
-
-    /// Checks that `after` has exactly `before`'s entries (contents, modes,
-    /// owners, links, xattrs); the detail names the first differences.
-    pub fn same_manifest(&mut self, name: &str, before: &Manifest, after: &Manifest) -> bool {
-        let d = crate::manifest::diff(before, after);
-        let detail = if d.is_empty() {
-            format!("{} entries, {} files", after.entries.len(), after.files())
-        } else {
-            d.summary(10)
-        };
-        self.check(name, d.is_empty(), detail)
-    }
-
-    /// Checks that `after` differs from `before` (the attempt really
-    /// changed the data); the detail counts what changed.
-    pub fn changed_manifest(&mut self, name: &str, before: &Manifest, after: &Manifest) -> bool {
-        let d = crate::manifest::diff(before, after);
-        self.check(name, !d.is_empty(), d.counts())
-    }
-
-    /// gRPC client of rewindd in the running guest (host side, through the
-    /// forwarded port).
-    pub fn grpc(&mut self) -> Result<crate::grpc::Grpc, ScenarioError> {
-        let endpoint = self.target.grpc_endpoint().ok_or(TargetError::NotRunning)?;
-        Ok(crate::grpc::Grpc::connect(&endpoint, Duration::from_secs(30))?)
-    }
-
-    /// Manifest of a guest directory (by the guest's rewind-manifest).
-    pub fn manifest(&mut self, root: &str) -> Result<Manifest, ScenarioError> {
-        checks::manifest(self.target, root, &[])
-    }
-}
-
-fn first_lines(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.trim().lines().take(n).collect();
-    lines.join(" | ")
-}
-
-/// Errors of running a scenario by name.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Scenario(#[from] Box<ScenarioError>),
-    #[error("Starting the QEMU guest for {scenario}")]
-    Guest {
-        scenario: String,
-        #[source]
-        source: Box<TargetError>,
-    },
-}
-
-/// Runs a registered scenario on a fresh QEMU guest and returns its report.
-/// On failure the last boot's console is printed between `==== console`
-/// markers. The report is returned whether the scenario passed or not.
-pub fn run(name: &str, options: &Options) -> Result<ScenarioReport, RunError> {
-    let scenario = find(name).ok_or_else(|| Box::new(ScenarioError::Unknown(name.to_string())))?;
-    let mut options = options.clone();
-    options.metadata_encryption |= encrypted::needs_metadata_encryption(name);
-    options.device_profile |= device::needs_device_profile(name);
-    run_fn(name, &options, scenario.run)
-}
-
-/// Runs any scenario body (a closure) on a fresh QEMU guest configured from
-/// `options`, with the same report, teardown and console dump as `run`:
-/// for tests that keep their scenario next to them.
-pub fn run_fn(
-    name: &str,
-    options: &Options,
-    body: impl FnOnce(&mut Ctx) -> Result<(), ScenarioError>,
-) -> Result<ScenarioReport, RunError> {
-    let started = Instant::now();
-    let mut cfg = GuestConfig::new(name)
-        .with_fs(options.fs)
-        .with_baseline(options.baseline.clone())
-        .with_workload(options.workload.clone())
-        .keep(options.keep);
-    if let Some(mib) = options.userdata_mib {
-        cfg = cfg.with_userdata_mib(mib);
-    }
-    for t in &options.guest_tools {
-        cfg = cfg.with_guest_tool(t.clone());
-    }
-    if options.metadata_encryption {
-        cfg = cfg.with_metadata_encryption();
-    }
-    let mut guest = QemuGuest::new(cfg)
-        .map_err(|source| RunError::Guest { scenario: name.to_string(), source: Box::new(source) })?;
-    eprintln!("[{name}] on {} (run dir {})", guest.describe(), guest.artifacts_dir().display());
-    let mut report = {
-        let mut profiled;
-        let target: &mut dyn Target = if options.device_profile {
-            profiled = crate::device::profile::DeviceProfile::new(
-                &mut guest,
-                crate::device::profile::Capabilities::PHYSICAL_DEFER_COMMIT,
-            );
-            &mut profiled
-        } else {
-            &mut guest
-        };
-        let mut cx = Ctx::new(target, name, options.clone());
-        // A panic inside a scenario is a failed scenario, with its console.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut cx)));
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => cx.report.error = Some(error_chain(&e)),
-            Err(p) => {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panic".into());
-                cx.report.error = Some(format!("scenario panicked: {msg}"));
-            }
-        }
-        cx.report
-    };
-    // Whatever happened, the guest goes down before the report is final.
-    if guest.boots().last().is_some_and(|b| b.ended.is_none()) {
-        let _ = guest.power_cut();
-    }
-    report.boots = guest.boots().to_vec();
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    report.finish();
-    if options.keep {
-        let dir = guest.artifacts_dir();
-        report.images = ["userdata.img", "metadata.img"].iter().map(|n| dir.join(n)).collect();
-        report.artifacts = Some(dir);
-    }
-    if !report.passed {
-        eprint!("{}", guest.framed_console());
-    }
-    Ok(report)
-}
-
-/// "message: cause: cause" for one-line reports.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s += &format!(": {cause}");
-        src = cause.source();
-    }
-    s
 }
 
 /// Time a closure (for measurements printed in reports).
@@ -371,4 +132,36 @@ pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let t = Instant::now();
     let v = f();
     (v, t.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_name_is_unique_and_found() {
+        let mut names: Vec<&str> = all().map(|s| s.name).collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(n, names.len());
+        for s in all() {
+            assert!(std::ptr::eq(find(s.name).expect("found"), s), "{} is found by name", s.name);
+        }
+    }
+
+    #[test]
+    fn needs_are_fields_not_names() {
+        let needs = |name| find(name).expect(name).needs;
+        assert!(
+            needs("metadata-encryption").metadata_encryption && needs("metadata-encryption-commit").metadata_encryption
+        );
+        assert!(all().filter(|s| s.needs.device_profile).all(|s| s.name.starts_with("device-")));
+        assert_eq!(all().filter(|s| s.needs.device_profile).count(), device::DEVICE.len());
+        assert!(!needs("three-failed-boots").device_profile && !needs("three-failed-boots").metadata_encryption);
+        assert!(f2fs::F2FS
+            .iter()
+            .all(|s| s.needs.fs == Some(FsType::F2fs) && (s.needs.daemon || s.name == "guest-f2fs-bench")));
+        assert!(!needs("dm-witness").daemon && needs("abort").daemon);
+    }
 }

@@ -1,0 +1,91 @@
+//! Issue 4's end-to-end outcomes: what a phone sees across the boots of an
+//! update, checked on the data itself (the guest's manifest of every file,
+//! `e2fsck -fn` on the unmounted device) and on witnesses rewindd does not
+//! share (dmsetup, df, the raw partition in a boot without rewind). The
+//! "new system" is harness/workloads/update.sh (many small files, renames,
+//! deletes, hard links, symlinks, xattrs, a large file rewritten in place,
+//! directories created and removed; `/data/attempt-N` marks each attempt).
+//!
+//! f2fs mode (`--fs f2fs`, checkpoint=fs) runs the same scenarios: no dm
+//! device and no COW file exists there, so the block-mode witnesses
+//! (dmsetup stack, COW files, merges, fsck of the dm top device) become
+//! f2fs's own: no dm device at all, /data mounted from the raw partition
+//! with `checkpoint=disable` while an attempt runs and without it once
+//! idle (/proc/mounts), status `unusable_bytes`, the history, and
+//! fsck.f2fs of the unmounted raw partition.
+//!
+//! Per-scenario rewindd settings (COW size, space policy, a commit hook)
+//! go in `share/boot/rewindd.extra.toml`, which the guest init appends to
+//! rewindd's config at every boot (`checks::set_rewindd_extra`).
+
+//!
+//! Split by what they prove: a commit keeps the attempt (`commit`), a
+//! rollback ends at the baseline however it is interrupted (`rollback`),
+//! the space policy acts before the store overflows (`space`), a stale COW
+//! map is refused (`refusal`), and without a checkpoint rewind is a
+//! passthrough (`passthrough`).
+
+mod commit;
+mod passthrough;
+mod refusal;
+mod rollback;
+mod space;
+
+use super::{Needs, Scenario};
+
+pub static E2E: &[Scenario] = &[
+    Scenario {
+        name: "good-boot-commits",
+        summary: "The attempt migrates /data and reaches boot-completed (commit): two more boots keep every change; no snapshot/COW device, no COW file, the COW space is free again",
+        needs: Needs::DAEMON,
+        run: commit::good_boot_commits,
+    },
+    Scenario {
+        name: "fail-then-succeed",
+        summary: "Attempt 1 panics, attempt 2 commits: userdata is the baseline plus attempt 2's changes only, and stays so across a reboot",
+        needs: Needs::DAEMON,
+        run: commit::fail_then_succeed,
+    },
+    Scenario {
+        name: "power-cut-during-rollback",
+        summary: "The final rollback's merge is cut early, early again (twice in a row), in the middle and late: userdata ends at the baseline, fsck clean",
+        needs: Needs::DAEMON,
+        run: rollback::power_cut_during_rollback,
+    },
+    Scenario {
+        name: "power-cut-during-commit",
+        summary: "Power cut after the commit intent, before the commit ends: the next boot rolls forward (every change kept, idle, no snapshot)",
+        needs: Needs::DAEMON,
+        run: commit::power_cut_during_commit,
+    },
+    Scenario {
+        name: "abort",
+        summary: "AbortChanges without retry during an attempt, reboot: rolled back to the baseline, NeedsRollback, history shows the abort and the rollback",
+        needs: Needs::DAEMON,
+        run: rollback::abort,
+    },
+    Scenario {
+        name: "no-checkpoint",
+        summary: "Ordinary boots without a checkpoint: linear passthrough, no COW, data kept; rewindd's boot overhead vs a raw boot",
+        needs: Needs::DAEMON,
+        run: passthrough::no_checkpoint,
+    },
+    Scenario {
+        name: "overflow",
+        summary: "An attempt writes more than a small COW store holds (policy abort): recorded at 95 %, reboot, attempt discarded, baseline intact, fsck clean",
+        needs: Needs::DAEMON,
+        run: space::overflow_abort,
+    },
+    Scenario {
+        name: "overflow-commit",
+        summary: "An attempt writes more than a small COW store holds (policy commit): committed early, protection_lost reported, every write kept, fsck clean",
+        needs: Needs::DAEMON,
+        run: space::overflow_commit,
+    },
+    Scenario {
+        name: "extents-tampered",
+        summary: "A COW file is rewritten (its blocks move) in a boot without rewind: rewindd refuses to arm, names the file, userdata unchanged, fsck clean",
+        needs: Needs::DAEMON,
+        run: refusal::extents_tampered,
+    },
+];
