@@ -2,12 +2,22 @@
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct StartCheckpointRequest {
-    /// Boots of the new system allowed before rolling back; must be >= 1.
+    /// Boots of the new system allowed before rolling back; must be >= 1
+    /// (0 with `unlimited`).
     #[prost(uint32, tag = "1")]
     pub attempts: u32,
     /// Free text recorded in the history (e.g. "ota 2026-11 build 1234").
     #[prost(string, tag = "2")]
     pub reason: ::prost::alloc::string::String,
+    /// Checkpoint every boot until a commit or an abort, never roll back by
+    /// count (vold's startCheckpoint(-1)); `attempts` must be 0.
+    #[prost(bool, tag = "3")]
+    pub unlimited: bool,
+    /// When a checkpoint is already pending, set its budget anew (counted
+    /// after the current boot) instead of failing with wrong-phase, as vold's
+    /// startCheckpoint rewrites its retry count.
+    #[prost(bool, tag = "4")]
+    pub renew: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -17,7 +27,13 @@ pub struct StartCheckpointResponse {
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct NeedsCheckpointRequest {}
+pub struct NeedsCheckpointRequest {
+    /// Answer for the running boot only, as vold does: true when this boot's
+    /// writes are checkpointed (a checkpoint that starts at the next boot is
+    /// false). The slot rule applies either way.
+    #[prost(bool, tag = "1")]
+    pub this_boot: bool,
+}
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct NeedsRollbackRequest {}
@@ -52,6 +68,10 @@ pub struct AbortChangesRequest {
     pub reason: ::prost::alloc::string::String,
     #[prost(bool, tag = "2")]
     pub keep_retrying: bool,
+    /// Then reboot with `reason` (vold's abortChanges always does), through
+    /// the configured reboot command, so the next boot's reason carries it.
+    #[prost(bool, tag = "3")]
+    pub reboot: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -85,6 +105,8 @@ pub struct PrepareUserdataProgress {
     pub attempt: u32,
     #[prost(uint32, tag = "8")]
     pub attempts: u32,
+    #[prost(bool, tag = "9")]
+    pub unlimited: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -99,6 +121,11 @@ pub struct SupportsCheckpointResponse {
     pub block: bool,
     #[prost(bool, tag = "2")]
     pub file: bool,
+    /// rewind's commit marks the boot slot successful (commit_command and
+    /// slot_query_command are configured): only then may update_verifier
+    /// leave the marking to rewind.
+    #[prost(bool, tag = "3")]
+    pub marks_slot: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -120,6 +147,12 @@ pub struct Status {
     pub protection_lost: bool,
     #[prost(string, tag = "7")]
     pub protection_lost_reason: ::prost::alloc::string::String,
+    /// The checkpoint runs until commit or abort (`attempts` is 0).
+    #[prost(bool, tag = "8")]
+    pub unlimited: bool,
+    /// The running boot slot, as the slot query last answered.
+    #[prost(enumeration = "SlotState", tag = "9")]
+    pub slot: i32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -189,6 +222,9 @@ pub struct GetHistoryRequest {}
 pub struct History {
     #[prost(message, repeated, tag = "1")]
     pub events: ::prost::alloc::vec::Vec<HistoryEvent>,
+    /// What is kept of this checkpoint's attempts, attempt by attempt.
+    #[prost(message, repeated, tag = "2")]
+    pub evidence: ::prost::alloc::vec::Vec<AttemptEvidence>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -210,6 +246,93 @@ pub struct HistoryEvent {
     pub detail: ::prost::alloc::string::String,
     #[prost(string, tag = "7")]
     pub boot_reason: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MarkBootAttemptRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AttemptResponse {
+    #[prost(enumeration = "Phase", tag = "1")]
+    pub phase: i32,
+    #[prost(uint32, tag = "2")]
+    pub attempt: u32,
+    #[prost(uint32, tag = "3")]
+    pub attempts: u32,
+    #[prost(bool, tag = "4")]
+    pub unlimited: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PrepareCheckpointRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RestoreCheckpointRequest {
+    /// The raw device, the fstab's device or the mount point of a
+    /// checkpointed partition.
+    #[prost(string, tag = "1")]
+    pub device: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResetCheckpointRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetEvidenceRequest {
+    #[prost(uint32, tag = "1")]
+    pub attempt: u32,
+    /// The previous checkpoint's evidence (attempts.previous).
+    #[prost(bool, tag = "2")]
+    pub previous: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AttemptEvidence {
+    #[prost(uint32, tag = "1")]
+    pub attempt: u32,
+    #[prost(string, tag = "2")]
+    pub dir: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "3")]
+    pub files: ::prost::alloc::vec::Vec<EvidenceFile>,
+    /// How the attempt's boot ended (the next boot's reason).
+    #[prost(string, tag = "4")]
+    pub boot_reason: ::prost::alloc::string::String,
+    /// What could not be kept, and why.
+    #[prost(string, repeated, tag = "5")]
+    pub dropped: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EvidenceFile {
+    /// Inside the attempt's directory; printable ASCII ("%XX" for the rest).
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Where it was copied from (control characters escaped).
+    #[prost(string, tag = "2")]
+    pub source: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "3")]
+    pub bytes: u64,
+    /// Only the file's tail was kept.
+    #[prost(bool, tag = "4")]
+    pub truncated: bool,
+    #[prost(uint64, tag = "5")]
+    pub copied_unix: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReadEvidenceRequest {
+    #[prost(uint32, tag = "1")]
+    pub attempt: u32,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(bool, tag = "3")]
+    pub previous: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EvidenceChunk {
+    #[prost(bytes = "vec", tag = "1")]
+    pub data: ::prost::alloc::vec::Vec<u8>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -280,6 +403,44 @@ impl Backend {
             "BACKEND_UNSPECIFIED" => Some(Self::Unspecified),
             "BACKEND_SNAPSHOT" => Some(Self::Snapshot),
             "BACKEND_F2FS" => Some(Self::F2fs),
+            _ => None,
+        }
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum SlotState {
+    Unspecified = 0,
+    /// No slot query is configured.
+    NotQueried = 1,
+    Marked = 2,
+    Unmarked = 3,
+    /// The query failed.
+    Unknown = 4,
+}
+impl SlotState {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "SLOT_STATE_UNSPECIFIED",
+            Self::NotQueried => "SLOT_STATE_NOT_QUERIED",
+            Self::Marked => "SLOT_STATE_MARKED",
+            Self::Unmarked => "SLOT_STATE_UNMARKED",
+            Self::Unknown => "SLOT_STATE_UNKNOWN",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "SLOT_STATE_UNSPECIFIED" => Some(Self::Unspecified),
+            "SLOT_STATE_NOT_QUERIED" => Some(Self::NotQueried),
+            "SLOT_STATE_MARKED" => Some(Self::Marked),
+            "SLOT_STATE_UNMARKED" => Some(Self::Unmarked),
+            "SLOT_STATE_UNKNOWN" => Some(Self::Unknown),
             _ => None,
         }
     }
@@ -401,7 +562,8 @@ pub mod checkpoint_client {
                 .insert(GrpcMethod::new("rewind.v1.Checkpoint", "StartCheckpoint"));
             self.inner.unary(req, path, codec).await
         }
-        /// True while a checkpoint is pending (armed or checkpointing).
+        /// True while a checkpoint is pending (armed or checkpointing), or while
+        /// the boot slot is not marked successful (the configured slot query).
         pub async fn needs_checkpoint(
             &mut self,
             request: impl tonic::IntoRequest<super::NeedsCheckpointRequest>,
@@ -637,6 +799,157 @@ pub mod checkpoint_client {
                 .insert(GrpcMethod::new("rewind.v1.Checkpoint", "GetHistory"));
             self.inner.unary(req, path, codec).await
         }
+        /// vold's markBootAttempt (init, post-fs): the attempt of this boot was
+        /// counted (at PrepareUserdata); after ResetCheckpoint it is counted
+        /// again. FAILED_PRECONDITION when a checkpoint is pending but no attempt
+        /// was armed in this boot.
+        pub async fn mark_boot_attempt(
+            &mut self,
+            request: impl tonic::IntoRequest<super::MarkBootAttemptRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AttemptResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rewind.v1.Checkpoint/MarkBootAttempt",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rewind.v1.Checkpoint", "MarkBootAttempt"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// vold's prepareCheckpoint (init, post-fs-data): checks that this boot's
+        /// armed stack is live; nothing to do when the boot is not an attempt.
+        pub async fn prepare_checkpoint(
+            &mut self,
+            request: impl tonic::IntoRequest<super::PrepareCheckpointRequest>,
+        ) -> std::result::Result<tonic::Response<super::Status>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rewind.v1.Checkpoint/PrepareCheckpoint",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rewind.v1.Checkpoint", "PrepareCheckpoint"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// vold's restoreCheckpoint(device), called by fs_mgr before it mounts a
+        /// checkpointed entry: PrepareUserdata for that partition while it is not
+        /// mounted (idempotent in a boot); a mounted partition is left alone.
+        pub async fn restore_checkpoint(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RestoreCheckpointRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::PrepareUserdataProgress>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rewind.v1.Checkpoint/RestoreCheckpoint",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rewind.v1.Checkpoint", "RestoreCheckpoint"));
+            self.inner.server_streaming(req, path, codec).await
+        }
+        /// vold's resetCheckpoint (userspace reboot): the next prepare (or
+        /// MarkBootAttempt) in this boot counts an attempt again, without merging.
+        pub async fn reset_checkpoint(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ResetCheckpointRequest>,
+        ) -> std::result::Result<tonic::Response<super::Status>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rewind.v1.Checkpoint/ResetCheckpoint",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rewind.v1.Checkpoint", "ResetCheckpoint"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// What is kept of one attempt under /metadata/rewind/attempts/<n>/.
+        pub async fn get_evidence(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetEvidenceRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AttemptEvidence>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rewind.v1.Checkpoint/GetEvidence",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rewind.v1.Checkpoint", "GetEvidence"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// One kept file's bytes, by the name GetEvidence gives it.
+        pub async fn read_evidence(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReadEvidenceRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::EvidenceChunk>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rewind.v1.Checkpoint/ReadEvidence",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rewind.v1.Checkpoint", "ReadEvidence"));
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -661,7 +974,8 @@ pub mod checkpoint_server {
             tonic::Response<super::StartCheckpointResponse>,
             tonic::Status,
         >;
-        /// True while a checkpoint is pending (armed or checkpointing).
+        /// True while a checkpoint is pending (armed or checkpointing), or while
+        /// the boot slot is not marked successful (the configured slot query).
         async fn needs_checkpoint(
             &self,
             request: tonic::Request<super::NeedsCheckpointRequest>,
@@ -739,6 +1053,61 @@ pub mod checkpoint_server {
             &self,
             request: tonic::Request<super::GetHistoryRequest>,
         ) -> std::result::Result<tonic::Response<super::History>, tonic::Status>;
+        /// vold's markBootAttempt (init, post-fs): the attempt of this boot was
+        /// counted (at PrepareUserdata); after ResetCheckpoint it is counted
+        /// again. FAILED_PRECONDITION when a checkpoint is pending but no attempt
+        /// was armed in this boot.
+        async fn mark_boot_attempt(
+            &self,
+            request: tonic::Request<super::MarkBootAttemptRequest>,
+        ) -> std::result::Result<tonic::Response<super::AttemptResponse>, tonic::Status>;
+        /// vold's prepareCheckpoint (init, post-fs-data): checks that this boot's
+        /// armed stack is live; nothing to do when the boot is not an attempt.
+        async fn prepare_checkpoint(
+            &self,
+            request: tonic::Request<super::PrepareCheckpointRequest>,
+        ) -> std::result::Result<tonic::Response<super::Status>, tonic::Status>;
+        /// Server streaming response type for the RestoreCheckpoint method.
+        type RestoreCheckpointStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::PrepareUserdataProgress, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// vold's restoreCheckpoint(device), called by fs_mgr before it mounts a
+        /// checkpointed entry: PrepareUserdata for that partition while it is not
+        /// mounted (idempotent in a boot); a mounted partition is left alone.
+        async fn restore_checkpoint(
+            &self,
+            request: tonic::Request<super::RestoreCheckpointRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::RestoreCheckpointStream>,
+            tonic::Status,
+        >;
+        /// vold's resetCheckpoint (userspace reboot): the next prepare (or
+        /// MarkBootAttempt) in this boot counts an attempt again, without merging.
+        async fn reset_checkpoint(
+            &self,
+            request: tonic::Request<super::ResetCheckpointRequest>,
+        ) -> std::result::Result<tonic::Response<super::Status>, tonic::Status>;
+        /// What is kept of one attempt under /metadata/rewind/attempts/<n>/.
+        async fn get_evidence(
+            &self,
+            request: tonic::Request<super::GetEvidenceRequest>,
+        ) -> std::result::Result<tonic::Response<super::AttemptEvidence>, tonic::Status>;
+        /// Server streaming response type for the ReadEvidence method.
+        type ReadEvidenceStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::EvidenceChunk, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// One kept file's bytes, by the name GetEvidence gives it.
+        async fn read_evidence(
+            &self,
+            request: tonic::Request<super::ReadEvidenceRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::ReadEvidenceStream>,
+            tonic::Status,
+        >;
     }
     #[derive(Debug)]
     pub struct CheckpointServer<T> {
@@ -1311,6 +1680,279 @@ pub mod checkpoint_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rewind.v1.Checkpoint/MarkBootAttempt" => {
+                    #[allow(non_camel_case_types)]
+                    struct MarkBootAttemptSvc<T: Checkpoint>(pub Arc<T>);
+                    impl<
+                        T: Checkpoint,
+                    > tonic::server::UnaryService<super::MarkBootAttemptRequest>
+                    for MarkBootAttemptSvc<T> {
+                        type Response = super::AttemptResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::MarkBootAttemptRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Checkpoint>::mark_boot_attempt(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = MarkBootAttemptSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rewind.v1.Checkpoint/PrepareCheckpoint" => {
+                    #[allow(non_camel_case_types)]
+                    struct PrepareCheckpointSvc<T: Checkpoint>(pub Arc<T>);
+                    impl<
+                        T: Checkpoint,
+                    > tonic::server::UnaryService<super::PrepareCheckpointRequest>
+                    for PrepareCheckpointSvc<T> {
+                        type Response = super::Status;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::PrepareCheckpointRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Checkpoint>::prepare_checkpoint(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PrepareCheckpointSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rewind.v1.Checkpoint/RestoreCheckpoint" => {
+                    #[allow(non_camel_case_types)]
+                    struct RestoreCheckpointSvc<T: Checkpoint>(pub Arc<T>);
+                    impl<
+                        T: Checkpoint,
+                    > tonic::server::ServerStreamingService<
+                        super::RestoreCheckpointRequest,
+                    > for RestoreCheckpointSvc<T> {
+                        type Response = super::PrepareUserdataProgress;
+                        type ResponseStream = T::RestoreCheckpointStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RestoreCheckpointRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Checkpoint>::restore_checkpoint(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RestoreCheckpointSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rewind.v1.Checkpoint/ResetCheckpoint" => {
+                    #[allow(non_camel_case_types)]
+                    struct ResetCheckpointSvc<T: Checkpoint>(pub Arc<T>);
+                    impl<
+                        T: Checkpoint,
+                    > tonic::server::UnaryService<super::ResetCheckpointRequest>
+                    for ResetCheckpointSvc<T> {
+                        type Response = super::Status;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ResetCheckpointRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Checkpoint>::reset_checkpoint(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ResetCheckpointSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rewind.v1.Checkpoint/GetEvidence" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetEvidenceSvc<T: Checkpoint>(pub Arc<T>);
+                    impl<
+                        T: Checkpoint,
+                    > tonic::server::UnaryService<super::GetEvidenceRequest>
+                    for GetEvidenceSvc<T> {
+                        type Response = super::AttemptEvidence;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetEvidenceRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Checkpoint>::get_evidence(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetEvidenceSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rewind.v1.Checkpoint/ReadEvidence" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReadEvidenceSvc<T: Checkpoint>(pub Arc<T>);
+                    impl<
+                        T: Checkpoint,
+                    > tonic::server::ServerStreamingService<super::ReadEvidenceRequest>
+                    for ReadEvidenceSvc<T> {
+                        type Response = super::EvidenceChunk;
+                        type ResponseStream = T::ReadEvidenceStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReadEvidenceRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Checkpoint>::read_evidence(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReadEvidenceSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -41,11 +41,92 @@ pub struct Config {
     pub space: SpaceConfig,
     /// Entries kept in the history.
     pub history_limit: usize,
-    /// Command run to reboot (abort policy, AbortChanges with reboot).
+    /// Command run to reboot (abort policy, AbortChanges with reboot). An
+    /// argument `{reason}` is replaced by the reboot reason (one word of
+    /// `[a-z0-9_,.:-]`, see [`reboot_reason_word`]), so the next boot's
+    /// reason carries it, as vold's abort does (`reboot,<reason>`).
     pub reboot_command: Vec<String>,
     /// Optional command run as a logged step of commit (e.g. mark the boot
     /// slot successful); empty = none.
     pub commit_command: Vec<String>,
+    /// Optional command saying whether the running boot slot is marked
+    /// successful (exit 0 = marked; see `slot`): while it is not,
+    /// NeedsCheckpoint is true even with no checkpoint recorded, and a
+    /// commit with no checkpoint runs the commit command to mark it (vold's
+    /// `cp_needsCheckpoint` and `cp_commitChanges`). Empty = no query.
+    pub slot_query_command: Vec<String>,
+    pub evidence: EvidenceConfig,
+}
+
+/// What rewindd keeps of a failed attempt, and how much of /metadata it
+/// may use for it (`evidence`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvidenceConfig {
+    /// Copy crash evidence while an attempt runs.
+    pub enabled: bool,
+    /// Directories whose new files are copied (absolute; walked without
+    /// following symlinks, a few levels deep).
+    pub sources: Vec<PathBuf>,
+    /// The kernel log device whose tail is kept (`kmsg.tail`); empty = none.
+    pub kmsg: PathBuf,
+    pub kmsg_tail_bytes: u64,
+    /// pstore, read at the boot after a failed attempt (the console of the
+    /// crashed boot); empty = none.
+    pub pstore_dir: PathBuf,
+    /// Bytes kept of one source file (its tail, when larger).
+    pub max_file_bytes: u64,
+    /// Bytes kept of one attempt; the oldest files go first.
+    pub max_attempt_bytes: u64,
+    /// Bytes kept of all attempts; the oldest files go first.
+    pub max_total_bytes: u64,
+    /// Free space left on /metadata after every copy: a copy that would
+    /// leave less drops older evidence or is not made.
+    pub min_free_bytes: u64,
+    /// The kernel log tail is written at most this often while it grows.
+    pub kmsg_flush_ms: u64,
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        EvidenceConfig {
+            enabled: true,
+            sources: ["/data/tombstones", "/data/anr", "/data/system/dropbox"].iter().map(PathBuf::from).collect(),
+            kmsg: PathBuf::from("/dev/kmsg"),
+            kmsg_tail_bytes: 128 << 10,
+            pstore_dir: PathBuf::from("/sys/fs/pstore"),
+            max_file_bytes: 1 << 20,
+            max_attempt_bytes: 4 << 20,
+            max_total_bytes: 8 << 20,
+            min_free_bytes: 4 << 20,
+            kmsg_flush_ms: 5000,
+        }
+    }
+}
+
+/// A reboot reason as one word the way Android writes them
+/// (`reboot,<word>`): lower case `[a-z0-9_,.:-]`, anything else `_`, at
+/// most 64 characters; empty becomes `rewind`.
+pub fn reboot_reason_word(reason: &str) -> String {
+    let mut w: String = reason
+        .trim()
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_alphanumeric() || "_,.:-".contains(c) { c } else { '_' })
+        .take(64)
+        .collect();
+    if w.is_empty() {
+        w.push_str("rewind");
+    }
+    w
+}
+
+impl Config {
+    /// The reboot command with `{reason}` replaced by the reason's word.
+    pub fn reboot_argv(&self, reason: &str) -> Vec<String> {
+        let word = reboot_reason_word(reason);
+        self.reboot_command.iter().map(|a| a.replace("{reason}", &word)).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +200,8 @@ impl Default for Config {
             history_limit: 64,
             reboot_command: vec!["reboot".to_string()],
             commit_command: Vec::new(),
+            slot_query_command: Vec::new(),
+            evidence: EvidenceConfig::default(),
         }
     }
 }
@@ -287,6 +370,18 @@ impl Config {
         if self.commit_command.first().is_some_and(|c| c.is_empty()) {
             return Err(bad("commit_command", "the program name is empty".into()));
         }
+        if self.slot_query_command.first().is_some_and(|c| c.is_empty()) {
+            return Err(bad("slot_query_command", "the program name is empty".into()));
+        }
+        if !self.slot_query_command.is_empty() && self.commit_command.is_empty() {
+            // A slot that is never marked makes the bootloader fall back:
+            // with a slot query rewind is the one that marks it at commit.
+            return Err(bad(
+                "commit_command",
+                "must mark the boot slot successful (e.g. [\"/system/bin/bootctl\", \"mark-boot-successful\"]) when slot_query_command is set".into(),
+            ));
+        }
+        self.validate_evidence(&bad)?;
 
         let cow = &self.cow;
         let dir = Path::new(&cow.dir);
@@ -330,6 +425,53 @@ impl Config {
         }
         if !(50..=3_600_000).contains(&space.poll_interval_ms) {
             return Err(bad("space.poll_interval_ms", format!("{} is outside 50..=3600000", space.poll_interval_ms)));
+        }
+        Ok(())
+    }
+
+    fn validate_evidence(&self, bad: &dyn Fn(&'static str, String) -> ConfigError) -> Result<(), ConfigError> {
+        let ev = &self.evidence;
+        for src in &ev.sources {
+            let normal = src.is_absolute()
+                && src.components().skip(1).all(|c| matches!(c, std::path::Component::Normal(_)))
+                && src.components().count() > 1;
+            if !normal {
+                return Err(bad(
+                    "evidence.sources",
+                    format!("{} must be an absolute directory without `..` (and not /)", src.display()),
+                ));
+            }
+            if src.starts_with(&self.metadata_dir) || self.metadata_dir.starts_with(src) {
+                return Err(bad(
+                    "evidence.sources",
+                    format!(
+                        "{} overlaps metadata_dir {}: evidence would copy itself",
+                        src.display(),
+                        self.metadata_dir.display()
+                    ),
+                ));
+            }
+        }
+        if ev.max_file_bytes == 0 || ev.max_file_bytes > ev.max_attempt_bytes {
+            return Err(bad(
+                "evidence.max_file_bytes",
+                format!("{} must be 1..=evidence.max_attempt_bytes", ev.max_file_bytes),
+            ));
+        }
+        if ev.max_attempt_bytes > ev.max_total_bytes {
+            return Err(bad(
+                "evidence.max_attempt_bytes",
+                format!("{} is above evidence.max_total_bytes ({})", ev.max_attempt_bytes, ev.max_total_bytes),
+            ));
+        }
+        if ev.kmsg_tail_bytes > ev.max_attempt_bytes {
+            return Err(bad(
+                "evidence.kmsg_tail_bytes",
+                format!("{} is above evidence.max_attempt_bytes", ev.kmsg_tail_bytes),
+            ));
+        }
+        if !(100..=3_600_000).contains(&ev.kmsg_flush_ms) {
+            return Err(bad("evidence.kmsg_flush_ms", format!("{} is outside 100..=3600000", ev.kmsg_flush_ms)));
         }
         Ok(())
     }
@@ -457,6 +599,19 @@ mod tests {
         assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
     }
 
+    /// `{reason}` in the reboot command becomes one Android-style word, so
+    /// the next boot's reason reads `reboot,<word>`.
+    #[test]
+    fn reboot_command_carries_the_reason_as_one_word() {
+        let c = Config { reboot_command: vec!["/system/bin/reboot".into(), "{reason}".into()], ..Config::default() };
+        assert_eq!(c.reboot_argv("apexd_initiated"), ["/system/bin/reboot", "apexd_initiated"]);
+        assert_eq!(c.reboot_argv("OTA failed: boot 2\n\x1b[1m"), ["/system/bin/reboot", "ota_failed:_boot_2___1m"]);
+        assert_eq!(c.reboot_argv(""), ["/system/bin/reboot", "rewind"]);
+        assert_eq!(reboot_reason_word(&"x".repeat(200)).len(), 64);
+        // Without the placeholder the command runs as configured.
+        assert_eq!(Config::default().reboot_argv("anything"), ["reboot"]);
+    }
+
     #[test]
     fn validation_rejects_bad_values() {
         type Case = (&'static str, fn(&mut Config));
@@ -484,6 +639,19 @@ mod tests {
             ("socket", |c| c.socket = PathBuf::new()),
             ("reboot_command", |c| c.reboot_command.clear()),
             ("commit_command", |c| c.commit_command = vec![String::new()]),
+            ("slot_query_command", |c| {
+                c.commit_command = vec!["true".into()];
+                c.slot_query_command = vec![String::new()];
+            }),
+            ("commit_command", |c| c.slot_query_command = vec!["bootctl".into()]),
+            ("evidence.sources", |c| c.evidence.sources = vec!["data/anr".into()]),
+            ("evidence.sources", |c| c.evidence.sources = vec!["/".into()]),
+            ("evidence.sources", |c| c.evidence.sources = vec!["/data/../metadata".into()]),
+            ("evidence.sources", |c| c.evidence.sources = vec!["/metadata".into()]),
+            ("evidence.max_file_bytes", |c| c.evidence.max_file_bytes = 0),
+            ("evidence.max_attempt_bytes", |c| c.evidence.max_attempt_bytes = c.evidence.max_total_bytes + 1),
+            ("evidence.kmsg_tail_bytes", |c| c.evidence.kmsg_tail_bytes = c.evidence.max_attempt_bytes + 1),
+            ("evidence.kmsg_flush_ms", |c| c.evidence.kmsg_flush_ms = 0),
         ];
         for (key, mutate) in cases {
             let mut c = Config::default();

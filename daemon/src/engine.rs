@@ -20,11 +20,14 @@ use crate::boot;
 use crate::config::Config;
 use crate::dm::{KernelDm, SnapshotStatus};
 use crate::error::{Error, Result};
+use crate::evidence::{Copier, Evidence};
 use crate::fstab::{self, CheckpointMode, CheckpointedPartition};
+use crate::slot;
 use crate::state::{State, Store};
 use crate::sys;
 use crate::types::{
-    error_chain, Event, EventKind, PartitionReport, Phase, PrepareOutcome, Progress, StatusReport, Supports,
+    error_chain, AttemptEvidence, Budget, Event, EventKind, PartitionReport, Phase, PrepareOutcome, Progress,
+    SlotState, StatusReport, Supports,
 };
 
 /// Pushed to WatchStatus subscribers.
@@ -62,6 +65,16 @@ struct Inner {
     reboot_requested: bool,
     /// Last merge progress per partition (for status during prepare).
     merge_progress: Vec<Progress>,
+    /// The slot query said "marked" in this run: it stays marked (a slot
+    /// is never unmarked under a running system), so it is not asked again.
+    slot_marked: bool,
+    /// The last answer of the slot query, for the status.
+    slot_last: SlotState,
+    /// The evidence copier of this boot's attempt (started by the poll).
+    copier: Option<Copier>,
+    /// When this kernel boot started (files newer than this are the
+    /// attempt's evidence).
+    boot_started_unix: u64,
 }
 
 /// The fstab's checkpointed partitions, parsed once for the engine and
@@ -166,6 +179,10 @@ impl Engine {
             boot_reason,
             reboot_requested: false,
             merge_progress: Vec::new(),
+            slot_marked: false,
+            slot_last: SlotState::NotQueried,
+            copier: None,
+            boot_started_unix: sys::boot_started_unix(),
         };
         let report = inner.report();
         Engine { inner: Mutex::new(inner), cached: Mutex::new(report), tx }
@@ -192,18 +209,43 @@ impl Engine {
         r
     }
 
-    pub fn start_checkpoint(&self, attempts: u32, reason: &str) -> Result<StatusReport> {
-        if attempts == 0 || attempts > 100 {
-            return Err(Error::InvalidArgument(format!("attempts must be 1..=100, got {attempts}")));
+    /// StartCheckpoint. With `renew`, a checkpoint already pending gets
+    /// this budget instead of a wrong-phase error (vold's startCheckpoint
+    /// rewrites its counter the same way; `boot::renew`).
+    pub fn start_checkpoint(&self, budget: Budget, reason: &str, renew: bool) -> Result<StatusReport> {
+        if let Budget::Attempts(n) = budget {
+            if n == 0 || n > 100 {
+                return Err(Error::InvalidArgument(format!("attempts must be 1..=100, got {n}")));
+            }
         }
         self.mutate(|inner, notify| {
             inner.usable()?;
-            inner.with_ctx(notify, |ctx| boot::start(ctx, attempts, reason))?;
+            let pending = matches!(inner.state.phase, Phase::Armed | Phase::Checkpointing);
+            if renew && pending {
+                inner.with_ctx(notify, |ctx| boot::renew(ctx, budget, reason))?;
+            } else {
+                inner.with_ctx(notify, |ctx| boot::start(ctx, budget, reason))?;
+            }
             Ok(inner.report())
         })
     }
-    pub fn needs_checkpoint(&self) -> bool {
-        matches!(self.lock().state.phase, Phase::Armed | Phase::Checkpointing | Phase::RollingBack)
+    /// NeedsCheckpoint. `this_boot` answers for the running boot only, as
+    /// vold's `cp_needsCheckpoint` does (its answer is decided at boot):
+    /// true when this boot's writes are checkpointed, false for a
+    /// checkpoint that starts at the next boot. Either way true while the
+    /// boot slot is not marked successful (the slot query), record or not.
+    pub fn needs_checkpoint(&self, this_boot: bool) -> bool {
+        let by_phase = {
+            let inner = self.lock();
+            let st = &inner.state;
+            match st.phase {
+                Phase::Checkpointing if this_boot => st.boot_id == inner.boot_id && !inner.boot_id.is_empty(),
+                Phase::Armed => !this_boot,
+                Phase::Checkpointing | Phase::RollingBack => true,
+                Phase::Idle | Phase::Committing | Phase::RolledBack => false,
+            }
+        };
+        by_phase || self.slot_state() == SlotState::Unmarked
     }
     pub fn needs_rollback(&self) -> bool {
         let inner = self.lock();
@@ -215,24 +257,115 @@ impl Engine {
     }
     /// Live commit. Returns the time the commit took.
     pub fn commit(&self, reason: &str) -> Result<Duration> {
+        // No checkpoint, but the slot is not known to be marked: marking it
+        // is this commit's job (boot::mark_slot).
+        let slot = self.slot_state();
         self.mutate(|inner, notify| {
             inner.usable()?;
             let hook_cmd = inner.config.commit_command.clone();
+            let idle = matches!(inner.state.phase, Phase::Idle | Phase::RolledBack);
+            if idle && !inner.state.commit_command_pending && matches!(slot, SlotState::Unmarked | SlotState::Unknown) {
+                let took = inner.with_ctx(notify, |ctx| {
+                    boot::mark_slot(ctx, reason, &mut || {
+                        sys::run_command(&hook_cmd).map_err(|e| Error::Internal(format!("commit command failed: {e}")))
+                    })
+                })?;
+                inner.slot_marked = true;
+                inner.slot_last = SlotState::Marked;
+                return Ok(took);
+            }
             let took = inner.with_ctx(notify, |ctx| {
                 boot::commit(ctx, reason, &mut || {
                     sys::run_command(&hook_cmd).map_err(|e| Error::Internal(format!("commit command failed: {e}")))
                 })
             })?;
             inner.cleanup_pending(notify);
+            if !inner.config.commit_command.is_empty() {
+                inner.slot_marked = true;
+                inner.slot_last = SlotState::Marked;
+            }
             Ok(took)
         })
     }
-    pub fn abort(&self, reason: &str, keep_retrying: bool) -> Result<StatusReport> {
+    /// AbortChanges. With `reboot`, rewindd then reboots with the reason
+    /// (vold's abort always does), also when no checkpoint is recorded but
+    /// the slot is not marked (vold aborts whenever its needsCheckpoint
+    /// was true): that boot has failed and the bootloader counts it.
+    pub fn abort(&self, reason: &str, keep_retrying: bool, reboot: bool) -> Result<StatusReport> {
+        let slot = if reboot { self.slot_state() } else { SlotState::NotQueried };
         self.mutate(|inner, notify| {
             inner.usable()?;
-            inner.with_ctx(notify, |ctx| boot::abort(ctx, reason, keep_retrying))?;
+            let pending = matches!(inner.state.phase, Phase::Armed | Phase::Checkpointing);
+            inner.with_ctx(notify, |ctx| {
+                if pending || slot != SlotState::Unmarked {
+                    boot::abort(ctx, reason, keep_retrying)?;
+                } else {
+                    ctx.record(
+                        EventKind::Aborted,
+                        "",
+                        format!("{reason} (no checkpoint recorded; the boot slot is not marked successful)"),
+                    );
+                }
+                if reboot {
+                    boot::reboot(ctx, reason, &mut |argv| sys::run_command(argv))?;
+                }
+                Ok(())
+            })?;
             Ok(inner.report())
         })
+    }
+    /// vold's markBootAttempt (boot::mark_boot_attempt): counted at
+    /// prepare, or counted again after a reset.
+    pub fn mark_boot_attempt(&self) -> Result<PrepareOutcome> {
+        self.mutate(|inner, notify| {
+            inner.usable()?;
+            inner.with_ctx(notify, |ctx| boot::mark_boot_attempt(ctx, &mut |_| {}))
+        })
+    }
+    /// vold's prepareCheckpoint (boot::prepare_checkpoint).
+    pub fn prepare_checkpoint(&self) -> Result<()> {
+        self.mutate(|inner, notify| {
+            inner.usable()?;
+            inner.with_ctx(notify, boot::prepare_checkpoint)
+        })
+    }
+    /// vold's resetCheckpoint (boot::reset).
+    pub fn reset_checkpoint(&self) -> Result<()> {
+        self.mutate(|inner, notify| {
+            inner.usable()?;
+            inner.with_ctx(notify, boot::reset)
+        })
+    }
+    /// vold's restoreCheckpoint(device), which fs_mgr calls for each
+    /// checkpointed entry before mounting it: rewind's restore is the
+    /// prepare (idempotent in a boot), run only while the partition is not
+    /// mounted. A mounted partition is never touched: its prepare ran
+    /// before it was mounted (or the boot is unprotected, which
+    /// markBootAttempt reports).
+    pub fn restore_checkpoint(&self, device: &str, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome> {
+        let part = {
+            let inner = self.lock();
+            inner
+                .parts
+                .iter()
+                .find(|p| p.raw_device == device || p.blk_device == device || p.mount_point == device)
+                .cloned()
+        };
+        let Some(part) = part else {
+            return Err(Error::InvalidArgument(format!(
+                "{device} is not a partition rewind checkpoints (not a raw device, device or mount point in the fstab)"
+            )));
+        };
+        if sys::mounted_device(std::path::Path::new(&part.mount_point)).is_some() {
+            let inner = self.lock();
+            return Ok(PrepareOutcome {
+                phase: inner.state.phase,
+                attempt: inner.state.attempt,
+                attempts: inner.state.attempts,
+                unlimited: inner.state.unlimited,
+            });
+        }
+        self.prepare_userdata(progress)
     }
     /// The boot-time step (boot contract). Calls `progress` while a merge
     /// runs (at least every second).
@@ -267,7 +400,11 @@ impl Engine {
         // entry; and only when rewind can act on them here.
         let ok = inner.unavailable.is_none();
         let has = |m: CheckpointMode| inner.parts.iter().any(|p| p.mode == m);
-        Supports { block: ok && has(CheckpointMode::Block), file: ok && has(CheckpointMode::Fs) }
+        Supports {
+            block: ok && has(CheckpointMode::Block),
+            file: ok && has(CheckpointMode::Fs),
+            marks_slot: !inner.config.commit_command.is_empty() && !inner.config.slot_query_command.is_empty(),
+        }
     }
     pub fn status(&self) -> StatusReport {
         match self.inner.try_lock() {
@@ -283,6 +420,46 @@ impl Engine {
     }
     pub fn history(&self) -> Vec<Event> {
         self.lock().state.history.clone()
+    }
+    /// What is kept of this checkpoint's attempts (or the previous one's).
+    pub fn evidence(&self, previous: bool) -> Result<Vec<AttemptEvidence>> {
+        let ev = self.evidence_dirs();
+        Ok(ev.list(previous)?)
+    }
+    pub fn attempt_evidence(&self, attempt: u32, previous: bool) -> Result<AttemptEvidence> {
+        Ok(self.evidence_dirs().attempt(attempt, previous)?)
+    }
+    /// One kept file, by its stored name (only names an index gives).
+    pub fn open_evidence(&self, attempt: u32, name: &str, previous: bool) -> Result<std::fs::File> {
+        Ok(self.evidence_dirs().open(attempt, name, previous)?)
+    }
+    fn evidence_dirs(&self) -> Evidence {
+        let inner = self.lock();
+        Evidence::new(&inner.config.metadata_dir, &inner.config.evidence)
+    }
+    /// The boot slot's state (slot module), cached once marked.
+    pub fn slot_state(&self) -> SlotState {
+        let argv = {
+            let inner = self.lock();
+            if inner.slot_marked {
+                return SlotState::Marked;
+            }
+            inner.config.slot_query_command.clone()
+        };
+        if argv.is_empty() {
+            return SlotState::NotQueried;
+        }
+        // Outside the lock: the boot HAL may take a while to answer.
+        let (state, why) = slot::query(&argv);
+        if let Some(why) = why {
+            tracing::warn!(%why, "slot query failed: treated as marked for NeedsCheckpoint");
+        }
+        let mut inner = self.lock();
+        inner.slot_last = state;
+        if state == SlotState::Marked {
+            inner.slot_marked = true;
+        }
+        state
     }
     /// Events (history entries as they are recorded, threshold crossings)
     /// for WatchStatus.
@@ -305,7 +482,8 @@ impl Engine {
         }
         self.mutate(|inner, notify| {
             inner.cleanup_pending(notify);
-            let cmd = inner.config.reboot_command.clone();
+            inner.poll_evidence();
+            let cmd = inner.config.reboot_argv("rewind_cow_full");
             let mut reboot_requested = inner.reboot_requested;
             let r = inner
                 .with_ctx(notify, |ctx| boot::space::watch(ctx, &mut reboot_requested, &mut || sys::run_command(&cmd)));
@@ -316,6 +494,34 @@ impl Engine {
 }
 
 impl Inner {
+    /// The evidence copier's pass while this boot's attempt runs; its
+    /// failures are logged, never returned (evidence must not disturb the
+    /// space watch that shares the poll).
+    fn poll_evidence(&mut self) {
+        let st = &self.state;
+        let live = st.phase == Phase::Checkpointing && st.boot_id == self.boot_id && !self.boot_id.is_empty();
+        if !live || !self.config.evidence.enabled {
+            self.copier = None;
+            return;
+        }
+        let ev = Evidence::new(&self.config.metadata_dir, &self.config.evidence);
+        if self.copier.as_ref().map(Copier::attempt) != Some(st.attempt) {
+            self.copier = Some(Copier::new(&ev, st.attempt, self.boot_started_unix));
+        }
+        let Some(copier) = self.copier.as_mut() else { return };
+        match copier.poll(&ev) {
+            Ok(p) => {
+                if !p.copied.is_empty() {
+                    tracing::info!(attempt = copier.attempt(), copied = ?p.copied, "evidence kept");
+                }
+                if !p.not_kept.is_empty() {
+                    tracing::warn!(attempt = copier.attempt(), not_kept = ?p.not_kept, "evidence not kept");
+                }
+            }
+            Err(e) => tracing::warn!(error = %error_chain(&e), "evidence poll failed"),
+        }
+    }
+
     fn usable(&self) -> Result<()> {
         if let Some(why) = &self.state_broken {
             return Err(Error::Unsafe(format!("state record unusable: {why}")));
@@ -391,15 +597,19 @@ impl Inner {
             phase: st.phase,
             attempt: if st.phase == Phase::Checkpointing { st.attempt } else { 0 },
             attempts: st.attempts,
+            unlimited: st.unlimited,
             partitions,
             unavailable_reason: match (&self.state_broken, &self.unavailable) {
                 (Some(b), _) => Some(format!("state record unusable: {b}")),
                 (None, u) => u.clone(),
             },
             protection_lost: st.protection_lost.clone(),
+            slot: if self.slot_marked { SlotState::Marked } else { self.slot_last },
         }
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vold_tests;

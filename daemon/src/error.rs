@@ -9,6 +9,7 @@
 
 use crate::cowstore::CowError;
 use crate::dm::DmOpError;
+use crate::evidence::EvidenceError;
 use crate::state::StateError;
 use crate::types::ErrorKind;
 
@@ -44,6 +45,8 @@ pub enum Error {
     Dm(#[from] crate::dm::DmOpError),
     #[error("System call")]
     Sys(#[from] crate::sys::SysError),
+    #[error("Evidence")]
+    Evidence(#[from] crate::evidence::EvidenceError),
     /// A backend's own error, with the kind the backend gives it.
     #[error("{what}")]
     Backend {
@@ -87,6 +90,10 @@ impl Error {
                 | DmOpError::Status { .. } => ErrorKind::Internal,
             },
             Error::Sys(_) => ErrorKind::Internal,
+            Error::Evidence(e) => match e {
+                EvidenceError::NoAttempt { .. } | EvidenceError::NoFile { .. } => ErrorKind::InvalidArgument,
+                EvidenceError::Io { .. } | EvidenceError::Encode(_) => ErrorKind::Internal,
+            },
             Error::Backend { kind, .. } => *kind,
         }
     }

@@ -4,7 +4,7 @@
 //! Dependencies point one way, down this list (ARCHITECTURE.md draws it;
 //! `tests/module_graph.rs` checks it): `types` (the shared vocabulary, a
 //! leaf) ← the system and format modules (`sys`, `fiemap`, `dm`, `config`,
-//! `fstab`, `ext4map`) ← `state` ← `cowstore` ← `error` ← `backend` ←
+//! `fstab`, `ext4map`, `slot`, `evidence`) ← `state` ← `cowstore` ← `error` ← `backend` ←
 //! `boot` (the life cycle) ← `engine` ← `service` ← `client`.
 
 pub mod backend;
@@ -15,11 +15,13 @@ pub mod cowstore;
 pub mod dm;
 pub mod engine;
 pub mod error;
+pub mod evidence;
 pub mod ext4map;
 pub mod fiemap;
 pub mod fstab;
 pub mod logging;
 pub mod service;
+pub mod slot;
 pub mod state;
 pub mod sys;
 pub mod types;

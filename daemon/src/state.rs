@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ext4map::Region;
 use crate::fiemap::Extent;
-use crate::types::{BackendKind, Event, Phase};
+use crate::types::{BackendKind, Budget, Event, Phase};
 
 pub const VERSION: u32 = 1;
 const MAGIC: &str = "rewind-state";
@@ -86,6 +86,10 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
     pub name: String,
@@ -128,11 +132,24 @@ pub struct State {
     pub phase: Phase,
     /// Attempts prepared (counted) so far in this checkpoint.
     pub attempt: u32,
+    /// Attempts allowed; 0 when `unlimited`.
     pub attempts: u32,
+    /// Checkpoint every boot until a commit or an abort, never roll back by
+    /// count (vold's `startCheckpoint(-1)`). Absent in older records
+    /// (false) and not written when false, so a limited record reads the
+    /// same to every version. A rewindd from before this field refuses an
+    /// unlimited record (attempts 0 while active): it fails closed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unlimited: bool,
     /// /proc/sys/kernel/random/boot_id of the boot that armed the current
     /// attempt: a second prepare in the same boot does not count again.
     #[serde(default)]
     pub boot_id: String,
+    /// ResetCheckpoint (a userspace reboot) in the boot with this boot_id:
+    /// the next prepare in that same boot counts an attempt again instead
+    /// of changing nothing. Cleared by the write that counts it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub recount_boot_id: String,
     /// AbortChanges without retry: the next prepare rolls back for good.
     pub no_retry: bool,
     pub reason: String,
@@ -161,7 +178,9 @@ impl Default for State {
             phase: Phase::Idle,
             attempt: 0,
             attempts: 0,
+            unlimited: false,
             boot_id: String::new(),
+            recount_boot_id: String::new(),
             no_retry: false,
             reason: String::new(),
             started_unix: 0,
@@ -202,11 +221,9 @@ impl State {
             _ => {}
         }
         let active = matches!(self.phase, Phase::Armed | Phase::Checkpointing | Phase::RollingBack | Phase::Committing);
-        if active && (self.attempts == 0 || self.partitions.is_empty()) {
-            return Err(format!("phase {:?} without attempts or partitions", self.phase));
-        }
-        if self.attempt > self.attempts.saturating_add(1) {
-            return Err(format!("attempt {} of {}", self.attempt, self.attempts));
+        self.validate_budget(active)?;
+        if active && self.partitions.is_empty() {
+            return Err(format!("phase {:?} without partitions", self.phase));
         }
         for p in &self.partitions {
             if p.chunk_sectors < 8 || !p.chunk_sectors.is_power_of_two() {
@@ -215,6 +232,66 @@ impl State {
             if extents_hash(&p.cow_files) != p.cow_sha256 {
                 return Err(format!("{}: COW extent list does not match its hash", p.name));
             }
+        }
+        Ok(())
+    }
+}
+
+/// The attempt budget: how many boots a checkpoint may use and what is
+/// left of them (vold's retry counter, `-1` included).
+impl State {
+    pub fn budget(&self) -> Budget {
+        if self.unlimited {
+            Budget::Unlimited
+        } else {
+            Budget::Attempts(self.attempts)
+        }
+    }
+
+    pub fn set_budget(&mut self, budget: Budget) {
+        match budget {
+            Budget::Attempts(n) => {
+                self.attempts = n;
+                self.unlimited = false;
+            }
+            Budget::Unlimited => {
+                self.attempts = 0;
+                self.unlimited = true;
+            }
+        }
+    }
+
+    /// Whether another attempt may be armed after the `attempt` counted so
+    /// far. An unlimited checkpoint always has one: only a commit or an
+    /// abort without retry ends it.
+    pub fn attempts_left(&self) -> bool {
+        self.unlimited || self.attempt < self.attempts
+    }
+
+    /// "attempt 2 of 3", "attempt 2 (unlimited)", for history details.
+    pub fn attempt_text(&self) -> String {
+        if self.unlimited {
+            format!("attempt {} (unlimited)", self.attempt)
+        } else {
+            format!("attempt {} of {}", self.attempt, self.attempts)
+        }
+    }
+
+    /// An active checkpoint has a budget: a count >= 1, or unlimited with
+    /// no count. The counter never runs past the count by more than the
+    /// one attempt being discarded.
+    fn validate_budget(&self, active: bool) -> Result<(), String> {
+        if self.unlimited {
+            if self.attempts != 0 {
+                return Err(format!("unlimited checkpoint with an attempt count ({})", self.attempts));
+            }
+            return Ok(());
+        }
+        if active && self.attempts == 0 {
+            return Err(format!("phase {:?} without attempts", self.phase));
+        }
+        if self.attempt > self.attempts.saturating_add(1) {
+            return Err(format!("attempt {} of {}", self.attempt, self.attempts));
         }
         Ok(())
     }
@@ -586,6 +663,39 @@ mod tests {
         }
         assert_eq!(s.history.len(), 4);
         assert_eq!(s.history[0].time_unix, 6);
+    }
+
+    /// An unlimited record round-trips and validates; a limited one is
+    /// written without the new keys (older rewindd reads it unchanged); a
+    /// record from before them loads as limited; nonsense budgets are
+    /// refused.
+    #[test]
+    fn unlimited_budget_round_trips_and_old_records_stay_limited() {
+        let mut s = sample();
+        s.set_budget(Budget::Unlimited);
+        s.attempt = 250;
+        s.recount_boot_id = "b-1".into();
+        assert!(s.validate().is_ok());
+        assert!(s.attempts_left());
+        assert_eq!(s.attempt_text(), "attempt 250 (unlimited)");
+        let back = decode(&encode(&s).expect("enc")).expect("dec");
+        assert_eq!(back, s);
+        assert_eq!(back.budget(), Budget::Unlimited);
+
+        let plain = String::from_utf8(encode(&sample()).expect("enc")).expect("utf8");
+        assert!(!plain.contains("unlimited") && !plain.contains("recount_boot_id"), "{plain}");
+        let old = decode(plain.as_bytes()).expect("dec");
+        assert_eq!((old.budget(), old.attempts_left()), (Budget::Attempts(3), true));
+
+        let mut bad = sample();
+        bad.unlimited = true;
+        assert!(bad.validate().unwrap_err().contains("unlimited"), "a count beside unlimited");
+        let mut bad = sample();
+        bad.attempts = 0;
+        assert!(bad.validate().is_err(), "an active limited checkpoint needs attempts");
+        let mut done = sample();
+        done.attempt = 3;
+        assert!(!done.attempts_left());
     }
 
     #[test]

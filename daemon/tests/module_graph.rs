@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["types"],
     &["sys", "fiemap", "dm", "config", "logging", "fstab"],
-    &["ext4map"],
+    &["ext4map", "slot", "evidence"],
     &["state"],
     &["cowstore"],
     &["error"],

@@ -24,9 +24,9 @@ async fn every_rpc_round_trips_over_a_unix_socket() {
     let server = TestServer::start(TestServer::default_policy(), false).await;
     let mut c = client(&server).await;
 
-    assert!(!c.needs_checkpoint(pb::NeedsCheckpointRequest {}).await.unwrap().into_inner().value);
+    assert!(!c.needs_checkpoint(pb::NeedsCheckpointRequest::default()).await.unwrap().into_inner().value);
     let started = c
-        .start_checkpoint(pb::StartCheckpointRequest { attempts: 3, reason: "ota 1234".into() })
+        .start_checkpoint(pb::StartCheckpointRequest { attempts: 3, reason: "ota 1234".into(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -34,7 +34,7 @@ async fn every_rpc_round_trips_over_a_unix_socket() {
     assert_eq!(status.phase(), pb::Phase::Armed);
     assert_eq!(status.attempts, 3);
     assert_eq!(status.partitions[0].cow_free_bytes, 48 << 20);
-    assert!(c.needs_checkpoint(pb::NeedsCheckpointRequest {}).await.unwrap().into_inner().value);
+    assert!(c.needs_checkpoint(pb::NeedsCheckpointRequest::default()).await.unwrap().into_inner().value);
     assert!(!c.is_checkpointing(pb::IsCheckpointingRequest {}).await.unwrap().into_inner().value);
 
     let mut stream = c.prepare_userdata(pb::PrepareUserdataRequest {}).await.unwrap().into_inner();
@@ -71,9 +71,15 @@ async fn every_rpc_round_trips_over_a_unix_socket() {
     assert_eq!(kinds, ["started", "attempt", "committed"]);
     assert_eq!(history.events[0].detail, "ota 1234");
 
-    c.start_checkpoint(pb::StartCheckpointRequest { attempts: 1, reason: String::new() }).await.unwrap();
+    c.start_checkpoint(pb::StartCheckpointRequest { attempts: 1, reason: String::new(), ..Default::default() })
+        .await
+        .unwrap();
     let aborted = c
-        .abort_changes(pb::AbortChangesRequest { reason: "health check".into(), keep_retrying: false })
+        .abort_changes(pb::AbortChangesRequest {
+            reason: "health check".into(),
+            keep_retrying: false,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -91,7 +97,7 @@ async fn core_errors_keep_their_code_on_the_wire() {
     for kind in ErrorKind::ALL {
         server.core.fail_next(kind);
         let status =
-            c.start_checkpoint(pb::StartCheckpointRequest { attempts: 2, reason: String::new() }).await.unwrap_err();
+            c.start_checkpoint(pb::StartCheckpointRequest { attempts: 2, ..Default::default() }).await.unwrap_err();
         let expected = rewind_daemon::service::mapping::code_of(kind);
         assert_eq!(status.code(), expected, "{kind:?}");
         let tag = status.metadata().get(ERROR_KIND_KEY).unwrap().to_str().unwrap();
@@ -105,11 +111,15 @@ async fn core_errors_keep_their_code_on_the_wire() {
 async fn bad_arguments_are_refused_before_the_core() {
     let server = TestServer::start(TestServer::default_policy(), false).await;
     let mut c = client(&server).await;
-    let status =
-        c.start_checkpoint(pb::StartCheckpointRequest { attempts: 0, reason: String::new() }).await.unwrap_err();
+    let status = c
+        .start_checkpoint(pb::StartCheckpointRequest { attempts: 0, reason: String::new(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    let status =
-        c.start_checkpoint(pb::StartCheckpointRequest { attempts: 3, reason: "x".repeat(5000) }).await.unwrap_err();
+    let status = c
+        .start_checkpoint(pb::StartCheckpointRequest { attempts: 3, reason: "x".repeat(5000), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert_eq!(server.core.phase(), rewind_daemon::types::Phase::Idle, "the core was not called");
     server.stop().await;
@@ -125,7 +135,7 @@ async fn watch_status_streams_events_and_periodic_status() {
     let first = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap().unwrap();
     assert!(matches!(first.kind, Some(pb::watch_event::Kind::Status(_))), "{first:?}");
 
-    server.core.start_checkpoint(3, "watched").unwrap();
+    server.core.start_checkpoint(rewind_daemon::types::Budget::Attempts(3), "watched", false).unwrap();
     let mut saw_event = false;
     let mut statuses = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -156,7 +166,7 @@ async fn watch_status_with_zero_interval_sends_only_events() {
     let mut c = client(&server).await;
     let mut stream = c.watch_status(pb::WatchStatusRequest { interval_ms: 0 }).await.unwrap().into_inner();
     // The subscription exists once the call has answered.
-    server.core.start_checkpoint(2, "only events").unwrap();
+    server.core.start_checkpoint(rewind_daemon::types::Budget::Attempts(2), "only events", false).unwrap();
     let msg = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap().unwrap();
     assert!(matches!(msg.kind, Some(pb::watch_event::Kind::Event(ref e)) if e.kind == "started"), "{msg:?}");
     server.stop().await;
@@ -230,8 +240,8 @@ async fn tcp_callers_mutate_only_when_trusted() {
         let server = TestServer::start(policy, true).await;
         let addr = server.tcp_addr.unwrap().to_string();
         let mut c = connect(&Target::Tcp(addr.clone())).await.expect("tcp connect");
-        assert!(!c.needs_checkpoint(pb::NeedsCheckpointRequest {}).await.unwrap().into_inner().value);
-        let result = c.start_checkpoint(pb::StartCheckpointRequest { attempts: 2, reason: String::new() }).await;
+        assert!(!c.needs_checkpoint(pb::NeedsCheckpointRequest::default()).await.unwrap().into_inner().value);
+        let result = c.start_checkpoint(pb::StartCheckpointRequest { attempts: 2, ..Default::default() }).await;
         if trusted {
             result.expect("trusted TCP caller may start");
         } else {
@@ -257,12 +267,13 @@ async fn a_panicking_core_call_answers_internal() {
     impl CheckpointCore for Panicky {
         fn start_checkpoint(
             &self,
-            a: u32,
+            b: rewind_daemon::types::Budget,
             r: &str,
+            n: bool,
         ) -> rewind_daemon::error::Result<rewind_daemon::types::StatusReport> {
-            self.0.start_checkpoint(a, r)
+            self.0.start_checkpoint(b, r, n)
         }
-        fn needs_checkpoint(&self) -> bool {
+        fn needs_checkpoint(&self, _this_boot: bool) -> bool {
             panic!("core not ready")
         }
         fn needs_rollback(&self) -> bool {
@@ -274,8 +285,37 @@ async fn a_panicking_core_call_answers_internal() {
         fn commit(&self, r: &str) -> rewind_daemon::error::Result<Duration> {
             self.0.commit(r)
         }
-        fn abort(&self, r: &str, k: bool) -> rewind_daemon::error::Result<rewind_daemon::types::StatusReport> {
-            self.0.abort(r, k)
+        fn abort(&self, r: &str, k: bool, b: bool) -> rewind_daemon::error::Result<rewind_daemon::types::StatusReport> {
+            self.0.abort(r, k, b)
+        }
+        fn mark_boot_attempt(&self) -> rewind_daemon::error::Result<rewind_daemon::types::PrepareOutcome> {
+            self.0.mark_boot_attempt()
+        }
+        fn prepare_checkpoint(&self) -> rewind_daemon::error::Result<()> {
+            self.0.prepare_checkpoint()
+        }
+        fn restore_checkpoint(
+            &self,
+            d: &str,
+            p: &mut dyn FnMut(rewind_daemon::types::Progress),
+        ) -> rewind_daemon::error::Result<rewind_daemon::types::PrepareOutcome> {
+            self.0.restore_checkpoint(d, p)
+        }
+        fn reset_checkpoint(&self) -> rewind_daemon::error::Result<()> {
+            self.0.reset_checkpoint()
+        }
+        fn evidence(&self) -> rewind_daemon::error::Result<Vec<rewind_daemon::types::AttemptEvidence>> {
+            self.0.evidence()
+        }
+        fn attempt_evidence(
+            &self,
+            a: u32,
+            p: bool,
+        ) -> rewind_daemon::error::Result<rewind_daemon::types::AttemptEvidence> {
+            self.0.attempt_evidence(a, p)
+        }
+        fn open_evidence(&self, a: u32, n: &str, p: bool) -> rewind_daemon::error::Result<std::fs::File> {
+            self.0.open_evidence(a, n, p)
         }
         fn prepare_userdata(
             &self,
@@ -310,7 +350,7 @@ async fn a_panicking_core_call_answers_internal() {
     );
     let task = tokio::spawn(rewind_daemon::service::server::serve(service, unix, None, rx));
     let mut c = connect(&Target::Unix(socket)).await.unwrap();
-    let status = c.needs_checkpoint(pb::NeedsCheckpointRequest {}).await.unwrap_err();
+    let status = c.needs_checkpoint(pb::NeedsCheckpointRequest::default()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Internal);
     assert!(c.get_status(pb::GetStatusRequest {}).await.is_ok(), "the service still answers");
     let _ = tx.send(true);
@@ -323,7 +363,7 @@ async fn a_panicking_core_call_answers_internal() {
 async fn prepare_userdata_finishes_when_the_client_leaves() {
     let server = TestServer::start(TestServer::default_policy(), false).await;
     let mut c = client(&server).await;
-    c.start_checkpoint(pb::StartCheckpointRequest { attempts: 2, reason: String::new() }).await.unwrap();
+    c.start_checkpoint(pb::StartCheckpointRequest { attempts: 2, ..Default::default() }).await.unwrap();
     let mut stream = c.prepare_userdata(pb::PrepareUserdataRequest {}).await.unwrap().into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert!(!first.done);

@@ -131,3 +131,40 @@ fn run_commit_command(ctx: &mut Ctx<'_>, hook: &mut dyn FnMut() -> Result<()>) -
         }
     }
 }
+
+/// Commit with no checkpoint recorded while the boot slot is not marked
+/// successful (vold's `cp_commitChanges` marks the slot whenever its
+/// boot-time answer was "checkpointing", slot included): the configured
+/// commit command marks it. On a device whose update_verifier defers to
+/// rewind (vold-compatible `supportsCheckpoint` true), this is the only
+/// place the new slot gets marked when no rewind checkpoint was started.
+pub fn mark_slot(ctx: &mut Ctx<'_>, reason: &str, hook: &mut dyn FnMut() -> Result<()>) -> Result<Duration> {
+    let started = Instant::now();
+    if ctx.state.phase != Phase::Idle && ctx.state.phase != Phase::RolledBack {
+        return Err(Error::WrongPhase {
+            phase: format!("{:?}", ctx.state.phase),
+            what: "mark slot: a checkpoint is pending; commit it instead".into(),
+        });
+    }
+    if !ctx.has_commit_command() {
+        return Err(Error::Unavailable("no commit_command is configured to mark the boot slot".into()));
+    }
+    let ran = hook();
+    match ran {
+        Ok(()) => {
+            ctx.state.commit_command_pending = false;
+            let detail = format!(
+                "ran ({} ms): no checkpoint was pending; the boot slot was not marked successful ({reason})",
+                started.elapsed().as_millis()
+            );
+            ctx.record(EventKind::CommitCommand, "", detail);
+            ctx.save()?;
+            Ok(started.elapsed())
+        }
+        Err(e) => {
+            ctx.record(EventKind::CommitCommandFailed, "", format!("marking the boot slot: {}", error_chain(&e)));
+            ctx.save()?;
+            Err(e)
+        }
+    }
+}

@@ -55,7 +55,12 @@ impl Ctx<'_> {
     }
 
     pub(super) fn outcome(&self) -> PrepareOutcome {
-        PrepareOutcome { phase: self.state.phase, attempt: self.state.attempt, attempts: self.state.attempts }
+        PrepareOutcome {
+            phase: self.state.phase,
+            attempt: self.state.attempt,
+            attempts: self.state.attempts,
+            unlimited: self.state.unlimited,
+        }
     }
 
     pub(super) fn ensure_idle_all(&mut self) -> Result<()> {

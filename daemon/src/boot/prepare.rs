@@ -12,6 +12,13 @@ use crate::types::{ErrorKind, EventKind, Phase, PrepareOutcome, Progress};
 
 /// PrepareUserdata (architecture.md, boot contract).
 pub fn prepare(ctx: &mut Ctx<'_>, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome> {
+    // A ResetCheckpoint in this boot (userspace reboot): count again,
+    // without merging (boot/reset.rs).
+    if super::reset::recount_pending(ctx) {
+        if let Some(outcome) = super::reset::recount(ctx)? {
+            return Ok(outcome);
+        }
+    }
     // Already prepared in this boot: change nothing. dm devices do not
     // survive a reboot, so a live armed stack means "this boot" even if the
     // boot id could not be read; merging it now would pull the data from
@@ -55,7 +62,7 @@ pub fn prepare(ctx: &mut Ctx<'_>, progress: &mut dyn FnMut(Progress)) -> Result<
             Ok(ctx.outcome())
         }
         Phase::Armed => {
-            if ctx.state.no_retry || ctx.state.attempt >= ctx.state.attempts {
+            if ctx.state.no_retry || !ctx.state.attempts_left() {
                 // Nothing was written under a snapshot: nothing to merge.
                 ctx.record(EventKind::RollbackFinished, "", "no attempt left before arming; nothing to undo");
                 ctx.retire_partitions();
@@ -67,12 +74,13 @@ pub fn prepare(ctx: &mut Ctx<'_>, progress: &mut dyn FnMut(Progress)) -> Result<
             arm_next(ctx, false)
         }
         Phase::Checkpointing => {
-            // The previous attempt booted and was not committed: discard it.
-            let final_ = ctx.state.no_retry || ctx.state.attempt >= ctx.state.attempts;
+            // The previous attempt booted and was not committed: keep what
+            // is known of how it ended, then discard it.
+            super::keep::keep_evidence(ctx, ctx.state.attempt);
+            let final_ = ctx.state.no_retry || !ctx.state.attempts_left();
             let reason = format!(
-                "attempt {} of {} not committed{}",
-                ctx.state.attempt,
-                ctx.state.attempts,
+                "{} not committed{}",
+                ctx.state.attempt_text(),
                 if ctx.state.no_retry { " (aborted without retry)" } else { "" }
             );
             ctx.state.intent = Some(Intent::Rollback { reason: reason.clone(), final_ });
@@ -167,7 +175,7 @@ fn arm_next(ctx: &mut Ctx<'_>, verified: bool) -> Result<PrepareOutcome> {
     ctx.state.phase = Phase::Checkpointing;
     ctx.state.boot_id = ctx.boot_id.to_string();
     ctx.state.thresholds_hit.clear();
-    let detail = format!("attempt {} of {} armed", ctx.state.attempt, ctx.state.attempts);
+    let detail = format!("{} armed", ctx.state.attempt_text());
     ctx.record(EventKind::Attempt, "", detail);
     ctx.save()?;
     // Partitions not under this checkpoint still get their idle device.

@@ -4,11 +4,12 @@
 
 use super::ctx::Ctx;
 use crate::error::{Error, Result};
+use crate::evidence::Evidence;
 use crate::state::{PartitionState, State};
 use crate::sys;
-use crate::types::{EventKind, Phase};
+use crate::types::{error_chain, Budget, EventKind, Phase};
 
-pub fn start(ctx: &mut Ctx<'_>, attempts: u32, reason: &str) -> Result<()> {
+pub fn start(ctx: &mut Ctx<'_>, budget: Budget, reason: &str) -> Result<()> {
     match ctx.state.phase {
         Phase::Idle | Phase::RolledBack => {}
         other => {
@@ -43,7 +44,6 @@ pub fn start(ctx: &mut Ctx<'_>, attempts: u32, reason: &str) -> Result<()> {
     *ctx.state = State {
         seq: ctx.state.seq,
         phase: Phase::Armed,
-        attempts,
         reason: reason.to_string(),
         started_unix: sys::now_unix(),
         partitions: made.clone(),
@@ -53,9 +53,10 @@ pub fn start(ctx: &mut Ctx<'_>, attempts: u32, reason: &str) -> Result<()> {
         history: prev_history,
         ..State::default()
     };
+    ctx.state.set_budget(budget);
     let cow: u64 = made.iter().map(|p| p.cow_bytes()).sum();
     let files: usize = made.iter().map(|p| p.cow_files.len()).sum();
-    let detail = format!("{reason} ({attempts} attempts, COW store {} MiB in {files} files)", cow >> 20);
+    let detail = format!("{reason} ({}, COW store {} MiB in {files} files)", budget.describe(), cow >> 20);
     ctx.record(EventKind::Started, "", detail);
     if let Err(e) = ctx.save() {
         // Not recorded: the checkpoint does not exist; do not leave its
@@ -66,6 +67,11 @@ pub fn start(ctx: &mut Ctx<'_>, attempts: u32, reason: &str) -> Result<()> {
         ctx.state.phase = Phase::Idle;
         ctx.state.partitions.clear();
         return Err(e);
+    }
+    // Attempt numbers name this checkpoint's boots from now on; the last
+    // checkpoint's evidence stays one generation (attempts.previous).
+    if let Err(e) = Evidence::new(&ctx.config.metadata_dir, &ctx.config.evidence).rotate() {
+        tracing::warn!(error = %error_chain(&e), "the last checkpoint's evidence was not moved aside");
     }
     Ok(())
 }

@@ -3,12 +3,13 @@
 
 use super::*;
 use crate::backend::fake::FakeBackend;
-use crate::config::Config;
+use crate::config::{Config, EvidenceConfig};
 use crate::error::{Error, Result};
 use crate::fstab::CheckpointMode;
 use crate::state::{Intent, State, Store};
 use crate::testing::{armed_state, cow_file, fstab_entry, snapshot_part};
 use crate::types::{ErrorKind, EventKind, Phase, PrepareOutcome};
+use std::path::PathBuf;
 
 fn part() -> crate::state::PartitionState {
     snapshot_part("/dev/vdb", 1 << 30, vec![cow_file("/data/rewind/cow.0000", &[(0, 1 << 20, 1 << 20)])])
@@ -51,6 +52,9 @@ impl Device {
         let config = Config {
             history_limit: 64,
             commit_command: if self.commit_command { vec!["true".into()] } else { Vec::new() },
+            // Evidence goes to the test's own "/metadata", never the host's.
+            metadata_dir: self.dir.path().to_path_buf(),
+            evidence: EvidenceConfig { kmsg: PathBuf::new(), pstore_dir: PathBuf::new(), ..EvidenceConfig::default() },
             ..Config::default()
         };
         let mut ctx = Ctx {
@@ -112,7 +116,12 @@ fn three_failed_boots_then_rolled_back() {
     assert_eq!(r.expect("prepare").phase, Phase::RolledBack);
     assert_eq!(b.ops, ["idle"]);
     let kinds: Vec<Option<EventKind>> = st.history.iter().map(|e| EventKind::parse(&e.kind)).collect();
-    let one = [Some(EventKind::Attempt), Some(EventKind::RollbackBegun), Some(EventKind::RollbackFinished)];
+    let one = [
+        Some(EventKind::Attempt),
+        Some(EventKind::Evidence),
+        Some(EventKind::RollbackBegun),
+        Some(EventKind::RollbackFinished),
+    ];
     assert_eq!(kinds, one.repeat(3));
     assert!(st.history.iter().all(|e| e.boot_reason == "reboot,test"));
 }

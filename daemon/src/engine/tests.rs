@@ -42,11 +42,14 @@ fn opens_without_device_mapper_and_refuses_to_act() {
     let s = e.status();
     assert!(s.unavailable_reason.as_deref().unwrap_or("").contains("device-mapper"));
     assert_eq!(s.phase, Phase::Idle);
-    assert_eq!(e.start_checkpoint(3, "x").expect_err("unavailable").kind(), ErrorKind::Unavailable);
+    assert_eq!(
+        e.start_checkpoint(Budget::Attempts(3), "x", false).expect_err("unavailable").kind(),
+        ErrorKind::Unavailable
+    );
     assert_eq!(e.prepare_userdata(&mut |_| {}).expect_err("unavailable").kind(), ErrorKind::Unavailable);
     assert_eq!(e.commit("x").expect_err("unavailable").kind(), ErrorKind::Unavailable);
     assert!(!e.supports().block);
-    assert!(!e.needs_checkpoint() && !e.needs_rollback() && !e.is_checkpointing());
+    assert!(!e.needs_checkpoint(false) && !e.needs_rollback() && !e.is_checkpointing());
     e.poll_space().expect("no-op");
 }
 
@@ -66,7 +69,7 @@ fn broken_state_record_refuses_every_mutation() {
     std::fs::write(h.config.metadata_dir.join("state"), b"rewind-state v1 sha256=00\n{}").expect("w");
     let e = engine(&h, "b");
     assert!(e.status().unavailable_reason.as_deref().unwrap_or("").contains("state record"));
-    assert_eq!(e.start_checkpoint(3, "x").expect_err("unsafe").kind(), ErrorKind::Unsafe);
+    assert_eq!(e.start_checkpoint(Budget::Attempts(3), "x", false).expect_err("unsafe").kind(), ErrorKind::Unsafe);
     assert_eq!(e.prepare_userdata(&mut |_| {}).expect_err("unsafe").kind(), ErrorKind::Unsafe);
 }
 
@@ -74,9 +77,12 @@ fn broken_state_record_refuses_every_mutation() {
 fn bad_arguments_and_phases() {
     let h = host();
     let e = engine(&h, "b");
-    assert_eq!(e.start_checkpoint(0, "x").expect_err("zero").kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        e.start_checkpoint(Budget::Attempts(0), "x", false).expect_err("zero").kind(),
+        ErrorKind::InvalidArgument
+    );
     assert_eq!(e.commit("x").expect_err("idle").kind(), ErrorKind::WrongPhase);
-    assert_eq!(e.abort("x", true).expect_err("idle").kind(), ErrorKind::WrongPhase);
+    assert_eq!(e.abort("x", true, false).expect_err("idle").kind(), ErrorKind::WrongPhase);
 }
 
 fn cow_files(h: &Host) -> Vec<std::path::PathBuf> {
@@ -90,7 +96,7 @@ fn full_cycle_on_real_files() {
     let h = host();
     let e = engine(&h, "boot-1");
     let mut rx = e.subscribe();
-    let s = match e.start_checkpoint(3, "ota") {
+    let s = match e.start_checkpoint(Budget::Attempts(3), "ota", false) {
         Ok(s) => s,
         Err(err) if matches!(&err, Error::Cow(crate::cowstore::CowError::Sys { .. })) => {
             eprintln!("no inode flags on this host ({err}); skipped");
@@ -101,8 +107,11 @@ fn full_cycle_on_real_files() {
     assert_eq!(s.phase, Phase::Armed);
     assert_eq!(s.partitions[0].cow_bytes, 4 << 20);
     assert_eq!(cow_files(&h).len(), 2);
-    assert!(e.needs_checkpoint() && !e.is_checkpointing());
-    assert_eq!(e.start_checkpoint(3, "again").expect_err("running").kind(), ErrorKind::WrongPhase);
+    assert!(e.needs_checkpoint(false) && !e.is_checkpointing());
+    assert_eq!(
+        e.start_checkpoint(Budget::Attempts(3), "again", false).expect_err("running").kind(),
+        ErrorKind::WrongPhase
+    );
     drop(e);
 
     // Reboot: the record is read back from disk.
@@ -130,14 +139,14 @@ fn full_cycle_on_real_files() {
 fn abort_without_retry_then_prepare_rolls_back_and_cleans_up_when_mounted() {
     let h = host();
     let e = engine(&h, "boot-1");
-    if e.start_checkpoint(2, "ota").is_err() {
+    if e.start_checkpoint(Budget::Attempts(2), "ota", false).is_err() {
         eprintln!("cannot create COW files here; skipped");
         return;
     }
     drop(e);
     let e = engine(&h, "boot-2");
     e.prepare_userdata(&mut |_| {}).expect("attempt 1");
-    let s = e.abort("health check failed", false).expect("abort");
+    let s = e.abort("health check failed", false, false).expect("abort");
     assert_eq!(s.phase, Phase::Checkpointing);
     assert!(e.needs_rollback());
     drop(e);
@@ -149,5 +158,5 @@ fn abort_without_retry_then_prepare_rolls_back_and_cleans_up_when_mounted() {
     e.poll_space().expect("poll");
     assert!(cow_files(&h).is_empty(), "removed by the space watch once mounted");
     // A new checkpoint can start after a rollback.
-    e.start_checkpoint(1, "retry the update").expect("start again");
+    e.start_checkpoint(Budget::Attempts(1), "retry the update", false).expect("start again");
 }

@@ -12,6 +12,9 @@ pub const QUICK: Duration = Duration::from_millis(500);
 pub const START: Duration = Duration::from_secs(30);
 /// AbortChanges may reload tables and write the record.
 pub const ABORT: Duration = Duration::from_secs(5);
+/// Calls that may run the slot query or the commit command (the boot HAL
+/// may still be starting; the query itself gives up after 10 s).
+pub const SLOT: Duration = Duration::from_secs(12);
 /// PrepareUserdata may run a whole merge.
 pub const PREPARE: Duration = Duration::from_secs(120);
 

@@ -7,8 +7,8 @@ use tonic::metadata::MetadataValue;
 
 use crate::error::Error;
 use crate::types::{
-    error_chain, BackendKind, ErrorKind, Event, PartitionReport, Phase, PrepareOutcome, Progress, StatusReport,
-    Supports,
+    error_chain, AttemptEvidence, BackendKind, ErrorKind, Event, PartitionReport, Phase, PrepareOutcome, Progress,
+    SlotState, StatusReport, Supports,
 };
 
 /// Metadata key carrying the daemon's [`ErrorKind`] (kebab-case) on every
@@ -105,6 +105,56 @@ pub fn status_to_pb(s: &StatusReport) -> pb::Status {
         unavailable_reason: s.unavailable_reason.clone().unwrap_or_default(),
         protection_lost: s.protection_lost.is_some(),
         protection_lost_reason: s.protection_lost.clone().unwrap_or_default(),
+        unlimited: s.unlimited,
+        slot: slot_to_pb(s.slot) as i32,
+    }
+}
+
+pub fn slot_to_pb(slot: SlotState) -> pb::SlotState {
+    match slot {
+        SlotState::NotQueried => pb::SlotState::NotQueried,
+        SlotState::Marked => pb::SlotState::Marked,
+        SlotState::Unmarked => pb::SlotState::Unmarked,
+        SlotState::Unknown => pb::SlotState::Unknown,
+    }
+}
+
+/// Name of a slot state number from the wire ("marked").
+pub fn slot_name_i32(slot: i32) -> String {
+    let known = [SlotState::NotQueried, SlotState::Marked, SlotState::Unmarked, SlotState::Unknown];
+    match known.into_iter().find(|s| slot_to_pb(*s) as i32 == slot) {
+        Some(s) => s.as_str().to_string(),
+        None if slot == 0 => "unspecified".to_string(),
+        None => format!("slot-{slot}"),
+    }
+}
+
+pub fn evidence_to_pb(a: &AttemptEvidence) -> pb::AttemptEvidence {
+    pb::AttemptEvidence {
+        attempt: a.attempt,
+        dir: a.dir.clone(),
+        files: a
+            .files
+            .iter()
+            .map(|f| pb::EvidenceFile {
+                name: f.name.clone(),
+                source: f.source.clone(),
+                bytes: f.bytes,
+                truncated: f.truncated,
+                copied_unix: f.copied_unix,
+            })
+            .collect(),
+        boot_reason: a.boot_reason.clone(),
+        dropped: a.dropped.clone(),
+    }
+}
+
+pub fn attempt_to_pb(o: &PrepareOutcome) -> pb::AttemptResponse {
+    pb::AttemptResponse {
+        phase: phase_to_pb(o.phase) as i32,
+        attempt: o.attempt,
+        attempts: o.attempts,
+        unlimited: o.unlimited,
     }
 }
 
@@ -138,12 +188,13 @@ pub fn outcome_to_pb(o: &PrepareOutcome) -> pb::PrepareUserdataProgress {
         phase: phase_to_pb(o.phase) as i32,
         attempt: o.attempt,
         attempts: o.attempts,
+        unlimited: o.unlimited,
         ..Default::default()
     }
 }
 
 pub fn supports_to_pb(s: Supports) -> pb::SupportsCheckpointResponse {
-    pb::SupportsCheckpointResponse { block: s.block, file: s.file }
+    pb::SupportsCheckpointResponse { block: s.block, file: s.file, marks_slot: s.marks_slot }
 }
 
 /// Short lowercase name of a wire phase ("checkpointing"), for people and
@@ -250,8 +301,13 @@ mod tests {
             }],
             unavailable_reason: None,
             protection_lost: Some("COW overflow".into()),
+            unlimited: false,
+            slot: SlotState::Unmarked,
         };
         let pb = status_to_pb(&report);
+        assert_eq!(pb.slot(), pb::SlotState::Unmarked);
+        assert_eq!(slot_name_i32(pb.slot), "unmarked");
+        assert_eq!(slot_name_i32(77), "slot-77");
         assert_eq!(pb.phase(), pb::Phase::Checkpointing);
         assert_eq!((pb.attempt, pb.attempts), (2, 3));
         assert!(pb.protection_lost);

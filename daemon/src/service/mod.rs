@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::engine::{Engine, Notice};
 use crate::error::{Error, Result};
 use crate::types::ErrorKind;
-use crate::types::{Event, PrepareOutcome, Progress, StatusReport, Supports};
+use crate::types::{AttemptEvidence, Budget, Event, PrepareOutcome, Progress, StatusReport, Supports};
 use deadline::WatchPoint;
 use mapping::{status_for, to_status};
 
@@ -40,30 +40,40 @@ pub const MAX_REASON_BYTES: usize = 1024;
 /// WatchStatus periods below this are raised to it: each status is a call
 /// into the core.
 pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// ReadEvidence sends a kept file in chunks of this size.
+pub const EVIDENCE_CHUNK: usize = 64 << 10;
 
 /// What the service needs from the core: [`Engine`]'s API, as a trait so the
 /// service can be tested against a fake. Blocking, thread-safe.
 pub trait CheckpointCore: Send + Sync + 'static {
-    fn start_checkpoint(&self, attempts: u32, reason: &str) -> Result<StatusReport>;
-    fn needs_checkpoint(&self) -> bool;
+    fn start_checkpoint(&self, budget: Budget, reason: &str, renew: bool) -> Result<StatusReport>;
+    fn needs_checkpoint(&self, this_boot: bool) -> bool;
     fn needs_rollback(&self) -> bool;
     fn is_checkpointing(&self) -> bool;
     fn commit(&self, reason: &str) -> Result<Duration>;
-    fn abort(&self, reason: &str, keep_retrying: bool) -> Result<StatusReport>;
+    fn abort(&self, reason: &str, keep_retrying: bool, reboot: bool) -> Result<StatusReport>;
     fn prepare_userdata(&self, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome>;
+    fn mark_boot_attempt(&self) -> Result<PrepareOutcome>;
+    fn prepare_checkpoint(&self) -> Result<()>;
+    fn restore_checkpoint(&self, device: &str, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome>;
+    fn reset_checkpoint(&self) -> Result<()>;
     fn supports(&self) -> Supports;
     fn status(&self) -> StatusReport;
     fn history(&self) -> Vec<Event>;
+    /// What is kept of this checkpoint's attempts, for GetHistory.
+    fn evidence(&self) -> Result<Vec<AttemptEvidence>>;
+    fn attempt_evidence(&self, attempt: u32, previous: bool) -> Result<AttemptEvidence>;
+    fn open_evidence(&self, attempt: u32, name: &str, previous: bool) -> Result<std::fs::File>;
     fn subscribe(&self) -> broadcast::Receiver<Notice>;
     fn poll_space(&self) -> Result<()>;
 }
 
 impl CheckpointCore for Engine {
-    fn start_checkpoint(&self, attempts: u32, reason: &str) -> Result<StatusReport> {
-        Engine::start_checkpoint(self, attempts, reason)
+    fn start_checkpoint(&self, budget: Budget, reason: &str, renew: bool) -> Result<StatusReport> {
+        Engine::start_checkpoint(self, budget, reason, renew)
     }
-    fn needs_checkpoint(&self) -> bool {
-        Engine::needs_checkpoint(self)
+    fn needs_checkpoint(&self, this_boot: bool) -> bool {
+        Engine::needs_checkpoint(self, this_boot)
     }
     fn needs_rollback(&self) -> bool {
         Engine::needs_rollback(self)
@@ -74,11 +84,32 @@ impl CheckpointCore for Engine {
     fn commit(&self, reason: &str) -> Result<Duration> {
         Engine::commit(self, reason)
     }
-    fn abort(&self, reason: &str, keep_retrying: bool) -> Result<StatusReport> {
-        Engine::abort(self, reason, keep_retrying)
+    fn abort(&self, reason: &str, keep_retrying: bool, reboot: bool) -> Result<StatusReport> {
+        Engine::abort(self, reason, keep_retrying, reboot)
     }
     fn prepare_userdata(&self, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome> {
         Engine::prepare_userdata(self, progress)
+    }
+    fn mark_boot_attempt(&self) -> Result<PrepareOutcome> {
+        Engine::mark_boot_attempt(self)
+    }
+    fn prepare_checkpoint(&self) -> Result<()> {
+        Engine::prepare_checkpoint(self)
+    }
+    fn restore_checkpoint(&self, device: &str, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome> {
+        Engine::restore_checkpoint(self, device, progress)
+    }
+    fn reset_checkpoint(&self) -> Result<()> {
+        Engine::reset_checkpoint(self)
+    }
+    fn evidence(&self) -> Result<Vec<AttemptEvidence>> {
+        Engine::evidence(self, false)
+    }
+    fn attempt_evidence(&self, attempt: u32, previous: bool) -> Result<AttemptEvidence> {
+        Engine::attempt_evidence(self, attempt, previous)
+    }
+    fn open_evidence(&self, attempt: u32, name: &str, previous: bool) -> Result<std::fs::File> {
+        Engine::open_evidence(self, attempt, name, previous)
     }
     fn supports(&self) -> Supports {
         Engine::supports(self)
@@ -225,23 +256,33 @@ impl Checkpoint for CheckpointService {
         let caller = Caller::of(&request);
         self.authorize(RPC, &caller)?;
         let req = request.into_inner();
-        if req.attempts == 0 || req.attempts > MAX_ATTEMPTS {
-            let err = Error::InvalidArgument(format!("attempts must be in 1..={MAX_ATTEMPTS}, got {}", req.attempts));
-            return Err(to_status(RPC, &err));
-        }
+        let budget = match (req.unlimited, req.attempts) {
+            (true, 0) => Budget::Unlimited,
+            (true, n) => {
+                let err = Error::InvalidArgument(format!("attempts must be 0 with unlimited, got {n}"));
+                return Err(to_status(RPC, &err));
+            }
+            (false, n) if n == 0 || n > MAX_ATTEMPTS => {
+                let err = Error::InvalidArgument(format!("attempts must be in 1..={MAX_ATTEMPTS}, got {n}"));
+                return Err(to_status(RPC, &err));
+            }
+            (false, n) => Budget::Attempts(n),
+        };
         check_reason(RPC, &req.reason)?;
-        tracing::info!("{RPC}: {caller}: attempts {} reason {:?}", req.attempts, req.reason);
+        tracing::info!("{RPC}: {caller}: {} renew {} reason {:?}", budget.describe(), req.renew, req.reason);
         let report = self
-            .blocking(RPC, move |core| core.start_checkpoint(req.attempts, &req.reason))
+            .blocking(RPC, move |core| core.start_checkpoint(budget, &req.reason, req.renew))
             .await?
             .map_err(|e| to_status(RPC, &e))?;
         Ok(Response::new(pb::StartCheckpointResponse { status: Some(mapping::status_to_pb(&report)) }))
     }
 
-    async fn needs_checkpoint(&self, _request: Request<pb::NeedsCheckpointRequest>) -> RpcResult<pb::BoolResponse> {
+    async fn needs_checkpoint(&self, request: Request<pb::NeedsCheckpointRequest>) -> RpcResult<pb::BoolResponse> {
         const RPC: &str = "NeedsCheckpoint";
-        let _watch = WatchPoint::new(RPC, deadline::QUICK);
-        let value = self.blocking(RPC, |core| core.needs_checkpoint()).await?;
+        // The slot query may wait for the boot HAL.
+        let _watch = WatchPoint::new(RPC, deadline::SLOT);
+        let this_boot = request.into_inner().this_boot;
+        let value = self.blocking(RPC, move |core| core.needs_checkpoint(this_boot)).await?;
         Ok(Response::new(pb::BoolResponse { value }))
     }
 
@@ -261,7 +302,8 @@ impl Checkpoint for CheckpointService {
 
     async fn commit_changes(&self, request: Request<pb::CommitChangesRequest>) -> RpcResult<pb::CommitChangesResponse> {
         const RPC: &str = "CommitChanges";
-        let _watch = WatchPoint::new(RPC, deadline::QUICK);
+        // The live swap is quick; the commit command (the boot HAL) may not be.
+        let _watch = WatchPoint::new(RPC, deadline::SLOT);
         let caller = Caller::of(&request);
         self.authorize(RPC, &caller)?;
         let req = request.into_inner();
@@ -284,9 +326,14 @@ impl Checkpoint for CheckpointService {
         self.authorize(RPC, &caller)?;
         let req = request.into_inner();
         check_reason(RPC, &req.reason)?;
-        tracing::info!("{RPC}: {caller}: keep_retrying {} reason {:?}", req.keep_retrying, req.reason);
+        tracing::info!(
+            "{RPC}: {caller}: keep_retrying {} reboot {} reason {:?}",
+            req.keep_retrying,
+            req.reboot,
+            req.reason
+        );
         let report = self
-            .blocking(RPC, move |core| core.abort(&req.reason, req.keep_retrying))
+            .blocking(RPC, move |core| core.abort(&req.reason, req.keep_retrying, req.reboot))
             .await?
             .map_err(|e| to_status(RPC, &e))?;
         Ok(Response::new(pb::AbortChangesResponse { status: Some(mapping::status_to_pb(&report)) }))
@@ -375,7 +422,138 @@ impl Checkpoint for CheckpointService {
     async fn get_history(&self, _request: Request<pb::GetHistoryRequest>) -> RpcResult<pb::History> {
         const RPC: &str = "GetHistory";
         let _watch = WatchPoint::new(RPC, deadline::QUICK);
-        let events = self.blocking(RPC, |core| core.history()).await?;
-        Ok(Response::new(pb::History { events: events.iter().map(mapping::event_to_pb).collect() }))
+        let (events, evidence) = self.blocking(RPC, |core| (core.history(), core.evidence())).await?;
+        // The history is the record's; evidence that cannot be listed must
+        // not hide it.
+        let evidence = evidence.unwrap_or_else(|e| {
+            tracing::warn!("{RPC}: evidence not listed: {}", crate::types::error_chain(&e));
+            Vec::new()
+        });
+        Ok(Response::new(pb::History {
+            events: events.iter().map(mapping::event_to_pb).collect(),
+            evidence: evidence.iter().map(mapping::evidence_to_pb).collect(),
+        }))
+    }
+
+    async fn mark_boot_attempt(&self, request: Request<pb::MarkBootAttemptRequest>) -> RpcResult<pb::AttemptResponse> {
+        const RPC: &str = "MarkBootAttempt";
+        // After a reset this counts again: a prepare without a merge.
+        let _watch = WatchPoint::new(RPC, deadline::ABORT);
+        let caller = Caller::of(&request);
+        self.authorize(RPC, &caller)?;
+        tracing::info!("{RPC}: {caller}");
+        let outcome = self.blocking(RPC, |core| core.mark_boot_attempt()).await?.map_err(|e| to_status(RPC, &e))?;
+        Ok(Response::new(mapping::attempt_to_pb(&outcome)))
+    }
+
+    async fn prepare_checkpoint(&self, request: Request<pb::PrepareCheckpointRequest>) -> RpcResult<pb::Status> {
+        const RPC: &str = "PrepareCheckpoint";
+        let _watch = WatchPoint::new(RPC, deadline::QUICK);
+        let caller = Caller::of(&request);
+        self.authorize(RPC, &caller)?;
+        tracing::info!("{RPC}: {caller}");
+        let report = self
+            .blocking(RPC, |core| core.prepare_checkpoint().map(|()| core.status()))
+            .await?
+            .map_err(|e| to_status(RPC, &e))?;
+        Ok(Response::new(mapping::status_to_pb(&report)))
+    }
+
+    type RestoreCheckpointStream = ReceiverStream<std::result::Result<pb::PrepareUserdataProgress, Status>>;
+
+    async fn restore_checkpoint(
+        &self,
+        request: Request<pb::RestoreCheckpointRequest>,
+    ) -> RpcResult<Self::RestoreCheckpointStream> {
+        const RPC: &str = "RestoreCheckpoint";
+        let caller = Caller::of(&request);
+        self.authorize(RPC, &caller)?;
+        let device = request.into_inner().device;
+        check_reason(RPC, &device)?;
+        tracing::info!("{RPC}: {caller}: {device:?}");
+        let (tx, rx) = mpsc::channel(32);
+        let core = Arc::clone(&self.core);
+        // As PrepareUserdata: runs to its end even if the client leaves.
+        tokio::spawn(async move {
+            let _watch = WatchPoint::new(RPC, deadline::PREPARE);
+            let progress_tx = tx.clone();
+            let result = run_blocking(RPC, core, move |core| {
+                core.restore_checkpoint(&device, &mut |p: Progress| {
+                    let _ = progress_tx.try_send(Ok(mapping::progress_to_pb(&p)));
+                })
+            })
+            .await;
+            let last = match result {
+                Ok(Ok(outcome)) => Ok(mapping::outcome_to_pb(&outcome)),
+                Ok(Err(err)) => Err(to_status(RPC, &err)),
+                Err(status) => Err(status),
+            };
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn reset_checkpoint(&self, request: Request<pb::ResetCheckpointRequest>) -> RpcResult<pb::Status> {
+        const RPC: &str = "ResetCheckpoint";
+        let _watch = WatchPoint::new(RPC, deadline::QUICK);
+        let caller = Caller::of(&request);
+        self.authorize(RPC, &caller)?;
+        tracing::info!("{RPC}: {caller}");
+        let report = self
+            .blocking(RPC, |core| core.reset_checkpoint().map(|()| core.status()))
+            .await?
+            .map_err(|e| to_status(RPC, &e))?;
+        Ok(Response::new(mapping::status_to_pb(&report)))
+    }
+
+    async fn get_evidence(&self, request: Request<pb::GetEvidenceRequest>) -> RpcResult<pb::AttemptEvidence> {
+        const RPC: &str = "GetEvidence";
+        let _watch = WatchPoint::new(RPC, deadline::QUICK);
+        let caller = Caller::of(&request);
+        self.authorize(RPC, &caller)?;
+        let req = request.into_inner();
+        let kept = self
+            .blocking(RPC, move |core| core.attempt_evidence(req.attempt, req.previous))
+            .await?
+            .map_err(|e| to_status(RPC, &e))?;
+        Ok(Response::new(mapping::evidence_to_pb(&kept)))
+    }
+
+    type ReadEvidenceStream = ReceiverStream<std::result::Result<pb::EvidenceChunk, Status>>;
+
+    async fn read_evidence(&self, request: Request<pb::ReadEvidenceRequest>) -> RpcResult<Self::ReadEvidenceStream> {
+        const RPC: &str = "ReadEvidence";
+        let caller = Caller::of(&request);
+        self.authorize(RPC, &caller)?;
+        let req = request.into_inner();
+        check_reason(RPC, &req.name)?;
+        tracing::info!("{RPC}: {caller}: attempt {} {:?}", req.attempt, req.name);
+        let file = self
+            .blocking(RPC, move |core| core.open_evidence(req.attempt, &req.name, req.previous))
+            .await?
+            .map_err(|e| to_status(RPC, &e))?;
+        let (tx, rx) = mpsc::channel(4);
+        // Plain file reads on the blocking pool; the engine is not held.
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut file = file;
+            let mut buf = vec![0u8; EVIDENCE_CHUNK];
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if tx.blocking_send(Ok(pb::EvidenceChunk { data: buf[..n].to_vec() })).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let err = Error::io("read a kept evidence file", e);
+                        let _ = tx.blocking_send(Err(to_status(RPC, &err)));
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -345,6 +345,18 @@ pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// When this kernel boot started, in Unix seconds (the clock now minus
+/// /proc/uptime); 0 when uptime cannot be read.
+pub fn boot_started_unix() -> u64 {
+    let uptime = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|w| w.parse::<f64>().ok()));
+    match uptime {
+        Some(up) if up.is_finite() && up >= 0.0 => now_unix().saturating_sub(up as u64),
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,10 +32,20 @@ pub enum EventKind {
     Cleanup,
     /// The current state record was bad; the previous copy is in use.
     StateRecovered,
+    /// StartCheckpoint while a checkpoint ran: its attempts were set anew
+    /// (vold rewrites its retry count the same way).
+    Renewed,
+    /// ResetCheckpoint (a userspace reboot): the next prepare in this boot
+    /// counts an attempt again.
+    Reset,
+    /// The reboot command ran, with the reason the next boot will carry.
+    Reboot,
+    /// What was kept of a finished attempt under /metadata/rewind/attempts.
+    Evidence,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::Started,
         EventKind::Attempt,
         EventKind::RollbackBegun,
@@ -52,6 +62,10 @@ impl EventKind {
         EventKind::RebootFailed,
         EventKind::Cleanup,
         EventKind::StateRecovered,
+        EventKind::Renewed,
+        EventKind::Reset,
+        EventKind::Reboot,
+        EventKind::Evidence,
     ];
 
     /// The kind's word on the wire, in the record and in `rewindctl history`.
@@ -73,6 +87,10 @@ impl EventKind {
             EventKind::RebootFailed => "reboot-failed",
             EventKind::Cleanup => "cleanup",
             EventKind::StateRecovered => "state-recovered",
+            EventKind::Renewed => "renewed",
+            EventKind::Reset => "reset",
+            EventKind::Reboot => "reboot",
+            EventKind::Evidence => "evidence",
         }
     }
 

@@ -18,6 +18,8 @@ pub struct PrepareOutcome {
     pub phase: Phase,
     pub attempt: u32,
     pub attempts: u32,
+    /// The checkpoint runs until commit or abort (`attempts` is 0).
+    pub unlimited: bool,
 }
 
 /// Which checkpoint modes this machine can give (vold's
@@ -26,4 +28,9 @@ pub struct PrepareOutcome {
 pub struct Supports {
     pub block: bool,
     pub file: bool,
+    /// rewind's commit marks the boot slot successful: a commit command
+    /// and a slot query are configured. Only then may update_verifier
+    /// leave the marking to rewind (the vold-compatible
+    /// `supportsCheckpoint` answers true only with it).
+    pub marks_slot: bool,
 }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{BackendKind, Phase};
+use super::{BackendKind, Phase, SlotState};
 
 /// Status of the whole checkpoint (GetStatus).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -11,11 +11,20 @@ pub struct StatusReport {
     /// 1-based attempt of the current boot; 0 when not checkpointing.
     pub attempt: u32,
     pub attempts: u32,
+    /// The checkpoint runs until commit or abort (`attempts` is 0).
+    pub unlimited: bool,
     pub partitions: Vec<PartitionReport>,
     /// Set when checkpointing cannot work on this machine, with the reason.
     pub unavailable_reason: Option<String>,
     /// Set when rollback protection was lost (COW overflow, invalid snapshot).
     pub protection_lost: Option<String>,
+    /// The running boot slot's state, as the slot query last said.
+    #[serde(serialize_with = "slot_word")]
+    pub slot: SlotState,
+}
+
+fn slot_word<S: serde::Serializer>(slot: &SlotState, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(slot.as_str())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -12,7 +12,8 @@ use rewind_daemon::error::{Error, Result};
 use rewind_daemon::service::transport::{bind_unix, SocketFile};
 use rewind_daemon::service::{server, CheckpointCore, CheckpointService, Policy};
 use rewind_daemon::types::{
-    BackendKind, ErrorKind, Event, EventKind, PartitionReport, Phase, PrepareOutcome, Progress, StatusReport, Supports,
+    AttemptEvidence, BackendKind, Budget, ErrorKind, Event, EventKind, EvidenceFile, PartitionReport, Phase,
+    PrepareOutcome, Progress, SlotState, StatusReport, Supports,
 };
 use tokio::sync::{broadcast, watch};
 
@@ -36,15 +37,29 @@ struct FakeState {
     phase: Phase,
     attempt: u32,
     attempts: u32,
+    unlimited: bool,
     history: Vec<Event>,
     /// The next mutating call fails with this kind.
     fail_next: Option<ErrorKind>,
+    /// The boot slot is not marked successful.
+    slot_unmarked: bool,
+    /// The commit marks the slot (commit_command and slot_query_command).
+    marks_slot: bool,
+    /// Reboot reasons asked for.
+    reboots: Vec<String>,
+    /// ResetCheckpoint was called.
+    reset: bool,
 }
+
+/// The evidence the fake core serves: attempt 2 kept one tombstone.
+pub const FAKE_TOMBSTONE: &str = "data/tombstones/tombstone_00";
+pub const FAKE_TOMBSTONE_TEXT: &str = "*** *** *** fake tombstone\n";
 
 /// A core with vold-like phase rules, kept in memory.
 pub struct FakeCore {
     state: Mutex<FakeState>,
     notices: broadcast::Sender<Notice>,
+    evidence_dir: tempfile::TempDir,
 }
 
 impl FakeCore {
@@ -55,11 +70,56 @@ impl FakeCore {
                 phase: Phase::Idle,
                 attempt: 0,
                 attempts: 0,
+                unlimited: false,
                 history: Vec::new(),
                 fail_next: None,
+                slot_unmarked: false,
+                marks_slot: false,
+                reboots: Vec::new(),
+                reset: false,
             }),
             notices,
+            evidence_dir: tempfile::tempdir().expect("evidence dir"),
         })
+    }
+
+    pub fn set_slot(&self, unmarked: bool, marks_slot: bool) {
+        let mut s = self.state.lock().unwrap();
+        s.slot_unmarked = unmarked;
+        s.marks_slot = marks_slot;
+    }
+
+    pub fn reboots(&self) -> Vec<String> {
+        self.state.lock().unwrap().reboots.clone()
+    }
+
+    pub fn was_reset(&self) -> bool {
+        self.state.lock().unwrap().reset
+    }
+
+    pub fn budget(&self) -> (u32, bool) {
+        let s = self.state.lock().unwrap();
+        (s.attempts, s.unlimited)
+    }
+
+    fn outcome(s: &FakeState) -> PrepareOutcome {
+        PrepareOutcome { phase: s.phase, attempt: s.attempt, attempts: s.attempts, unlimited: s.unlimited }
+    }
+
+    fn fake_evidence(&self) -> AttemptEvidence {
+        AttemptEvidence {
+            attempt: 2,
+            dir: "/metadata/rewind/attempts/2".into(),
+            files: vec![EvidenceFile {
+                name: FAKE_TOMBSTONE.into(),
+                source: "/data/tombstones/tombstone_00".into(),
+                bytes: FAKE_TOMBSTONE_TEXT.len() as u64,
+                truncated: false,
+                copied_unix: 1_795_477_846,
+            }],
+            boot_reason: "kernel_panic".into(),
+            dropped: Vec::new(),
+        }
     }
 
     pub fn fail_next(&self, kind: ErrorKind) {
@@ -118,22 +178,39 @@ impl FakeCore {
             }],
             unavailable_reason: None,
             protection_lost: None,
+            unlimited: state.unlimited,
+            slot: if state.slot_unmarked { SlotState::Unmarked } else { SlotState::NotQueried },
         }
     }
 }
 
 impl CheckpointCore for FakeCore {
-    fn start_checkpoint(&self, attempts: u32, reason: &str) -> Result<StatusReport> {
+    fn start_checkpoint(&self, budget: Budget, reason: &str, renew: bool) -> Result<StatusReport> {
         let mut s = self.state.lock().unwrap();
         Self::take_failure(&mut s)?;
-        s.phase = Phase::Armed;
-        s.attempt = 0;
-        s.attempts = attempts;
-        self.record(&mut s, EventKind::Started, reason);
+        let running = matches!(s.phase, Phase::Armed | Phase::Checkpointing);
+        if running && !renew {
+            return Err(Error::WrongPhase { phase: format!("{:?}", s.phase), what: "start".into() });
+        }
+        if !running {
+            s.phase = Phase::Armed;
+            s.attempt = 0;
+        }
+        (s.attempts, s.unlimited) = match budget {
+            Budget::Attempts(n) => (s.attempt + n, false),
+            Budget::Unlimited => (0, true),
+        };
+        self.record(&mut s, if running { EventKind::Renewed } else { EventKind::Started }, reason);
         Ok(Self::report(&s))
     }
-    fn needs_checkpoint(&self) -> bool {
-        matches!(self.phase(), Phase::Armed | Phase::Checkpointing)
+    fn needs_checkpoint(&self, this_boot: bool) -> bool {
+        let s = self.state.lock().unwrap();
+        s.slot_unmarked
+            || match s.phase {
+                Phase::Checkpointing => true,
+                Phase::Armed => !this_boot,
+                _ => false,
+            }
     }
     fn needs_rollback(&self) -> bool {
         self.phase() == Phase::RolledBack
@@ -144,6 +221,11 @@ impl CheckpointCore for FakeCore {
     fn commit(&self, reason: &str) -> Result<Duration> {
         let mut s = self.state.lock().unwrap();
         Self::take_failure(&mut s)?;
+        if s.phase == Phase::Idle && s.slot_unmarked && s.marks_slot {
+            s.slot_unmarked = false;
+            self.record(&mut s, EventKind::CommitCommand, reason);
+            return Ok(Duration::from_micros(1234));
+        }
         if s.phase != Phase::Checkpointing {
             return Err(Error::WrongPhase { phase: format!("{:?}", s.phase), what: "commit".into() });
         }
@@ -153,17 +235,66 @@ impl CheckpointCore for FakeCore {
         s.attempts = 0;
         Ok(Duration::from_micros(1234))
     }
-    fn abort(&self, reason: &str, keep_retrying: bool) -> Result<StatusReport> {
+    fn abort(&self, reason: &str, keep_retrying: bool, reboot: bool) -> Result<StatusReport> {
         let mut s = self.state.lock().unwrap();
         Self::take_failure(&mut s)?;
-        if !matches!(s.phase, Phase::Armed | Phase::Checkpointing) {
+        let running = matches!(s.phase, Phase::Armed | Phase::Checkpointing);
+        if !(running || reboot && s.slot_unmarked) {
             return Err(Error::WrongPhase { phase: format!("{:?}", s.phase), what: "abort".into() });
         }
-        if !keep_retrying {
+        if running && !keep_retrying {
             s.phase = Phase::RolledBack;
         }
         self.record(&mut s, EventKind::Aborted, reason);
+        if reboot {
+            s.reboots.push(reason.to_string());
+            self.record(&mut s, EventKind::Reboot, reason);
+        }
         Ok(Self::report(&s))
+    }
+    fn mark_boot_attempt(&self) -> Result<PrepareOutcome> {
+        let mut s = self.state.lock().unwrap();
+        Self::take_failure(&mut s)?;
+        if s.phase == Phase::Armed {
+            return Err(Error::WrongPhase { phase: "armed".into(), what: "no attempt armed in this boot".into() });
+        }
+        Ok(Self::outcome(&s))
+    }
+    fn prepare_checkpoint(&self) -> Result<()> {
+        let mut s = self.state.lock().unwrap();
+        Self::take_failure(&mut s)
+    }
+    fn restore_checkpoint(&self, device: &str, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome> {
+        if device != "/dev/block/by-name/userdata" {
+            return Err(Error::InvalidArgument(format!("{device} is not checkpointed")));
+        }
+        self.prepare_userdata(progress)
+    }
+    fn reset_checkpoint(&self) -> Result<()> {
+        let mut s = self.state.lock().unwrap();
+        Self::take_failure(&mut s)?;
+        s.reset = true;
+        if matches!(s.phase, Phase::Armed | Phase::Checkpointing) {
+            self.record(&mut s, EventKind::Reset, "");
+        }
+        Ok(())
+    }
+    fn evidence(&self) -> Result<Vec<AttemptEvidence>> {
+        Ok(vec![self.fake_evidence()])
+    }
+    fn attempt_evidence(&self, attempt: u32, _previous: bool) -> Result<AttemptEvidence> {
+        if attempt != 2 {
+            return Err(Error::InvalidArgument(format!("no evidence of attempt {attempt}")));
+        }
+        Ok(self.fake_evidence())
+    }
+    fn open_evidence(&self, attempt: u32, name: &str, _previous: bool) -> Result<std::fs::File> {
+        if attempt != 2 || name != FAKE_TOMBSTONE {
+            return Err(Error::InvalidArgument(format!("no kept file {name:?} of attempt {attempt}")));
+        }
+        let path = self.evidence_dir.path().join("tombstone");
+        std::fs::write(&path, FAKE_TOMBSTONE_TEXT).map_err(|e| Error::io("fake evidence", e))?;
+        std::fs::File::open(&path).map_err(|e| Error::io("fake evidence", e))
     }
     fn prepare_userdata(&self, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome> {
         {
@@ -185,10 +316,10 @@ impl CheckpointCore for FakeCore {
             s.attempt = 1;
             self.record(&mut s, EventKind::Attempt, "");
         }
-        Ok(PrepareOutcome { phase: s.phase, attempt: s.attempt, attempts: s.attempts })
+        Ok(Self::outcome(&s))
     }
     fn supports(&self) -> Supports {
-        Supports { block: true, file: false }
+        Supports { block: true, file: false, marks_slot: self.state.lock().unwrap().marks_slot }
     }
     fn status(&self) -> StatusReport {
         Self::report(&self.state.lock().unwrap())

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::testing::{f2fs_part, fstab_entry};
+use crate::types::Budget;
 use std::sync::{Arc, Mutex};
 
 /// Shared view of what the fake kernel did, for the assertions.
@@ -340,7 +341,7 @@ mod engine_cycle {
     fn failed_attempts_are_counted_once_each_then_rolled_back() {
         let h = host();
         let e = boot(&h, "b0");
-        e.start_checkpoint(2, "ota").expect("started");
+        e.start_checkpoint(Budget::Attempts(2), "ota", false).expect("started");
         assert_eq!(e.status().phase, Phase::Armed);
         assert_eq!(e.status().partitions[0].backend, BackendKind::F2fs);
         assert_eq!(h.kernel.k().calls.len(), 0, "start mounts nothing");
@@ -378,7 +379,7 @@ mod engine_cycle {
     #[test]
     fn commit_remounts_with_checkpoints_on_and_ends_the_checkpoint() {
         let h = host();
-        boot(&h, "b0").start_checkpoint(3, "ota").expect("started");
+        boot(&h, "b0").start_checkpoint(Budget::Attempts(3), "ota", false).expect("started");
         power_cut(&h);
         let e = boot(&h, "b1");
         e.prepare_userdata(&mut |_| {}).expect("armed");
@@ -399,7 +400,7 @@ mod engine_cycle {
     fn unusable_space_crosses_thresholds_then_the_abort_policy_acts() {
         let mut h = host();
         h.config.reboot_command = vec!["true".into()];
-        boot(&h, "b0").start_checkpoint(3, "ota").expect("started");
+        boot(&h, "b0").start_checkpoint(Budget::Attempts(3), "ota", false).expect("started");
         power_cut(&h);
         let e = boot(&h, "b1");
         e.prepare_userdata(&mut |_| {}).expect("armed");
@@ -430,7 +431,7 @@ mod engine_cycle {
     fn interrupted_commit_says_whether_the_attempt_survived() {
         for (flags, says) in [(CP_DISABLED_FLAG, "changes are lost"), (0x1, "changes are kept")] {
             let h = host();
-            boot(&h, "b0").start_checkpoint(3, "ota").expect("started");
+            boot(&h, "b0").start_checkpoint(Budget::Attempts(3), "ota", false).expect("started");
             power_cut(&h);
             let e = boot(&h, "b1");
             e.prepare_userdata(&mut |_| {}).expect("armed");
@@ -450,7 +451,7 @@ mod engine_cycle {
     #[test]
     fn kernel_refusing_checkpoint_disable_is_recorded_and_not_counted() {
         let h = host();
-        boot(&h, "b0").start_checkpoint(3, "ota").expect("started");
+        boot(&h, "b0").start_checkpoint(Budget::Attempts(3), "ota", false).expect("started");
         power_cut(&h);
         h.kernel.k().answers = vec![Errno::EINVAL, Errno::EINVAL];
         let e = boot(&h, "b1");

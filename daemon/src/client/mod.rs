@@ -1,6 +1,11 @@
 //! rewindctl: a thin, vdc-style client of rewindd. Flags, the connection
 //! (Unix socket or TCP), output for people and `--json`, and the exit codes
-//! scripts and init rely on ([`exit`]).
+//! scripts and init rely on ([`exit`]). `rewindctl checkpoint <cmd>` speaks
+//! vdc's checkpoint commands with vdc's exit codes ([`vdc`]); `rewindctl
+//! evidence` lists and extracts what was kept of an attempt ([`evidence`]).
+
+mod evidence;
+pub mod vdc;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,7 +17,7 @@ use rewind_proto::v1::checkpoint_client::CheckpointClient;
 use serde_json::{json, Value};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::service::mapping::{backend_name_i32, phase_name_i32, ERROR_KIND_KEY};
+use crate::service::mapping::{backend_name_i32, phase_name_i32, slot_name_i32, ERROR_KIND_KEY};
 use crate::types::ErrorKind;
 
 /// rewindctl's exit statuses. Booleans: 0 = true, 1 = false, which is the
@@ -46,12 +51,17 @@ pub const DEFAULT_SOCKET: &str = "/dev/socket/rewindd";
 const EXAMPLES: &str = "\
 Examples:
   rewindctl start --attempts 3 --reason 'ota build 1234'
+  rewindctl start --unlimited --reason 'ota'   # until commit or abort
   rewindctl --wait 10 prepare-userdata    # init, before mount_all /data
   rewindctl commit --reason boot-completed
+  rewindctl abort --reason apexd_initiated --reboot   # next boot: reboot,apexd_initiated
   if rewindctl needs-rollback; then echo 'fall back to the old slot'; fi
   rewindctl status --json
   rewindctl watch --until-phase idle
   rewindctl --tcp 127.0.0.1:50051 history
+  rewindctl evidence 2 --extract /data/local/tmp/attempt-2
+  rewindctl checkpoint startCheckpoint -1      # vdc's commands, vdc's exit codes
+  rewindctl checkpoint needsCheckpoint; echo $?   # 1 = true, as vdc
 
 Exit status:
   0 success, or true for needs-checkpoint / needs-rollback / is-checkpointing /
@@ -64,7 +74,10 @@ Exit status:
   6 checkpointing unavailable on this machine
   7 not enough space for the COW store
   8 refused for safety (a check that protects userdata failed)
-  9 other error";
+  9 other error
+`rewindctl checkpoint <cmd>` uses vdc's codes instead: 1 = true, 0 = false
+or success, 22 bad arguments or rewindd unreachable, 25 the call failed
+(`rewindctl checkpoint --help` lists the commands).";
 
 #[derive(Debug, Parser)]
 #[command(name = "rewindctl", version, about = "Control rewindd: block-level userdata checkpoints across A/B updates", after_help = EXAMPLES)]
@@ -87,13 +100,21 @@ pub struct Cli {
 pub enum Command {
     /// Start a checkpoint: the next `attempts` boots are discarded unless one commits.
     Start {
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
-        attempts: u32,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100), required_unless_present = "unlimited", conflicts_with = "unlimited")]
+        attempts: Option<u32>,
+        /// Checkpoint every boot until a commit or an abort: never roll back by count.
+        #[arg(long)]
+        unlimited: bool,
+        /// If a checkpoint is already pending, give it this budget (counted
+        /// after the current boot) instead of failing.
+        #[arg(long)]
+        renew: bool,
         /// Recorded in the history.
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Exit 0 if a checkpoint is pending (armed or checkpointing), else 1.
+    /// Exit 0 if a checkpoint is pending (armed or checkpointing) or the boot
+    /// slot is not marked successful, else 1.
     NeedsCheckpoint,
     /// Exit 0 if userdata was rolled back and the old slot should boot, else 1.
     NeedsRollback,
@@ -111,6 +132,9 @@ pub enum Command {
         /// Leave the remaining attempts (only this one is discarded).
         #[arg(long)]
         keep_retrying: bool,
+        /// Then reboot, with the reason as the next boot's reason (reboot,<reason>).
+        #[arg(long)]
+        reboot: bool,
     },
     /// The boot-time step (init, before /data is mounted); prints merge progress.
     PrepareUserdata,
@@ -140,6 +164,34 @@ pub enum Command {
     Supports {
         #[arg(long)]
         json: bool,
+    },
+    /// List (or extract) what was kept of an attempt under /metadata/rewind/attempts/<n>.
+    Evidence {
+        /// The attempt's number (as `rewindctl history` shows it).
+        attempt: u32,
+        /// The previous checkpoint's attempts instead of this one's.
+        #[arg(long)]
+        previous: bool,
+        /// Copy the kept files into this directory (created), under their names.
+        #[arg(long, value_name = "DIR")]
+        extract: Option<PathBuf>,
+        /// Only this kept file (with --extract; `-` as DIR writes it to stdout).
+        #[arg(long, value_name = "NAME", requires = "extract")]
+        file: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// vdc's checkpoint commands, with vdc's exit codes (1 = true, 0 = false
+    /// or success, 22 bad arguments or rewindd unreachable, 25 the call
+    /// failed): supportsCheckpoint, supportsBlockCheckpoint,
+    /// supportsFileCheckpoint, startCheckpoint N (-1: until commit),
+    /// needsCheckpoint, needsRollback, isCheckpointing, markBootAttempt,
+    /// prepareCheckpoint, restoreCheckpoint DEVICE, commitChanges,
+    /// abortChanges MSG RETRY, resetCheckpoint.
+    #[command(after_help = vdc::HELP)]
+    Checkpoint {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND [ARGS]")]
+        args: Vec<String>,
     },
 }
 
@@ -205,6 +257,8 @@ pub enum ClientError {
     StreamEnded { what: String },
     #[error("Cannot start the client runtime")]
     Runtime(#[source] std::io::Error),
+    #[error("Cannot write the extracted evidence")]
+    Local(#[source] std::io::Error),
 }
 
 impl ClientError {
@@ -216,7 +270,7 @@ impl ClientError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ClientError::Connect { .. } | ClientError::StreamEnded { .. } => exit::CONNECT,
-            ClientError::Runtime(_) => exit::OTHER,
+            ClientError::Runtime(_) | ClientError::Local(_) => exit::OTHER,
             ClientError::Rpc { refusal, .. } => exit_code_of(refusal),
         }
     }
@@ -323,7 +377,11 @@ pub fn run(cli: Cli) -> i32 {
         Some(addr) => Target::Tcp(addr.clone()),
         None => Target::Unix(cli.socket.clone()),
     };
-    match runtime.block_on(execute(&target, Duration::from_secs(cli.wait), cli.command)) {
+    let wait = Duration::from_secs(cli.wait);
+    if let Command::Checkpoint { args } = cli.command {
+        return runtime.block_on(vdc::run(&target, wait, &args));
+    }
+    match runtime.block_on(execute(&target, wait, cli.command)) {
         Ok(code) => code,
         Err(err) => {
             print_error(&err);
@@ -356,13 +414,18 @@ pub async fn connect_waiting(target: &Target, wait: Duration) -> Result<Checkpoi
 async fn execute(target: &Target, wait: Duration, command: Command) -> Result<i32, ClientError> {
     let mut client = connect_waiting(target, wait).await?;
     match command {
-        Command::Start { attempts, reason } => {
+        Command::Start { attempts, unlimited, renew, reason } => {
+            let attempts = if unlimited { 0 } else { attempts.unwrap_or(0) };
             let resp = client
-                .start_checkpoint(pb::StartCheckpointRequest { attempts, reason })
+                .start_checkpoint(pb::StartCheckpointRequest { attempts, reason, unlimited, renew })
                 .await
                 .map_err(|s| ClientError::rpc("StartCheckpoint", s))?
                 .into_inner();
-            println!("checkpoint started: {attempts} attempt(s), counted from the next boot");
+            if unlimited {
+                println!("checkpoint started: every boot until a commit or an abort, counted from the next boot");
+            } else {
+                println!("checkpoint started: {attempts} attempt(s), counted from the next boot");
+            }
             if let Some(status) = resp.status {
                 println!("{}", status_summary(&status));
             }
@@ -370,7 +433,7 @@ async fn execute(target: &Target, wait: Duration, command: Command) -> Result<i3
         }
         Command::NeedsCheckpoint => {
             let v = client
-                .needs_checkpoint(pb::NeedsCheckpointRequest {})
+                .needs_checkpoint(pb::NeedsCheckpointRequest { this_boot: false })
                 .await
                 .map_err(|s| ClientError::rpc("NeedsCheckpoint", s))?;
             Ok(bool_exit(v.into_inner().value))
@@ -417,13 +480,17 @@ async fn execute(target: &Target, wait: Duration, command: Command) -> Result<i3
             }
             Ok(exit::OK)
         }
-        Command::Abort { reason, keep_retrying } => {
+        Command::Abort { reason, keep_retrying, reboot } => {
             let resp = client
-                .abort_changes(pb::AbortChangesRequest { reason, keep_retrying })
+                .abort_changes(pb::AbortChangesRequest { reason, keep_retrying, reboot })
                 .await
                 .map_err(|s| ClientError::rpc("AbortChanges", s))?
                 .into_inner();
-            println!("aborted{}", if keep_retrying { " (remaining attempts kept)" } else { "" });
+            println!(
+                "aborted{}{}",
+                if keep_retrying { " (remaining attempts kept)" } else { "" },
+                if reboot { "; rebooting" } else { "" }
+            );
             if let Some(status) = resp.status {
                 println!("{}", status_summary(&status));
             }
@@ -508,12 +575,21 @@ async fn execute(target: &Target, wait: Duration, command: Command) -> Result<i3
                 .into_inner();
             if json {
                 let events: Vec<Value> = history.events.iter().map(event_json).collect();
-                println!("{}", serde_json::to_string_pretty(&json!({ "events": events })).unwrap_or_default());
+                let kept: Vec<Value> = history.evidence.iter().map(evidence::attempt_json).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "events": events, "evidence": kept })).unwrap_or_default()
+                );
             } else {
                 print!("{}", history_table(&history));
+                print!("{}", evidence::kept_summary(&history.evidence));
             }
             Ok(exit::OK)
         }
+        Command::Evidence { attempt, previous, extract, file, json } => {
+            evidence::run(&mut client, attempt, previous, extract, file, json).await
+        }
+        Command::Checkpoint { .. } => unreachable!("run() sends checkpoint commands to vdc::run"),
         Command::Supports { json } => {
             let s = client
                 .supports_checkpoint(pb::SupportsCheckpointRequest {})
@@ -521,9 +597,9 @@ async fn execute(target: &Target, wait: Duration, command: Command) -> Result<i3
                 .map_err(|s| ClientError::rpc("SupportsCheckpoint", s))?
                 .into_inner();
             if json {
-                println!("{}", json!({ "block": s.block, "file": s.file }));
+                println!("{}", json!({ "block": s.block, "file": s.file, "marks_slot": s.marks_slot }));
             } else {
-                println!("block: {}\nfile: {}", s.block, s.file);
+                println!("block: {}\nfile: {}\nmarks slot: {}", s.block, s.file, s.marks_slot);
             }
             Ok(if s.block || s.file { exit::OK } else { exit::FALSE })
         }
@@ -571,9 +647,15 @@ pub fn progress_line(p: &pb::PrepareUserdataProgress) -> String {
     )
 }
 
-fn attempt_text(phase: i32, attempt: u32, attempts: u32) -> String {
+fn attempt_text(phase: i32, attempt: u32, attempts: u32, unlimited: bool) -> String {
     let name = phase_name_i32(phase);
-    if attempts == 0 {
+    if unlimited {
+        if attempt == 0 {
+            format!("{name} (unlimited attempts)")
+        } else {
+            format!("{name} (attempt {attempt}, unlimited)")
+        }
+    } else if attempts == 0 {
         name
     } else if attempt == 0 {
         format!("{name} ({attempts} attempt(s))")
@@ -583,7 +665,7 @@ fn attempt_text(phase: i32, attempt: u32, attempts: u32) -> String {
 }
 
 pub fn prepare_outcome_line(p: &pb::PrepareUserdataProgress) -> String {
-    format!("userdata prepared: {}", attempt_text(p.phase, p.attempt, p.attempts))
+    format!("userdata prepared: {}", attempt_text(p.phase, p.attempt, p.attempts, p.unlimited))
 }
 
 /// One line: phase, attempts and COW use of each partition.
@@ -594,7 +676,7 @@ fn nothing_to_commit(phase: i32) -> bool {
 }
 
 pub fn status_summary(s: &pb::Status) -> String {
-    let mut line = attempt_text(s.phase, s.attempt, s.attempts);
+    let mut line = attempt_text(s.phase, s.attempt, s.attempts, s.unlimited);
     for p in &s.partitions {
         if p.cow_bytes > 0 {
             line.push_str(&format!(
@@ -649,7 +731,8 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 pub fn status_table(s: &pb::Status) -> String {
-    let mut out = format!("phase:       {}\n", attempt_text(s.phase, s.attempt, s.attempts));
+    let mut out = format!("phase:       {}\n", attempt_text(s.phase, s.attempt, s.attempts, s.unlimited));
+    out.push_str(&format!("boot slot:   {}\n", slot_name_i32(s.slot)));
     out.push_str(&format!(
         "available:   {}\n",
         if s.unavailable_reason.is_empty() { "yes".to_string() } else { format!("no: {}", s.unavailable_reason) }
@@ -734,6 +817,8 @@ pub fn status_json(s: &pb::Status) -> Value {
         "phase": phase_name_i32(s.phase),
         "attempt": s.attempt,
         "attempts": s.attempts,
+        "unlimited": s.unlimited,
+        "slot": slot_name_i32(s.slot),
         "unavailable_reason": s.unavailable_reason,
         "protection_lost": s.protection_lost,
         "protection_lost_reason": s.protection_lost_reason,
@@ -779,7 +864,12 @@ pub fn history_table(h: &pb::History) -> String {
             vec![
                 iso_time(e.time_unix),
                 e.kind.clone(),
-                if e.attempts == 0 { "-".into() } else { format!("{}/{}", e.attempt, e.attempts) },
+                match (e.attempt, e.attempts) {
+                    (0, 0) => "-".into(),
+                    // An unlimited checkpoint has no count.
+                    (k, 0) => format!("{k}/∞"),
+                    (k, n) => format!("{k}/{n}"),
+                },
                 if e.partition.is_empty() { "-".into() } else { e.partition.clone() },
                 if e.boot_reason.is_empty() { "-".into() } else { e.boot_reason.clone() },
                 e.detail.clone(),
@@ -824,8 +914,19 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from(["rewindctl", "start", "--attempts", "3", "--reason", "ota"]).unwrap();
-        assert!(matches!(cli.command, Command::Start { attempts: 3, .. }));
+        assert!(matches!(cli.command, Command::Start { attempts: Some(3), unlimited: false, .. }));
         assert!(Cli::try_parse_from(["rewindctl", "start", "--attempts", "0"]).is_err());
+        assert!(Cli::try_parse_from(["rewindctl", "start"]).is_err(), "a budget is required");
+        assert!(Cli::try_parse_from(["rewindctl", "start", "--attempts", "2", "--unlimited"]).is_err());
+        let cli = Cli::try_parse_from(["rewindctl", "start", "--unlimited"]).unwrap();
+        assert!(matches!(cli.command, Command::Start { attempts: None, unlimited: true, .. }));
+        let cli = Cli::try_parse_from(["rewindctl", "abort", "--reason", "x", "--reboot"]).unwrap();
+        assert!(matches!(cli.command, Command::Abort { reboot: true, .. }));
+        let cli = Cli::try_parse_from(["rewindctl", "checkpoint", "startCheckpoint", "-1"]).unwrap();
+        assert!(matches!(&cli.command, Command::Checkpoint { args } if args == &["startCheckpoint", "-1"]));
+        let cli = Cli::try_parse_from(["rewindctl", "evidence", "2", "--extract", "/tmp/x"]).unwrap();
+        assert!(matches!(cli.command, Command::Evidence { attempt: 2, .. }));
+        assert!(Cli::try_parse_from(["rewindctl", "evidence", "2", "--file", "kmsg.tail"]).is_err());
         let cli = Cli::try_parse_from(["rewindctl", "--tcp", "127.0.0.1:1", "abort", "--keep-retrying"]).unwrap();
         assert_eq!(cli.tcp.as_deref(), Some("127.0.0.1:1"));
         assert!(matches!(cli.command, Command::Abort { keep_retrying: true, .. }));
