@@ -525,6 +525,9 @@ mod tests {
         assert_eq!(c.dev_mapper_dir, Path::new("/dev/block/mapper"));
         assert_eq!(c.socket, Path::new("/dev/socket/rewindd"));
         assert_eq!(c.fstab, Path::new("/vendor/etc/fstab.rewind"));
+        assert_eq!(c.reboot_argv("apexd_initiated"), ["/system/bin/reboot", "apexd_initiated"]);
+        assert_eq!(c.commit_command, ["/system/bin/bootctl", "mark-boot-successful"]);
+        assert!(!c.slot_query_command.is_empty());
     }
 
     #[test]
