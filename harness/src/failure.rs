@@ -79,10 +79,52 @@ pub fn classify(w: &EndWitnesses<'_>) -> BootEnd {
     }
 }
 
+/// The reason a bootloader would give the next boot
+/// (`androidboot.bootreason`, Android's canonical words) after this end.
+/// `requested` is what the guest's reboot command asked for (rewindd's
+/// `reboot_command` with `{reason}`, left on the share): a guest reset
+/// with it is `reboot,<reason>`, one without it a hard reset (sysrq b).
+/// None when the end is not understood: no reason is made up.
+pub fn next_boot_reason(end: &BootEnd, requested: Option<&str>) -> Option<String> {
+    let word = |r: &str| {
+        r.trim()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "_,.:-".contains(c) { c } else { '_' })
+            .collect::<String>()
+    };
+    Some(match end {
+        BootEnd::Panic => "kernel_panic".into(),
+        BootEnd::WatchdogReset => "watchdog".into(),
+        // Power lost, memory included: a cold boot.
+        BootEnd::HostPowerCut | BootEnd::HostShutdown => "cold".into(),
+        BootEnd::GuestReset => match requested.map(word).filter(|w| !w.is_empty()) {
+            Some(w) => format!("reboot,{w}"),
+            None => "hard".into(),
+        },
+        BootEnd::CleanShutdown => "shutdown,userrequested".into(),
+        BootEnd::Unexplained { .. } => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Each end gives the next boot the reason an Android bootloader
+    /// reports for it (source.android.com, "Canonical boot reason").
+    #[test]
+    fn each_end_gives_the_next_boot_its_reason() {
+        let r = |end: BootEnd, req: Option<&str>| next_boot_reason(&end, req);
+        assert_eq!(r(BootEnd::Panic, None).as_deref(), Some("kernel_panic"));
+        assert_eq!(r(BootEnd::WatchdogReset, None).as_deref(), Some("watchdog"));
+        assert_eq!(r(BootEnd::HostPowerCut, Some("ignored")).as_deref(), Some("cold"));
+        assert_eq!(r(BootEnd::GuestReset, Some("apexd_initiated\n")).as_deref(), Some("reboot,apexd_initiated"));
+        assert_eq!(r(BootEnd::GuestReset, Some("two words")).as_deref(), Some("reboot,two_words"));
+        assert_eq!(r(BootEnd::GuestReset, None).as_deref(), Some("hard"));
+        assert_eq!(r(BootEnd::CleanShutdown, None).as_deref(), Some("shutdown,userrequested"));
+        assert_eq!(r(BootEnd::Unexplained { detail: "x".into() }, None), None);
+    }
 
     fn ev(event: &str, data: serde_json::Value) -> QmpEvent {
         QmpEvent { event: event.into(), data, at_ms: 0 }

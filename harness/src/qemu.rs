@@ -80,6 +80,19 @@ pub fn default_append() -> String {
     .join(" ")
 }
 
+/// The kernel command line with the boot reason a bootloader passes
+/// (`androidboot.bootreason=<reason>`: Android's init copies it to
+/// `ro.boot.bootreason`; rewindd reads it from /proc/cmdline here). None:
+/// the first boot, or an end nobody can name.
+pub fn append_with_reason(reason: Option<&str>) -> String {
+    match reason {
+        Some(r) if !r.is_empty() && !r.contains(char::is_whitespace) => {
+            format!("{} androidboot.bootreason={r}", default_append())
+        }
+        _ => default_append(),
+    }
+}
+
 impl QemuConfig {
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
@@ -280,6 +293,11 @@ mod tests {
         assert!(has_pair(&a, "-chardev", "file,id=console,path=/r/console.log"));
         let append = a.iter().skip_while(|x| *x != "-append").nth(1).unwrap();
         assert!(append.contains("console=ttyS0") && append.contains("panic=1"));
+        assert!(!append.contains("bootreason"));
+        let with = append_with_reason(Some("reboot,apexd_initiated"));
+        assert!(with.ends_with(" androidboot.bootreason=reboot,apexd_initiated"), "{with}");
+        assert_eq!(append_with_reason(Some("two words")), default_append(), "never a word the kernel splits");
+        assert_eq!(append_with_reason(None), default_append());
     }
 
     #[test]

@@ -94,6 +94,9 @@ pub struct BootRecord {
     pub console_log: PathBuf,
     pub qmp_log: PathBuf,
     pub command_line: String,
+    /// The boot reason this boot was given (`androidboot.bootreason`, how
+    /// the previous boot ended), when the target sets one.
+    pub boot_reason: Option<String>,
 }
 
 impl BootRecord {
@@ -113,6 +116,7 @@ impl BootRecord {
             console_log,
             qmp_log,
             command_line,
+            boot_reason: None,
         }
     }
     pub fn last_stage(&self) -> &str {

@@ -27,6 +27,13 @@ use self::console::{ConsoleTail, Marker};
 
 /// The guest init (PID 1), a busybox shell script.
 pub const INIT_SCRIPT: &str = include_str!("init.sh");
+/// rewindd's reboot command in the guest: leaves the reason on the share.
+pub const REBOOT_SCRIPT: &str = include_str!("reboot.sh");
+/// A bootctl stand-in: the boot slot's flag on the share.
+pub const BOOTCTL_SCRIPT: &str = include_str!("bootctl.sh");
+/// Share paths the two scripts use (under the share's `boot/`).
+pub const SHARE_REBOOT_REASON: &str = "boot/reboot-reason";
+pub const SHARE_SLOT_MARKED: &str = "boot/slot-marked";
 /// Default "old system" data and "new system" migration.
 pub const DEFAULT_BASELINE: &str = include_str!("../../workloads/baseline.sh");
 pub const DEFAULT_WORKLOAD: &str = include_str!("../../workloads/update.sh");
@@ -135,6 +142,8 @@ pub struct QemuGuest {
     agent: Agent,
     /// Why rewindd is not in this guest, if it is not.
     rewindd_missing: Option<String>,
+    /// What the bootloader tells the next boot (how the last one ended).
+    next_boot_reason: Option<String>,
 }
 
 fn make_disk(path: &Path, mib: u64, fs: FsType, label: &str) -> Result<(), TargetError> {
@@ -198,8 +207,9 @@ pub fn rewindd_toml() -> String {
          metadata_dir = \"/metadata/rewind\"\n\
          socket = \"/dev/socket/rewindd\"\n\
          listen_tcp = \"0.0.0.0:{}\"\n\
-         # -no-reboot turns this into the end of the QEMU process.\n\
-         reboot_command = [\"reboot\", \"-f\"]\n",
+         # The reason goes to the host (the next boot's androidboot.bootreason);\n\
+         # -no-reboot turns the reboot into the end of the QEMU process.\n\
+         reboot_command = [\"/usr/bin/rewind-guest-reboot\", \"{{reason}}\"]\n",
         qemu::GUEST_GRPC_PORT
     )
 }
@@ -270,6 +280,8 @@ impl QemuGuest {
         let mut overlay = Archive::new();
         let ov = |e| TargetError::Other(format!("Building the overlay: {e}"));
         overlay.file_bytes("init", INIT_SCRIPT, 0o755).map_err(ov)?;
+        overlay.file_bytes("usr/bin/rewind-guest-reboot", REBOOT_SCRIPT, 0o755).map_err(ov)?;
+        overlay.file_bytes("usr/bin/bootctl", BOOTCTL_SCRIPT, 0o755).map_err(ov)?;
         overlay.file_bytes("etc/rewind/rewindd.toml", rewindd_toml(), 0o644).map_err(ov)?;
         // Where android/rewindd.rc's service line points rewindd.
         overlay.file_bytes("system/etc/rewindd.toml", rewindd_toml(), 0o644).map_err(ov)?;
@@ -303,6 +315,7 @@ impl QemuGuest {
             boots: Vec::new(),
             running: None,
             rewindd_missing,
+            next_boot_reason: None,
         })
     }
 
@@ -327,7 +340,7 @@ impl QemuGuest {
             memory_mib: self.cfg.memory_mib,
             kernel: self.kit.boot_kernel.clone(),
             initrd: self.initrd.clone(),
-            append: qemu::default_append(),
+            append: qemu::append_with_reason(self.next_boot_reason.as_deref()),
             disks: vec![
                 Disk { serial: "userdata".into(), path: self.dir.join("userdata.img") },
                 Disk { serial: "metadata".into(), path: self.dir.join("metadata.img") },
@@ -440,6 +453,12 @@ impl QemuGuest {
         });
         rec.duration_ms = run.started.elapsed().as_millis() as u64;
         rec.ended = Some(end.clone());
+        // What a bootloader would tell the next boot: how this one ended,
+        // with the reason rewindd's reboot command left on the share.
+        let reason_file = self.share.join(SHARE_REBOOT_REASON);
+        let requested = std::fs::read_to_string(&reason_file).ok();
+        let _ = std::fs::remove_file(&reason_file);
+        self.next_boot_reason = failure::next_boot_reason(&end, requested.as_deref());
         eprintln!(
             "[{name}] boot {} ({}): ended: {end} after {:.1} s, last stage {}; console {}",
             rec.index,
@@ -609,11 +628,12 @@ impl Target for QemuGuest {
         let qmp_log = boot_dir.join("qmp.log");
         let failure_text = plan.failure.as_ref().map(Failure::to_string);
         eprintln!(
-            "[{}] boot {index} ({:?}, attempt {}, {})",
+            "[{}] boot {index} ({:?}, attempt {}, {}, boot reason {})",
             self.cfg.name,
             plan.mode,
             plan.attempt,
-            failure_text.as_deref().unwrap_or("no failure injected")
+            failure_text.as_deref().unwrap_or("no failure injected"),
+            self.next_boot_reason.as_deref().unwrap_or("none")
         );
         // The free port is picked before QEMU binds it; another process can
         // take it in between. Such a start fails at once: try a new port.
@@ -633,7 +653,9 @@ impl Target for QemuGuest {
             Some(Failure::HostPowerCutAfter { after }) => (None, Some(*after)),
             _ => (None, None),
         };
-        self.boots.push(BootRecord::new(index, plan, console_log.clone(), qmp_log, command_line));
+        let mut rec = BootRecord::new(index, plan, console_log.clone(), qmp_log, command_line);
+        rec.boot_reason = self.next_boot_reason.clone();
+        self.boots.push(rec);
         self.running = Some(Running {
             child,
             qmp: Some(qmp),
