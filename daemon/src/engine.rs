@@ -407,6 +407,8 @@ impl Engine {
         }
     }
     pub fn status(&self) -> StatusReport {
+        // The slot as it is now (the report carries the last answer).
+        let _ = self.slot_state_now();
         match self.inner.try_lock() {
             Ok(inner) => {
                 let r = inner.report();
@@ -446,18 +448,38 @@ impl Engine {
             }
             inner.config.slot_query_command.clone()
         };
+        self.query_slot(argv, true)
+    }
+
+    /// [`Engine::slot_state`] for GetStatus, which must not wait for a long
+    /// call (a merge) holding the engine: then the last answer.
+    fn slot_state_now(&self) -> Option<SlotState> {
+        let argv = {
+            let inner = self.inner.try_lock().ok()?;
+            if inner.slot_marked {
+                return Some(SlotState::Marked);
+            }
+            inner.config.slot_query_command.clone()
+        };
+        Some(self.query_slot(argv, false))
+    }
+
+    /// Runs the query outside the lock (the boot HAL may take a while) and
+    /// keeps its answer; without `wait`, only if the engine is free.
+    fn query_slot(&self, argv: Vec<String>, wait: bool) -> SlotState {
         if argv.is_empty() {
             return SlotState::NotQueried;
         }
-        // Outside the lock: the boot HAL may take a while to answer.
         let (state, why) = slot::query(&argv);
         if let Some(why) = why {
             tracing::warn!(%why, "slot query failed: treated as marked for NeedsCheckpoint");
         }
-        let mut inner = self.lock();
-        inner.slot_last = state;
-        if state == SlotState::Marked {
-            inner.slot_marked = true;
+        let inner = if wait { Some(self.lock()) } else { self.inner.try_lock().ok() };
+        if let Some(mut inner) = inner {
+            inner.slot_last = state;
+            if state == SlotState::Marked {
+                inner.slot_marked = true;
+            }
         }
         state
     }

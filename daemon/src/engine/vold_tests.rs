@@ -159,7 +159,8 @@ fn start_checkpoint_while_one_is_pending_renews_its_count() {
 fn needs_checkpoint_is_true_on_an_unmarked_slot_without_a_record() {
     let mut d = device().with_slot(false);
     let e = d.boot();
-    assert_eq!(e.status().phase, Phase::Idle);
+    let st = e.status();
+    assert_eq!((st.phase, st.slot), (Phase::Idle, SlotState::Unmarked), "GetStatus asks the slot itself");
     assert!(e.needs_checkpoint(true) && e.needs_checkpoint(false));
     assert_eq!(e.slot_state(), SlotState::Unmarked);
     std::fs::write(&d.slot_flag, b"").expect("mark");

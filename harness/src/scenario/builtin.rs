@@ -361,6 +361,9 @@ fn three_failed_boots(cx: &mut Ctx) -> Result<(), ScenarioError> {
     // discarded, the last one ending in the rollback.
     let history = checks::History::from_grpc(&grpc.history()?.events);
     checks::check_three_attempts_rolled_back(cx, &history);
+    // The boot reasons a bootloader gives (the harness passes them as
+    // androidboot.bootreason): how each attempt ended, in the history.
+    checks::check_boot_reasons_after_attempts(cx, &history.this_run(), &["cold", "kernel_panic", "watchdog"]);
     let table = checks::dmsetup(cx.target, "table")?;
     if cx.target.fs() == FsType::Ext4 {
         // Block mode: the always-present top device, back to linear, and

@@ -38,6 +38,7 @@ pub mod encrypted;
 pub mod f2fs;
 mod needs;
 mod run;
+pub mod vold;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -91,7 +92,8 @@ impl std::fmt::Debug for Scenario {
 
 /// Every registered scenario: the harness's own and rewindd's (builtin),
 /// issue 4's end-to-end outcomes (e2e), the device-capable ones, metadata
-/// encryption, then rewindd's core (daemon) and f2fs mode (f2fs).
+/// encryption, then rewindd's core (daemon), f2fs mode (f2fs) and what
+/// Android's callers of vold see (vold).
 pub fn all() -> impl Iterator<Item = &'static Scenario> {
     REGISTRY
         .iter()
@@ -100,6 +102,7 @@ pub fn all() -> impl Iterator<Item = &'static Scenario> {
         .chain(encrypted::ENCRYPTED.iter())
         .chain(daemon::DAEMON.iter())
         .chain(f2fs::F2FS.iter())
+        .chain(vold::VOLD.iter())
 }
 
 pub fn find(name: &str) -> Option<&'static Scenario> {

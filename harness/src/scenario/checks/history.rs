@@ -147,6 +147,24 @@ pub fn check_three_attempts_rolled_back(cx: &mut Ctx, h: &History) {
     );
 }
 
+/// How each failed attempt ended, as the next boot's reason says it
+/// (`androidboot.bootreason`, recorded with that boot's events): the
+/// rollback that discards attempt k (`rollback-begun` with attempt k) was
+/// recorded by the boot after it, so its boot reason is attempt k's end.
+/// `expected[k - 1]` is attempt k's.
+pub fn check_boot_reasons_after_attempts(cx: &mut Ctx, h: &History, expected: &[&str]) {
+    let got: Vec<String> = (1..=expected.len() as u32)
+        .map(|k| {
+            h.0.iter()
+                .find(|e| e.is(EventKind::RollbackBegun) && e.attempt == k)
+                .map(|e| e.boot_reason.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    let want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    cx.check_eq("history: the boot after each failed attempt carries how it ended (boot reason)", want, got);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +212,31 @@ mod tests {
         // Fewer than three rollbacks.
         let short = seq(&[&[(Attempt, 1), (Attempt, 2), (Attempt, 3)], &r(1)]);
         assert_eq!(three_attempts(&short), (true, false));
+    }
+
+    #[test]
+    fn boot_reasons_are_read_from_each_attempts_rollback() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = AdbConfig { artifacts: dir.path().join("artifacts"), ..AdbConfig::default() };
+        let mut t = AdbTarget::new(fake_adb(dir.path(), "true"), Box::new(NoPowerControl), cfg).expect("fake device");
+        let mut cx = Ctx::new(&mut t, "test", super::super::super::Options::default());
+        let ev = |kind: EventKind, attempt, reason: &str| pb::HistoryEvent {
+            kind: kind.as_str().into(),
+            attempt,
+            boot_reason: reason.into(),
+            ..Default::default()
+        };
+        let h = History::from_grpc(&[
+            ev(Attempt, 1, "shutdown,userrequested"),
+            ev(RollbackBegun, 1, "cold"),
+            ev(Attempt, 2, "cold"),
+            ev(RollbackBegun, 2, "kernel_panic"),
+        ]);
+        check_boot_reasons_after_attempts(&mut cx, &h, &["cold", "kernel_panic"]);
+        check_boot_reasons_after_attempts(&mut cx, &h, &["cold", "watchdog"]);
+        check_boot_reasons_after_attempts(&mut cx, &h, &["cold", "kernel_panic", "watchdog"]);
+        let passed: Vec<bool> = cx.report.checks.iter().map(|c| c.passed).collect();
+        assert_eq!(passed, vec![true, false, false], "a wrong or a missing reason fails");
     }
 
     #[test]

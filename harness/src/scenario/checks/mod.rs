@@ -16,7 +16,7 @@ pub use data::{
     attempt_artifacts, check_commit_kept, check_cow_gone, cow_files_left, data_manifest, df_du, fsck,
     fsck_after_umount, fsck_clean, fsck_command, manifest, slow_fill, wait_cow_gone, COW_DIR,
 };
-pub use history::{check_three_attempts_rolled_back, history, History};
+pub use history::{check_boot_reasons_after_attempts, check_three_attempts_rolled_back, history, History};
 pub use rewindd::{
     begin_checkpoint, boot_log, check_merged, check_phase, merge_bytes, merge_progress, merge_summary, phase,
     prepare_checkpoint, prepare_log, restart_rewindd, secs, set_boot_file, set_rewindd_extra, start, start_as, state,
