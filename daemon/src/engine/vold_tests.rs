@@ -178,9 +178,10 @@ fn needs_checkpoint_is_true_on_an_unmarked_slot_without_a_record() {
 
 /// `cp_needsCheckpoint` decides once per boot and answers the same until
 /// the commit (b/138952436: a checkpoint started during a boot must not
-/// turn that boot into a checkpointed one). rewind's `this_boot` answer:
-/// false for a checkpoint armed for the next boot, true for this boot's
-/// attempt, false again after its commit.
+/// turn that boot into a checkpointed one); `cp_isCheckpointing` returns
+/// that same flag. rewind's `this_boot` answer (vdc needsCheckpoint and
+/// isCheckpointing): false for a checkpoint armed for the next boot, true
+/// for this boot's attempt, false again after its commit.
 #[test]
 fn needs_checkpoint_for_this_boot_ignores_a_checkpoint_started_in_it() {
     let mut d = device();
