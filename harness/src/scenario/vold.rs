@@ -227,21 +227,14 @@ fn abort_reboot_reason(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
     let changed = checks::data_manifest(cx)?;
     cx.changed_manifest("attempt 1 changed userdata", &baseline, &changed);
-    // rewindd reboots the guest: its answer and the exit status go to the
-    // share, which outlives the boot.
-    let _ = std::fs::remove_file(cx.target.artifacts_dir().join("share/xfer/abort.out"));
+    // rewindd reboots the guest at once (as `reboot -f`), so the client's
+    // answer may not come back: the command runs in the background and the
+    // history of the next boot is the witness.
     cx.exec_checked(
-        "(rewindctl abort --reason apexd_initiated --reboot > /host/xfer/abort.out 2>&1; \
-         echo \"exit $?\" >> /host/xfer/abort.out) > /dev/null 2>&1 < /dev/null &",
+        "(rewindctl abort --reason apexd_initiated --reboot > /dev/null 2>&1) > /dev/null 2>&1 < /dev/null &",
     )?;
     let rec = cx.target.wait_end(timeouts::SHUTDOWN_TIMEOUT)?;
     cx.check_eq(&format!("boot {} ends in rewindd's reboot", rec.index), Some(BootEnd::GuestReset), rec.ended);
-    let answer = std::fs::read_to_string(cx.target.artifacts_dir().join("share/xfer/abort.out")).unwrap_or_default();
-    cx.check(
-        "rewindctl abort --reboot answered before the reboot (exit 0, rebooting)",
-        answer.contains("rebooting") && answer.contains("exit 0"),
-        answer.clone(),
-    );
 
     let rec = cx.boot_ready(&BootPlan::rewind())?;
     cx.check_eq(
