@@ -48,6 +48,7 @@ use crate::error::{Error, Result};
 use crate::fstab::{CheckpointMode, CheckpointedPartition};
 use crate::state::extents_hash;
 use crate::state::PartitionState;
+use crate::sys::blockdev::ReadAt;
 use crate::types::{error_chain, BackendKind, Progress};
 
 /// First `checkpoint=disable:N%` tried, the step on EAGAIN and the ceiling.
@@ -255,11 +256,16 @@ const SUPER_OFFSET: u64 = 1024;
 /// carry the same version; the CRC is not checked, so use the answer for
 /// reports only, never to decide what to do with data.
 pub fn last_checkpoint_flags(device: &Path) -> std::result::Result<u32, F2fsError> {
-    use std::os::unix::fs::FileExt;
     let f = std::fs::File::open(device).map_err(|source| F2fsError::Read { path: device.to_path_buf(), source })?;
+    checkpoint_flags_from(&f, device)
+}
+
+/// [`last_checkpoint_flags`] over any reader (an image in memory for the
+/// fuzzer); `device` only names it in errors.
+pub fn checkpoint_flags_from(src: &dyn ReadAt, device: &Path) -> std::result::Result<u32, F2fsError> {
     let read = |off: u64, len: usize| -> std::result::Result<Vec<u8>, F2fsError> {
         let mut b = vec![0u8; len];
-        f.read_exact_at(&mut b, off).map_err(|source| F2fsError::Read { path: device.to_path_buf(), source })?;
+        src.read_at_exact(&mut b, off).map_err(|source| F2fsError::Read { path: device.to_path_buf(), source })?;
         Ok(b)
     };
     let u32_at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
