@@ -158,6 +158,12 @@ pub fn read_super(src: &dyn ReadAt) -> Result<Super, MapError> {
     }
     let blocks_hi = if is_64bit { u64::from(le32(&b, 0x150)) } else { 0 };
     let blocks_count = u64::from(le32(&b, 0x04)) | (blocks_hi << 32);
+    // Every byte offset below is a block number times the block size: a
+    // filesystem whose size does not fit in 64 bits is corrupt, and would
+    // make those offsets wrap.
+    if blocks_count.checked_mul(block_size).is_none() {
+        return Err(MapError::Layout(format!("{blocks_count} blocks of {block_size} bytes overflow 64 bits")));
+    }
     let inodes_per_group = le32(&b, 0x28);
     if inodes_per_group == 0 {
         return Err(MapError::Layout("zero inodes per group".into()));
@@ -194,7 +200,19 @@ pub fn inode_offset(src: &dyn ReadAt, sb: &Super, ino: u64) -> Result<u64, MapEr
             problem: format!("group {group}'s inode table at block {table} is outside the filesystem"),
         });
     }
-    Ok(table * sb.block_size + index * sb.inode_size)
+    // table < blocks_count, and blocks_count * block_size fits (read_super);
+    // the inode itself must lie inside the filesystem too.
+    let fs_bytes = sb.blocks_count.saturating_mul(sb.block_size);
+    table
+        .checked_mul(sb.block_size)
+        .and_then(|t| t.checked_add(index.checked_mul(sb.inode_size)?))
+        .filter(|off| off.checked_add(sb.inode_size).is_some_and(|end| end <= fs_bytes))
+        .ok_or_else(|| MapError::Inode {
+            ino,
+            problem: format!(
+                "lies outside the filesystem (group {group}'s inode table at block {table}, index {index})"
+            ),
+        })
 }
 
 /// Where one file's map lives, and the map itself.

@@ -337,3 +337,69 @@ fn fingerprint_sees_the_map_and_not_its_neighbours() {
     poke(&img, leaf, &[0xFF]);
     assert!(matches!(first_change(&open(&img), &rec), Ok(Some((1, _)))));
 }
+
+/// A device in memory (the fuzz target's view of a raw partition).
+struct Mem(Vec<u8>);
+
+impl ReadAt for Mem {
+    fn read_at_exact(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        let src =
+            self.0.get(start..start + buf.len()).ok_or(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// A 64bit, 1 KiB-block superblock (at byte 1024) with `blocks` blocks and
+/// 32 inodes in one group, whose descriptor (block 2) puts the inode table
+/// at block `table`.
+fn tiny_64bit_image(blocks: u64, table: u64) -> Mem {
+    let mut img = vec![0u8; 4096];
+    let sb = 1024;
+    let put32 = |img: &mut Vec<u8>, at: usize, v: u32| img[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    put32(&mut img, sb, 32); // s_inodes_count
+    put32(&mut img, sb + 0x04, blocks as u32);
+    put32(&mut img, sb + 0x14, 1); // s_first_data_block (1 KiB blocks)
+    put32(&mut img, sb + 0x28, 32); // s_inodes_per_group
+    img[sb + 0x38..sb + 0x3A].copy_from_slice(&EXT4_MAGIC.to_le_bytes());
+    put32(&mut img, sb + 0x4C, 1); // s_rev_level
+    img[sb + 0x58..sb + 0x5A].copy_from_slice(&256u16.to_le_bytes());
+    put32(&mut img, sb + 0x60, INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG);
+    img[sb + 0xFE..sb + 0x100].copy_from_slice(&64u16.to_le_bytes());
+    put32(&mut img, sb + 0x150, (blocks >> 32) as u32);
+    put32(&mut img, 2048 + 0x08, table as u32);
+    put32(&mut img, 2048 + 0x28, (table >> 32) as u32);
+    Mem(img)
+}
+
+/// Found by the ext4_map fuzzer: a superblock claiming ~2^63 blocks and an
+/// inode table near the end made the inode's byte offset overflow (a panic
+/// in debug builds, a wrapped offset, read as the inode, in release). Such
+/// a filesystem is refused whole.
+#[test]
+fn filesystem_larger_than_64_bits_of_bytes_is_refused() {
+    let img = tiny_64bit_image(0xcaca_caca_0000_1000, 0xcaca_caca_0000_0fff);
+    match read_super(&img) {
+        Err(MapError::Layout(p)) => assert!(p.contains("overflow"), "{p}"),
+        other => panic!("expected a layout refusal, got {other:?}"),
+    }
+    assert!(matches!(map_inode(&img, 12, 0), Err(MapError::Layout(_))));
+    // The largest size that fits still parses.
+    let ok = tiny_64bit_image(u64::MAX / 1024, 3);
+    assert_eq!(read_super(&ok).expect("fits").blocks_count, u64::MAX / 1024);
+}
+
+/// An inode table so close to the end that the inode itself would lie
+/// past the filesystem is refused with the inode's number.
+#[test]
+fn inode_past_the_end_of_the_filesystem_is_refused() {
+    let img = tiny_64bit_image(100, 99);
+    let sb = read_super(&img).expect("super");
+    // Inode 4 ends at the last byte of block 99; inode 5 would start past it.
+    assert_eq!(inode_offset(&img, &sb, 4), Ok(99 * 1024 + 3 * 256));
+    match inode_offset(&img, &sb, 5) {
+        Err(MapError::Inode { ino: 5, problem }) => assert!(problem.contains("outside the filesystem"), "{problem}"),
+        other => panic!("expected an inode refusal, got {other:?}"),
+    }
+}
