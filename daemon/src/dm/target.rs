@@ -232,7 +232,11 @@ impl Table {
             if *l.length == 0 {
                 return Err(format!("empty line at sector {next}"));
             }
-            next += *l.length;
+            // A sum that wrapped would let a later line start "at" a sector
+            // an earlier line already maps.
+            next = next
+                .checked_add(*l.length)
+                .ok_or_else(|| format!("line at sector {next} of {} sectors ends past 2^64", *l.length))?;
         }
         if self.lines.is_empty() {
             return Err("empty table".into());
@@ -367,6 +371,23 @@ mod tests {
         assert!(Table { lines: vec![] }.check().is_err());
         let not_zero: Table = "8 8 linear 8:16 0\n".parse().expect("parse");
         assert!(not_zero.check().is_err());
+    }
+
+    /// Found by the dm_table fuzzer: lengths whose sum wraps past 2^64
+    /// made `check` overflow (a panic in debug builds; in release the
+    /// wrapped sum let a third line start at a sector already mapped).
+    #[test]
+    fn table_longer_than_2_pow_64_sectors_is_refused() {
+        let l = |start: u64, len: u64| {
+            TargetLine::new(Sectors(start), Sectors(len), Target::linear(dev(254, 0), Sectors(0)))
+        };
+        let big = 0x8585_8585_8585_8585u64;
+        let wrapped = big.wrapping_add(big);
+        let t = Table { lines: vec![l(0, big), l(big, big), l(wrapped, 8)] };
+        let e = t.check().expect_err("wraps");
+        assert!(e.contains("past 2^64"), "{e}");
+        // The longest table that fits is fine.
+        Table { lines: vec![l(0, u64::MAX - 8), l(u64::MAX - 8, 8)] }.check().expect("fits");
     }
 
     #[test]
