@@ -239,13 +239,16 @@ pub const DEFAULT_CONFIG_PATH: &str = "/system/etc/rewindd.toml";
 /// crawls; a value this large is more likely a unit mistake (bytes).
 pub const MAX_CHUNK_SECTORS: u32 = 2048;
 
+/// A config file is a few dozen lines; anything past this is not one.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("Cannot read config file {path}")]
     Read {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::sys::files::FileError,
     },
     /// toml's message names the key (also an unknown one) with line and
     /// column, so it is kept whole as the source.
@@ -277,8 +280,13 @@ impl Config {
 
     /// Reads and parses a file, without validating it (see [`Config::validate`]).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let read = |source| ConfigError::Read { path: path.to_path_buf(), source };
+        let text = crate::sys::files::read_text(path, MAX_CONFIG_BYTES).map_err(read)?.ok_or_else(|| {
+            read(crate::sys::files::FileError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })
+        })?;
         Config::from_toml_str(&text, path)
     }
 

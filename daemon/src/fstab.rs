@@ -43,7 +43,7 @@ pub enum FstabError {
     Read {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::sys::files::FileError,
     },
     #[error("{path}:{line}: field {field}: {problem}")]
     Line { path: PathBuf, line: usize, field: &'static str, problem: String },
@@ -153,9 +153,18 @@ const BARE_FLAGS: &[&str] = &[
     "zoned",
 ];
 
+/// A device's fstab is a few dozen lines; anything past this is not one.
+pub const MAX_FSTAB_BYTES: u64 = 1 << 20;
+
 /// Reads and parses an fstab file.
 pub fn load(path: &Path) -> Result<Vec<FstabEntry>, FstabError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FstabError::Read { path: path.to_path_buf(), source })?;
+    let read = |source| FstabError::Read { path: path.to_path_buf(), source };
+    let text = crate::sys::files::read_text(path, MAX_FSTAB_BYTES).map_err(read)?.ok_or_else(|| {
+        read(crate::sys::files::FileError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
+    })?;
     parse(&text, path)
 }
 

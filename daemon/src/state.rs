@@ -13,6 +13,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,12 @@ const PREVIOUS: &str = "state.prev";
 const TEMP: &str = "state.tmp";
 const PREV_TEMP: &str = "state.prev.tmp";
 const BAD: &str = "state.bad";
+
+/// The largest record accepted. A record holds the COW files' extents and
+/// the last events: 50,000 extents are about 4 MiB of JSON. Anything far
+/// larger is not a record rewindd wrote, however well its checksum matches,
+/// and is refused before it is read into memory.
+pub const MAX_RECORD_BYTES: u64 = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -389,11 +396,13 @@ impl Store {
         self.dir.join(name)
     }
 
+    /// One copy, read only if it is a regular file of a sane size (never
+    /// through a symlink, never blocking on a FIFO): see `sys::files`.
     fn read_one(&self, name: &str) -> Result<Option<State>, String> {
-        match fs::read(self.path(name)) {
-            Ok(bytes) => decode(&bytes).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("read: {e}")),
+        match crate::sys::files::read_regular(&self.path(name), MAX_RECORD_BYTES) {
+            Ok(Some(bytes)) => decode(&bytes).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(crate::types::error_chain(&e)),
         }
     }
 
@@ -439,22 +448,31 @@ impl Store {
         let bytes = encode(state)?;
         let tmp = self.path(TEMP);
         {
+            // A fresh file every time: whatever a crash or another process
+            // left at `state.tmp` (a symlink to write through, a FIFO to
+            // block on) is removed first, and O_NOFOLLOW + create_new make
+            // sure the record lands in a regular file of ours.
+            crate::sys::files::remove_non_dir(&tmp).map_err(io("remove", tmp.clone()))?;
             let mut f = OpenOptions::new()
-                .create(true)
+                .create_new(true)
                 .write(true)
-                .truncate(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&tmp)
                 .map_err(io("create", tmp.clone()))?;
             f.write_all(&bytes).map_err(io("write", tmp.clone()))?;
             f.sync_all().map_err(io("fsync", tmp.clone()))?;
         }
         let cur = self.path(CURRENT);
-        if cur.exists() {
+        // symlink_metadata, not exists(): a dangling link at `state` is
+        // still something to move aside, never something to keep as the
+        // previous copy.
+        if fs::symlink_metadata(&cur).is_ok() {
             if self.current_bad {
                 fs::rename(&cur, self.path(BAD)).map_err(io("move aside", cur.clone()))?;
             } else {
                 let prev_tmp = self.path(PREV_TEMP);
-                let _ = fs::remove_file(&prev_tmp);
+                crate::sys::files::remove_non_dir(&prev_tmp).map_err(io("remove", prev_tmp.clone()))?;
                 fs::hard_link(&cur, &prev_tmp).map_err(io("link", prev_tmp.clone()))?;
                 fs::rename(&prev_tmp, self.path(PREVIOUS)).map_err(io("rename", prev_tmp.clone()))?;
             }
@@ -624,6 +642,123 @@ mod tests {
         let prev = decode(&fs::read(dir.path().join("state.prev")).expect("prev")).expect("decode");
         assert_eq!(prev.seq, 7);
         assert_eq!(Store::new(dir.path()).load().expect("load").source, Source::Current);
+    }
+
+    /// What can stand at `state` instead of a record, each with a good
+    /// previous copy beside it: the previous copy is used, the problem is
+    /// named, loading never blocks, and the next save moves the thing aside
+    /// without writing through it.
+    fn replace_current(dir: &Path, what: &str) -> Option<PathBuf> {
+        let cur = dir.join("state");
+        fs::remove_file(&cur).expect("rm");
+        match what {
+            "zero-filled" => fs::write(&cur, vec![0u8; 4096]).expect("w"),
+            "emptied" => fs::write(&cur, b"").expect("w"),
+            "directory" => fs::create_dir(&cur).expect("mkdir"),
+            "fifo" => nix::unistd::mkfifo(&cur, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo"),
+            "symlink" | "dangling symlink" => {
+                let target = dir.join(if what == "symlink" { "elsewhere" } else { "nowhere" });
+                if what == "symlink" {
+                    // A valid record elsewhere: following the link would
+                    // read it as if it were ours.
+                    fs::copy(dir.join("state.prev"), &target).expect("copy");
+                }
+                std::os::unix::fs::symlink(&target, &cur).expect("ln");
+                return Some(target);
+            }
+            other => panic!("unknown case {other}"),
+        }
+        None
+    }
+
+    #[test]
+    fn anything_but_a_regular_record_at_state_falls_back_and_is_moved_aside() {
+        for (what, says) in [
+            ("zero-filled", "no header line"),
+            ("emptied", "no header line"),
+            ("directory", "a directory"),
+            ("fifo", "a FIFO"),
+            ("symlink", "symbolic link"),
+            ("dangling symlink", "symbolic link"),
+        ] {
+            let (dir, _) = two_copies();
+            let target = replace_current(dir.path(), what);
+            let target_before = target.as_ref().and_then(|t| fs::read(t).ok());
+            let mut st = Store::new(dir.path());
+            let l = st.load().unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(l.source, Source::Previous, "{what}");
+            assert_eq!(l.state.seq, 7, "{what}");
+            let problem = l.problem.expect("reported");
+            assert!(problem.contains(says), "{what}: {problem}");
+            let mut next = l.state.clone();
+            next.seq = 9;
+            st.save(&next).unwrap_or_else(|e| panic!("{what}: save: {e}"));
+            assert!(fs::symlink_metadata(dir.path().join("state")).expect("state").is_file(), "{what}");
+            assert!(fs::symlink_metadata(dir.path().join("state.bad")).is_ok(), "{what}: kept aside");
+            if let Some(t) = target {
+                assert_eq!(fs::read(&t).ok(), target_before, "{what}: the link's target is untouched");
+            }
+            let l = Store::new(dir.path()).load().expect("load");
+            assert_eq!((l.source, l.state.seq), (Source::Current, 9), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_fifo_or_directory_as_both_copies_is_an_error_not_a_hang() {
+        let (dir, _) = two_copies();
+        for name in ["state", "state.prev"] {
+            fs::remove_file(dir.path().join(name)).expect("rm");
+            nix::unistd::mkfifo(&dir.path().join(name), nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .expect("mkfifo");
+        }
+        match Store::new(dir.path()).load() {
+            Err(StateError::NoGoodCopy { current, previous, .. }) => {
+                assert!(current.contains("FIFO") && previous.contains("FIFO"), "{current} / {previous}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_checksummed_record_of_absurd_size_is_refused_unread() {
+        let (dir, _) = two_copies();
+        let mut huge = sample();
+        huge.reason = "x".repeat(MAX_RECORD_BYTES as usize);
+        fs::write(dir.path().join("state"), encode(&huge).expect("encode")).expect("w");
+        let l = Store::new(dir.path()).load().expect("load");
+        assert_eq!(l.source, Source::Previous);
+        assert!(l.problem.expect("reported").contains("more than"), "too large");
+    }
+
+    #[test]
+    fn a_planted_temp_file_is_never_written_through() {
+        for plant in ["symlink", "fifo"] {
+            let (dir, mut st) = two_copies();
+            let tmp = dir.path().join("state.tmp");
+            let victim = dir.path().join("victim");
+            fs::write(&victim, b"not yours").expect("w");
+            match plant {
+                "symlink" => std::os::unix::fs::symlink(&victim, &tmp).expect("ln"),
+                _ => nix::unistd::mkfifo(&tmp, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo"),
+            }
+            let mut next = sample();
+            next.seq = 10;
+            st.save(&next).unwrap_or_else(|e| panic!("{plant}: {e}"));
+            assert_eq!(fs::read(&victim).expect("victim"), b"not yours", "{plant}");
+            assert_eq!(Store::new(dir.path()).load().expect("load").state.seq, 10, "{plant}");
+        }
+    }
+
+    #[test]
+    fn a_directory_at_the_temp_path_fails_the_save_and_changes_nothing() {
+        let (dir, mut st) = two_copies();
+        fs::create_dir(dir.path().join("state.tmp")).expect("mkdir");
+        let before = fs::read(dir.path().join("state")).expect("r");
+        let mut next = sample();
+        next.seq = 11;
+        let e = st.save(&next).expect_err("a directory cannot be replaced");
+        assert!(crate::types::error_chain(&e).contains("state.tmp"), "{e}");
+        assert_eq!(fs::read(dir.path().join("state")).expect("r"), before, "the record is as it was");
     }
 
     #[test]

@@ -281,3 +281,73 @@ async fn bad_init_socket_is_refused() {
         assert!(run.stderr.contains(expect), "{value}: {run:?}");
     }
 }
+
+/// NEEDS THE REAL ENGINE. A second rewindd on another socket but the same
+/// metadata directory refuses before it opens the state record, naming the
+/// first one's pid; once the first is killed (SIGKILL: no shutdown at all)
+/// the directory is free again, because flock dies with its holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_rewindd_on_the_same_metadata_directory_refuses() {
+    let mut first = Daemon::start().await;
+    let first_dir = first._dir.path().to_path_buf();
+    let (_dir, mut args) = layout();
+    let i = args.iter().position(|a| a == "--metadata-dir").unwrap();
+    args[i + 1] = first_dir.join("metadata").display().to_string();
+    let second = || {
+        let mut cmd = tokio::process::Command::new(common::rewindd_path());
+        cmd.args(&args);
+        cmd
+    };
+    let run = common::run(second()).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("Another rewindd") && run.stderr.contains(&format!("pid {}", first.pid())), "{run:?}");
+    assert!(!Path::new(&args[7]).exists(), "the refused daemon removed its own socket");
+    assert_eq!(rewindctl(&first.socket, None, &["status"]).await.code, exit::OK, "first still serves");
+
+    let _ = nix::sys::signal::kill(first.pid(), nix::sys::signal::Signal::SIGKILL);
+    let _ = first.finish().await;
+    let mut third = tokio::process::Command::new(common::rewindd_path())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let socket = PathBuf::from(&args[7]);
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    while rewindctl(&socket, None, &["status"]).await.code != exit::OK {
+        assert!(third.try_wait().unwrap().is_none(), "rewindd exited after the holder died");
+        assert!(tokio::time::Instant::now() < deadline, "rewindd did not start after the holder died");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = third.kill().await;
+}
+
+/// NEEDS THE REAL ENGINE. Every terminating signal that is not a request
+/// to stop is logged and ignored: rewindd keeps serving (a stray SIGHUP
+/// used to kill it and leave its socket behind). Then SIGQUIT stops it as
+/// SIGTERM does, socket removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_signals_are_logged_and_ignored() {
+    use rewind_daemon::sys::signals::{Disposition, SIGNALS};
+    let mut daemon = Daemon::start().await;
+    for &(number, name, disposition) in SIGNALS {
+        if disposition != Disposition::Ignore {
+            continue;
+        }
+        let sig = nix::sys::signal::Signal::try_from(number).unwrap();
+        nix::sys::signal::kill(daemon.pid(), sig).unwrap();
+        let run = rewindctl(&daemon.socket, None, &["status"]).await;
+        assert_eq!(run.code, exit::OK, "still serving after {name}: {run:?}");
+    }
+    nix::sys::signal::kill(daemon.pid(), nix::sys::signal::Signal::SIGQUIT).unwrap();
+    let out = daemon.finish().await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!daemon.socket.exists(), "socket removed");
+    for &(_, name, disposition) in SIGNALS {
+        if disposition == Disposition::Ignore {
+            assert!(out.stderr.contains(&format!("{name} received and ignored")), "{name} logged: {out:?}");
+        }
+    }
+    assert!(out.stderr.contains("SIGQUIT: shutting down"), "{out:?}");
+}

@@ -14,6 +14,7 @@ use rewind_daemon::engine::Engine;
 use rewind_daemon::logging;
 use rewind_daemon::service::transport::{self, SocketFile};
 use rewind_daemon::service::{server, CheckpointCore, CheckpointService, Policy};
+use rewind_daemon::sys::dirlock::DirLock;
 use rewind_daemon::types::error_chain;
 use tokio::sync::watch;
 
@@ -149,6 +150,24 @@ async fn serve(config: Config, socket_flag: bool) -> Result<()> {
         None => None,
     };
 
+    // Signals are handled from here on: one arriving while the engine
+    // opens stops rewindd as cleanly as one arriving later.
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(rewind_daemon::sys::signals::handle(shutdown_tx));
+
+    // One daemon per state record (the socket check above only sees the
+    // same socket path). A lock that cannot be taken for another reason (a
+    // read-only /metadata) is reported; the engine then says what it can
+    // and cannot do, as it does today, rather than rewindd not serving.
+    let _metadata_lock = match DirLock::acquire(&config.metadata_dir) {
+        Ok(lock) => Some(lock),
+        Err(e) if e.is_held() => return Err(e).context("Cannot own the metadata directory"),
+        Err(e) => {
+            tracing::warn!("{}; going on without the lock", error_chain(&e));
+            None
+        }
+    };
+
     let poll_interval = Duration::from_millis(config.space.poll_interval_ms);
     let policy = Policy::from_config(&config);
     let engine = tokio::task::spawn_blocking(move || Engine::open(config))
@@ -165,9 +184,7 @@ async fn serve(config: Config, socket_flag: bool) -> Result<()> {
         None => tracing::info!("ready: phase {:?}, attempt {} of {}", status.phase, status.attempt, status.attempts),
     }
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(poll_space(Arc::clone(&core), poll_interval, shutdown_rx.clone()));
-    tokio::spawn(wait_for_signal(shutdown_tx));
 
     let service = CheckpointService::new(core, policy, shutdown_rx.clone());
     let server = server::serve(service, unix, tcp, shutdown_rx.clone());
@@ -183,24 +200,6 @@ async fn serve(config: Config, socket_flag: bool) -> Result<()> {
     drop(socket_file);
     tracing::info!("rewindd stopped");
     Ok(())
-}
-
-/// SIGTERM (init's stop) or SIGINT: start the graceful shutdown.
-async fn wait_for_signal(shutdown: watch::Sender<bool>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(term), Ok(int)) => (term, int),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!("cannot install signal handlers: {e}; only SIGKILL stops rewindd");
-            return;
-        }
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!("{name}: shutting down");
-    let _ = shutdown.send(true);
 }
 
 /// The space watch: `poll_space` every interval on the blocking pool. A

@@ -11,3 +11,9 @@ pub mod android;
 pub use linux::*;
 // sysfs block-device facts, O_DIRECT I/O, the crypt-layer check.
 pub mod blockdev;
+// Reading trusted small files: no symlinks, no FIFOs, capped sizes.
+pub mod files;
+// Every terminating signal: a graceful stop or logged and ignored.
+pub mod signals;
+// One rewindd per metadata directory.
+pub mod dirlock;
