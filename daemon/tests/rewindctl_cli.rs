@@ -186,3 +186,30 @@ async fn wait_reaches_a_daemon_that_starts_late() {
     let _ = tx.send(true);
     server.await.unwrap().unwrap();
 }
+
+/// A daemon that accepts and then never answers (stuck, or not rewindd at
+/// all) does not hang the caller: every call has a deadline (`--timeout`),
+/// and the error says what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_times_out_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("silent.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = listener.accept().await {
+            conns.push(c);
+        }
+    });
+    let started = std::time::Instant::now();
+    let run = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        common::rewindctl(&socket, None, &["--timeout", "2", "status"]),
+    )
+    .await
+    .expect("rewindctl returned");
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.to_lowercase().contains("timeout") || run.stderr.contains("deadline"), "{run:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "waited its timeout first");
+    held.abort();
+}

@@ -351,3 +351,84 @@ async fn stray_signals_are_logged_and_ignored() {
     }
     assert!(out.stderr.contains("SIGQUIT: shutting down"), "{out:?}");
 }
+
+/// Holds N connections to a socket as another uid; prints how many it
+/// opened and how many the server closed at once, then waits for stdin.
+const FLOOD: &str = r#"
+import socket, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+socks = []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    socks.append(s)
+time.sleep(1.5)
+closed = 0
+for s in socks:
+    s.setblocking(False)
+    try:
+        if s.recv(1) == b"":
+            closed += 1
+    except BlockingIOError:
+        pass
+print(len(socks), closed, flush=True)
+sys.stdin.read()
+"#;
+
+/// NEEDS THE REAL ENGINE. An unprivileged local process holding hundreds
+/// of idle connections (it may connect: the socket is 0666) gets only its
+/// own pool; the rest are closed at once, and root's calls still go
+/// through while it holds them. Without the pools such a flood used up
+/// rewindd's descriptors and kept init out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unprivileged_connection_flood_cannot_keep_root_out() {
+    use rewind_daemon::service::admission::MAX_OTHER_CONNECTIONS;
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::AsyncBufReadExt;
+    let mut daemon = Daemon::start().await;
+    let rss_before = rss_kib(daemon.pid());
+    std::fs::set_permissions(daemon._dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    const N: usize = 300;
+    let mut flood = tokio::process::Command::new("python3")
+        .args(["-c", FLOOD, &daemon.socket.display().to_string(), &N.to_string()])
+        .uid(65534)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    let mut out = tokio::io::BufReader::new(flood.stdout.take().unwrap());
+    tokio::time::timeout(Duration::from_secs(30), out.read_line(&mut line)).await.expect("flood reports").unwrap();
+    let counts: Vec<usize> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(counts.len(), 2, "flood said {line:?}");
+    let (opened, closed) = (counts[0], counts[1]);
+    assert_eq!(opened, N, "the kernel accepted every connect");
+    assert!(
+        opened - closed <= MAX_OTHER_CONNECTIONS,
+        "only the others' pool stays open: {opened} opened, {closed} closed"
+    );
+    for _ in 0..5 {
+        let run = rewindctl(&daemon.socket, None, &["status"]).await;
+        assert_eq!(run.code, exit::OK, "root is served during the flood: {run:?}");
+    }
+    let rss_during = rss_kib(daemon.pid());
+    // A figure for the README, and a bound far above it: memory must not
+    // grow with the connections a caller opens.
+    eprintln!("rewindd RSS: {rss_before} KiB idle, {rss_during} KiB holding a flood of {N} connections");
+    assert!(rss_during < 64 * 1024, "RSS {rss_during} KiB during the flood");
+    drop(flood);
+    let out = daemon.stop().await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("refused (OthersFull"), "refusals logged: {out:?}");
+}
+
+fn rss_kib(pid: nix::unistd::Pid) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}

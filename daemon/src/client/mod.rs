@@ -92,6 +92,11 @@ pub struct Cli {
     /// still be starting when the next command runs).
     #[arg(long, global = true, default_value_t = 0, value_name = "SECS")]
     pub wait: u64,
+    /// Give up on a call rewindd has not answered within this many seconds
+    /// (a streamed call, such as prepare-userdata's progress, must start
+    /// within it). A stuck daemon never hangs the caller, or the boot.
+    #[arg(long, global = true, default_value_t = DEFAULT_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400), value_name = "SECS")]
+    pub timeout: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -334,8 +339,22 @@ pub fn print_error(err: &ClientError) {
     }
 }
 
-/// Connects to rewindd.
+/// rewindctl's default `--timeout`: far above any unary call (the slowest,
+/// creating the COW files, takes seconds), far below a boot watchdog.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 120;
+
+/// Connects to rewindd with the default call timeout.
 pub async fn connect(target: &Target) -> Result<CheckpointClient<Channel>, ClientError> {
+    connect_with_timeout(target, Duration::from_secs(DEFAULT_TIMEOUT_SECS)).await
+}
+
+/// Connects to rewindd; every call on the client has `timeout` as its
+/// deadline (sent as grpc-timeout too, so rewindd drops work no one waits
+/// for).
+pub async fn connect_with_timeout(
+    target: &Target,
+    timeout: Duration,
+) -> Result<CheckpointClient<Channel>, ClientError> {
     let connect_err =
         |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Connect { target: target.clone(), source };
     let channel = match target {
@@ -347,6 +366,7 @@ pub async fn connect(target: &Target) -> Result<CheckpointClient<Channel>, Clien
             // The URI is required by the API and unused: the connector
             // dials the socket.
             Endpoint::from_static("http://[::]:50051")
+                .timeout(timeout)
                 .connect_with_connector(tower::service_fn(move |_: Uri| {
                     let path = path.clone();
                     async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
@@ -357,6 +377,7 @@ pub async fn connect(target: &Target) -> Result<CheckpointClient<Channel>, Clien
         Target::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| connect_err(Box::new(e)))?
             .connect_timeout(Duration::from_secs(5))
+            .timeout(timeout)
             .connect()
             .await
             .map_err(|e| connect_err(Box::new(e)))?,
@@ -377,11 +398,11 @@ pub fn run(cli: Cli) -> i32 {
         Some(addr) => Target::Tcp(addr.clone()),
         None => Target::Unix(cli.socket.clone()),
     };
-    let wait = Duration::from_secs(cli.wait);
+    let dial = Dial { wait: Duration::from_secs(cli.wait), timeout: Duration::from_secs(cli.timeout) };
     if let Command::Checkpoint { args } = cli.command {
-        return runtime.block_on(vdc::run(&target, wait, &args));
+        return runtime.block_on(vdc::run(&target, dial, &args));
     }
-    match runtime.block_on(execute(&target, wait, cli.command)) {
+    match runtime.block_on(execute(&target, dial, cli.command)) {
         Ok(code) => code,
         Err(err) => {
             print_error(&err);
@@ -399,11 +420,19 @@ fn bool_exit(value: bool) -> i32 {
     }
 }
 
-/// [`connect`], retried every 100 ms until `wait` has passed.
-pub async fn connect_waiting(target: &Target, wait: Duration) -> Result<CheckpointClient<Channel>, ClientError> {
-    let deadline = tokio::time::Instant::now() + wait;
+/// How rewindctl reaches rewindd: how long to keep trying to connect, and
+/// each call's deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Dial {
+    pub wait: Duration,
+    pub timeout: Duration,
+}
+
+/// [`connect_with_timeout`], retried every 100 ms until `wait` has passed.
+pub async fn connect_waiting(target: &Target, dial: Dial) -> Result<CheckpointClient<Channel>, ClientError> {
+    let deadline = tokio::time::Instant::now() + dial.wait;
     loop {
-        match connect(target).await {
+        match connect_with_timeout(target, dial.timeout).await {
             Ok(client) => return Ok(client),
             Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -411,8 +440,8 @@ pub async fn connect_waiting(target: &Target, wait: Duration) -> Result<Checkpoi
     }
 }
 
-async fn execute(target: &Target, wait: Duration, command: Command) -> Result<i32, ClientError> {
-    let mut client = connect_waiting(target, wait).await?;
+async fn execute(target: &Target, dial: Dial, command: Command) -> Result<i32, ClientError> {
+    let mut client = connect_waiting(target, dial).await?;
     match command {
         Command::Start { attempts, unlimited, renew, reason } => {
             let attempts = if unlimited { 0 } else { attempts.unwrap_or(0) };

@@ -16,13 +16,11 @@
 //! `Checkpoint.cpp` function (the tests below cite them); where rewind
 //! differs it says so in [`HELP`].
 
-use std::time::Duration;
-
 use rewind_proto::v1 as pb;
 use rewind_proto::v1::checkpoint_client::CheckpointClient;
 use tonic::transport::Channel;
 
-use super::{connect_waiting, print_error, ClientError, Refusal, Target};
+use super::{connect_waiting, print_error, ClientError, Dial, Refusal, Target};
 use crate::types::{Budget, ErrorKind};
 
 /// vdc's exit statuses.
@@ -141,7 +139,7 @@ fn failed(err: &ClientError) -> i32 {
 }
 
 /// Runs one command; returns vdc's exit status.
-pub async fn run(target: &Target, wait: Duration, args: &[String]) -> i32 {
+pub async fn run(target: &Target, dial: Dial, args: &[String]) -> i32 {
     let verb = match parse(args) {
         Ok(v) => v,
         Err(c) => {
@@ -155,7 +153,7 @@ pub async fn run(target: &Target, wait: Duration, args: &[String]) -> i32 {
             return c;
         }
     };
-    let mut client = match connect_waiting(target, wait).await {
+    let mut client = match connect_waiting(target, dial).await {
         Ok(c) => c,
         Err(e) => return failed(&e),
     };

@@ -6,6 +6,7 @@
 //! The service talks to the core through [`CheckpointCore`], which
 //! [`Engine`] implements; tests put a fake behind it.
 
+pub mod admission;
 pub mod authority;
 pub mod deadline;
 pub mod mapping;

@@ -11,6 +11,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+use super::admission::Admission;
 use super::authority::AuthorityNormaliser;
 use super::CheckpointService;
 
@@ -50,7 +51,27 @@ pub async fn serve(
     tcp: Option<tokio::net::TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    let unix_incoming = UnixListenerStream::new(unix).map(|accepted| accepted.map(AuthorityNormaliser::new));
+    let admission = Admission::new(service.policy.allowed_uids.clone());
+    let mut refused = 0u64;
+    let unix_incoming = UnixListenerStream::new(unix).filter_map(move |accepted| match accepted {
+        Err(e) => Some(Err(e)),
+        Ok(stream) => {
+            let uid = stream.peer_cred().ok().map(|c| c.uid());
+            match admission.admit(stream, uid) {
+                Ok(conn) => Some(Ok(AuthorityNormaliser::new(conn))),
+                // Dropping the stream closes it; the caller sees EOF and
+                // may retry. Logged on the first refusal and every 100th,
+                // so a flood does not flood the log as well.
+                Err(why) => {
+                    refused += 1;
+                    if refused == 1 || refused.is_multiple_of(100) {
+                        tracing::warn!("connection from uid {uid:?} refused ({why:?}; {refused} so far)");
+                    }
+                    None
+                }
+            }
+        }
+    });
     let unix_server = router(&service)?.serve_with_incoming_shutdown(unix_incoming, wait_for(shutdown.clone()));
     let unix_server =
         async { unix_server.await.map_err(|source| ServeError::Serve { transport: "the Unix socket", source }) };
