@@ -57,6 +57,7 @@ Examples:
   rewindctl abort --reason apexd_initiated --reboot   # next boot: reboot,apexd_initiated
   if rewindctl needs-rollback; then echo 'fall back to the old slot'; fi
   rewindctl status --json
+  rewindctl --timeout 10 status   # give up after 10 s (default 120) if rewindd does not answer
   rewindctl watch --until-phase idle
   rewindctl --tcp 127.0.0.1:50051 history
   rewindctl evidence 2 --extract /data/local/tmp/attempt-2
@@ -729,13 +730,14 @@ pub fn status_summary(s: &pb::Status) -> String {
     if !s.unavailable_reason.is_empty() {
         line.push_str(&format!("; unavailable: {}", s.unavailable_reason));
     }
-    line
+    printable(&line).into_owned()
 }
 
 /// Left-aligned columns.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| printable(c).into_owned()).collect()).collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
@@ -754,9 +756,28 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     };
     push_row(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
-        push_row(row.clone());
+        push_row(row);
     }
     out
+}
+
+/// Text from the record or a caller (reasons, details, names) made safe
+/// for a terminal: control characters are shown escaped (`\n`, `\u{1b}`),
+/// so a reason can neither forge a line of output nor send escape
+/// sequences to the terminal. Text without any is returned as it is.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 pub fn status_table(s: &pb::Status) -> String {
@@ -764,11 +785,15 @@ pub fn status_table(s: &pb::Status) -> String {
     out.push_str(&format!("boot slot:   {}\n", slot_name_i32(s.slot)));
     out.push_str(&format!(
         "available:   {}\n",
-        if s.unavailable_reason.is_empty() { "yes".to_string() } else { format!("no: {}", s.unavailable_reason) }
+        if s.unavailable_reason.is_empty() {
+            "yes".to_string()
+        } else {
+            format!("no: {}", printable(&s.unavailable_reason))
+        }
     ));
     out.push_str(&format!(
         "protection:  {}\n",
-        if s.protection_lost { format!("LOST: {}", s.protection_lost_reason) } else { "ok".to_string() }
+        if s.protection_lost { format!("LOST: {}", printable(&s.protection_lost_reason)) } else { "ok".to_string() }
     ));
     if s.partitions.is_empty() {
         out.push_str("partitions:  none\n");
@@ -879,7 +904,7 @@ fn event_line(e: &pb::HistoryEvent) -> String {
     if !e.detail.is_empty() {
         line.push_str(&format!(": {}", e.detail));
     }
-    line
+    printable(&line).into_owned()
 }
 
 pub fn history_table(h: &pb::History) -> String {
@@ -936,6 +961,28 @@ fn clock(unix: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn control_characters_in_recorded_text_never_reach_the_terminal_raw() {
+        assert_eq!(printable("ota build 7"), "ota build 7");
+        assert_eq!(printable("a\nforged line"), "a\\nforged line");
+        assert_eq!(printable("\u{1b}[2Jwiped"), "\\u{1b}[2Jwiped");
+        assert_eq!(printable("tab\there\u{7f}"), "tab\\there\\u{7f}");
+        let h = pb::History {
+            events: vec![pb::HistoryEvent {
+                kind: "aborted".into(),
+                detail: "evil\n2026-01-01T00:00:00Z  committed\u{1b}]0;title\u{7}".into(),
+                boot_reason: "reboot,\u{1b}[31m".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let out = history_table(&h);
+        assert_eq!(out.lines().count(), 2, "one header and one row, no forged line: {out}");
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert!(!event_line(&h.events[0]).chars().any(char::is_control));
+    }
+
     use super::*;
 
     #[test]
