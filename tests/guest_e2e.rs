@@ -61,3 +61,10 @@ fn guest_overflow_commit_policy_commits_and_reports() {
 fn guest_extents_tampered_are_refused() {
     rewind_e2e::run("extents-tampered");
 }
+
+/// cow.free_map: free chunks are mapped linear, new files cost no COW,
+/// the rollback is exact.
+#[test]
+fn guest_free_space_is_not_copied_and_rolls_back_exactly() {
+    rewind_e2e::run("free-space-not-copied");
+}

@@ -144,6 +144,12 @@ pub struct CowConfig {
     pub file_max_bytes: u64,
     /// dm-snapshot chunk size in 512-byte sectors (power of two, >= 8).
     pub chunk_sectors: u32,
+    /// Map the chunks a cleanly unmounted ext4 baseline leaves free as
+    /// `linear` while armed, so writes there are neither copied nor
+    /// counted (`ext4map::free`, `dm::armed`). Off by default until every
+    /// scenario has run with it; when the map cannot be proven the whole
+    /// device is protected as before.
+    pub free_map: bool,
 }
 
 /// Who makes the block nodes of rewindd's dm devices.
@@ -215,6 +221,7 @@ impl Default for CowConfig {
             max_bytes: 16 << 30,
             file_max_bytes: 1 << 30,
             chunk_sectors: 8,
+            free_map: false,
         }
     }
 }

@@ -385,5 +385,9 @@ pub fn first_change(src: &dyn ReadAt, recorded: &[Region]) -> Result<Option<(usi
     Ok(None)
 }
 
+// The baseline's free chunks, from the block bitmaps (free-space-aware
+// checkpoints).
+pub mod free;
+
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,8 @@
 //! TargetParams/TargetTable pattern. The crate has no snapshot targets; they
 //! are defined here.
 
+// The armed top table over a free map: origin over used chunks, linear over free.
+pub mod armed;
 pub mod control;
 pub mod status;
 pub mod target;

@@ -210,14 +210,28 @@ impl Table {
         self.lines.is_empty()
     }
 
-    /// The target type of a one-line table (what the top device is).
+    /// What the top device is: the type of a one-line table; `linear` for
+    /// all-linear lines; `snapshot-origin` for an armed table over a free
+    /// map (`dm::armed`): origin lines and linear lines that each map a
+    /// sector to the same sector of the origin's device. Anything else is
+    /// foreign (None).
     pub fn kind(&self) -> Option<&'static str> {
         match self.lines.as_slice() {
+            [] => None,
             [one] => Some(one.params.kind()),
-            _ if self.lines.iter().all(|l| matches!(l.params, Target::Linear(_))) && !self.lines.is_empty() => {
-                Some(LINEAR)
+            lines if lines.iter().all(|l| matches!(l.params, Target::Linear(_))) => Some(LINEAR),
+            lines => {
+                let origin = lines.iter().find_map(|l| match &l.params {
+                    Target::Origin(p) => Some(p.origin),
+                    _ => None,
+                })?;
+                let armed = lines.iter().all(|l| match &l.params {
+                    Target::Origin(p) => p.origin == origin,
+                    Target::Linear(p) => p.device == origin && p.start_offset == l.start,
+                    _ => false,
+                });
+                armed.then_some(SNAPSHOT_ORIGIN)
             }
-            _ => None,
         }
     }
 

@@ -26,6 +26,7 @@
 //! passthrough (`passthrough`).
 
 mod commit;
+mod freemap;
 mod passthrough;
 mod refusal;
 mod rollback;
@@ -57,6 +58,12 @@ pub static E2E: &[Scenario] = &[
         summary: "Power cut after the commit intent, before the commit ends: the next boot rolls forward (every change kept, idle, no snapshot)",
         needs: Needs::DAEMON,
         run: commit::power_cut_during_commit,
+    },
+    Scenario {
+        name: "free-space-not-copied",
+        summary: "cow.free_map: armed with linear lines over the baseline's free chunks; a 64 MiB new file adds < 1 % of its size to the COW store; the rollback still ends at the exact baseline, fsck clean",
+        needs: Needs::DAEMON,
+        run: freemap::free_space_not_copied,
     },
     Scenario {
         name: "abort",
