@@ -68,3 +68,9 @@ fn guest_extents_tampered_are_refused() {
 fn guest_free_space_is_not_copied_and_rolls_back_exactly() {
     rewind_e2e::run("free-space-not-copied");
 }
+
+/// cow.free_map under power cuts in the attempts and the final merge.
+#[test]
+fn guest_free_map_survives_power_cuts_and_rolls_back_exactly() {
+    rewind_e2e::run("free-map-power-cuts");
+}

@@ -5,13 +5,27 @@
 
 use serde_json::Value;
 
-use crate::plan::BootPlan;
+use crate::failure::BootEnd;
+use crate::plan::{stage, BootPlan, Failure};
 use crate::scenario::{checks, Ctx, ScenarioError};
 
 const NEW_FILE_MIB: u64 = 64;
 
 fn cow_used(st: &Value) -> u64 {
     st["partitions"][0]["cow_used_bytes"].as_u64().unwrap_or(0)
+}
+
+/// The armed top table has linear lines (free chunks) and origin lines.
+fn check_armed_over_free_map(cx: &mut Ctx, when: &str) -> Result<(), ScenarioError> {
+    let table = cx.exec_checked("dmsetup table rewind-userdata")?;
+    let linear = table.lines().filter(|l| l.contains(" linear ")).count();
+    let origin = table.lines().filter(|l| l.contains(" snapshot-origin ")).count();
+    cx.check(
+        &format!("{when}: armed over the free map (linear lines over free chunks, snapshot-origin over used ones)"),
+        linear > 0 && origin > 0,
+        format!("{} lines: {linear} linear, {origin} snapshot-origin", table.lines().count()),
+    );
+    Ok(())
 }
 
 /// An attempt writes a 64 MiB new file (free space) after the usual
@@ -23,14 +37,7 @@ pub(super) fn free_space_not_copied(cx: &mut Ctx) -> Result<(), ScenarioError> {
     checks::set_rewindd_extra(cx, Some("[cow]\nfree_map = true\n"))?;
     let baseline = checks::prepare_checkpoint(cx, 1, "e2e: free map")?;
     cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
-    let table = cx.exec_checked("dmsetup table rewind-userdata")?;
-    let linear = table.lines().filter(|l| l.contains(" linear ")).count();
-    let origin = table.lines().filter(|l| l.contains(" snapshot-origin ")).count();
-    cx.check(
-        "armed over the free map: linear lines over free chunks, snapshot-origin over used ones",
-        linear > 0 && origin > 0,
-        format!("{} lines: {linear} linear, {origin} snapshot-origin", table.lines().count()),
-    );
+    check_armed_over_free_map(cx, "attempt 1")?;
     let log = cx.exec("dmesg 2>/dev/null | grep 'free map' | tail -n 3")?;
     cx.say(&format!("rewindd: {}", log.stdout.trim()));
 
@@ -60,6 +67,51 @@ pub(super) fn free_space_not_copied(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let now = checks::data_manifest(cx)?;
     cx.same_manifest("userdata is exactly the baseline (every file, checksummed)", &baseline, &now);
     cx.check("the new file is gone", now.get("new-file.bin").is_none(), "");
+    checks::check_idle_stack(cx, "after the rollback")?;
+    checks::fsck_after_umount(cx, "userdata fsck clean after the rollback")?;
+    cx.shutdown()?;
+    Ok(())
+}
+
+/// Power cuts with the free map: attempt 1 (the update workload and a new
+/// file) is cut; its merge restores the clean baseline, so attempt 2 is
+/// armed over the free map again; attempt 2 rewrites 24 MiB of baseline
+/// data in place (those chunks must still be copied: the store grows by at
+/// least that much) and is cut; the final rollback's merge is cut too; the
+/// boot after ends at the exact baseline, fsck clean.
+pub(super) fn free_map_power_cuts(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    checks::set_rewindd_extra(cx, Some("[cow]\nfree_map = true\n"))?;
+    let baseline = checks::prepare_checkpoint(cx, 2, "e2e: free map power cuts")?;
+    cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
+    check_armed_over_free_map(cx, "attempt 1")?;
+    cx.exec_checked("dd if=/dev/urandom of=/data/new-file.bin bs=1M count=16 2>/dev/null; sync")?;
+    cx.say("attempt 1: update workload and a 16 MiB new file; power cut");
+    cx.target.power_cut()?;
+
+    let rec = cx.boot_ready(&BootPlan::rewind())?;
+    checks::check_merged(cx, "attempt 2's boot merged attempt 1 away first", &rec, "the merge of attempt 1");
+    check_armed_over_free_map(cx, "attempt 2 (the merged baseline is clean again)")?;
+    let before = cow_used(&checks::status(cx)?);
+    cx.exec_checked("dd if=/dev/urandom of=/data/media/video.bin bs=1M count=24 conv=notrunc,fsync 2>/dev/null; sync")?;
+    let after = cow_used(&checks::status(cx)?);
+    cx.check(
+        "rewriting 24 MiB of baseline data in place copies it (used chunks stay protected)",
+        after.saturating_sub(before) >= 24 << 20,
+        format!("COW used {before} -> {after} bytes"),
+    );
+    cx.say("attempt 2: 24 MiB of baseline data rewritten in place; power cut");
+    cx.target.power_cut()?;
+
+    let cut = cx.boot_expect_end(
+        &BootPlan::rewind().with_failure(Failure::power_cut_at(stage::MERGING)),
+        BootEnd::HostPowerCut,
+    )?;
+    cx.say(&format!("final rollback: power cut after the merge started (stages {})", cut.stages.join(",")));
+    let rec = cx.boot_ready(&BootPlan::rewind())?;
+    cx.check("the boot after the cut prepares without errors", rec.errors.is_empty(), format!("{:?}", rec.errors));
+    checks::check_phase(cx, "phase is rolled-back", "rolled-back")?;
+    let now = checks::data_manifest(cx)?;
+    cx.same_manifest("userdata is exactly the baseline (every file, checksummed)", &baseline, &now);
     checks::check_idle_stack(cx, "after the rollback")?;
     checks::fsck_after_umount(cx, "userdata fsck clean after the rollback")?;
     cx.shutdown()?;

@@ -66,6 +66,12 @@ pub static E2E: &[Scenario] = &[
         run: freemap::free_space_not_copied,
     },
     Scenario {
+        name: "free-map-power-cuts",
+        summary: "cow.free_map under power cuts: attempt 1 cut, merged, attempt 2 armed over the free map again, 24 MiB of baseline data rewritten in place is still copied, attempt 2 cut, the final merge cut: the exact baseline, fsck clean",
+        needs: Needs::DAEMON,
+        run: freemap::free_map_power_cuts,
+    },
+    Scenario {
         name: "abort",
         summary: "AbortChanges without retry during an attempt, reboot: rolled back to the baseline, NeedsRollback, history shows the abort and the rollback",
         needs: Needs::DAEMON,
