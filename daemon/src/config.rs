@@ -287,13 +287,8 @@ impl Config {
 
     /// Reads and parses a file, without validating it (see [`Config::validate`]).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let read = |source| ConfigError::Read { path: path.to_path_buf(), source };
-        let text = crate::sys::files::read_text(path, MAX_CONFIG_BYTES).map_err(read)?.ok_or_else(|| {
-            read(crate::sys::files::FileError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            })
-        })?;
+        let text = crate::sys::files::read_text_required(path, MAX_CONFIG_BYTES)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::from_toml_str(&text, path)
     }
 

@@ -158,13 +158,8 @@ pub const MAX_FSTAB_BYTES: u64 = 1 << 20;
 
 /// Reads and parses an fstab file.
 pub fn load(path: &Path) -> Result<Vec<FstabEntry>, FstabError> {
-    let read = |source| FstabError::Read { path: path.to_path_buf(), source };
-    let text = crate::sys::files::read_text(path, MAX_FSTAB_BYTES).map_err(read)?.ok_or_else(|| {
-        read(crate::sys::files::FileError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        })
-    })?;
+    let text = crate::sys::files::read_text_required(path, MAX_FSTAB_BYTES)
+        .map_err(|source| FstabError::Read { path: path.to_path_buf(), source })?;
     parse(&text, path)
 }
 

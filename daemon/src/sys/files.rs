@@ -111,6 +111,15 @@ pub fn read_file(path: &Path, cap: u64, links: Links) -> Result<Option<Vec<u8>>,
     read_capped(file, path, cap).map(Some)
 }
 
+/// [`read_text`] for a file that must exist: absent is an error
+/// (NotFound), like every other reason it cannot be read.
+pub fn read_text_required(path: &Path, cap: u64) -> Result<String, FileError> {
+    read_text(path, cap)?.ok_or_else(|| FileError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })
+}
+
 /// A text file rewind is configured by (config, fstab): a regular file
 /// (links followed), at most `cap` bytes, UTF-8. `Ok(None)` when absent.
 pub fn read_text(path: &Path, cap: u64) -> Result<Option<String>, FileError> {
