@@ -68,6 +68,9 @@ struct RunArgs {
     /// Keep disk images and logs (the report names their directory).
     #[arg(long)]
     keep: bool,
+    /// Print each boot's QEMU command line (always in the JSON report).
+    #[arg(long)]
+    verbose: bool,
     /// Script run in the guest (sh with busybox applets, /data mounted, REWIND_DATA=/data) to fill userdata before the checkpoint.
     #[arg(long, value_name = "SCRIPT")]
     baseline: Option<PathBuf>,
@@ -205,6 +208,7 @@ impl RunArgs {
             userdata_mib: self.userdata_mib,
             metadata_encryption: self.metadata_encryption,
             narrate,
+            verbose: self.verbose,
             device_profile: self.device_profile,
         }
     }
@@ -217,7 +221,11 @@ fn run_scenario(name: &str, args: &RunArgs, narrate: bool) -> Result<bool> {
         }
     }
     let report = scenario::run(name, &args.options(narrate)).with_context(|| format!("Running scenario {name}"))?;
-    print!("{}", report.summary());
+    if narrate {
+        print!("{}", crate::story::render(&report));
+    } else {
+        print!("{}", report.summary());
+    }
     if let Some(path) = &args.report {
         report::write(path, &report::to_json(std::slice::from_ref(&report))?)?;
         eprintln!("report: {}", path.display());

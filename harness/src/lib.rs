@@ -34,6 +34,7 @@ pub mod qemu;
 pub mod qmp;
 pub mod report;
 pub mod scenario;
+pub mod story;
 pub mod target;
 pub mod timeouts;
 

@@ -64,6 +64,11 @@ pub struct GuestConfig {
     /// dm-crypt device (aes-xts-plain64, a key per run) on whatever /data
     /// comes from and mounts /data from it (ext4 only).
     pub metadata_encryption: bool,
+    /// No per-boot log lines on stderr (the demo prints its own story).
+    pub quiet: bool,
+    /// Log each boot's QEMU command line on stderr (it is always in
+    /// `qemu.cmdline` and the report).
+    pub show_command_line: bool,
 }
 
 impl GuestConfig {
@@ -80,6 +85,8 @@ impl GuestConfig {
             guest_tools: Vec::new(),
             keep: false,
             metadata_encryption: false,
+            quiet: false,
+            show_command_line: true,
         }
     }
     pub fn with_fs(mut self, fs: FsType) -> Self {
@@ -459,14 +466,16 @@ impl QemuGuest {
         let requested = std::fs::read_to_string(&reason_file).ok();
         let _ = std::fs::remove_file(&reason_file);
         self.next_boot_reason = failure::next_boot_reason(&end, requested.as_deref());
-        eprintln!(
-            "[{name}] boot {} ({}): ended: {end} after {:.1} s, last stage {}; console {}",
-            rec.index,
-            rec.failure.as_deref().unwrap_or("no failure injected"),
-            rec.duration_ms as f64 / 1000.0,
-            rec.last_stage(),
-            rec.console_log.display()
-        );
+        if !self.cfg.quiet {
+            eprintln!(
+                "[{name}] boot {} ({}): ended: {end} after {:.1} s, last stage {}; console {}",
+                rec.index,
+                rec.failure.as_deref().unwrap_or("no failure injected"),
+                rec.duration_ms as f64 / 1000.0,
+                rec.last_stage(),
+                rec.console_log.display()
+            );
+        }
         end
     }
 
@@ -483,7 +492,9 @@ impl QemuGuest {
         let cfg = self.qemu_config(boot_dir, port, Console::File(console_log.to_path_buf()));
         let command_line = cfg.command_line();
         let _ = std::fs::write(boot_dir.join("qemu.cmdline"), format!("{command_line}\n"));
-        eprintln!("[{}] {command_line}", self.cfg.name);
+        if self.cfg.show_command_line {
+            eprintln!("[{}] {command_line}", self.cfg.name);
+        }
         let stderr_path = boot_dir.join("qemu.stderr");
         let stderr = File::create(&stderr_path).map_err(io_err(&stderr_path))?;
         let mut cmd = cfg.command();

@@ -48,14 +48,14 @@ impl<'a> Ctx<'a> {
     /// Records a check; returns whether it passed.
     pub fn check(&mut self, name: &str, passed: bool, detail: impl Into<String>) -> bool {
         let detail = detail.into();
-        eprintln!(
-            "[{}] check {}: {name}{}",
-            self.report.scenario,
-            if passed { "ok" } else { "FAILED" },
-            if detail.is_empty() { String::new() } else { format!(" ({})", first_lines(&detail, 3)) }
-        );
-        if self.options.narrate {
-            println!("    [{}] {name}", if passed { "ok" } else { "FAIL" });
+        // Narrating, the checks are printed once, in the final story.
+        if !self.options.narrate {
+            eprintln!(
+                "[{}] check {}: {name}{}",
+                self.report.scenario,
+                if passed { "ok" } else { "FAILED" },
+                if detail.is_empty() { String::new() } else { format!(" ({})", first_lines(&detail, 3)) }
+            );
         }
         self.report.checks.push(Check { name: name.to_string(), passed, detail });
         passed

@@ -122,8 +122,12 @@ pub struct Options {
     /// Stack a dm-crypt layer under /data in the guest (Android's metadata
     /// encryption; ext4 only). Scenarios that need it force it.
     pub metadata_encryption: bool,
-    /// Narrate each step (the demo).
+    /// Narrate each step (the demo): the steps and the final story on
+    /// stdout, no per-check or per-boot log lines.
     pub narrate: bool,
+    /// Print the QEMU command line of each boot (--verbose); it is in the
+    /// JSON report either way.
+    pub verbose: bool,
     /// Restrict the QEMU guest to what a physical device with
     /// `ro.rewind.defer_commit=true` can do (`device::profile`); scenarios
     /// that need it (the `device-*` ones) force it.
