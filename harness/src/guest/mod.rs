@@ -638,14 +638,16 @@ impl Target for QemuGuest {
         let console_log = boot_dir.join("console.log");
         let qmp_log = boot_dir.join("qmp.log");
         let failure_text = plan.failure.as_ref().map(Failure::to_string);
-        eprintln!(
-            "[{}] boot {index} ({:?}, attempt {}, {}, boot reason {})",
-            self.cfg.name,
-            plan.mode,
-            plan.attempt,
-            failure_text.as_deref().unwrap_or("no failure injected"),
-            self.next_boot_reason.as_deref().unwrap_or("none")
-        );
+        if !self.cfg.quiet {
+            eprintln!(
+                "[{}] boot {index} ({:?}, attempt {}, {}, boot reason {})",
+                self.cfg.name,
+                plan.mode,
+                plan.attempt,
+                failure_text.as_deref().unwrap_or("no failure injected"),
+                self.next_boot_reason.as_deref().unwrap_or("none")
+            );
+        }
         // The free port is picked before QEMU binds it; another process can
         // take it in between. Such a start fails at once: try a new port.
         let mut attempt = 0;
@@ -698,11 +700,13 @@ impl Target for QemuGuest {
                 }
             }
             if !expect_end && rec.reached(stage::READY) {
-                eprintln!(
-                    "[{}] boot {index}: ready in {:.1} s",
-                    self.cfg.name,
-                    rec.ready_ms.unwrap_or(0) as f64 / 1000.0
-                );
+                if !self.cfg.quiet {
+                    eprintln!(
+                        "[{}] boot {index}: ready in {:.1} s",
+                        self.cfg.name,
+                        rec.ready_ms.unwrap_or(0) as f64 / 1000.0
+                    );
+                }
                 break;
             }
             if Instant::now() >= deadline {
