@@ -152,6 +152,11 @@ fn check_clean(raw: &[u8]) -> Result<(), FreeMapError> {
     if le32(raw, 0x60) & INCOMPAT_RECOVER != 0 {
         return Err(FreeMapError::NotClean("the journal needs recovery".into()));
     }
+    // s_error_count: errors seen since the last e2fsck, even where the
+    // state word was rewritten clean afterwards.
+    if le32(raw, 0x194) != 0 {
+        return Err(FreeMapError::NotClean("errors were recorded since the last fsck; run e2fsck".into()));
+    }
     if le32(raw, 0xE8) != 0 {
         return Err(FreeMapError::NotClean("orphan inodes are pending".into()));
     }
@@ -324,6 +329,7 @@ mod tests {
             ("ssv state 3", "errors recorded"),
             ("feature needs_recovery", "journal needs recovery"),
             ("ssv last_orphan 12", "orphan inodes"),
+            ("ssv error_count 1", "errors were recorded"),
         ] {
             let img = dir.path().join("u.img");
             mkfs(&img, &src, &["-b", "4096"], "16M");
