@@ -30,6 +30,8 @@ Examples:
   rewind-harness scenario abort --device-profile                    # could a device run it? (no: says what it cannot)
   rewind-harness demo                              # narrated: three failed boots, then rollback
   rewind-harness guest shell                       # serial console on this terminal (Ctrl-A x quits)
+  rewind-harness bench --report bench.json --plot docs/bench.svg   # the benchmark (about 30 min under TCG)
+  rewind-harness bench --quick                     # the same, smoke-sized (what CI runs)
   rewind-harness bench --boots 5                   # median boot-to-ready time
   rewind-harness bench --f2fs-checkpoint --boots 3 # f2fs checkpoint=disable vs plain: mount, write, commit
 
@@ -39,6 +41,7 @@ Environment:
   REWIND_MAX_GUESTS     guests at once on this machine (default 2)
   REWIND_KERNEL_PACKAGE pin the Debian kernel package (default: what linux-image-amd64 depends on)
   REWIND_NO_CARGO_BUILD use the project binaries as they are (no cargo build)
+  REWIND_BENCH_SECTIONS bench only these parts: matrix,lifecycle,scale (default all)
 
 Exit status: 0 when every check passed, 1 when a check failed, 2 on errors.";
 
@@ -166,16 +169,28 @@ enum Command {
     },
     /// Build or refresh the guest kit and print what is in it.
     Kit,
-    /// Measure boot-to-ready of a raw guest (median of N boots).
+    /// The benchmark: fio in one guest per configuration (idle stack, block
+    /// mode at 4/16/64 KiB chunks with and without the free map, f2fs
+    /// checkpoint=disable), COW space, commit, rollback, stack build over
+    /// fragmented stores; ratios to the idle stack of the same run.
     Bench {
-        /// Number of boots.
-        #[arg(long, default_value_t = 5)]
-        boots: u32,
+        /// The smoke-sized run (fewer configurations and repetitions, small sizes).
+        #[arg(long)]
+        quick: bool,
+        /// Write the JSON report here.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Write the SVG plot here.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
+        /// Instead: boot-to-ready of a raw guest, median of N boots.
+        #[arg(long, value_name = "N", conflicts_with_all = ["quick", "report", "plot"])]
+        boots: Option<u32>,
         #[arg(long, default_value = "ext4", value_parser = parse_fs)]
         fs: FsType,
         /// Instead: f2fs mount/write/commit costs with checkpoint=disable
         /// vs a plain mount, side by side (f2fs userdata; --boots = rounds).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["quick", "report", "plot"])]
         f2fs_checkpoint: bool,
     },
 }
@@ -297,6 +312,23 @@ fn run_all(args: &RunArgs, with_daemon: bool) -> Result<bool> {
     Ok(passed == reports.len())
 }
 
+/// The benchmark: the table on stdout, the JSON report and the plot
+/// where asked. Figures only: it never fails on a timing.
+fn run_bench(quick: bool, report: Option<PathBuf>, plot: Option<PathBuf>) -> Result<bool> {
+    let plan = crate::bench::Plan::new(quick);
+    let r = crate::bench::run(&plan).context("Running the benchmark")?;
+    print!("{}", crate::bench::report::render(&r));
+    if let Some(path) = &report {
+        crate::bench::write_json(&r, path)?;
+        eprintln!("report: {}", path.display());
+    }
+    if let Some(path) = &plot {
+        crate::bench::plot::write_svg(&r, path)?;
+        eprintln!("plot: {}", path.display());
+    }
+    Ok(true)
+}
+
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Command::Scenario { all: true, device, .. } if device.target != TargetKind::Qemu => {
@@ -324,6 +356,7 @@ fn run(cli: Cli) -> Result<bool> {
             run_scenario("three-failed-boots", &run, true)
         }
         Command::Bench { boots, f2fs_checkpoint: true, .. } => {
+            let boots = boots.unwrap_or(3);
             let mut guest =
                 QemuGuest::new(GuestConfig::new("bench-f2fs").with_fs(FsType::F2fs)).context("Preparing the guest")?;
             crate::target::Target::boot(&mut guest, &BootPlan::raw()).context("Booting")?;
@@ -332,7 +365,8 @@ fn run(cli: Cli) -> Result<bool> {
             crate::target::Target::power_cut(&mut guest).context("Stopping the guest")?;
             Ok(true)
         }
-        Command::Bench { boots, fs, .. } => {
+        Command::Bench { quick, report, plot, boots: None, .. } => run_bench(quick, report, plot),
+        Command::Bench { boots: Some(boots), fs, .. } => {
             let mut guest = QemuGuest::new(GuestConfig::new("bench").with_fs(fs)).context("Preparing the guest")?;
             let mut times = Vec::new();
             for _ in 0..boots.max(1) {

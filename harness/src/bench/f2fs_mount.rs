@@ -1,4 +1,4 @@
-//! Measurements on a running guest, shared by `rewind-harness bench` and
+//! f2fs mount/write/commit figures on a running guest, shared by `rewind-harness bench --f2fs-checkpoint` and
 //! the guest tests (tests/guest_f2fs.rs).
 //!
 //! `f2fs_checkpoint`: f2fs mode's costs, side by side in one guest, with
