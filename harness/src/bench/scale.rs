@@ -69,17 +69,22 @@ fn extra(store: u64) -> String {
 /// filler takes every free block (root may use the reserved blocks), then
 /// holes of `hole` bytes are punched at a stride of twice that: enough for
 /// twice `store` (the store takes at most half of what is available) plus
-/// the reserved blocks statvfs does not count as available.
+/// the reserved blocks statvfs does not count as available. A 1 MiB slack
+/// file is removed before the punching: splitting the filler's extents
+/// needs a few free blocks for the extent tree (punching into a full
+/// filesystem fails with ENOSPC).
 fn fragment(cx: &mut Ctx, hole: u64, store: u64) -> Result<(), BenchError> {
     let out = run(
         cx,
-        "set -e; rm -f /data/filler /data/filler2; sync; \
+        "set -e; rm -f /data/filler /data/filler2 /data/slack; sync; \
          dev=$(basename $(readlink -f $(awk '$2 == \"/data\" { print $1 }' /proc/mounts))); \
          echo 0 > /sys/fs/ext4/$dev/reserved_clusters; \
-         set -- $(df -k /data | tail -1); echo reserved_kib $(( $2 - $3 - $4 )); \
-         fio --name=fill --filename=/data/filler --ioengine=falloc --rw=write --bs=1M --size=$(( ($4 - 4096) / 1024 ))M \
+         dd if=/dev/zero of=/data/slack bs=1M count=1 2>/dev/null; \
+         set -- $(df -k /data | tail -1 | awk '{ print $(NF-4), $(NF-3), $(NF-2) }'); \
+         echo reserved_kib $(( $1 - $2 - $3 )); \
+         fio --name=fill --filename=/data/filler --ioengine=falloc --rw=write --bs=1M --size=$(( ($3 - 4096) / 1024 ))M \
            --output-format=terse >/dev/null; \
-         dd if=/dev/zero of=/data/filler2 bs=4k 2>/dev/null || true; sync",
+         dd if=/dev/zero of=/data/filler2 bs=4k 2>/dev/null || true; rm /data/slack; sync",
         1800,
     )?;
     let reserved = out
