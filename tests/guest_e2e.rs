@@ -74,3 +74,10 @@ fn guest_free_space_is_not_copied_and_rolls_back_exactly() {
 fn guest_free_map_survives_power_cuts_and_rolls_back_exactly() {
     rewind_e2e::run("free-map-power-cuts");
 }
+
+/// Six power cuts in the early boots of a committed system never roll it
+/// back (issue 12 item 6a).
+#[test]
+fn guest_power_cuts_after_commit_never_roll_back() {
+    rewind_e2e::run("power-cuts-after-commit");
+}

@@ -25,6 +25,7 @@
 //! map is refused (`refusal`), and without a checkpoint rewind is a
 //! passthrough (`passthrough`).
 
+mod bootloop;
 mod commit;
 mod freemap;
 mod passthrough;
@@ -35,6 +36,12 @@ mod space;
 use super::{Needs, Scenario};
 
 pub static E2E: &[Scenario] = &[
+    Scenario {
+        name: "power-cuts-after-commit",
+        summary: "A committed system loses power six times during early boot (metadata mounted, rewindd started, prepare-userdata twice, userdata prepared, data mounted): never rolled back, every committed change kept, idle, fsck clean",
+        needs: Needs::DAEMON,
+        run: bootloop::power_cuts_after_commit,
+    },
     Scenario {
         name: "good-boot-commits",
         summary: "The attempt migrates /data and reaches boot-completed (commit): two more boots keep every change; no snapshot/COW device, no COW file, the COW space is free again",
