@@ -38,7 +38,8 @@ pub(super) fn power_cuts_after_commit(cx: &mut Ctx) -> Result<(), ScenarioError>
     cx.shutdown()?;
 
     for at in CUTS {
-        let rec = cx.boot_expect_end(&BootPlan::rewind().with_failure(Failure::power_cut_at(at)), BootEnd::HostPowerCut)?;
+        let rec =
+            cx.boot_expect_end(&BootPlan::rewind().with_failure(Failure::power_cut_at(at)), BootEnd::HostPowerCut)?;
         cx.check_eq(&format!("boot {}: the power is cut at {at}", rec.index), *at, rec.last_stage());
     }
 
