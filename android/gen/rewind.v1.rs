@@ -189,6 +189,31 @@ pub struct PartitionStatus {
     /// f2fs: bytes hidden as unusable while checkpoint=disable.
     #[prost(uint64, tag = "13")]
     pub unusable_bytes: u64,
+    /// How the last arm mapped the baseline's free space (cow.free_map);
+    /// unset before the first arm and on f2fs.
+    #[prost(message, optional, tag = "14")]
+    pub free_map: ::core::option::Option<FreeMapStatus>,
+}
+/// Chunks the baseline filesystem leaves free are mapped linear in the armed
+/// top device: written in place, never copied, not counted in COW use.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FreeMapStatus {
+    /// false: every chunk protected, see detail
+    #[prost(bool, tag = "1")]
+    pub mapped: bool,
+    /// chunks in the device
+    #[prost(uint64, tag = "2")]
+    pub chunks: u64,
+    /// chunks mapped linear
+    #[prost(uint64, tag = "3")]
+    pub linear_chunks: u64,
+    /// linear runs in the armed table
+    #[prost(uint32, tag = "4")]
+    pub segments: u32,
+    /// how the map was taken, or why it was not used
+    #[prost(string, tag = "5")]
+    pub detail: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

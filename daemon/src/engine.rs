@@ -612,6 +612,7 @@ impl Inner {
                     merge_total_sectors: progress.map(|p| p.total_sectors).unwrap_or(0),
                     snapshot_state: usage.and_then(|u| u.word()).map(str::to_string),
                     unusable_bytes: if unusable { used_bytes } else { 0 },
+                    free_map: rec.and_then(|r| r.free_map.as_ref()).map(|m| m.report()),
                 }
             })
             .collect();

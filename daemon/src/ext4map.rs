@@ -390,4 +390,4 @@ pub fn first_change(src: &dyn ReadAt, recorded: &[Region]) -> Result<Option<(usi
 pub mod free;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

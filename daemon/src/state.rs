@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ext4map::Region;
 use crate::fiemap::Extent;
-use crate::types::{BackendKind, Budget, Event, Phase};
+use crate::types::{BackendKind, Budget, Event, FreeMapReport, Phase};
 
 pub const VERSION: u32 = 1;
 const MAGIC: &str = "rewind-state";
@@ -111,6 +111,115 @@ pub struct PartitionState {
     pub cow_files: Vec<CowFile>,
     /// sha256 of the extent list ([`extents_hash`]), checked before each use.
     pub cow_sha256: String,
+    /// How the last armed attempt mapped the chunks the baseline leaves
+    /// free (`cow.free_map`). Absent before the first arm, on f2fs, and in
+    /// records from before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_map: Option<FreeMap>,
+}
+
+/// The baseline's free space as the armed top device maps it. The baseline
+/// is the same at every attempt of one checkpoint (each rollback restores
+/// every chunk it uses, bitmaps included), so the map taken at the first
+/// arm is recorded and every later arm must read back exactly the same
+/// runs before it maps them linear; any difference protects every chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum FreeMap {
+    /// `runs` (first chunk, chunks; sorted, disjoint) are mapped linear:
+    /// written in place and never copied. Everything else is protected.
+    Mapped {
+        chunk_bytes: u64,
+        /// Chunks in the device.
+        chunks: u64,
+        /// Free chunks the bitmaps showed (`runs` may hold fewer: past the
+        /// table's line cap the smallest runs stay protected).
+        free_chunks_found: u64,
+        runs: Vec<(u64, u64)>,
+        /// sha256 of `runs` ([`runs_hash`]), checked when the record loads.
+        runs_sha256: String,
+        /// The attempt whose arm first took this map.
+        taken_at_attempt: u32,
+        /// How long reading the bitmaps took at the last arm.
+        read_ms: u64,
+    },
+    /// Every chunk is protected (the option is off, the filesystem could
+    /// not be proven clean, the map changed, ...): why.
+    NotUsed { reason: String },
+}
+
+impl FreeMap {
+    /// Chunks mapped linear.
+    pub fn linear_chunks(&self) -> u64 {
+        match self {
+            FreeMap::Mapped { runs, .. } => runs.iter().map(|r| r.1).sum(),
+            FreeMap::NotUsed { .. } => 0,
+        }
+    }
+
+    /// What status shows of it.
+    pub fn report(&self) -> FreeMapReport {
+        match self {
+            FreeMap::Mapped { chunks, free_chunks_found, runs, taken_at_attempt, read_ms, .. } => {
+                let left = free_chunks_found - self.linear_chunks().min(*free_chunks_found);
+                FreeMapReport {
+                    mapped: true,
+                    chunks: *chunks,
+                    linear_chunks: self.linear_chunks(),
+                    segments: u32::try_from(runs.len()).unwrap_or(u32::MAX),
+                    detail: format!(
+                        "taken from the ext4 block bitmaps at attempt {taken_at_attempt} (read in {read_ms} ms){}",
+                        if left > 0 {
+                            format!("; {left} free chunks in small runs stay protected")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                }
+            }
+            FreeMap::NotUsed { reason } => {
+                FreeMapReport { mapped: false, chunks: 0, linear_chunks: 0, segments: 0, detail: reason.clone() }
+            }
+        }
+    }
+
+    /// Consistency of a loaded record: a map that could mark a used chunk
+    /// free is refused rather than acted on.
+    pub fn validate(&self, raw_size_bytes: u64, chunk_sectors: u32) -> Result<(), String> {
+        let FreeMap::Mapped { chunk_bytes, chunks, free_chunks_found, runs, runs_sha256, .. } = self else {
+            return Ok(());
+        };
+        if *chunk_bytes != u64::from(chunk_sectors) * 512 {
+            return Err(format!("free map in chunks of {chunk_bytes} bytes, the store uses {chunk_sectors} sectors"));
+        }
+        if chunks.checked_mul(*chunk_bytes).is_none_or(|b| b < raw_size_bytes || b - raw_size_bytes >= *chunk_bytes) {
+            return Err(format!("free map of {chunks} chunks does not cover a {raw_size_bytes}-byte device"));
+        }
+        if runs_hash(runs) != *runs_sha256 {
+            return Err("free map runs do not match their hash".into());
+        }
+        let mut prev_end = 0u64;
+        for &(first, count) in runs {
+            let end = first.checked_add(count).filter(|&e| count > 0 && first >= prev_end && e <= *chunks);
+            match end {
+                Some(e) => prev_end = e,
+                None => return Err(format!("free map run {first}+{count} is empty, unsorted or out of range")),
+            }
+        }
+        if self.linear_chunks() > *free_chunks_found {
+            return Err("free map maps more chunks linear than it found free".into());
+        }
+        Ok(())
+    }
+}
+
+/// Canonical hash of a free map's runs.
+pub fn runs_hash(runs: &[(u64, u64)]) -> String {
+    let mut h = Sha256::new();
+    for (first, count) in runs {
+        h.update(format!("{first} {count}\n"));
+    }
+    hex::encode(h.finalize())
 }
 
 impl PartitionState {
@@ -244,6 +353,9 @@ impl State {
             let cow = p.cow_files.iter().try_fold(0u64, |sum, f| sum.checked_add(f.size_bytes));
             if cow.is_none_or(|bytes| bytes > p.raw_size_bytes) {
                 return Err(format!("{}: COW files larger than the partition ({} bytes)", p.name, p.raw_size_bytes));
+            }
+            if let Some(map) = &p.free_map {
+                map.validate(p.raw_size_bytes, p.chunk_sectors).map_err(|e| format!("{}: {e}", p.name))?;
             }
         }
         Ok(())

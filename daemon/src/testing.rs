@@ -36,6 +36,7 @@ pub fn snapshot_part(raw_device: &str, raw_size: u64, files: Vec<CowFile>) -> Pa
         raw_size_bytes: raw_size,
         chunk_sectors: 8,
         cow_sha256: extents_hash(&files),
+        free_map: None,
         cow_files: files,
     }
 }

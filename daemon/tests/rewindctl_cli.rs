@@ -90,8 +90,15 @@ async fn status_and_history_have_json_forms() {
     assert_eq!(v["phase"], "armed");
     assert_eq!(v["attempts"], 3);
     assert_eq!(v["partitions"][0]["name"], "userdata");
+    assert_eq!(v["partitions"][0]["free_map"]["linear_chunks"], 180000);
+    assert_eq!(v["partitions"][0]["free_map"]["mapped"], true);
     let run = rewindctl(s, None, &["status"]).await;
     assert!(run.stdout.contains("PARTITION") && run.stdout.contains("userdata"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("userdata free space: 180000 of 262144 chunks (68%) mapped linear in 14 runs, never copied"),
+        "{run:?}"
+    );
     let run = rewindctl(s, None, &["history", "--json"]).await;
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("history --json is JSON");
     assert_eq!(v["events"][0]["kind"], "started");

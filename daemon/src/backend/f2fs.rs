@@ -47,7 +47,7 @@ use crate::dm::SnapshotStatus;
 use crate::error::{Error, Result};
 use crate::fstab::{CheckpointMode, CheckpointedPartition};
 use crate::state::extents_hash;
-use crate::state::PartitionState;
+use crate::state::{FreeMap, PartitionState};
 use crate::sys::blockdev::ReadAt;
 use crate::types::{error_chain, BackendKind, Progress};
 
@@ -585,6 +585,7 @@ impl Backend for F2fsBackend {
             raw_size_bytes: raw_size,
             chunk_sectors: cow.chunk_sectors,
             cow_sha256: extents_hash(&[]),
+            free_map: None,
             cow_files: Vec::new(),
         })
     }
@@ -625,13 +626,13 @@ impl Backend for F2fsBackend {
         Ok(Merged::Nothing)
     }
 
-    fn arm(&mut self, part: &PartitionState) -> Result<()> {
+    fn arm(&mut self, part: &PartitionState, _attempt: u32) -> Result<Option<FreeMap>> {
         let e = self.entry(&part.name).map_err(f2fs_err)?.clone();
         let started = std::time::Instant::now();
         let opt = self.arm_one(&e).map_err(f2fs_err)?;
         tracing::info!(mount_point = %e.mount_point, option = %opt, ms = started.elapsed().as_millis() as u64,
             "f2fs: attempt armed (checkpointing off)");
-        Ok(())
+        Ok(None)
     }
 
     fn commit_live(&mut self, part: &PartitionState) -> Result<()> {

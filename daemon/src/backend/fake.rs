@@ -5,7 +5,7 @@ use crate::config::CowConfig;
 use crate::dm::SnapshotStatus;
 use crate::error::{Error, Result};
 use crate::fstab::CheckpointedPartition;
-use crate::state::PartitionState;
+use crate::state::{FreeMap, PartitionState};
 use crate::types::{ErrorKind, Progress};
 
 #[derive(Default)]
@@ -55,10 +55,10 @@ impl Backend for FakeBackend {
         progress(Progress { step: "merge".into(), partition: "userdata".into(), done_sectors: 8, total_sectors: 8 });
         Ok(Merged::Merged { sectors: 8 })
     }
-    fn arm(&mut self, _part: &PartitionState) -> Result<()> {
+    fn arm(&mut self, _part: &PartitionState, _attempt: u32) -> Result<Option<FreeMap>> {
         self.step("arm")?;
         self.armed = true;
-        Ok(())
+        Ok(None)
     }
     fn commit_live(&mut self, _part: &PartitionState) -> Result<()> {
         self.step("commit")?;

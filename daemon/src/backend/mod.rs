@@ -21,7 +21,7 @@ use crate::cowstore;
 use crate::dm::SnapshotStatus;
 use crate::error::Result;
 use crate::fstab::CheckpointedPartition;
-use crate::state::PartitionState;
+use crate::state::{FreeMap, PartitionState};
 use crate::types::{error_chain, BackendKind, Progress};
 
 /// What a merge found.
@@ -102,8 +102,10 @@ pub trait Backend: Send {
     /// before anything was written (a refusal); later errors leave the merge
     /// to be resumed.
     fn merge(&mut self, part: &PartitionState, progress: &mut dyn FnMut(Progress)) -> Result<Merged>;
-    /// Boot: start a fresh attempt (empty store, origin tracked).
-    fn arm(&mut self, part: &PartitionState) -> Result<()>;
+    /// Boot: start attempt number `attempt` (empty store, origin tracked).
+    /// Returns how the baseline's free space is mapped, for the record
+    /// (None: the backend has no such notion, as f2fs).
+    fn arm(&mut self, part: &PartitionState, attempt: u32) -> Result<Option<FreeMap>>;
     /// Running system: drop the snapshot live, keeping every write.
     fn commit_live(&mut self, part: &PartitionState) -> Result<()>;
     /// Whether the stack of an armed attempt is live in this boot.

@@ -8,7 +8,7 @@ use crate::config::CowConfig;
 use crate::dm::SnapshotStatus;
 use crate::error::{Error, Result};
 use crate::fstab::{CheckpointMode, CheckpointedPartition};
-use crate::state::PartitionState;
+use crate::state::{FreeMap, PartitionState};
 use crate::types::{BackendKind, Progress};
 
 /// Routes each partition to its backend.
@@ -75,8 +75,8 @@ impl Backend for Routed {
     fn merge(&mut self, part: &PartitionState, progress: &mut dyn FnMut(Progress)) -> Result<Merged> {
         self.by_kind_mut(part.backend)?.merge(part, progress)
     }
-    fn arm(&mut self, part: &PartitionState) -> Result<()> {
-        self.by_kind_mut(part.backend)?.arm(part)
+    fn arm(&mut self, part: &PartitionState, attempt: u32) -> Result<Option<FreeMap>> {
+        self.by_kind_mut(part.backend)?.arm(part, attempt)
     }
     fn commit_live(&mut self, part: &PartitionState) -> Result<()> {
         self.by_kind_mut(part.backend)?.commit_live(part)

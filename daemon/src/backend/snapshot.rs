@@ -64,8 +64,7 @@ use crate::dm::{DmControl, SnapshotStatus, Table, Target};
 use crate::error::{Error, Result};
 use crate::ext4map::{self, InodeMap};
 use crate::fstab::CheckpointedPartition;
-use crate::state::extents_hash;
-use crate::state::PartitionState;
+use crate::state::{extents_hash, runs_hash, FreeMap, PartitionState};
 use crate::sys;
 use crate::sys::blockdev::ReadAt;
 use crate::sys::blockdev::{self, BlockInfo};
@@ -356,15 +355,28 @@ impl SnapshotBackend {
         })
     }
 
-    /// The top device's table while armed. With `cow.free_map` and an ext4
-    /// baseline the bitmaps prove clean (read from the raw partition, below
-    /// every page cache, before anything mounts it), the chunks it leaves
-    /// free are mapped linear; otherwise, and on any doubt, one
-    /// snapshot-origin line protects every chunk, as without the option.
-    fn armed_top_table(&self, part: &PartitionState, raw: Device, size: u64) -> Table {
+    /// The top device's table while armed, and how it maps free space.
+    /// With `cow.free_map` and an ext4 baseline whose bitmaps prove clean
+    /// (read from the raw partition, below every page cache, before
+    /// anything mounts it), the chunks it leaves free are mapped linear;
+    /// otherwise, and on any doubt, one snapshot-origin line protects every
+    /// chunk, as without the option.
+    ///
+    /// A map recorded by an earlier attempt of this checkpoint must be read
+    /// back run for run: the rollback restored every chunk the baseline
+    /// uses, bitmaps included, so a different map means the baseline is not
+    /// what the record says, and nothing is mapped linear.
+    fn armed_top_table(&self, part: &PartitionState, raw: Device, size: u64, attempt: u32) -> (Table, FreeMap) {
         let whole = Table::single(Sectors(size / 512), Target::Origin(OriginParams { origin: raw }));
-        if !self.free_map || part.fs_type != "ext4" {
-            return whole;
+        let not_used = |reason: String| {
+            tracing::info!(partition = %part.name, "free map not used, every chunk protected: {reason}");
+            (whole.clone(), FreeMap::NotUsed { reason })
+        };
+        if !self.free_map {
+            return not_used("cow.free_map is off in the configuration".into());
+        }
+        if part.fs_type != "ext4" {
+            return not_used(format!("the baseline is {}, and only ext4's bitmaps are read", part.fs_type));
         }
         let chunk_sectors = u64::from(part.chunk_sectors);
         let started = std::time::Instant::now();
@@ -375,30 +387,46 @@ impl SnapshotBackend {
             .and_then(|r| ext4map::free::take(&*r, size, chunk_sectors * 512).map_err(|e| error_chain(&e)));
         let map = match map {
             Ok(map) => map,
-            Err(why) => {
-                tracing::info!(partition = %part.name, "free map not used, every chunk protected: {why}");
-                return whole;
-            }
+            Err(why) => return not_used(why),
         };
-        let took = started.elapsed();
-        match armed_table(raw, size / 512, chunk_sectors, &map.free_runs, MAX_ARMED_LINES) {
-            Ok(t) => {
-                tracing::info!(
-                    partition = %part.name,
-                    "free map: {} of {} chunks free, mapped linear ({} lines, {} small runs left protected), read in {} ms",
-                    t.free_chunks,
-                    map.chunks,
-                    t.table.lines.len(),
-                    t.runs_dropped,
-                    took.as_millis()
-                );
-                t.table
+        let read_ms = started.elapsed().as_millis() as u64;
+        let t = match armed_table(raw, size / 512, chunk_sectors, &map.free_runs, MAX_ARMED_LINES) {
+            Ok(t) => t,
+            Err(why) => return not_used(format!("the table builder refused the map: {why}")),
+        };
+        let runs_sha256 = runs_hash(&t.runs);
+        let taken_at_attempt = match &part.free_map {
+            Some(FreeMap::Mapped { runs_sha256: recorded, taken_at_attempt, chunks, .. }) => {
+                if *recorded != runs_sha256 || *chunks != map.chunks {
+                    return not_used(format!(
+                        "the bitmaps now show {} free chunks in {} runs, not the map recorded at attempt \
+                         {taken_at_attempt}; the baseline is not what the record says",
+                        t.free_chunks,
+                        t.runs.len()
+                    ));
+                }
+                *taken_at_attempt
             }
-            Err(why) => {
-                tracing::warn!(partition = %part.name, "free map refused by the table builder, every chunk protected: {why}");
-                whole
-            }
-        }
+            _ => attempt,
+        };
+        tracing::info!(
+            partition = %part.name,
+            "free map: {} of {} chunks free, mapped linear ({} lines, {} small runs left protected), read in {read_ms} ms",
+            t.free_chunks,
+            map.chunks,
+            t.table.lines.len(),
+            t.runs_dropped,
+        );
+        let record = FreeMap::Mapped {
+            chunk_bytes: chunk_sectors * 512,
+            chunks: map.chunks,
+            free_chunks_found: map.free_chunks(),
+            runs: t.runs,
+            runs_sha256,
+            taken_at_attempt,
+            read_ms,
+        };
+        (t.table, record)
     }
 
     /// Swaps the top device's table while it is suspended, removing the
@@ -592,6 +620,7 @@ pub fn create_cow_files(part: &CheckpointedPartition, cow: &CowConfig, raw_size:
         raw_size_bytes: raw_size,
         chunk_sectors: cow.chunk_sectors,
         cow_sha256: extents_hash(&files),
+        free_map: None,
         cow_files: files,
     };
     let checked = (|| -> Result<()> {
@@ -763,7 +792,7 @@ impl Backend for SnapshotBackend {
         Ok(Merged::Merged { sectors: merged })
     }
 
-    fn arm(&mut self, part: &PartitionState) -> Result<()> {
+    fn arm(&mut self, part: &PartitionState, attempt: u32) -> Result<Option<FreeMap>> {
         let (raw, size) = self.raw_checked(part)?;
         let top = self.top(&part.name);
         let snap = self.snap(&part.name);
@@ -781,7 +810,7 @@ impl Backend for SnapshotBackend {
         self.io.zero_head(&cow_node)?;
         let chunk = Sectors(u64::from(part.chunk_sectors));
         let snap_table = Table::single(Sectors(size / 512), Target::Snapshot(SnapParams::new(raw, cow, chunk)));
-        let origin_table = self.armed_top_table(part, raw, size);
+        let (origin_table, free_map) = self.armed_top_table(part, raw, size, attempt);
         self.dm.suspend(&top)?;
         let step = || -> Result<()> {
             let dev = self.dm.create(&snap, &snap_table, false)?;
@@ -797,7 +826,7 @@ impl Backend for SnapshotBackend {
         res?;
         resumed?;
         match snapshot_status(&*self.dm, &snap)? {
-            SnapshotStatus::Usage { .. } => Ok(()),
+            SnapshotStatus::Usage { .. } => Ok(Some(free_map)),
             other => Err(Error::Unsafe(format!("{snap} is '{other}' right after arming"))),
         }
     }

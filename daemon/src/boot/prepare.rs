@@ -160,15 +160,22 @@ fn arm_next(ctx: &mut Ctx<'_>, verified: bool) -> Result<PrepareOutcome> {
                 return Err(e);
             }
         }
-        if let Err(e) = ctx.backend.arm(&p) {
+        match ctx.backend.arm(&p, ctx.state.attempt + 1) {
+            // Saved with the attempt below: a cut before that save re-arms
+            // from the same record.
+            Ok(free_map) => {
+                if let Some(rec) = ctx.state.partitions.iter_mut().find(|r| r.name == p.name) {
+                    rec.free_map = free_map;
+                }
+            }
             // The backend says an Unsafe refusal here would recur at every
             // boot (f2fs: the kernel refused checkpoint=disable in every
             // form), so give protection up now, recorded and reported,
             // rather than stay armed in name only.
-            if ctx.backend.traits(&p.name).arm_refusal_is_final && e.kind() == ErrorKind::Unsafe {
+            Err(e) if ctx.backend.traits(&p.name).arm_refusal_is_final && e.kind() == ErrorKind::Unsafe => {
                 return ctx.refuse(&p.name, e);
             }
-            return Err(e);
+            Err(e) => return Err(e),
         }
     }
     ctx.state.attempt += 1;

@@ -841,8 +841,28 @@ pub fn status_table(s: &pb::Status) -> String {
                 human_bytes(p.unusable_bytes)
             ));
         }
+        if let Some(m) = &p.free_map {
+            out.push_str(&free_map_line(&p.name, m));
+        }
     }
     out
+}
+
+/// One line on how free space is mapped: the figures a device maker asks
+/// about (how much of the device is never copied) and the reason when none.
+fn free_map_line(name: &str, m: &pb::FreeMapStatus) -> String {
+    if m.mapped {
+        format!(
+            "{name} free space: {} of {} chunks ({}%) mapped linear in {} runs, never copied; {}\n",
+            m.linear_chunks,
+            m.chunks,
+            percent(m.linear_chunks, m.chunks),
+            m.segments,
+            printable(&m.detail)
+        )
+    } else {
+        format!("{name} free space: not mapped, every chunk protected: {}\n", printable(&m.detail))
+    }
 }
 
 pub fn status_json(s: &pb::Status) -> Value {
@@ -864,6 +884,13 @@ pub fn status_json(s: &pb::Status) -> Value {
                 "merge_total_sectors": p.merge_total_sectors,
                 "snapshot_state": p.snapshot_state,
                 "unusable_bytes": p.unusable_bytes,
+                "free_map": p.free_map.as_ref().map(|m| json!({
+                    "mapped": m.mapped,
+                    "chunks": m.chunks,
+                    "linear_chunks": m.linear_chunks,
+                    "segments": m.segments,
+                    "detail": m.detail,
+                })),
             })
         })
         .collect();

@@ -29,6 +29,8 @@ pub struct ArmedTable {
     pub free_chunks: u64,
     /// Free runs left under snapshot-origin to stay within the line cap.
     pub runs_dropped: usize,
+    /// The runs mapped linear (`free_runs` less those dropped at the cap).
+    pub runs: Vec<(u64, u64)>,
 }
 
 /// Builds the armed table for a raw device of `sectors` sectors, in
@@ -73,7 +75,7 @@ pub fn armed_table(
     let mut lines = Vec::with_capacity(kept.len() * 2 + 1);
     let mut pos = 0u64;
     let mut free_chunks = 0;
-    for (first, count) in kept {
+    for &(first, count) in &kept {
         let (start, len) = (first * chunk_sectors, count * chunk_sectors);
         if start > pos {
             lines.push(TargetLine::new(Sectors(pos), Sectors(start - pos), origin()));
@@ -87,7 +89,7 @@ pub fn armed_table(
     }
     let table = Table { lines };
     table.check()?;
-    Ok(ArmedTable { table, free_chunks, runs_dropped })
+    Ok(ArmedTable { table, free_chunks, runs_dropped, runs: kept })
 }
 
 #[cfg(test)]
@@ -172,6 +174,9 @@ mod tests {
         let mut sizes: Vec<u64> = runs.iter().map(|r| r.1).collect();
         sizes.sort_unstable_by(|a, b| b.cmp(a));
         assert_eq!(t.free_chunks, sizes[..10].iter().sum::<u64>(), "the ten largest kept");
+        assert_eq!(t.runs.len(), 10);
+        assert!(t.runs.windows(2).all(|w| w[0].0 + w[0].1 < w[1].0), "kept runs stay sorted");
+        assert_eq!(t.runs.iter().map(|r| r.1).sum::<u64>(), t.free_chunks);
         check_identity(&t, 600 * 8, 8, &runs);
         let one = armed_table(RAW, 600 * 8, 8, &runs, 1).unwrap();
         assert_eq!(one.table.lines.len(), 1, "a cap of one line is plain snapshot-origin");

@@ -8,14 +8,14 @@ use super::*;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-pub(super) fn have_tools() -> bool {
+pub(crate) fn have_tools() -> bool {
     ["mkfs.ext4", "debugfs"].iter().all(|t| {
         Command::new(t).arg("-V").output().is_ok()
             || ["/sbin", "/usr/sbin"].iter().any(|d| Path::new(d).join(t).exists())
     })
 }
 
-pub(super) fn tool(name: &str) -> PathBuf {
+pub(crate) fn tool(name: &str) -> PathBuf {
     for d in ["/usr/sbin", "/sbin"] {
         let p = Path::new(d).join(name);
         if p.exists() {
@@ -25,7 +25,7 @@ pub(super) fn tool(name: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-pub(super) fn mkfs(img: &Path, dir: &Path, extra: &[&str], size: &str) {
+pub(crate) fn mkfs(img: &Path, dir: &Path, extra: &[&str], size: &str) {
     let out = Command::new(tool("mkfs.ext4"))
         .args(["-F", "-q"])
         .args(extra)
@@ -38,7 +38,7 @@ pub(super) fn mkfs(img: &Path, dir: &Path, extra: &[&str], size: &str) {
     assert!(out.status.success(), "mkfs.ext4: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-pub(super) fn debugfs(img: &Path, write: bool, req: &str) -> String {
+pub(crate) fn debugfs(img: &Path, write: bool, req: &str) -> String {
     let mut c = Command::new(tool("debugfs"));
     if write {
         c.arg("-w");

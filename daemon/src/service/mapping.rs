@@ -93,6 +93,13 @@ pub fn partition_to_pb(p: &PartitionReport) -> pb::PartitionStatus {
         merge_total_sectors: p.merge_total_sectors,
         snapshot_state: p.snapshot_state.clone().unwrap_or_default(),
         unusable_bytes: p.unusable_bytes,
+        free_map: p.free_map.as_ref().map(|m| pb::FreeMapStatus {
+            mapped: m.mapped,
+            chunks: m.chunks,
+            linear_chunks: m.linear_chunks,
+            segments: m.segments,
+            detail: m.detail.clone(),
+        }),
     }
 }
 
@@ -298,6 +305,13 @@ mod tests {
                 merge_total_sectors: 0,
                 snapshot_state: Some("Overflow".into()),
                 unusable_bytes: 0,
+                free_map: Some(crate::types::FreeMapReport {
+                    mapped: true,
+                    chunks: 262144,
+                    linear_chunks: 200000,
+                    segments: 12,
+                    detail: "taken".into(),
+                }),
             }],
             unavailable_reason: None,
             protection_lost: Some("COW overflow".into()),

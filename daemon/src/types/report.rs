@@ -44,4 +44,23 @@ pub struct PartitionReport {
     pub snapshot_state: Option<String>,
     /// f2fs: bytes hidden as unusable while checkpoint=disable.
     pub unusable_bytes: u64,
+    /// How the last arm mapped the baseline's free space; None before the
+    /// first arm and on f2fs.
+    pub free_map: Option<FreeMapReport>,
+}
+
+/// How the armed top device treats the chunks the baseline leaves free
+/// (`cow.free_map`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FreeMapReport {
+    /// Free chunks are mapped linear: written in place, never copied.
+    pub mapped: bool,
+    /// Chunks in the device.
+    pub chunks: u64,
+    /// Chunks mapped linear.
+    pub linear_chunks: u64,
+    /// Linear runs in the armed table.
+    pub segments: u32,
+    /// How the map was taken, or why it was not used.
+    pub detail: String,
 }

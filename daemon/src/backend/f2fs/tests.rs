@@ -217,7 +217,7 @@ fn arm_mounts_commit_remounts_with_the_same_options() {
     let p = part_state();
     b.verify_store(&p).expect("same device");
     assert!(!b.is_armed(&p).expect("state"));
-    b.arm(&p).expect("armed");
+    b.arm(&p, 1).expect("armed");
     assert!(b.is_armed(&p).expect("state"));
     {
         let k = f.k();
@@ -225,7 +225,7 @@ fn arm_mounts_commit_remounts_with_the_same_options() {
         assert_eq!(k.calls[0].0, MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
     }
     // Armed again in the same boot: no second mount.
-    b.arm(&p).expect("idempotent");
+    b.arm(&p, 1).expect("idempotent");
     assert_eq!(f.k().calls.len(), 1);
     b.commit_live(&p).expect("committed");
     {
@@ -247,7 +247,7 @@ fn merge_drops_a_still_mounted_attempt_and_is_a_no_op_otherwise() {
     let p = part_state();
     assert_eq!(b.merge(&p, &mut |_| {}).expect("nothing"), Merged::Nothing);
     assert_eq!(f.k().unmounts, 0);
-    b.arm(&p).expect("armed");
+    b.arm(&p, 1).expect("armed");
     assert_eq!(b.merge(&p, &mut |_| {}).expect("dropped"), Merged::Nothing);
     assert_eq!(f.k().unmounts, 1);
     assert!(f.k().mounted.is_none());
@@ -283,7 +283,7 @@ fn usage_reports_unusable_only_while_armed() {
     let mut b = F2fsBackend::new(vec![entry()], Box::new(f.clone()));
     let p = part_state();
     assert_eq!(b.usage(&p).expect("usage"), None);
-    b.arm(&p).expect("armed");
+    b.arm(&p, 1).expect("armed");
     assert_eq!(b.usage(&p).expect("usage").and_then(|s| s.used_percent()), Some(50));
     assert!(b.stack("userdata")[0].contains("checkpoint=disable"), "{:?}", b.stack("userdata"));
 }

@@ -156,7 +156,7 @@ fn ensure_idle_never_replaces_a_different_table() {
 fn arm_builds_origin_snapshot_and_cow_under_the_kernel_rule() {
     let (mut b, dm, io) = backend();
     b.ensure_idle(&idle_ref()).expect("idle");
-    b.arm(&part()).expect("arm");
+    b.arm(&part(), 1).expect("arm");
     assert_eq!(kind(&dm, "rewind-userdata"), Some(SNAPSHOT_ORIGIN));
     let cow = dm.active("rewind-userdata-cow").expect("cow");
     assert_eq!(cow.to_string(), "0 8192 linear 8:16 524288\n8192 8192 linear 8:16 1048576\n");
@@ -175,8 +175,8 @@ fn arm_builds_origin_snapshot_and_cow_under_the_kernel_rule() {
 #[test]
 fn arm_refuses_when_the_top_is_not_linear() {
     let (mut b, _dm, _) = backend();
-    b.arm(&part()).expect("arm");
-    assert!(b.arm(&part()).is_err(), "arming twice must be refused");
+    b.arm(&part(), 1).expect("arm");
+    assert!(b.arm(&part(), 1).is_err(), "arming twice must be refused");
 }
 
 #[test]
@@ -184,7 +184,7 @@ fn failed_snapshot_load_leaves_the_top_linear_and_running() {
     let (mut b, dm, _) = backend();
     b.ensure_idle(&idle_ref()).expect("idle");
     dm.fail_once("load rewind-userdata");
-    assert!(b.arm(&part()).is_err());
+    assert!(b.arm(&part(), 1).is_err());
     assert_eq!(kind(&dm, "rewind-userdata"), Some(LINEAR));
     assert!(!dm.lock().devs["rewind-userdata"].suspended);
     assert!(!dm.exists("rewind-userdata-snap"));
@@ -193,7 +193,7 @@ fn failed_snapshot_load_leaves_the_top_linear_and_running() {
 #[test]
 fn live_commit_swaps_to_linear_and_drops_snapshot_and_cow() {
     let (mut b, dm, _) = backend();
-    b.arm(&part()).expect("arm");
+    b.arm(&part(), 1).expect("arm");
     b.commit_live(&part()).expect("commit");
     assert_eq!(dm.active("rewind-userdata").expect("top").to_string(), "0 2097152 linear 8:16 0\n");
     assert!(!dm.exists("rewind-userdata-snap"));
@@ -205,7 +205,7 @@ fn live_commit_swaps_to_linear_and_drops_snapshot_and_cow() {
 #[test]
 fn commit_with_a_failing_snapshot_removal_keeps_the_origin() {
     let (mut b, dm, _) = backend();
-    b.arm(&part()).expect("arm");
+    b.arm(&part(), 1).expect("arm");
     dm.fail_once("remove rewind-userdata-snap");
     assert!(b.commit_live(&part()).is_err());
     assert_eq!(kind(&dm, "rewind-userdata"), Some(SNAPSHOT_ORIGIN));
@@ -287,7 +287,7 @@ fn merge_failure_word_is_reported_not_taken_for_done() {
 #[test]
 fn a_live_attempt_is_never_merged_under_a_mounted_filesystem() {
     let (mut b, dm, io) = backend();
-    b.arm(&part()).expect("arm");
+    b.arm(&part(), 1).expect("arm");
     io.0.lock().expect("io").head = Some(header(1, 8));
     let err = b.merge(&part(), &mut |_| {}).expect_err("live");
     assert_eq!(err.kind(), crate::types::ErrorKind::WrongPhase);
@@ -301,7 +301,7 @@ fn a_resized_raw_device_is_refused() {
     let (mut b, _, _) = backend();
     let mut p = part();
     p.raw_size_bytes += 4096;
-    assert_eq!(b.arm(&p).expect_err("size").kind(), crate::types::ErrorKind::Unsafe);
+    assert_eq!(b.arm(&p, 1).expect_err("size").kind(), crate::types::ErrorKind::Unsafe);
     assert_eq!(b.merge(&p, &mut |_| {}).expect_err("size").kind(), crate::types::ErrorKind::Unsafe);
 }
 
@@ -323,7 +323,7 @@ fn verification_mounts_a_read_only_view_and_cleans_up() {
 fn usage_reads_the_snapshot() {
     let (mut b, dm, _) = backend();
     assert_eq!(b.usage(&part()).expect("none"), None);
-    b.arm(&part()).expect("arm");
+    b.arm(&part(), 1).expect("arm");
     dm.script_status("rewind-userdata-snap", &["Invalid"]);
     assert_eq!(b.usage(&part()).expect("usage"), Some(SnapshotStatus::Invalid));
 }
@@ -345,7 +345,7 @@ fn start_needs_the_filesystem_mounted_through_the_idle_top() {
     b.ensure_idle(&idle_ref()).expect("idle");
     // The fake reports /data on 254:1, the first device created: the top.
     assert_eq!(b.check_mounted(&idle_ref()).expect("ok"), RAW_SIZE);
-    b.arm(&part()).expect("arm");
+    b.arm(&part(), 1).expect("arm");
     assert_eq!(b.check_mounted(&idle_ref()).expect_err("armed").kind(), crate::types::ErrorKind::Unsafe);
     let _ = dm;
 }
@@ -541,4 +541,138 @@ fn data_may_be_mounted_through_a_crypt_layer_on_the_top() {
         let msg = crate::types::error_chain(&e);
         assert!(msg.contains(want) && !msg.contains(KEY), "{msg}");
     }
+}
+
+/// `cow.free_map` on, over a real 16 MiB ext4 image (mkfs.ext4 -d) at the
+/// start of the fake raw device. None without the tools (CI has them).
+fn free_map_backend(dir: &std::path::Path) -> Option<(SnapshotBackend, FakeDm, FakeIo)> {
+    use crate::ext4map::tests::{have_tools, mkfs};
+    if !have_tools() {
+        assert!(std::env::var_os("CI").is_none(), "CI: mkfs.ext4 and debugfs are needed");
+        return None;
+    }
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).expect("src");
+    std::fs::write(src.join("a"), vec![7u8; 300 << 10]).expect("a");
+    let img = dir.join("fs.img");
+    mkfs(&img, &src, &["-b", "4096"], "16M");
+    let mut config = Config::default();
+    config.cow.free_map = true;
+    let dm = FakeDm::default();
+    let io = FakeIo::default();
+    io.0.lock().expect("io").raw_bytes = std::fs::read(&img).expect("image");
+    let b = SnapshotBackend::new(&config, Box::new(dm.clone()), Box::new(io.clone()));
+    Some((b, dm, io))
+}
+
+fn armed_fresh(b: &mut SnapshotBackend, dm: &FakeDm, p: &PartitionState, attempt: u32) -> FreeMap {
+    // Each attempt arms from the idle table (a rollback leaves it; a live
+    // commit is the quickest way back to it here).
+    if dm.exists("rewind-userdata-snap") {
+        b.commit_live(p).expect("back to idle");
+    }
+    b.ensure_idle(&idle_ref()).expect("idle");
+    b.arm(p, attempt).expect("arm").expect("block mode reports its free map")
+}
+
+#[test]
+fn free_map_is_recorded_and_the_same_map_is_used_by_a_later_attempt() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some((mut b, dm, _io)) = free_map_backend(dir.path()) else { return };
+    let mut p = part();
+    let map = armed_fresh(&mut b, &dm, &p, 1);
+    let FreeMap::Mapped { chunks, free_chunks_found, ref runs, taken_at_attempt, .. } = map else {
+        panic!("a clean ext4 baseline is mapped: {map:?}")
+    };
+    assert_eq!(chunks, RAW_SIZE / 4096);
+    assert_eq!(taken_at_attempt, 1);
+    // Past the 16 MiB filesystem nothing is known free.
+    assert!(runs.iter().all(|&(f, n)| f + n <= 4096), "{runs:?}");
+    assert!(free_chunks_found > 2000 && free_chunks_found < 4096, "{free_chunks_found}");
+    map.validate(p.raw_size_bytes, p.chunk_sectors).expect("a map the backend records validates");
+    let top = dm.active("rewind-userdata").expect("top");
+    assert_eq!(top.kind(), Some(SNAPSHOT_ORIGIN), "armed, with linear lines over free runs");
+    assert!(top.lines.len() > 1, "{top}");
+    // Attempt 2 reads the same bitmaps: the record stays as taken at 1.
+    p.free_map = Some(map.clone());
+    let mut again = armed_fresh(&mut b, &dm, &p, 2);
+    if let (FreeMap::Mapped { read_ms, .. }, FreeMap::Mapped { read_ms: first, .. }) = (&mut again, &map) {
+        *read_ms = *first;
+    }
+    assert_eq!(again, map, "taken at attempt 1, the same runs");
+    assert_eq!(dm.active("rewind-userdata").expect("top"), top);
+}
+
+#[test]
+fn a_map_that_differs_from_the_record_protects_every_chunk() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some((mut b, dm, io)) = free_map_backend(dir.path()) else { return };
+    let mut p = part();
+    let map = armed_fresh(&mut b, &dm, &p, 1);
+    let FreeMap::Mapped { ref runs, .. } = map else { panic!("{map:?}") };
+    // The recorded map claims one chunk less free than the bitmaps now say
+    // (as if the baseline had changed between attempts).
+    let mut shrunk = map.clone();
+    if let FreeMap::Mapped { runs: r, runs_sha256, .. } = &mut shrunk {
+        let last = r.len() - 1;
+        r[last].1 -= 1;
+        *runs_sha256 = crate::state::runs_hash(r);
+    }
+    assert!(!runs.is_empty());
+    p.free_map = Some(shrunk);
+    let got = armed_fresh(&mut b, &dm, &p, 2);
+    let FreeMap::NotUsed { reason } = got else { panic!("{got:?}") };
+    assert!(reason.contains("not the map recorded at attempt 1"), "{reason}");
+    assert_eq!(dm.active("rewind-userdata").expect("top").to_string(), "0 2097152 snapshot-origin 8:16\n");
+    // A baseline that is not clean is never mapped: the reason says so.
+    let mut raw = io.0.lock().expect("io");
+    raw.raw_bytes[1024 + 0x3A] &= !1; // s_state: not cleanly unmounted
+    drop(raw);
+    p.free_map = None;
+    let FreeMap::NotUsed { reason } = armed_fresh(&mut b, &dm, &p, 1) else { panic!("unclean mapped") };
+    assert!(reason.contains("clean") || reason.contains("VALID"), "{reason}");
+}
+
+#[test]
+fn free_map_off_or_not_ext4_says_why_every_chunk_is_protected() {
+    let (mut b, dm, _) = backend();
+    b.ensure_idle(&idle_ref()).expect("idle");
+    let got = b.arm(&part(), 1).expect("arm").expect("reported");
+    assert_eq!(got, FreeMap::NotUsed { reason: "cow.free_map is off in the configuration".into() });
+    assert_eq!(dm.active("rewind-userdata").expect("top").to_string(), "0 2097152 snapshot-origin 8:16\n");
+}
+
+#[test]
+fn a_recorded_free_map_is_validated_when_the_record_loads() {
+    let runs = vec![(10u64, 5u64), (20, 3)];
+    let good = FreeMap::Mapped {
+        chunk_bytes: 4096,
+        chunks: RAW_SIZE / 4096,
+        free_chunks_found: 8,
+        runs_sha256: crate::state::runs_hash(&runs),
+        runs,
+        taken_at_attempt: 1,
+        read_ms: 3,
+    };
+    good.validate(RAW_SIZE, 8).expect("good");
+    let bad = |f: &dyn Fn(&mut FreeMap)| {
+        let mut m = good.clone();
+        f(&mut m);
+        m.validate(RAW_SIZE, 8).expect_err("refused")
+    };
+    let set = |m: &mut FreeMap, new_runs: Vec<(u64, u64)>, rehash: bool| {
+        if let FreeMap::Mapped { runs, runs_sha256, .. } = m {
+            *runs = new_runs;
+            if rehash {
+                *runs_sha256 = crate::state::runs_hash(runs);
+            }
+        }
+    };
+    assert!(bad(&|m| set(m, vec![(10, 6), (20, 3)], false)).contains("hash"));
+    assert!(bad(&|m| set(m, vec![(20, 3), (10, 5)], true)).contains("unsorted"));
+    assert!(bad(&|m| set(m, vec![(10, 0)], true)).contains("empty"));
+    assert!(bad(&|m| set(m, vec![(RAW_SIZE / 4096 - 1, 2)], true)).contains("out of range"));
+    assert!(bad(&|m| set(m, vec![(10, 9)], true)).contains("more chunks linear"));
+    assert!(good.validate(RAW_SIZE, 16).expect_err("chunk size").contains("chunks of 4096"));
+    assert!(good.validate(RAW_SIZE * 2, 8).expect_err("device").contains("does not cover"));
 }
