@@ -81,3 +81,9 @@ fn guest_free_map_survives_power_cuts_and_rolls_back_exactly() {
 fn guest_power_cuts_after_commit_never_roll_back() {
     rewind_e2e::run("power-cuts-after-commit");
 }
+
+/// cow.free_map refused for a baseline whose journal needs recovery.
+#[test]
+fn guest_free_map_unclean_baseline_protects_every_chunk() {
+    rewind_e2e::run("free-map-unclean-baseline");
+}

@@ -221,7 +221,7 @@ impl Default for CowConfig {
             max_bytes: 16 << 30,
             file_max_bytes: 1 << 30,
             chunk_sectors: 8,
-            free_map: false,
+            free_map: true,
         }
     }
 }

@@ -109,16 +109,18 @@ fn fiemap_matches_filefrag(cx: &mut Ctx) -> Result<(), ScenarioError> {
 }
 
 /// start -> the new system writes and dies -> the next boot rolls back:
-/// every byte of the disk outside the COW store's blocks is as it was when
-/// the checkpoint was armed (host-side image hash), the file tree equals
-/// the baseline, and the COW files are gone once /data is mounted.
+/// every block the baseline filesystem uses (outside the COW store's
+/// blocks) is as it was when the checkpoint was armed (host-side image
+/// hash; dumpe2fs says which blocks the baseline uses), the file tree
+/// equals the baseline, and the COW files are gone once /data is mounted.
 fn rollback_restores_every_byte(cx: &mut Ctx) -> Result<(), ScenarioError> {
     checks::begin_checkpoint(cx, 1, "guest-test")?;
     let cow = recorded_cow_files(cx)?;
     let baseline = data_manifest(cx)?;
     cx.shutdown()?;
     let image = checks::userdata_image(cx);
-    let before = checks::image_hash_outside(&image, &cow)?;
+    let used = checks::BaselineBlocks::of(&image, &cow)?;
+    let before = used.hash(&image)?;
 
     cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
     cx.exec_checked("dd if=/dev/urandom of=/data/extra.bin bs=1M count=20 2>/dev/null; sync")?;
@@ -131,8 +133,12 @@ fn rollback_restores_every_byte(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let needs = cx.exec("rewindctl needs-rollback")?;
     cx.check_eq("needs-rollback is true", 0, needs.status);
     cx.shutdown()?;
-    let after = checks::image_hash_outside(&image, &cow)?;
-    cx.check_eq("disk image outside the COW blocks is byte-identical to the baseline", before, after);
+    let after = used.hash(&image)?;
+    cx.check_eq(
+        "every block the baseline filesystem uses (COW blocks aside) is byte-identical to the baseline",
+        before,
+        after,
+    );
 
     cx.boot_ready(&BootPlan::rewind())?;
     // rewindd deletes the COW files once /data is mounted; wait, so the
@@ -227,13 +233,17 @@ fn merge_interrupted_by_power_cut(cx: &mut Ctx) -> Result<(), ScenarioError> {
         start(cx, 1, "guest-test")?;
         let cow = recorded_cow_files(cx)?;
         let cow_mib = cow.iter().map(|f| f.size_bytes).sum::<u64>() >> 20;
+        // Enough changed chunks for the merge to take seconds under TCG:
+        // baseline data, rewritten in place by the attempt (writes into
+        // free space are not copied, so they would not be merged).
+        let mib = cow_mib * 3 / 4;
+        checks::write_ballast(cx, mib)?;
         let baseline = data_manifest(cx)?;
         cx.shutdown()?;
-        let before = checks::image_hash_outside(&checks::userdata_image(cx), &cow)?;
+        let used = checks::BaselineBlocks::of(&checks::userdata_image(cx), &cow)?;
+        let before = used.hash(&checks::userdata_image(cx))?;
         cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
-        // Enough changed chunks for the merge to take seconds under TCG.
-        let mib = cow_mib * 3 / 4;
-        cx.exec_checked(&format!("dd if=/dev/urandom of=/data/big.bin bs=1M count={mib} 2>/dev/null; sync"))?;
+        checks::rewrite_ballast(cx, mib)?;
         cx.target.power_cut()?;
         let rec = cx.boot(
             &BootPlan::rewind()
@@ -241,7 +251,7 @@ fn merge_interrupted_by_power_cut(cx: &mut Ctx) -> Result<(), ScenarioError> {
         )?;
         let log = checks::prepare_log(cx, rec.index);
         cx.say(&format!("cut at +{delay_ms} ms; prepare log: {}", log.trim().replace('\n', " | ")));
-        last = Some((before, cow, baseline));
+        last = Some((before, used, baseline));
         if log.contains("merge:") && !log.contains("userdata prepared") {
             interrupted = Some(delay_ms);
             break;
@@ -250,7 +260,7 @@ fn merge_interrupted_by_power_cut(cx: &mut Ctx) -> Result<(), ScenarioError> {
         cx.boot_ready(&BootPlan::rewind())?;
     }
     cx.require("a power cut landed inside the merge", interrupted.is_some(), "no delay hit the merge")?;
-    let Some((before, cow, baseline)) = last else { return Ok(()) };
+    let Some((before, used, baseline)) = last else { return Ok(()) };
     let rec = cx.boot_ready(&BootPlan::rewind().without_data())?;
     let rlog = checks::boot_log(cx, rec.index, "rewindd.log");
     cx.check(
@@ -263,8 +273,8 @@ fn merge_interrupted_by_power_cut(cx: &mut Ctx) -> Result<(), ScenarioError> {
     }
     check_phase(cx, "phase is rolled-back", "rolled-back")?;
     cx.shutdown()?;
-    let after = checks::image_hash_outside(&checks::userdata_image(cx), &cow)?;
-    cx.check_eq("disk image outside the COW blocks equals the baseline", before, after);
+    let after = used.hash(&checks::userdata_image(cx))?;
+    cx.check_eq("every block the baseline filesystem uses (COW blocks aside) equals the baseline", before, after);
     cx.boot_ready(&BootPlan::rewind())?;
     checks::check_cow_gone(cx, "COW files removed after the final rollback")?;
     let now = data_manifest(cx)?;
@@ -281,13 +291,20 @@ fn cow_overflow_is_detected(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.boot_ready(&BootPlan::rewind())?;
     start(cx, 2, "guest-test")?;
     let cow_bytes = state(cx)?.partitions.first().map(|p| p.cow_bytes()).unwrap_or(0);
+    // Baseline data to rewrite in place, more than the store holds.
+    let mib = cow_bytes / (1 << 20) + 64;
+    checks::write_ballast(cx, mib)?;
     cx.shutdown()?;
     cx.boot_ready(&BootPlan::rewind())?;
     // rewindd with a policy that never acts before the store is full, so
     // the overflow itself is what gets detected.
     checks::restart_rewindd(cx, "overflow", &["[space]", "abort_at_percent = 100", "poll_interval_ms = 200"])?;
-    let mib = cow_bytes / (1 << 20) + 64;
-    cx.exec_checked(&format!("dd if=/dev/urandom of=/data/flood.bin bs=1M count={mib} 2>/dev/null; sync"))?;
+    // Zeros over the random ballast: afterwards every byte of it shows
+    // whether the write was kept.
+    cx.exec_checked(&format!(
+        "dd if=/dev/zero of={} bs=1M count={mib} conv=notrunc 2>/dev/null; sync",
+        checks::BALLAST
+    ))?;
     let t = Instant::now();
     let mut h = History::default();
     while t.elapsed() < Duration::from_secs(30) {
@@ -304,8 +321,16 @@ fn cow_overflow_is_detected(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.check_eq("phase is idle (committed)", "idle".to_string(), checks::phase(&st));
     let dmesg = cx.exec_checked("dmesg")?;
     cx.check("the kernel invalidated the snapshot", dmesg.contains("Invalidating snapshot"), "");
-    let size = cx.exec_checked("stat -c %s /data/flood.bin")?;
-    cx.check_eq("the origin kept every write", (mib << 20).to_string(), size.trim().to_string());
+    let sums = cx.exec_checked(&format!(
+        "echo 3 > /proc/sys/vm/drop_caches; sha256sum < {}; dd if=/dev/zero bs=1M count={mib} 2>/dev/null | sha256sum",
+        checks::BALLAST
+    ))?;
+    let sums: Vec<&str> = sums.lines().map(|l| l.split_whitespace().next().unwrap_or("")).collect();
+    cx.check(
+        "the origin kept every write (the rewritten ballast reads back as the zeros written)",
+        sums.len() == 2 && sums[0] == sums[1],
+        format!("{sums:?}"),
+    );
     cx.shutdown()?;
     Ok(())
 }
@@ -317,11 +342,13 @@ fn cow_overflow_is_detected(cx: &mut Ctx) -> Result<(), ScenarioError> {
 fn space_abort_discards_the_attempt(cx: &mut Ctx) -> Result<(), ScenarioError> {
     checks::begin_checkpoint(cx, 3, "guest-test")?;
     let cow_bytes = state(cx)?.partitions.first().map(|p| p.cow_bytes()).unwrap_or(0);
+    let mib = cow_bytes / (1 << 20) + 32;
+    checks::write_ballast(cx, mib)?;
     let baseline = data_manifest(cx)?;
     cx.shutdown()?;
     cx.boot_ready(&BootPlan::rewind())?;
     // ~2 MiB/s, synced: the 95-100 % window lasts ~3 s, seen by a 1 s poll.
-    checks::slow_fill(cx, cow_bytes / (1 << 20) + 32)?;
+    checks::slow_fill(cx, mib)?;
     let rec = cx.target.wait_end(Duration::from_secs(240))?;
     cx.check_eq("rewindd rebooted the attempt", Some(BootEnd::GuestReset), rec.ended.clone());
     cx.boot_ready(&BootPlan::rewind())?;

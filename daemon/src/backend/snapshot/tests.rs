@@ -634,12 +634,34 @@ fn a_map_that_differs_from_the_record_protects_every_chunk() {
 }
 
 #[test]
-fn free_map_off_or_not_ext4_says_why_every_chunk_is_protected() {
+fn free_map_off_unreadable_or_not_ext4_says_why_every_chunk_is_protected() {
+    let whole = "0 2097152 snapshot-origin 8:16\n";
+    // On by default; a raw device with no ext4 on it (the fake's is empty).
     let (mut b, dm, _) = backend();
+    b.ensure_idle(&idle_ref()).expect("idle");
+    let FreeMap::NotUsed { reason } = b.arm(&part(), 1).expect("arm").expect("reported") else {
+        panic!("nothing to read is never mapped")
+    };
+    assert!(reason.contains("superblock") || reason.contains("read"), "{reason}");
+    assert_eq!(dm.active("rewind-userdata").expect("top").to_string(), whole);
+    // Off in the configuration.
+    let mut config = Config::default();
+    config.cow.free_map = false;
+    let dm = FakeDm::default();
+    let mut b = SnapshotBackend::new(&config, Box::new(dm.clone()), Box::new(FakeIo::default()));
     b.ensure_idle(&idle_ref()).expect("idle");
     let got = b.arm(&part(), 1).expect("arm").expect("reported");
     assert_eq!(got, FreeMap::NotUsed { reason: "cow.free_map is off in the configuration".into() });
-    assert_eq!(dm.active("rewind-userdata").expect("top").to_string(), "0 2097152 snapshot-origin 8:16\n");
+    assert_eq!(dm.active("rewind-userdata").expect("top").to_string(), whole);
+    // Not ext4 (block mode over another filesystem).
+    let dm = FakeDm::default();
+    let mut b = SnapshotBackend::new(&Config::default(), Box::new(dm.clone()), Box::new(FakeIo::default()));
+    b.ensure_idle(&idle_ref()).expect("idle");
+    let mut p = part();
+    p.fs_type = "f2fs".into();
+    let FreeMap::NotUsed { reason } = b.arm(&p, 1).expect("arm").expect("reported") else { panic!("f2fs mapped") };
+    assert!(reason.contains("f2fs"), "{reason}");
+    assert_eq!(dm.active("rewind-userdata").expect("top").to_string(), whole);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Block-level witnesses of the COW store: filefrag's view of a file's
-//! extents, and the host's hash of the userdata image outside the store's
-//! blocks (a rollback must restore every other byte).
+//! extents, and the host's hash of every block of the userdata image that
+//! the baseline filesystem uses, the store's own blocks excepted (a
+//! rollback must restore each of them; blocks the baseline leaves free may
+//! keep a failed attempt's bytes, as deleted data does).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -39,11 +41,84 @@ pub fn userdata_image(cx: &Ctx) -> PathBuf {
     cx.target.artifacts_dir().join("userdata.img")
 }
 
-/// sha256 of the userdata image with the COW files' blocks zeroed (they
-/// hold the store's own data, which is not userdata).
+/// Byte ranges the ext4 filesystem in `image` leaves free, as the host's
+/// dumpe2fs lists them: e2fsprogs, not rewind's own bitmap reader, which
+/// decides what is mapped linear and so must not also be the judge.
+pub fn ext4_free_ranges(image: &Path) -> Result<Vec<(u64, u64)>, ScenarioError> {
+    let tool = ["/usr/sbin/dumpe2fs", "/sbin/dumpe2fs"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("dumpe2fs"));
+    let out = std::process::Command::new(&tool)
+        .arg(image)
+        .output()
+        .map_err(|e| ScenarioError::other(format!("{}: {e} (install e2fsprogs)", tool.display())))?;
+    if !out.status.success() {
+        return Err(ScenarioError::other(format!(
+            "dumpe2fs {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    parse_dumpe2fs_free(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The per-group "Free blocks:" lists of dumpe2fs, as byte ranges.
+pub fn parse_dumpe2fs_free(text: &str) -> Result<Vec<(u64, u64)>, ScenarioError> {
+    let bs: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| ScenarioError::other("dumpe2fs printed no block size"))?;
+    let mut out = Vec::new();
+    for list in text.lines().filter_map(|l| l.strip_prefix("  Free blocks: ")) {
+        for part in list.split(", ").map(str::trim).filter(|p| !p.is_empty()) {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let (a, b): (u64, u64) = match (a.parse(), b.parse()) {
+                (Ok(a), Ok(b)) if a <= b => (a, b),
+                _ => return Err(ScenarioError::other(format!("dumpe2fs free range {part:?}"))),
+            };
+            out.push((a * bs, (b + 1) * bs));
+        }
+    }
+    Ok(out)
+}
+
+/// What a rollback must restore, fixed from the baseline image: every
+/// block its filesystem uses except the COW files' (they hold the store's
+/// own data, which is not userdata).
+pub struct BaselineBlocks {
+    skip: Vec<(u64, u64)>,
+    pub skipped_free_bytes: u64,
+}
+
+impl BaselineBlocks {
+    pub fn of(image: &Path, cow: &[CowFile]) -> Result<BaselineBlocks, ScenarioError> {
+        let free = ext4_free_ranges(image)?;
+        let skipped_free_bytes = free.iter().map(|(a, b)| b - a).sum();
+        let mut skip: Vec<(u64, u64)> =
+            cow.iter().flat_map(|f| f.extents.iter().map(|e| (e.physical, e.physical + e.length))).collect();
+        skip.extend(free);
+        Ok(BaselineBlocks { skip, skipped_free_bytes })
+    }
+
+    /// sha256 of `image` with the skipped ranges zeroed.
+    pub fn hash(&self, image: &Path) -> Result<String, ScenarioError> {
+        image_hash_skipping(image, &self.skip)
+    }
+}
+
+/// sha256 of the userdata image with the COW files' blocks zeroed.
 pub fn image_hash_outside(image: &Path, cow: &[CowFile]) -> Result<String, ScenarioError> {
-    let mut ranges: Vec<(u64, u64)> =
+    let ranges: Vec<(u64, u64)> =
         cow.iter().flat_map(|f| f.extents.iter().map(|e| (e.physical, e.physical + e.length))).collect();
+    image_hash_skipping(image, &ranges)
+}
+
+/// sha256 of `image` with the byte ranges `skip` zeroed.
+fn image_hash_skipping(image: &Path, skip: &[(u64, u64)]) -> Result<String, ScenarioError> {
+    let mut ranges = skip.to_vec();
     ranges.sort_unstable();
     let mut f = std::fs::File::open(image).map_err(io_err(image))?;
     let mut h = Sha256::new();
@@ -104,5 +179,45 @@ mod tests {
         std::fs::write(&img, &bytes).expect("write");
         assert_ne!(image_hash_outside(&img, &store).expect("hash"), before);
         assert!(image_hash_outside(&dir.path().join("missing.img"), &store).is_err());
+    }
+
+    #[test]
+    fn dumpe2fs_free_lists_become_byte_ranges() {
+        let text = "Block size:               1024\nGroup 0: (Blocks 1-8192)\n  Free blocks: 10-12, 20\n\
+                    Group 1: (Blocks 8193-16384)\n  Free blocks: \n";
+        assert_eq!(parse_dumpe2fs_free(text).expect("parse"), vec![(10240, 13312), (20480, 21504)]);
+        assert!(parse_dumpe2fs_free("  Free blocks: 1-2\n").is_err(), "no block size");
+        assert!(parse_dumpe2fs_free("Block size: 4096\n  Free blocks: 5-2\n").is_err());
+    }
+
+    /// A real image: writes into a block dumpe2fs lists as free leave the
+    /// hash alone; a write into a used block (the superblock) changes it.
+    #[test]
+    fn baseline_blocks_hash_skips_exactly_the_free_blocks() {
+        let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"].into_iter().find(|p| Path::new(p).exists());
+        let Some(mkfs) = mkfs else {
+            assert!(std::env::var_os("CI").is_none(), "CI: e2fsprogs is needed");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tmp");
+        let img = dir.path().join("fs.img");
+        let ok = std::process::Command::new(mkfs)
+            .args(["-F", "-q", "-b", "4096"])
+            .arg(&img)
+            .arg("8M")
+            .status()
+            .expect("mkfs");
+        assert!(ok.success());
+        let blocks = BaselineBlocks::of(&img, &[]).expect("baseline");
+        assert!(blocks.skipped_free_bytes > 2 << 20, "{}", blocks.skipped_free_bytes);
+        let before = blocks.hash(&img).expect("hash");
+        let mut bytes = std::fs::read(&img).expect("read");
+        let (free_start, _) = ext4_free_ranges(&img).expect("free")[0];
+        bytes[free_start as usize + 5] ^= 0xFF;
+        std::fs::write(&img, &bytes).expect("write");
+        assert_eq!(blocks.hash(&img).expect("hash"), before, "a free block does not count");
+        bytes[1024 + 0x78] ^= 0xFF; // superblock: volume name
+        std::fs::write(&img, &bytes).expect("write");
+        assert_ne!(blocks.hash(&img).expect("hash"), before, "a used block does");
     }
 }

@@ -114,12 +114,35 @@ pub fn df_du(cx: &mut Ctx) -> Result<(u64, u64), ScenarioError> {
     }
 }
 
-/// Fills /data in the background with `mib` files of 1 MiB at ~1.5-2
-/// MiB/s (synced), so the space watch sees the store fill; leaves
-/// /data/fill.done when it got through.
+/// Baseline data for an attempt to rewrite. Writes into blocks the
+/// baseline leaves free cost no COW (`cow.free_map`, on by default), so a
+/// scenario that must fill the store rewrites data the baseline holds:
+/// `mib` MiB of random bytes, synced, written before the checkpoint is
+/// armed (it is then part of the baseline).
+pub const BALLAST: &str = "/data/ballast.bin";
+
+pub fn write_ballast(cx: &mut Ctx, mib: u64) -> Result<(), ScenarioError> {
+    cx.exec_checked(&format!("dd if=/dev/urandom of={BALLAST} bs=1M count={mib} conv=fsync 2>/dev/null; sync"))?;
+    let size = cx.exec_checked(&format!("stat -c %s {BALLAST}"))?;
+    if size.trim() != (mib << 20).to_string() {
+        return Err(ScenarioError::other(format!("{BALLAST} is {} bytes, not {mib} MiB (disk full?)", size.trim())));
+    }
+    Ok(())
+}
+
+/// Rewrites the first `mib` MiB of the ballast in place (every chunk is
+/// copied on its first write), synced.
+pub fn rewrite_ballast(cx: &mut Ctx, mib: u64) -> Result<(), ScenarioError> {
+    cx.exec_checked(&format!("dd if=/dev/urandom of={BALLAST} bs=1M count={mib} conv=notrunc 2>/dev/null; sync"))?;
+    Ok(())
+}
+
+/// Rewrites the ballast in place in the background, 1 MiB at a time at
+/// ~1.5-2 MiB/s (synced), so the space watch sees the store fill; leaves
+/// /data/fill.done when it got through `mib` MiB.
 pub fn slow_fill(cx: &mut Ctx, mib: u64) -> Result<(), ScenarioError> {
     cx.exec_checked(&format!(
-        "setsid sh -c 'i=0; while [ $i -lt {mib} ]; do dd if=/dev/urandom of=/data/fill.$i bs=1M count=1 2>/dev/null; sync; usleep 500000; i=$((i+1)); done; echo done > /data/fill.done' > /dev/null 2>&1 < /dev/null &"
+        "setsid sh -c 'i=0; while [ $i -lt {mib} ]; do dd if=/dev/urandom of={BALLAST} bs=1M seek=$i count=1 conv=notrunc 2>/dev/null; sync; usleep 500000; i=$((i+1)); done; echo done > /data/fill.done' > /dev/null 2>&1 < /dev/null &"
     ))?;
     Ok(())
 }

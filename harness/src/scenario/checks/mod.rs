@@ -11,10 +11,11 @@ mod history;
 mod rewindd;
 mod stack;
 
-pub use blocks::{image_hash_outside, parse_filefrag, userdata_image};
+pub use blocks::{image_hash_outside, parse_filefrag, userdata_image, BaselineBlocks};
 pub use data::{
     attempt_artifacts, check_commit_kept, check_cow_gone, cow_files_left, data_manifest, df_du, fsck,
-    fsck_after_umount, fsck_clean, fsck_command, manifest, slow_fill, wait_cow_gone, COW_DIR,
+    fsck_after_umount, fsck_clean, fsck_command, manifest, rewrite_ballast, slow_fill, wait_cow_gone, write_ballast,
+    BALLAST, COW_DIR,
 };
 pub use history::{check_boot_reasons_after_attempts, check_three_attempts_rolled_back, history, History};
 pub use rewindd::{

@@ -25,6 +25,19 @@ fn check_armed_over_free_map(cx: &mut Ctx, when: &str) -> Result<(), ScenarioErr
         linear > 0 && origin > 0,
         format!("{} lines: {linear} linear, {origin} snapshot-origin", table.lines().count()),
     );
+    // The record and status say the same, and the map is the one taken at
+    // the first arm (later attempts must read back exactly that map).
+    let st = checks::status(cx)?;
+    let map = &st["partitions"][0]["free_map"];
+    let detail = map["detail"].as_str().unwrap_or("");
+    cx.check(
+        &format!("{when}: status shows the free map, taken at attempt 1"),
+        map["mapped"] == true
+            && map["linear_chunks"].as_u64().unwrap_or(0) > 0
+            && map["segments"].as_u64() == Some(linear as u64)
+            && detail.contains("at attempt 1"),
+        map.to_string(),
+    );
     Ok(())
 }
 
@@ -34,7 +47,7 @@ fn check_armed_over_free_map(cx: &mut Ctx, when: &str) -> Result<(), ScenarioErr
 /// without a commit ends the only attempt, and the next boot rolls back to
 /// the exact baseline.
 pub(super) fn free_space_not_copied(cx: &mut Ctx) -> Result<(), ScenarioError> {
-    checks::set_rewindd_extra(cx, Some("[cow]\nfree_map = true\n"))?;
+    checks::set_rewindd_extra(cx, None)?; // cow.free_map is on by default
     let baseline = checks::prepare_checkpoint(cx, 1, "e2e: free map")?;
     cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
     check_armed_over_free_map(cx, "attempt 1")?;
@@ -80,7 +93,7 @@ pub(super) fn free_space_not_copied(cx: &mut Ctx) -> Result<(), ScenarioError> {
 /// least that much) and is cut; the final rollback's merge is cut too; the
 /// boot after ends at the exact baseline, fsck clean.
 pub(super) fn free_map_power_cuts(cx: &mut Ctx) -> Result<(), ScenarioError> {
-    checks::set_rewindd_extra(cx, Some("[cow]\nfree_map = true\n"))?;
+    checks::set_rewindd_extra(cx, None)?; // cow.free_map is on by default
     let baseline = checks::prepare_checkpoint(cx, 2, "e2e: free map power cuts")?;
     cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
     check_armed_over_free_map(cx, "attempt 1")?;
@@ -113,6 +126,53 @@ pub(super) fn free_map_power_cuts(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let now = checks::data_manifest(cx)?;
     cx.same_manifest("userdata is exactly the baseline (every file, checksummed)", &baseline, &now);
     checks::check_idle_stack(cx, "after the rollback")?;
+    checks::fsck_after_umount(cx, "userdata fsck clean after the rollback")?;
+    cx.shutdown()?;
+    Ok(())
+}
+
+/// A baseline whose journal needs recovery (the old system lost power with
+/// /data mounted, after the checkpoint was started): its bitmaps are not
+/// proven current, so the attempt is armed as without the free map, every
+/// chunk protected, and status says why; a new file is then copied like
+/// any write, and the rollback ends at the baseline.
+pub(super) fn unclean_baseline_protects_every_chunk(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    checks::set_rewindd_extra(cx, None)?;
+    checks::begin_checkpoint(cx, 1, "e2e: unclean baseline")?;
+    cx.exec_checked("echo written-before-the-cut > /data/before-cut.txt; sync")?;
+    let baseline = checks::data_manifest(cx)?;
+    cx.say("the old system loses power with /data mounted (its journal needs recovery)");
+    cx.target.power_cut()?;
+
+    cx.boot_ready(&BootPlan::rewind())?;
+    let table = cx.exec_checked("dmsetup table rewind-userdata")?;
+    cx.check(
+        "attempt 1 is armed with one snapshot-origin line (no free map)",
+        table.lines().count() == 1 && table.contains(" snapshot-origin "),
+        table.trim().to_string(),
+    );
+    let st = checks::status(cx)?;
+    let map = &st["partitions"][0]["free_map"];
+    cx.check(
+        "status says why the free map is not used (the journal needs recovery)",
+        map["mapped"] == false && map["detail"].as_str().unwrap_or("").contains("journal needs recovery"),
+        map.to_string(),
+    );
+    let before = cow_used(&st);
+    cx.exec_checked("dd if=/dev/urandom of=/data/new-file.bin bs=1M count=8 conv=fsync 2>/dev/null; sync")?;
+    let after = cow_used(&checks::status(cx)?);
+    cx.check(
+        "without the free map a new 8 MiB file is copied (the store grows by at least its size)",
+        after.saturating_sub(before) >= 8 << 20,
+        format!("COW used {before} -> {after} bytes"),
+    );
+    cx.shutdown()?;
+
+    let rec = cx.boot_ready(&BootPlan::rewind())?;
+    checks::check_merged(cx, "the next boot merged the attempt away", &rec, "the rollback merge");
+    checks::check_phase(cx, "phase is rolled-back", "rolled-back")?;
+    let now = checks::data_manifest(cx)?;
+    cx.same_manifest("userdata is exactly the baseline (every file, checksummed)", &baseline, &now);
     checks::fsck_after_umount(cx, "userdata fsck clean after the rollback")?;
     cx.shutdown()?;
     Ok(())

@@ -79,6 +79,12 @@ pub static E2E: &[Scenario] = &[
         run: freemap::free_map_power_cuts,
     },
     Scenario {
+        name: "free-map-unclean-baseline",
+        summary: "cow.free_map with a baseline whose journal needs recovery (power lost with /data mounted after start): armed without the free map, every chunk protected, status says why; a new file is copied; the rollback ends at the baseline, fsck clean",
+        needs: Needs::DAEMON,
+        run: freemap::unclean_baseline_protects_every_chunk,
+    },
+    Scenario {
         name: "abort",
         summary: "AbortChanges without retry during an attempt, reboot: rolled back to the baseline, NeedsRollback, history shows the abort and the rollback",
         needs: Needs::DAEMON,

@@ -23,6 +23,10 @@ pub(super) fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioErro
     cx.boot_ready(&BootPlan::rewind())?;
     cx.run_baseline()?;
     let mut baseline = None;
+    // Baseline data each round's attempt rewrites in place (writes into
+    // free space are not copied, so they would leave nothing to merge);
+    // written in round 1, restored by every rollback.
+    let mut ballast_mib = None;
     for round in 1..=3 {
         if landed.iter().all(Option::is_some) {
             break;
@@ -30,17 +34,27 @@ pub(super) fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioErro
         checks::start(cx, 1, &format!("e2e: rollback cuts, round {round}"))?;
         let st = checks::status(cx)?;
         let cow = st["partitions"][0]["cow_bytes"].as_u64().unwrap_or(0);
+        let mib = match ballast_mib {
+            Some(mib) => mib,
+            None => {
+                let (free, _) = checks::df_du(cx)?;
+                let mib = ((cow * 3 / 4) >> 20).min((free >> 10).saturating_sub(32));
+                checks::write_ballast(cx, mib)?;
+                *ballast_mib.insert(mib)
+            }
+        };
         let base = checks::data_manifest(cx)?;
         if let Some(b) = &baseline {
             cx.same_manifest(&format!("round {round} starts from the baseline"), b, &base);
         }
         baseline.get_or_insert(base);
-        let (free, _) = checks::df_du(cx)?;
         cx.shutdown()?;
         cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
-        let mib = ((cow * 3 / 4) >> 20).min((free >> 10).saturating_sub(32));
-        cx.exec_checked(&format!("dd if=/dev/zero of=/data/big.bin bs=1M count={mib} 2>/dev/null; sync"))?;
-        cx.say(&format!("round {round}: COW store {} MiB, attempt dirtied {mib} MiB more; power cut", cow >> 20));
+        checks::rewrite_ballast(cx, mib)?;
+        cx.say(&format!(
+            "round {round}: COW store {} MiB, attempt rewrote {mib} MiB of baseline data; power cut",
+            cow >> 20
+        ));
         cx.target.power_cut()?;
         // Cut the same rollback boot after boot, each time at the progress
         // stage (guest init: merging, merge-25/50/75 of this boot's merge)

@@ -66,14 +66,15 @@ pub(super) fn overflow_abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
     }
     // f2fs: checkpointed data for the attempt to rewrite (see
     // f2fs_overflow_fill), 40 % of the free space, part of the baseline.
-    let mut ballast_mib = 0;
-    if f2fs {
+    // Block mode: baseline data to rewrite in place, more than the store
+    // holds (writes into free space cost no COW with the free map).
+    let ballast_mib = if f2fs {
         let (free, _) = checks::df_du(cx)?;
-        ballast_mib = (free >> 10) * 2 / 5;
-        cx.exec_checked(&format!(
-            "dd if=/dev/urandom of=/data/ballast.bin bs=1M count={ballast_mib} conv=fsync 2>/dev/null"
-        ))?;
-    }
+        (free >> 10) * 2 / 5
+    } else {
+        (cow >> 20) + 16
+    };
+    checks::write_ballast(cx, ballast_mib)?;
     let baseline = checks::data_manifest(cx)?;
     cx.shutdown()?;
 
@@ -89,8 +90,7 @@ pub(super) fn overflow_abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
             format!("unusable_bytes {unusable} after rewriting {ballast_mib} MiB; {}", st["partitions"][0]),
         );
     } else {
-        let mib = (cow >> 20) + 16;
-        checks::slow_fill(cx, mib)?;
+        checks::slow_fill(cx, ballast_mib)?;
     }
     let rec = match cx.target.wait_end(Duration::from_secs(300)) {
         Ok(rec) => rec,
@@ -172,10 +172,12 @@ pub(super) fn overflow_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let st = checks::status(cx)?;
     let cow = st["partitions"][0]["cow_bytes"].as_u64().unwrap_or(0);
     cx.check("the COW store is the configured 32 MiB", cow > 0 && cow <= 32 << 20, format!("{cow} bytes"));
+    // Baseline data to rewrite in place, more than the store holds.
+    let mib = (cow >> 20) + 16;
+    checks::write_ballast(cx, mib)?;
     cx.shutdown()?;
 
     cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
-    let mib = (cow >> 20) + 16;
     checks::slow_fill(cx, mib)?;
     let t = std::time::Instant::now();
     let mut done = false;
