@@ -137,6 +137,20 @@ pub fn rewrite_ballast(cx: &mut Ctx, mib: u64) -> Result<(), ScenarioError> {
     Ok(())
 }
 
+/// sha256 of each MiB of the ballast's first `mib` MiB, read from the
+/// disk (caches dropped): which of them an attempt rewrote.
+pub fn ballast_sums(cx: &mut Ctx, mib: u64) -> Result<Vec<String>, ScenarioError> {
+    let out = cx.exec_checked(&format!(
+        "echo 3 > /proc/sys/vm/drop_caches; i=0; while [ $i -lt {mib} ]; do \
+         dd if={BALLAST} bs=1M skip=$i count=1 2>/dev/null | sha256sum; i=$((i+1)); done"
+    ))?;
+    let sums: Vec<String> = out.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect();
+    if sums.len() as u64 != mib {
+        return Err(ScenarioError::other(format!("{} sums of {BALLAST} for {mib} MiB", sums.len())));
+    }
+    Ok(sums)
+}
+
 /// Rewrites the ballast in place in the background, 1 MiB at a time at
 /// ~1.5-2 MiB/s (synced), so the space watch sees the store fill; leaves
 /// /data/fill.done when it got through `mib` MiB.

@@ -13,7 +13,7 @@ mod stack;
 
 pub use blocks::{image_hash_outside, parse_filefrag, userdata_image, BaselineBlocks};
 pub use data::{
-    attempt_artifacts, check_commit_kept, check_cow_gone, cow_files_left, data_manifest, df_du, fsck,
+    attempt_artifacts, ballast_sums, check_commit_kept, check_cow_gone, cow_files_left, data_manifest, df_du, fsck,
     fsck_after_umount, fsck_clean, fsck_command, manifest, rewrite_ballast, slow_fill, wait_cow_gone, write_ballast,
     BALLAST, COW_DIR,
 };
