@@ -87,3 +87,9 @@ fn guest_power_cuts_after_commit_never_roll_back() {
 fn guest_free_map_unclean_baseline_protects_every_chunk() {
     rewind_e2e::run("free-map-unclean-baseline");
 }
+
+/// The last rollback merges in the background while the old system runs.
+#[test]
+fn guest_last_rollback_merges_in_the_background() {
+    rewind_e2e::run("last-rollback-in-background");
+}

@@ -146,10 +146,15 @@ pub struct CowConfig {
     pub chunk_sectors: u32,
     /// Map the chunks a cleanly unmounted ext4 baseline leaves free as
     /// `linear` while armed, so writes there are neither copied nor
-    /// counted (`ext4map::free`, `dm::armed`). Off by default until every
-    /// scenario has run with it; when the map cannot be proven the whole
-    /// device is protected as before.
+    /// counted (`ext4map::free`, `dm::armed`). When the map cannot be
+    /// proven the whole device is protected, as with `false`.
     pub free_map: bool,
+    /// The last rollback (no attempt left) does not hold the boot: the
+    /// merge is started and PrepareUserdata returns, /data mounts on the
+    /// merging device (snapshot-merge serves I/O while it merges), and
+    /// rewindd finishes the rollback when the kernel is done. Off by
+    /// default until the power-cut scenarios follow a background merge.
+    pub last_rollback_in_background: bool,
 }
 
 /// Who makes the block nodes of rewindd's dm devices.
@@ -222,6 +227,7 @@ impl Default for CowConfig {
             file_max_bytes: 1 << 30,
             chunk_sectors: 8,
             free_map: true,
+            last_rollback_in_background: false,
         }
     }
 }

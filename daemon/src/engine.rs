@@ -65,6 +65,9 @@ struct Inner {
     reboot_requested: bool,
     /// Last merge progress per partition (for status during prepare).
     merge_progress: Vec<Progress>,
+    /// This process's PrepareUserdata left the last rollback's merge
+    /// running (`cow.last_rollback_in_background`): the poll finishes it.
+    background_merge: bool,
     /// The slot query said "marked" in this run: it stays marked (a slot
     /// is never unmarked under a running system), so it is not asked again.
     slot_marked: bool,
@@ -179,6 +182,7 @@ impl Engine {
             boot_reason,
             reboot_requested: false,
             merge_progress: Vec::new(),
+            background_merge: false,
             slot_marked: false,
             slot_last: SlotState::NotQueried,
             copier: None,
@@ -250,7 +254,9 @@ impl Engine {
     pub fn needs_rollback(&self) -> bool {
         let inner = self.lock();
         let st = &inner.state;
-        st.phase == Phase::RolledBack || (st.no_retry && matches!(st.phase, Phase::Armed | Phase::Checkpointing))
+        st.phase == Phase::RolledBack
+            || st.final_rollback_running()
+            || (st.no_retry && matches!(st.phase, Phase::Armed | Phase::Checkpointing))
     }
     pub fn is_checkpointing(&self) -> bool {
         self.lock().state.phase == Phase::Checkpointing
@@ -263,7 +269,10 @@ impl Engine {
         self.mutate(|inner, notify| {
             inner.usable()?;
             let hook_cmd = inner.config.commit_command.clone();
-            let idle = matches!(inner.state.phase, Phase::Idle | Phase::RolledBack);
+            // The old system after the last rollback (finished, or merging
+            // in the background) has no checkpoint to commit.
+            let idle =
+                matches!(inner.state.phase, Phase::Idle | Phase::RolledBack) || inner.state.final_rollback_running();
             if idle && !inner.state.commit_command_pending && matches!(slot, SlotState::Unmarked | SlotState::Unknown) {
                 let took = inner.with_ctx(notify, |ctx| {
                     boot::mark_slot(ctx, reason, &mut || {
@@ -391,6 +400,7 @@ impl Engine {
             };
             let r = inner.with_ctx(notify, |ctx| boot::prepare(ctx, &mut on_progress));
             inner.merge_progress = seen;
+            inner.background_merge = r.is_ok() && inner.state.phase == Phase::RollingBack;
             r
         })
     }
@@ -498,11 +508,48 @@ impl Engine {
             if inner.backend.is_none() || inner.state_broken.is_some() {
                 return Ok(());
             }
-            if inner.state.phase != Phase::Checkpointing && inner.state.pending_cleanup.is_empty() {
+            if inner.state.phase != Phase::Checkpointing
+                && inner.state.pending_cleanup.is_empty()
+                && !inner.background_merge
+            {
                 return Ok(());
             }
         }
+        let cached = &self.cached;
+        let tx = self.tx.clone();
         self.mutate(|inner, notify| {
+            if inner.background_merge {
+                // One look at the merge; its progress goes to status and
+                // WatchStatus as a waited-for merge's does.
+                let mut seen: Vec<Progress> = Vec::new();
+                let r = inner.with_ctx(notify, |ctx| {
+                    boot::finish_background_rollback(ctx, &mut |p: Progress| {
+                        if let Ok(mut c) = cached.lock() {
+                            if let Some(r) = c.partitions.iter_mut().find(|r| r.name == p.partition) {
+                                r.merge_done_sectors = p.done_sectors;
+                                r.merge_total_sectors = p.total_sectors;
+                            }
+                            let _ = tx.send(Notice::Status(c.clone()));
+                        }
+                        seen.retain(|x| x.partition != p.partition);
+                        seen.push(p);
+                    })
+                });
+                for p in seen {
+                    inner.merge_progress.retain(|x| x.partition != p.partition);
+                    inner.merge_progress.push(p);
+                }
+                match r {
+                    Ok(true) => {
+                        inner.background_merge = false;
+                        inner.merge_progress.clear();
+                    }
+                    Ok(false) => {}
+                    // Logged by the poll loop; the merge stays loaded and
+                    // the next pass looks again.
+                    Err(e) => return Err(e),
+                }
+            }
             inner.cleanup_pending(notify);
             inner.poll_evidence();
             let cmd = inner.config.reboot_argv("rewind_cow_full");

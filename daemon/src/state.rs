@@ -362,6 +362,14 @@ impl State {
     }
 }
 
+impl State {
+    /// The last rollback is decided and not yet finished (its merge may be
+    /// running in the background while the old system runs).
+    pub fn final_rollback_running(&self) -> bool {
+        self.phase == Phase::RollingBack && matches!(self.intent, Some(Intent::Rollback { final_: true, .. }))
+    }
+}
+
 /// The attempt budget: how many boots a checkpoint may use and what is
 /// left of them (vold's retry counter, `-1` included).
 impl State {

@@ -14,6 +14,9 @@ pub struct FakeBackend {
     pub armed: bool,
     /// op name -> error kind to return once.
     pub fail: Option<(&'static str, ErrorKind)>,
+    /// A background merge runs for this many looks (None: merges finish at
+    /// once, as a waited-for merge).
+    pub background_looks: Option<u32>,
 }
 
 impl FakeBackend {
@@ -54,6 +57,33 @@ impl Backend for FakeBackend {
         self.armed = false;
         progress(Progress { step: "merge".into(), partition: "userdata".into(), done_sectors: 8, total_sectors: 8 });
         Ok(Merged::Merged { sectors: 8 })
+    }
+    fn merge_in_background(&mut self, part: &PartitionState) -> Result<Option<Merged>> {
+        if self.background_looks.is_none() {
+            return self.merge(part, &mut |_| {}).map(Some);
+        }
+        self.step("merge-bg")?;
+        Ok(None)
+    }
+    fn poll_background_merge(
+        &mut self,
+        _part: &PartitionState,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Option<Merged>> {
+        self.step("merge-look")?;
+        let left = self.background_looks.as_mut().ok_or_else(|| Error::Internal("no background merge".into()))?;
+        progress(Progress {
+            step: "merge".into(),
+            partition: "userdata".into(),
+            done_sectors: 8 - u64::from((*left).min(8)),
+            total_sectors: 8,
+        });
+        if *left > 0 {
+            *left -= 1;
+            return Ok(None);
+        }
+        self.armed = false;
+        Ok(Some(Merged::Merged { sectors: 8 }))
     }
     fn arm(&mut self, _part: &PartitionState, _attempt: u32) -> Result<Option<FreeMap>> {
         self.step("arm")?;

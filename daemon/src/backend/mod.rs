@@ -102,6 +102,24 @@ pub trait Backend: Send {
     /// before anything was written (a refusal); later errors leave the merge
     /// to be resumed.
     fn merge(&mut self, part: &PartitionState, progress: &mut dyn FnMut(Progress)) -> Result<Merged>;
+    /// Boot, the last rollback (no attempt follows): starts the merge and
+    /// returns without waiting, so the old system can mount the partition
+    /// on the merging device while the kernel merges (snapshot-merge serves
+    /// reads and writes meanwhile). `Some`: finished already (or the backend
+    /// cannot merge in the background and did it all); `None`: running,
+    /// finish it with `poll_background_merge`. Same refusals as `merge`.
+    fn merge_in_background(&mut self, part: &PartitionState) -> Result<Option<Merged>> {
+        self.merge(part, &mut |_| {}).map(Some)
+    }
+    /// One look at a merge `merge_in_background` left running: `Some` once
+    /// it is over (the idle table, the store released).
+    fn poll_background_merge(
+        &mut self,
+        part: &PartitionState,
+        _progress: &mut dyn FnMut(Progress),
+    ) -> Result<Option<Merged>> {
+        Err(crate::error::Error::Internal(format!("{}: no merge runs in the background", part.name)))
+    }
     /// Boot: start attempt number `attempt` (empty store, origin tracked).
     /// Returns how the baseline's free space is mapped, for the record
     /// (None: the backend has no such notion, as f2fs).

@@ -75,6 +75,16 @@ impl Backend for Routed {
     fn merge(&mut self, part: &PartitionState, progress: &mut dyn FnMut(Progress)) -> Result<Merged> {
         self.by_kind_mut(part.backend)?.merge(part, progress)
     }
+    fn merge_in_background(&mut self, part: &PartitionState) -> Result<Option<Merged>> {
+        self.by_kind_mut(part.backend)?.merge_in_background(part)
+    }
+    fn poll_background_merge(
+        &mut self,
+        part: &PartitionState,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Option<Merged>> {
+        self.by_kind_mut(part.backend)?.poll_background_merge(part, progress)
+    }
     fn arm(&mut self, part: &PartitionState, attempt: u32) -> Result<Option<FreeMap>> {
         self.by_kind_mut(part.backend)?.arm(part, attempt)
     }

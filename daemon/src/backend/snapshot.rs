@@ -274,6 +274,9 @@ pub struct SnapshotBackend {
     verify_dir: PathBuf,
     /// `cow.free_map`: arm with the baseline's free chunks mapped linear.
     free_map: bool,
+    /// Sectors allocated in each merging store at this process's first
+    /// look: the merge's total, for progress and the history.
+    merge_start: std::collections::HashMap<String, u64>,
 }
 
 impl SnapshotBackend {
@@ -284,6 +287,7 @@ impl SnapshotBackend {
             prefix: config.dm_prefix.clone(),
             verify_dir: config.metadata_dir.join("mnt"),
             free_map: config.cow.free_map,
+            merge_start: Default::default(),
         }
     }
 
@@ -427,6 +431,97 @@ impl SnapshotBackend {
             read_ms,
         };
         (t.table, record)
+    }
+
+    /// Loads the merge: checks the store and swaps the top device to
+    /// snapshot-merge (or finds it merging, after a cut). `false`: the store
+    /// was never written (zero header): nothing to undo, the store is gone.
+    fn begin_merge(&mut self, part: &PartitionState) -> Result<bool> {
+        let (raw, size) = self.raw_checked(part)?;
+        let top = self.top(&part.name);
+        let kind = self.top_kind(&part.name)?;
+        if kind.is_none() {
+            self.ensure_top(&part.name, raw, size)?;
+        }
+        let (cow, cow_node) = self.build_cow(part, raw, size)?;
+        let chunk = Sectors(u64::from(part.chunk_sectors));
+        if kind == Some(SNAPSHOT_MERGE) {
+            return Ok(true);
+        }
+        if kind == Some(SNAPSHOT_ORIGIN) {
+            // The attempt is live in this boot (its filesystem may be
+            // mounted): merging would change data under it. Rollback
+            // happens at the next boot.
+            return Err(Error::WrongPhase {
+                phase: "checkpointing".into(),
+                what: format!("{top} carries a live attempt; reboot to roll it back"),
+            });
+        } else if kind != Some(LINEAR) && kind.is_some() {
+            return Err(Error::Unsafe(format!("{top} has an unexpected table ({kind:?})")));
+        }
+        match parse_header(&self.io.read_head(&cow_node)?) {
+            Header::Zero => {
+                self.remove_cow(&part.name)?;
+                return Ok(false);
+            }
+            Header::Valid { chunk_sectors } if chunk_sectors == part.chunk_sectors => {}
+            Header::Valid { chunk_sectors } => {
+                return Err(Error::Unsafe(format!(
+                    "{}: COW header says chunk {chunk_sectors}, recorded {}",
+                    part.name, part.chunk_sectors
+                )))
+            }
+            Header::Invalidated => {
+                return Err(Error::Unsafe(format!(
+                    "{}: the snapshot was invalidated (COW store overflowed); the baseline cannot be restored",
+                    part.name
+                )))
+            }
+            Header::Foreign => {
+                return Err(Error::Unsafe(format!(
+                    "{}: the COW map does not lead to a dm-snapshot store; refusing to merge",
+                    part.name
+                )))
+            }
+        }
+        let table = Table::single(Sectors(size / 512), Target::Merge(SnapParams::new(raw, cow, chunk)));
+        // A leftover snapshot device would share the store with the
+        // merge: it goes in the same suspended window.
+        self.swap_top(&part.name, &table, true)?;
+        Ok(true)
+    }
+
+    /// One look at a loaded merge: reports progress and returns whether
+    /// every exception is copied back, and the sectors still allocated.
+    /// The first look of this process fixes the merge's total.
+    fn merge_look(&mut self, part: &PartitionState, progress: &mut dyn FnMut(Progress)) -> Result<(bool, u64)> {
+        let top = self.top(&part.name);
+        match snapshot_status(&*self.dm, &top)? {
+            st @ SnapshotStatus::Usage { allocated, metadata, .. } => {
+                let start = *self.merge_start.entry(part.name.clone()).or_insert(allocated);
+                let total = start.saturating_sub(metadata);
+                let done = start.saturating_sub(allocated);
+                progress(Progress {
+                    step: "merge".into(),
+                    partition: part.name.clone(),
+                    done_sectors: done.min(total),
+                    total_sectors: total,
+                });
+                Ok((st.merge_done(), allocated))
+            }
+            // After the swap: data is partly merged, so this is not a
+            // refusal; the merge stays loaded and is retried.
+            other => Err(Error::Internal(format!("{top}: merge status is '{other}'"))),
+        }
+    }
+
+    /// The merge is over: the idle table, the store released.
+    fn end_merge(&mut self, part: &PartitionState) -> Result<Merged> {
+        let (raw, size) = self.raw_checked(part)?;
+        self.swap_top(&part.name, &Self::linear_table(raw, size)?, false)?;
+        self.remove_cow(&part.name)?;
+        let merged = self.merge_start.remove(&part.name).unwrap_or(0);
+        Ok(Merged::Merged { sectors: merged })
     }
 
     /// Swaps the top device's table while it is suspended, removing the
@@ -701,95 +796,55 @@ impl Backend for SnapshotBackend {
     }
 
     fn merge(&mut self, part: &PartitionState, progress: &mut dyn FnMut(Progress)) -> Result<Merged> {
-        let (raw, size) = self.raw_checked(part)?;
-        let top = self.top(&part.name);
-        let kind = self.top_kind(&part.name)?;
-        if kind.is_none() {
-            self.ensure_top(&part.name, raw, size)?;
+        if !self.begin_merge(part)? {
+            return Ok(Merged::Nothing);
         }
-        let (cow, cow_node) = self.build_cow(part, raw, size)?;
-        let chunk = Sectors(u64::from(part.chunk_sectors));
-        if kind != Some(SNAPSHOT_MERGE) {
-            if kind == Some(SNAPSHOT_ORIGIN) {
-                // The attempt is live in this boot (its filesystem may be
-                // mounted): merging would change data under it. Rollback
-                // happens at the next boot.
-                return Err(Error::WrongPhase {
-                    phase: "checkpointing".into(),
-                    what: format!("{top} carries a live attempt; reboot to roll it back"),
-                });
-            } else if kind != Some(LINEAR) && kind.is_some() {
-                return Err(Error::Unsafe(format!("{top} has an unexpected table ({kind:?})")));
-            }
-            match parse_header(&self.io.read_head(&cow_node)?) {
-                Header::Zero => {
-                    self.remove_cow(&part.name)?;
-                    return Ok(Merged::Nothing);
-                }
-                Header::Valid { chunk_sectors } if chunk_sectors == part.chunk_sectors => {}
-                Header::Valid { chunk_sectors } => {
-                    return Err(Error::Unsafe(format!(
-                        "{}: COW header says chunk {chunk_sectors}, recorded {}",
-                        part.name, part.chunk_sectors
-                    )))
-                }
-                Header::Invalidated => {
-                    return Err(Error::Unsafe(format!(
-                        "{}: the snapshot was invalidated (COW store overflowed); the baseline cannot be restored",
-                        part.name
-                    )))
-                }
-                Header::Foreign => {
-                    return Err(Error::Unsafe(format!(
-                        "{}: the COW map does not lead to a dm-snapshot store; refusing to merge",
-                        part.name
-                    )))
-                }
-            }
-            let table = Table::single(Sectors(size / 512), Target::Merge(SnapParams::new(raw, cow, chunk)));
-            // A leftover snapshot device would share the store with the
-            // merge: it goes in the same suspended window.
-            self.swap_top(&part.name, &table, true)?;
-        }
-        // Poll until every exception is copied back.
-        let mut first: Option<u64> = None;
         let mut last_change = Instant::now();
         let mut last_alloc = u64::MAX;
         loop {
-            let st = snapshot_status(&*self.dm, &top)?;
-            match st {
-                SnapshotStatus::Usage { allocated, metadata, .. } => {
-                    let start = *first.get_or_insert(allocated);
-                    let total = start.saturating_sub(metadata);
-                    let done = start.saturating_sub(allocated);
-                    progress(Progress {
-                        step: "merge".into(),
-                        partition: part.name.clone(),
-                        done_sectors: done.min(total),
-                        total_sectors: total,
-                    });
-                    if st.merge_done() {
-                        break;
-                    }
-                    if allocated != last_alloc {
-                        last_alloc = allocated;
-                        last_change = Instant::now();
-                    } else if last_change.elapsed() > MERGE_STALL {
-                        return Err(Error::Internal(format!("{top}: merge made no progress for {MERGE_STALL:?}")));
-                    }
-                }
-                other => {
-                    // After the swap: data is partly merged, so this is not
-                    // a refusal; the merge stays loaded and is retried.
-                    return Err(Error::Internal(format!("{top}: merge status is '{other}'")));
-                }
+            let (done, allocated) = self.merge_look(part, progress)?;
+            if done {
+                break;
+            }
+            if allocated != last_alloc {
+                last_alloc = allocated;
+                last_change = Instant::now();
+            } else if last_change.elapsed() > MERGE_STALL {
+                return Err(Error::Internal(format!(
+                    "{}: merge made no progress for {MERGE_STALL:?}",
+                    self.top(&part.name)
+                )));
             }
             std::thread::sleep(MERGE_POLL);
         }
-        let merged = first.unwrap_or(0);
-        self.swap_top(&part.name, &Self::linear_table(raw, size)?, false)?;
-        self.remove_cow(&part.name)?;
-        Ok(Merged::Merged { sectors: merged })
+        self.end_merge(part)
+    }
+
+    fn merge_in_background(&mut self, part: &PartitionState) -> Result<Option<Merged>> {
+        if !self.begin_merge(part)? {
+            return Ok(Some(Merged::Nothing));
+        }
+        // The first look records where the merge starts (for its total).
+        let (done, _) = self.merge_look(part, &mut |_| {})?;
+        if done {
+            return self.end_merge(part).map(Some);
+        }
+        Ok(None)
+    }
+
+    fn poll_background_merge(
+        &mut self,
+        part: &PartitionState,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Option<Merged>> {
+        if self.top_kind(&part.name)? != Some(SNAPSHOT_MERGE) {
+            return Err(Error::Internal(format!("{} is not merging", self.top(&part.name))));
+        }
+        let (done, _) = self.merge_look(part, progress)?;
+        if done {
+            return self.end_merge(part).map(Some);
+        }
+        Ok(None)
     }
 
     fn arm(&mut self, part: &PartitionState, attempt: u32) -> Result<Option<FreeMap>> {

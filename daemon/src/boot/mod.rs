@@ -23,6 +23,7 @@
 //! reboot) asked for the count again.
 
 mod abort;
+mod background;
 mod cleanup;
 mod commit;
 mod confirm;
@@ -35,6 +36,7 @@ pub mod space;
 mod start;
 
 pub use abort::{abort, reboot};
+pub use background::finish_background_rollback;
 pub use cleanup::cleanup_pending;
 pub use commit::{commit, mark_slot};
 pub use confirm::{mark_boot_attempt, prepare_checkpoint};

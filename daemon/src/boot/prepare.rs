@@ -114,6 +114,10 @@ fn rollback(
 ) -> Result<Option<Result<PrepareOutcome>>> {
     let started = Instant::now();
     let mut merged = 0u64;
+    // The last rollback need not hold the boot: nothing is armed after it,
+    // so the old system may run on the merging device (boot/background.rs).
+    let background = final_ && ctx.config.cow.last_rollback_in_background;
+    let mut running = 0;
     for p in ctx.state.partitions.clone() {
         if let Err(e) = ctx.backend.verify_store(&p) {
             if e.kind() == ErrorKind::Unsafe {
@@ -121,14 +125,27 @@ fn rollback(
             }
             return Err(e);
         }
-        match ctx.backend.merge(&p, progress) {
-            Ok(Merged::Merged { sectors }) => merged += sectors,
-            Ok(Merged::Nothing) => {}
+        let result = if background {
+            ctx.backend.merge_in_background(&p).map(|m| m.ok_or(()))
+        } else {
+            ctx.backend.merge(&p, progress).map(Ok)
+        };
+        match result {
+            Ok(Err(())) => running += 1,
+            Ok(Ok(Merged::Merged { sectors })) => merged += sectors,
+            Ok(Ok(Merged::Nothing)) => {}
             // Refused before writing anything.
             Err(e) if e.kind() == ErrorKind::Unsafe => return Ok(Some(ctx.refuse(&p.name, e))),
             // Mid-merge: the intent stays; the next prepare resumes it.
             Err(e) => return Err(e),
         }
+    }
+    if running > 0 {
+        // Phase and intent stay RollingBack/final (saved before the merge
+        // began): a cut from here on resumes the same merge at the next
+        // boot. rewindd's poll records the end.
+        tracing::info!(partitions = running, "last rollback: the merge continues in the background; /data may mount");
+        return Ok(Some(Ok(ctx.outcome())));
     }
     let secs = started.elapsed().as_secs_f64();
     let detail = format!(

@@ -22,6 +22,8 @@ struct Device {
     boot: u32,
     /// Whether the "configuration" has a commit command.
     commit_command: bool,
+    /// `cow.last_rollback_in_background`.
+    background: bool,
 }
 
 impl Device {
@@ -29,7 +31,7 @@ impl Device {
         let dir = tempfile::tempdir().expect("tmp");
         let st = armed_state(attempts, vec![part()]);
         Store::new(dir.path()).save(&st).expect("save");
-        Device { dir, boot: 0, commit_command: true }
+        Device { dir, boot: 0, commit_command: true, background: false }
     }
 
     fn load(&self) -> State {
@@ -55,6 +57,7 @@ impl Device {
             // Evidence goes to the test's own "/metadata", never the host's.
             metadata_dir: self.dir.path().to_path_buf(),
             evidence: EvidenceConfig { kmsg: PathBuf::new(), pstore_dir: PathBuf::new(), ..EvidenceConfig::default() },
+            cow: crate::config::CowConfig { last_rollback_in_background: self.background, ..Default::default() },
             ..Config::default()
         };
         let mut ctx = Ctx {
@@ -396,4 +399,63 @@ fn same_boot_with_the_stack_gone_is_refused_not_rearmed() {
     assert_eq!(r.expect_err("gone").kind(), ErrorKind::Unsafe);
     assert_eq!(st.attempt, 1);
     assert!(b.ops.is_empty());
+}
+
+/// `cow.last_rollback_in_background`: a rollback before a further attempt
+/// still waits for its merge; the last one returns with the merge running
+/// (phase RollingBack, final intent on disk), and the poll ends it as a
+/// waited-for merge would: RolledBack, COW files pending deletion.
+#[test]
+fn the_last_rollback_merges_in_the_background_and_the_poll_finishes_it() {
+    let mut d = Device::new(2);
+    d.background = true;
+    d.boot(None).0.expect("attempt 1");
+    let (r, b, _) = d.boot(None);
+    assert_eq!(r.expect("attempt 2").phase, Phase::Checkpointing);
+    assert_eq!(b.ops, ["verify", "merge", "arm"], "a rollback before an attempt waits for its merge");
+    d.boot += 1;
+    let mut b = FakeBackend { background_looks: Some(2), ..FakeBackend::default() };
+    let (r, st) = d.run(&mut b, |ctx| prepare(ctx, &mut |_| {}));
+    assert_eq!(r.expect("prepare returns at once").phase, Phase::RollingBack);
+    assert!(st.final_rollback_running(), "the final intent is on disk: a cut resumes the merge");
+    assert_eq!(b.ops, ["verify", "merge-bg"]);
+    let mut seen = Vec::new();
+    for look in 1..=3 {
+        let (r, st) = d.run(&mut b, |ctx| finish_background_rollback(ctx, &mut |p| seen.push(p.done_sectors)));
+        assert_eq!(r.expect("look"), look == 3, "look {look}");
+        assert_eq!(st.phase == Phase::RolledBack, look == 3);
+    }
+    assert_eq!(seen, [6, 7, 8], "progress reported at every look");
+    let st = d.load();
+    assert!(st.partitions.is_empty() && st.intent.is_none());
+    assert_eq!(st.pending_cleanup.len(), 1, "COW files deleted once mounted");
+    let last = st.history.last().expect("event");
+    assert_eq!(EventKind::parse(&last.kind), Some(EventKind::RollbackFinished));
+    assert!(last.detail.contains("in the background"), "{}", last.detail);
+    // Nothing left to finish: the poll says so and changes nothing.
+    let (r, after) = d.run(&mut b, |ctx| finish_background_rollback(ctx, &mut |_| {}));
+    assert!(r.expect("idle look"));
+    assert_eq!(after.seq, st.seq);
+}
+
+/// A power cut while the last rollback merges in the background: the next
+/// boot starts the same merge again (in the background), using no attempt.
+#[test]
+fn a_cut_during_the_background_merge_resumes_it_at_the_next_boot() {
+    let mut d = Device::new(1);
+    d.background = true;
+    d.boot(None).0.expect("attempt 1");
+    d.boot += 1;
+    let mut b = FakeBackend { background_looks: Some(5), ..FakeBackend::default() };
+    assert_eq!(d.run(&mut b, |ctx| prepare(ctx, &mut |_| {})).0.expect("prepare").phase, Phase::RollingBack);
+    // Cut: the next boot's backend has no merge loaded.
+    d.boot += 1;
+    let mut b = FakeBackend { background_looks: Some(0), ..FakeBackend::default() };
+    let (r, st) = d.run(&mut b, |ctx| prepare(ctx, &mut |_| {}));
+    assert_eq!(r.expect("resumed").phase, Phase::RollingBack);
+    assert_eq!(b.ops, ["verify", "merge-bg"]);
+    assert_eq!(st.attempt, 1, "no attempt used");
+    let (r, st) = d.run(&mut b, |ctx| finish_background_rollback(ctx, &mut |_| {}));
+    assert!(r.expect("look"));
+    assert_eq!(st.phase, Phase::RolledBack);
 }

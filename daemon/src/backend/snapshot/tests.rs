@@ -228,6 +228,30 @@ fn boot_merge_polls_to_completion_then_goes_linear() {
     assert!(dm.log().iter().any(|l| l == "load rewind-userdata"));
 }
 
+/// The last rollback in the background: the merge is loaded and left
+/// running (the top device serves I/O meanwhile); each poll looks once,
+/// and the one that sees it done goes linear and drops the store.
+#[test]
+fn a_background_merge_is_loaded_then_finished_by_the_polls() {
+    let (mut b, dm, io) = backend();
+    io.0.lock().expect("io").head = Some(header(1, 8));
+    dm.script_status("rewind-userdata", &["1000/16384 16", "600/16384 16", "16/16384 16"]);
+    assert_eq!(b.merge_in_background(&part()).expect("begin"), None, "left running");
+    assert_eq!(kind(&dm, "rewind-userdata"), Some(SNAPSHOT_MERGE));
+    let mut seen = Vec::new();
+    assert_eq!(b.poll_background_merge(&part(), &mut |p| seen.push(p.done_sectors)).expect("look"), None);
+    let done = b.poll_background_merge(&part(), &mut |p| seen.push(p.done_sectors)).expect("look");
+    assert_eq!(done, Some(Merged::Merged { sectors: 1000 }));
+    assert_eq!(seen, [400, 984]);
+    assert_eq!(kind(&dm, "rewind-userdata"), Some(LINEAR));
+    assert!(!dm.exists("rewind-userdata-cow"));
+    // Nothing is merging any more: a stray look is an error, not a success.
+    assert!(b.poll_background_merge(&part(), &mut |_| {}).is_err());
+    // A store never written is finished at once.
+    let (mut b, _dm, _) = backend();
+    assert_eq!(b.merge_in_background(&part()).expect("nothing"), Some(Merged::Nothing));
+}
+
 #[test]
 fn merge_resumes_when_the_merge_table_is_already_loaded() {
     let (mut b, dm, io) = backend();

@@ -85,6 +85,12 @@ pub static E2E: &[Scenario] = &[
         run: freemap::unclean_baseline_protects_every_chunk,
     },
     Scenario {
+        name: "last-rollback-in-background",
+        summary: "cow.last_rollback_in_background: the same 48 MiB attempt rolled back twice, merge waited for, then in the background: /data reads as the baseline at ready, rewindd ends the rollback when the kernel is done; the exact baseline, idle stack, fsck clean; power-on to ready side by side",
+        needs: Needs::DAEMON,
+        run: freemap::last_rollback_in_background,
+    },
+    Scenario {
         name: "abort",
         summary: "AbortChanges without retry during an attempt, reboot: rolled back to the baseline, NeedsRollback, history shows the abort and the rollback",
         needs: Needs::DAEMON,
