@@ -68,6 +68,9 @@ struct RunArgs {
     /// Write a JUnit XML report here.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Write a self-contained HTML page (verdict, boots on a timeline, checks, console log links) here.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Keep disk images and logs (the report names their directory).
     #[arg(long)]
     keep: bool,
@@ -249,6 +252,10 @@ fn run_scenario(name: &str, args: &RunArgs, narrate: bool) -> Result<bool> {
         report::write(path, &report::to_junit(std::slice::from_ref(&report)))?;
         eprintln!("junit: {}", path.display());
     }
+    if let Some(path) = &args.html {
+        crate::html::write(&report, path)?;
+        eprintln!("html: {}", path.display());
+    }
     Ok(report.passed)
 }
 
@@ -290,10 +297,16 @@ fn run_device_scenario(name: &str, args: &RunArgs, dev: &DeviceArgs) -> Result<b
     if let Some(path) = &args.junit {
         report::write(path, &report::to_junit(std::slice::from_ref(&report)))?;
     }
+    if let Some(path) = &args.html {
+        crate::html::write(&report, path)?;
+    }
     Ok(report.passed)
 }
 
 fn run_all(args: &RunArgs, with_daemon: bool) -> Result<bool> {
+    if args.html.is_some() {
+        bail!("--html writes one scenario's page; run the scenario by name");
+    }
     let mut reports = Vec::new();
     for s in scenario::all().filter(|s| with_daemon || !s.needs.daemon) {
         let report =

@@ -25,6 +25,7 @@ pub mod device;
 pub mod failure;
 pub mod grpc;
 pub mod guest;
+pub mod html;
 pub mod kit;
 pub mod lock;
 pub mod manifest;

@@ -100,7 +100,7 @@ pub fn render(r: &ScenarioReport) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::failure::BootEnd;
     use crate::plan::{BootPlan, Failure};
