@@ -55,7 +55,7 @@ pub fn commit(ctx: &mut Ctx<'_>, reason: &str, hook: &mut dyn FnMut() -> Result<
     let data_first = ctx.state.partitions.iter().any(|p| ctx.backend.traits(&p.name).commit_data_first);
     if data_first {
         for p in ctx.state.partitions.clone() {
-            ctx.backend.commit_live(&p)?;
+            commit_data(ctx, &p, "live")?;
         }
     }
     if ctx.has_commit_command() {
@@ -63,7 +63,7 @@ pub fn commit(ctx: &mut Ctx<'_>, reason: &str, hook: &mut dyn FnMut() -> Result<
     }
     if !data_first {
         for p in ctx.state.partitions.clone() {
-            ctx.backend.commit_live(&p)?;
+            commit_data(ctx, &p, "live")?;
         }
     }
     let took = started.elapsed();
@@ -85,7 +85,7 @@ pub(super) fn finish_at_boot(ctx: &mut Ctx<'_>) -> Result<()> {
         if let Some(n) = ctx.backend.interrupted_commit_note(&p) {
             notes.push(format!("{}: {n}", p.name));
         }
-        ctx.backend.commit_live(&p)?;
+        commit_data(ctx, &p, "at boot")?;
     }
     let mut detail = "commit finished at boot after an interruption".to_string();
     for n in notes {
@@ -110,6 +110,40 @@ pub(super) fn finish_at_boot(ctx: &mut Ctx<'_>) -> Result<()> {
     ctx.retire_partitions();
     ctx.state.phase = Phase::Idle;
     ctx.save()
+}
+
+/// The data commit of one partition. A failure is recorded in the history
+/// (`commit-failed`, with the count of failed commits since the intent)
+/// and saved before the error goes back, so a commit that keeps failing is
+/// visible in `rewindctl history` instead of only in a log that a reboot
+/// may lose. The intent stays: the next commit call or prepare retries.
+fn commit_data(ctx: &mut Ctx<'_>, p: &crate::state::PartitionState, when: &str) -> Result<()> {
+    match ctx.backend.commit_live(p) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let n = failed_commits(ctx.state) + 1;
+            let detail = format!("{when}, failed commit {n} since the intent: {}", error_chain(&e));
+            ctx.record(EventKind::CommitFailed, &p.name, detail);
+            // The commit's own error is the one the caller must see; a
+            // failed save is logged (the record stays what was last saved).
+            if let Err(s) = ctx.save() {
+                tracing::error!(error = %error_chain(&s), "recording a failed commit");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Failed data commits recorded since the last `commit-begun` (the count
+/// is bounded by the history limit, which keeps the newest events).
+pub fn failed_commits(state: &crate::state::State) -> usize {
+    state
+        .history
+        .iter()
+        .rev()
+        .take_while(|e| !e.is(EventKind::CommitBegun))
+        .filter(|e| e.is(EventKind::CommitFailed))
+        .count()
 }
 
 /// Runs the configured commit command as a logged step: its outcome goes

@@ -459,3 +459,32 @@ fn a_cut_during_the_background_merge_resumes_it_at_the_next_boot() {
     assert!(r.expect("look"));
     assert_eq!(st.phase, Phase::RolledBack);
 }
+
+/// A commit whose data commit keeps failing (live, then at two boots) is
+/// counted in the history each time, with the partition and the error, and
+/// the count starts again at the next commit.
+#[test]
+fn failed_commits_are_counted_in_the_history() {
+    let mut d = Device::new(3);
+    let (st, _) = cut_during_commit(&mut d);
+    let failed: Vec<_> = st.history.iter().filter(|e| e.is(EventKind::CommitFailed)).collect();
+    assert_eq!(failed.len(), 1, "the live failure is on disk");
+    assert_eq!(failed[0].partition, "userdata");
+    assert!(failed[0].detail.starts_with("live, failed commit 1 since the intent: "), "{}", failed[0].detail);
+    assert_eq!(commit::failed_commits(&st), 1);
+    for n in 2..=3 {
+        let (r, _, st) = d.boot(Some(("commit", ErrorKind::Internal)));
+        assert!(r.is_err(), "boot {n}: the commit at boot failed");
+        assert_eq!(st.phase, Phase::Committing, "the intent stays");
+        assert_eq!(commit::failed_commits(&st), n);
+        let last = st.history.last().expect("event");
+        assert!(last.is(EventKind::CommitFailed));
+        assert!(last.detail.starts_with(&format!("at boot, failed commit {n} since the intent: ")), "{}", last.detail);
+    }
+    let (r, _, st) = d.boot(None);
+    assert_eq!(r.expect("prepare").phase, Phase::Idle);
+    let done = st.history.iter().rposition(|e| e.is(EventKind::Committed)).expect("committed");
+    let failed = st.history.iter().rposition(|e| e.is(EventKind::CommitFailed)).expect("failed");
+    assert!(done > failed, "the commit finished after the failures");
+    assert_eq!(commit::failed_commits(&st), 3, "kept until the next commit begins");
+}

@@ -16,6 +16,10 @@ pub enum EventKind {
     RollbackFinished,
     CommitBegun,
     Committed,
+    /// The data commit of a begun commit failed (live or when finished at
+    /// boot); the intent stays, so the commit is retried, and the count of
+    /// these since the last `commit-begun` is what status reports.
+    CommitFailed,
     /// The configured commit command ran (or failed, or is owed).
     CommitCommand,
     CommitCommandFailed,
@@ -45,13 +49,14 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::Started,
         EventKind::Attempt,
         EventKind::RollbackBegun,
         EventKind::RollbackFinished,
         EventKind::CommitBegun,
         EventKind::Committed,
+        EventKind::CommitFailed,
         EventKind::CommitCommand,
         EventKind::CommitCommandFailed,
         EventKind::CommitCommandPending,
@@ -77,6 +82,7 @@ impl EventKind {
             EventKind::RollbackFinished => "rollback-finished",
             EventKind::CommitBegun => "commit-begun",
             EventKind::Committed => "committed",
+            EventKind::CommitFailed => "commit-failed",
             EventKind::CommitCommand => "commit-command",
             EventKind::CommitCommandFailed => "commit-command-failed",
             EventKind::CommitCommandPending => "commit-command-pending",
