@@ -308,12 +308,16 @@ fn run_all(args: &RunArgs, with_daemon: bool) -> Result<bool> {
         bail!("--html writes one scenario's page; run the scenario by name");
     }
     let mut reports = Vec::new();
-    for s in scenario::all().filter(|s| with_daemon || !s.needs.daemon) {
+    let chosen: Vec<_> = scenario::all().filter(|s| with_daemon || !s.needs.daemon).collect();
+    let mut progress = crate::progress::Progress::new(chosen.len() as u64, "scenario");
+    for s in chosen {
         let report =
             scenario::run(s.name, &args.options(false)).with_context(|| format!("Running scenario {}", s.name))?;
-        print!("{}", report.summary());
+        progress.print(&report.summary());
+        progress.inc(&format!("{} {}", s.name, if report.passed { "passed" } else { "FAILED" }));
         reports.push(report);
     }
+    progress.finish();
     let passed = reports.iter().filter(|r| r.passed).count();
     println!("{passed} passed, {} failed", reports.len() - passed);
     if let Some(path) = &args.report {

@@ -31,6 +31,7 @@ pub mod lock;
 pub mod manifest;
 pub mod paths;
 pub mod plan;
+pub mod progress;
 pub mod qemu;
 pub mod qmp;
 pub mod report;
