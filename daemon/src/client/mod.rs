@@ -570,6 +570,7 @@ async fn execute(target: &Target, dial: Dial, command: Command) -> Result<i32, C
                 .await
                 .map_err(|s| ClientError::rpc("WatchStatus", s))?
                 .into_inner();
+            let mut rates = MergeRates::default();
             while let Some(msg) = stream.message().await.map_err(|s| ClientError::rpc("WatchStatus", s))? {
                 let Some(kind) = msg.kind else { continue };
                 match &kind {
@@ -577,7 +578,13 @@ async fn execute(target: &Target, dial: Dial, command: Command) -> Result<i32, C
                         if json {
                             println!("{}", json!({ "status": status_json(s) }));
                         } else {
-                            println!("{} {}", clock(now_unix()), status_summary(s));
+                            let mut line = status_summary(s);
+                            for p in &s.partitions {
+                                if let Some(rate) = rates.sample(&p.name, p.merge_done_sectors, p.merge_total_sectors) {
+                                    line.push_str(&format!("; {} {rate}", printable(&p.name)));
+                                }
+                            }
+                            println!("{} {line}", clock(now_unix()));
                         }
                         if until_phase.as_deref() == Some(phase_name_i32(s.phase).as_str()) {
                             return Ok(exit::OK);
@@ -703,6 +710,35 @@ pub fn prepare_outcome_line(p: &pb::PrepareUserdataProgress) -> String {
 /// already ended in a rollback (NeedsRollback stays true).
 fn nothing_to_commit(phase: i32) -> bool {
     phase == pb::Phase::Idle as i32 || phase == pb::Phase::RolledBack as i32
+}
+
+/// Merge speed per partition from successive WatchStatus samples: the rate
+/// since the first sample that showed the merge running, and the time left
+/// at that rate.
+#[derive(Default)]
+pub struct MergeRates {
+    first: std::collections::HashMap<String, (std::time::Instant, u64)>,
+}
+
+impl MergeRates {
+    pub fn sample(&mut self, name: &str, done: u64, total: u64) -> Option<String> {
+        self.sample_at(name, done, total, std::time::Instant::now())
+    }
+
+    fn sample_at(&mut self, name: &str, done: u64, total: u64, now: std::time::Instant) -> Option<String> {
+        if total == 0 || done >= total {
+            self.first.remove(name);
+            return None;
+        }
+        let (t0, d0) = *self.first.entry(name.to_string()).or_insert((now, done));
+        let secs = now.duration_since(t0).as_secs_f64();
+        if secs <= 0.0 || done <= d0 {
+            return None;
+        }
+        let per_sec = (done - d0) as f64 * 512.0 / secs;
+        let left = (total - done) as f64 * 512.0 / per_sec;
+        Some(format!("merging {:.1} MiB/s, about {:.0} s left", per_sec / (1024.0 * 1024.0), left))
+    }
 }
 
 pub fn status_summary(s: &pb::Status) -> String {
@@ -1034,6 +1070,21 @@ mod tests {
         assert_eq!(cli.tcp.as_deref(), Some("127.0.0.1:1"));
         assert!(matches!(cli.command, Command::Abort { keep_retrying: true, .. }));
         assert!(Cli::try_parse_from(["rewindctl", "watch", "--until-phase", "bogus"]).is_err());
+    }
+
+    #[test]
+    fn merge_rate_and_time_left_from_samples() {
+        let t0 = std::time::Instant::now();
+        let mut r = MergeRates::default();
+        let total = 100 * 2048; // 100 MiB in sectors
+        assert_eq!(r.sample_at("userdata", 0, total, t0), None);
+        let t1 = t0 + std::time::Duration::from_secs(10);
+        assert_eq!(
+            r.sample_at("userdata", 20 * 2048, total, t1).as_deref(),
+            Some("merging 2.0 MiB/s, about 40 s left")
+        );
+        assert_eq!(r.sample_at("userdata", total, total, t1), None);
+        assert_eq!(r.sample_at("userdata", 0, 0, t1), None);
     }
 
     #[test]
