@@ -33,6 +33,12 @@ use crate::sys::blockdev::ReadAt;
 const STATE_VALID: u16 = 0x1;
 const STATE_ERROR: u16 = 0x2;
 const BG_BLOCK_UNINIT: u16 = 0x2;
+/// More block groups than any phone's userdata has (8 TiB with 4 KiB
+/// blocks and the standard 32,768 blocks per group; 512 GiB with 1 KiB
+/// blocks): refused rather than read, so that a corrupt block count cannot
+/// make arming read and hold millions of descriptors. Memory for the map is
+/// about 100 bytes per group.
+pub const MAX_GROUPS: u64 = 1 << 16;
 
 // ro_compat features this reader understands. bigalloc (bitmaps of
 // clusters), snapshots, replicas and shared blocks change what a bit means;
@@ -99,21 +105,33 @@ pub fn take(src: &dyn ReadAt, device_bytes: u64, chunk_bytes: u64) -> Result<Fre
         return Err(MapError::Layout(format!("{blocks_per_group} blocks per group")).into());
     }
     let fs_bytes = sb.blocks_count * sb.block_size;
-    let groups = (sb.blocks_count - sb.first_data_block).div_ceil(blocks_per_group);
+    if fs_bytes > device_bytes {
+        // A filesystem cannot be larger than its device: the superblock is
+        // corrupt or belongs to something else.
+        return Err(MapError::Layout(format!(
+            "the filesystem ({fs_bytes} bytes) is larger than its device ({device_bytes} bytes)"
+        ))
+        .into());
+    }
+    let Some(data_blocks) = sb.blocks_count.checked_sub(sb.first_data_block).filter(|n| *n > 0) else {
+        return Err(MapError::Layout(format!("{} blocks, none after the first data block", sb.blocks_count)).into());
+    };
+    let groups = data_blocks.div_ceil(blocks_per_group);
+    if groups > MAX_GROUPS {
+        return Err(MapError::Layout(format!("{groups} block groups (more than {MAX_GROUPS})")).into());
+    }
     // Free block numbers as runs, built group by group.
     let mut free_blocks: Vec<(u64, u64)> = Vec::new();
-    let desc_table = (sb.first_data_block + 1) * sb.block_size;
-    let descs = (0..groups)
-        .map(|g| read(src, desc_table + g * sb.desc_size, sb.desc_size as usize).map(|d| Desc::parse(&d, sb.desc_size)))
-        .collect::<Result<Vec<Desc>, MapError>>()?;
+    let descs = read_descs(src, &sb, groups)?;
     let layout = Layout::read(&raw, &sb, groups)?;
+    let metadata = layout.metadata_ranges(&descs);
     for (g, desc) in descs.iter().enumerate() {
         let g = g as u64;
         let recorded_free = desc.free;
         if desc.flags & BG_BLOCK_UNINIT != 0 {
             let first = sb.first_data_block + g * blocks_per_group;
             let in_group = blocks_per_group.min(sb.blocks_count - first);
-            let used = layout.uninit_group_used(g, first, in_group, &descs);
+            let used = layout.uninit_group_used(g, first, in_group, &metadata);
             let used_count: u64 = used.iter().map(|r| r.1 - r.0).sum();
             if in_group.checked_sub(used_count) != Some(recorded_free) {
                 // The layout rules do not explain this group: protect it.
@@ -270,32 +288,65 @@ impl Layout {
         })
     }
 
+    /// Every group's bitmaps and inode table, as sorted, merged `[a, b)`
+    /// block ranges: built once, so that each uninitialised group looks up
+    /// what lies in it instead of scanning every descriptor (a filesystem
+    /// of many uninitialised groups would otherwise cost groups squared).
+    fn metadata_ranges(&self, descs: &[Desc]) -> Vec<(u64, u64)> {
+        let mut ranges: Vec<(u64, u64)> = descs
+            .iter()
+            .flat_map(|d| [(d.block_bitmap, 1), (d.inode_bitmap, 1), (d.inode_table, self.inode_table_blocks)])
+            .map(|(a, n)| (a, a.saturating_add(n)))
+            .collect();
+        merge_ranges(&mut ranges);
+        ranges
+    }
+
     /// The blocks of group `g` (`first`, `in_group` blocks) that hold
-    /// metadata, as sorted, merged `[a, b)` ranges.
-    fn uninit_group_used(&self, g: u64, first: u64, in_group: u64, descs: &[Desc]) -> Vec<(u64, u64)> {
+    /// metadata (its backup copies by the layout rules, and whatever part
+    /// of `metadata`, from [`Layout::metadata_ranges`], lies in it), as
+    /// sorted, merged `[a, b)` ranges.
+    fn uninit_group_used(&self, g: u64, first: u64, in_group: u64, metadata: &[(u64, u64)]) -> Vec<(u64, u64)> {
         let end = first + in_group;
         let mut used = Vec::new();
         if self.has_backup(g) {
             used.push((first, (first + self.backup_blocks).min(end)));
         }
-        for d in descs {
-            for (a, n) in [(d.block_bitmap, 1), (d.inode_bitmap, 1), (d.inode_table, self.inode_table_blocks)] {
-                let b = a.saturating_add(n);
-                if a < end && b > first {
-                    used.push((a.max(first), b.min(end)));
-                }
-            }
-        }
-        used.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::new();
-        for (a, b) in used {
-            match merged.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        merged
+        // `metadata` is disjoint and sorted, so its ends are sorted too.
+        let from = metadata.partition_point(|r| r.1 <= first);
+        used.extend(metadata[from..].iter().take_while(|r| r.0 < end).map(|&(a, b)| (a.max(first), b.min(end))));
+        merge_ranges(&mut used);
+        used
     }
+}
+
+/// Sorts `[a, b)` ranges and merges the ones that overlap or touch.
+fn merge_ranges(ranges: &mut Vec<(u64, u64)>) {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for &(a, b) in ranges.iter() {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    *ranges = merged;
+}
+
+/// The group descriptor table (right after the superblock's block), read a
+/// block at a time rather than a descriptor at a time.
+fn read_descs(src: &dyn ReadAt, sb: &super::Super, groups: u64) -> Result<Vec<Desc>, MapError> {
+    let table = (sb.first_data_block + 1) * sb.block_size;
+    let per_block = sb.block_size / sb.desc_size;
+    let mut descs = Vec::with_capacity(groups as usize);
+    let mut block = 0u64;
+    while (descs.len() as u64) < groups {
+        let n = per_block.min(groups - descs.len() as u64);
+        let bytes = read(src, table + block * sb.block_size, (n * sb.desc_size) as usize)?;
+        descs.extend(bytes.chunks_exact(sb.desc_size as usize).map(|d| Desc::parse(d, sb.desc_size)));
+        block += 1;
+    }
+    Ok(descs)
 }
 
 /// Appends `(start, len)`, merging it into the last run when they touch.
@@ -541,6 +592,31 @@ mod tests {
         assert!((first..end).any(|b| before.is_free(b)), "group {g} was mapped free before");
         assert!((first..end).all(|b| !after.is_free(b)), "group {g} is protected whole");
         assert_eq!(after.free_chunks() + u64::from(free), before.free_chunks(), "only group {g} changed");
+    }
+
+    /// A superblock that claims more than its device holds, or so many
+    /// groups that reading them would be the work of a corrupt count, is
+    /// refused before a descriptor is read (a fuzzed image of this kind
+    /// once made arming read 30 million descriptors).
+    #[test]
+    fn a_filesystem_larger_than_its_device_or_with_too_many_groups_is_refused() {
+        if !tools_or_skip() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let src = tree(dir.path(), 4, 3000);
+        let img = dir.path().join("fs.img");
+        mkfs(&img, &src, &["-b", "4096"], "16M");
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+        let len = f.metadata().unwrap().len();
+        take(&f, len, 4096).expect("the image as it is maps");
+        let e = take(&f, len - 4096, 4096).unwrap_err();
+        assert!(e.to_string().contains("larger than its device"), "{e}");
+        // 2^32 - 1 blocks: 131,072 groups of 32,768 blocks.
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&u32::MAX.to_le_bytes(), SUPER_OFFSET + 0x04).unwrap();
+        let e = take(&f, u64::MAX / 2, 4096).unwrap_err();
+        assert!(e.to_string().contains(&format!("more than {MAX_GROUPS}")), "{e}");
     }
 
     #[test]
