@@ -162,7 +162,7 @@ fn timeline(r: &ScenarioReport) -> String {
             let sx = x + (*ms).min(b.duration_ms) as f64 * scale;
             let _ = writeln!(
                 s,
-                "<line x1=\"{sx:.1}\" y1=\"{y}\" x2=\"{sx:.1}\" y2=\"{y2}\" stroke=\"#fff\"><title>{}</title></line>",
+                "<line x1=\"{sx:.1}\" y1=\"{y}\" x2=\"{sx:.1}\" y2=\"{y2}\" stroke=\"#1b2a3a\" stroke-opacity=\"0.6\"><title>{}</title></line>",
                 escape(stage),
                 y2 = y + 22.0
             );
