@@ -216,7 +216,9 @@ enum GuestCommand {
 }
 
 impl RunArgs {
-    fn options(&self, narrate: bool) -> Options {
+    /// `progress`: a bar or a line per boot (`scenario NAME`; the demo
+    /// only as a bar, its story already has a line per boot).
+    fn options(&self, narrate: bool, progress: bool) -> Options {
         Options {
             fs: self.fs,
             keep: self.keep,
@@ -228,6 +230,7 @@ impl RunArgs {
             narrate,
             verbose: self.verbose,
             device_profile: self.device_profile,
+            progress,
         }
     }
 }
@@ -238,7 +241,8 @@ fn run_scenario(name: &str, args: &RunArgs, narrate: bool) -> Result<bool> {
             bail!("{} does not exist", p.display());
         }
     }
-    let report = scenario::run(name, &args.options(narrate)).with_context(|| format!("Running scenario {name}"))?;
+    let report = scenario::run(name, &args.options(narrate, !narrate || crate::progress::use_bar()))
+        .with_context(|| format!("Running scenario {name}"))?;
     if narrate {
         print!("{}", crate::story::render(&report));
     } else {
@@ -289,7 +293,7 @@ fn run_device_scenario(name: &str, args: &RunArgs, dev: &DeviceArgs) -> Result<b
         }
         TargetKind::Qemu => unreachable!("QEMU scenarios go through run_scenario"),
     };
-    let report = scenario::run_on(&mut target, found, &args.options(false));
+    let report = scenario::run_on(&mut target, found, &args.options(false, true));
     print!("{}", report.summary());
     if let Some(path) = &args.report {
         report::write(path, &report::to_json(std::slice::from_ref(&report))?)?;
@@ -311,8 +315,8 @@ fn run_all(args: &RunArgs, with_daemon: bool) -> Result<bool> {
     let chosen: Vec<_> = scenario::all().filter(|s| with_daemon || !s.needs.daemon).collect();
     let mut progress = crate::progress::Progress::new(chosen.len() as u64, "scenario");
     for s in chosen {
-        let report =
-            scenario::run(s.name, &args.options(false)).with_context(|| format!("Running scenario {}", s.name))?;
+        let report = scenario::run(s.name, &args.options(false, false))
+            .with_context(|| format!("Running scenario {}", s.name))?;
         progress.print(&report.summary());
         progress.inc(&format!("{} {}", s.name, if report.passed { "passed" } else { "FAILED" }));
         reports.push(report);
@@ -481,11 +485,11 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["rewind-harness", "scenario", "x", "--fs", "btrfs"]).is_err());
         match Cli::try_parse_from(["rewind-harness", "scenario", "x", "--device-profile"]).unwrap().command {
-            Command::Scenario { run, .. } => assert!(run.options(false).device_profile),
+            Command::Scenario { run, .. } => assert!(run.options(false, false).device_profile),
             other => panic!("parsed as {other:?}"),
         }
         match Cli::try_parse_from(["rewind-harness", "scenario", "x", "--metadata-encryption"]).unwrap().command {
-            Command::Scenario { run, .. } => assert!(run.options(false).metadata_encryption),
+            Command::Scenario { run, .. } => assert!(run.options(false, false).metadata_encryption),
             other => panic!("parsed as {other:?}"),
         }
     }

@@ -104,7 +104,7 @@ pub fn acquire_slot(dir: &Path, timeout: Duration) -> Result<FileLock, LockError
             return Err(LockError::NoSlot { dir: dir.to_path_buf(), slots, waited: started.elapsed() });
         }
         if !announced {
-            eprintln!("rewind-harness: all {slots} guest slots busy, waiting");
+            crate::progress::log(&format!("rewind-harness: all {slots} guest slots busy, waiting"));
             announced = true;
         }
         std::thread::sleep(Duration::from_millis(250));

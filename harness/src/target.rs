@@ -202,3 +202,75 @@ pub trait Target {
     /// it is, which is the default.
     fn finish_run(&mut self) {}
 }
+
+/// Targets for host tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use super::{BootRecord, ExecOutput, Target, TargetError};
+    use crate::plan::{stage, BootPlan, FsType};
+
+    /// A target that boots every plan to ready and counts what it did.
+    #[derive(Default)]
+    pub struct Recorder {
+        pub boots: Vec<BootRecord>,
+        pub cuts: u32,
+    }
+
+    impl Target for Recorder {
+        fn describe(&self) -> String {
+            "recorder".into()
+        }
+        fn fs(&self) -> FsType {
+            FsType::Ext4
+        }
+        fn boot(&mut self, plan: &BootPlan) -> Result<BootRecord, TargetError> {
+            let mut rec =
+                BootRecord::new(self.boots.len() as u32 + 1, plan, PathBuf::new(), PathBuf::new(), String::new());
+            rec.stages = vec![stage::READY.into()];
+            rec.stage_ms = vec![0];
+            rec.ready_ms = Some(0);
+            self.boots.push(rec.clone());
+            Ok(rec)
+        }
+        fn exec_timeout(&mut self, command: &str, _: Duration) -> Result<ExecOutput, TargetError> {
+            Ok(ExecOutput { status: 0, stdout: command.into(), stderr: String::new(), duration_ms: 0 })
+        }
+        fn power_cut(&mut self) -> Result<BootRecord, TargetError> {
+            self.cuts += 1;
+            self.boots.last().cloned().ok_or(TargetError::NotRunning)
+        }
+        fn shutdown(&mut self) -> Result<BootRecord, TargetError> {
+            self.boots.last().cloned().ok_or(TargetError::NotRunning)
+        }
+        fn wait_end(&mut self, _: Duration) -> Result<BootRecord, TargetError> {
+            self.shutdown()
+        }
+        fn boots(&self) -> &[BootRecord] {
+            &self.boots
+        }
+        fn console(&self) -> String {
+            String::new()
+        }
+        fn grpc_endpoint(&self) -> Option<String> {
+            None
+        }
+        fn push(&mut self, _: &Path, _: &str) -> Result<(), TargetError> {
+            Ok(())
+        }
+        fn pull(&mut self, _: &str, _: &Path) -> Result<(), TargetError> {
+            Ok(())
+        }
+        fn baseline_script(&self) -> String {
+            "/b.sh".into()
+        }
+        fn workload_script(&self) -> String {
+            "/w.sh".into()
+        }
+        fn artifacts_dir(&self) -> PathBuf {
+            PathBuf::new()
+        }
+    }
+}

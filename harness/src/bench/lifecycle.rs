@@ -143,10 +143,10 @@ pub fn session(plan: &Plan) -> Result<LifecycleOut, BenchError> {
         let history = run(&mut cx, "rewindctl history", 60)?;
         let rewindctl_ms = t.trim().parse().map_err(|_| unexpected("commit timing", t.clone()))?;
         out.commits.push(CommitPoint { changed_mib: mib, rewindctl_ms, rewindd_ms: parse_live_ms(&history) });
-        eprintln!(
+        crate::progress::log(&format!(
             "[bench] lifecycle {mib} MiB: merge {merged_mib} MiB in {merge_s:.1} s, /data at {:.2} s; commit {rewindctl_ms} ms",
             data_mounted_s(&rec)
-        );
+        ));
         checks::wait_cow_gone(cx.target)?;
     }
     cx.shutdown()?;

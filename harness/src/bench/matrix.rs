@@ -100,14 +100,14 @@ fn run_matrix(cx: &mut Ctx, plan: &Plan, config: Config, out: &mut SessionOut) -
                 let fio = fio_run(cx, &job)?;
                 let after = space(cx, config)?;
                 let space_bytes = before.zip(after).map(|(b, a)| a.saturating_sub(b));
-                eprintln!(
+                crate::progress::log(&format!(
                     "[bench] {:<20} {:<19} {:<9} rep {rep}: {:7.2} MiB/s{}",
                     config.label(),
                     w.as_str(),
                     variant.as_str(),
                     fio.mib_s(),
                     space_bytes.map(|b| format!(", +{} KiB", b >> 10)).unwrap_or_default()
-                );
+                ));
                 out.samples.push(Sample { config, workload: w, variant, rep, fio, space_bytes });
             }
         }

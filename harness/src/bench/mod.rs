@@ -39,25 +39,29 @@ pub fn run(plan: &Plan) -> Result<BenchReport, BenchError> {
     // alone, while working on it; the report then lacks the others.
     let sections = std::env::var("REWIND_BENCH_SECTIONS").unwrap_or_else(|_| "matrix,lifecycle,scale".into());
     let want = |s: &str| sections.split(',').any(|x| x.trim() == s);
-    for &config in plan.configs.iter().filter(|_| want("matrix")) {
-        eprintln!("[bench] session: {}", config.label());
+    let configs: Vec<Config> = plan.configs.iter().copied().filter(|_| want("matrix")).collect();
+    let sessions = configs.len() + usize::from(want("lifecycle")) + usize::from(want("scale"));
+    let mut progress = crate::progress::Progress::new(sessions as u64, "session");
+    for config in configs {
+        progress.begin(&config.label());
         let out = matrix::session(plan, config)?;
         samples.extend(out.samples);
         ota.extend(out.ota);
         notes.extend(out.notes);
     }
     let lifecycle = if want("lifecycle") {
-        eprintln!("[bench] session: commit and rollback");
+        progress.begin("commit and rollback");
         lifecycle::session(plan)?
     } else {
         Default::default()
     };
     let scale = if want("scale") {
-        eprintln!("[bench] session: stack build over fragmented stores");
+        progress.begin("stack build over fragmented stores");
         scale::session(plan)?
     } else {
         Default::default()
     };
+    progress.finish();
     let mut r = BenchReport {
         date: date(),
         machine: machine(),

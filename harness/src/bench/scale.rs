@@ -132,7 +132,7 @@ pub fn session(plan: &Plan) -> Result<ScaleOut, BenchError> {
         let lines = run(&mut cx, "dmsetup table rewind-userdata-cow | wc -l", 60)?;
         let extents = lines.trim().parse().unwrap_or(0);
         let point = ScalePoint { extents_asked: asked, extents, store_mib: store / MIB, prepare_ms: prepare_ms(&rec) };
-        eprintln!("[bench] scale: {point:?}");
+        crate::progress::log(&format!("[bench] scale: {point:?}"));
         out.points.push(point);
         run(&mut cx, "rewindctl commit --reason bench >/dev/null", 300)?;
         checks::wait_cow_gone(cx.target)?;

@@ -377,8 +377,11 @@ impl QemuGuest {
         self.agent.reset().map_err(io_err(&self.share))?;
         let port = qemu::free_port().map_err(io_err(Path::new("127.0.0.1")))?;
         let cfg = self.qemu_config(&self.dir, port, Console::Stdio);
-        eprintln!("[{}] {}", self.cfg.name, cfg.command_line());
-        eprintln!("[{}] rewindd gRPC (when running): http://127.0.0.1:{port}; quit: Ctrl-A x", self.cfg.name);
+        crate::progress::log(&format!("[{}] {}", self.cfg.name, cfg.command_line()));
+        crate::progress::log(&format!(
+            "[{}] rewindd gRPC (when running): http://127.0.0.1:{port}; quit: Ctrl-A x",
+            self.cfg.name
+        ));
         cfg.command().status().map_err(|e| TargetError::Start { detail: e.to_string() })
     }
 
@@ -399,7 +402,7 @@ impl QemuGuest {
                     rec.stage_ms.push(now_ms);
                 }
                 Marker::Error(e) => {
-                    eprintln!("[{name}] boot {}: guest error: {e}", rec.index);
+                    crate::progress::log(&format!("[{name}] boot {}: guest error: {e}", rec.index));
                     rec.errors.push(e);
                 }
                 Marker::Other { .. } => {}
@@ -467,14 +470,14 @@ impl QemuGuest {
         let _ = std::fs::remove_file(&reason_file);
         self.next_boot_reason = failure::next_boot_reason(&end, requested.as_deref());
         if !self.cfg.quiet {
-            eprintln!(
+            crate::progress::log(&format!(
                 "[{name}] boot {} ({}): ended: {end} after {:.1} s, last stage {}; console {}",
                 rec.index,
                 rec.failure.as_deref().unwrap_or("no failure injected"),
                 rec.duration_ms as f64 / 1000.0,
                 rec.last_stage(),
                 rec.console_log.display()
-            );
+            ));
         }
         end
     }
@@ -493,7 +496,7 @@ impl QemuGuest {
         let command_line = cfg.command_line();
         let _ = std::fs::write(boot_dir.join("qemu.cmdline"), format!("{command_line}\n"));
         if self.cfg.show_command_line {
-            eprintln!("[{}] {command_line}", self.cfg.name);
+            crate::progress::log(&format!("[{}] {command_line}", self.cfg.name));
         }
         let stderr_path = boot_dir.join("qemu.stderr");
         let stderr = File::create(&stderr_path).map_err(io_err(&stderr_path))?;
@@ -607,7 +610,9 @@ fn reap_group(child: &mut Child) {
             nix::sys::signal::killpg(pgid, None).is_err().then_some(())
         });
         if lingered.is_none() {
-            eprintln!("rewind-harness: warning: processes of QEMU's group {pgid} lingered after SIGKILL");
+            crate::progress::log(&format!(
+                "rewind-harness: warning: processes of QEMU's group {pgid} lingered after SIGKILL"
+            ));
         }
     }
 }
@@ -639,14 +644,14 @@ impl Target for QemuGuest {
         let qmp_log = boot_dir.join("qmp.log");
         let failure_text = plan.failure.as_ref().map(Failure::to_string);
         if !self.cfg.quiet {
-            eprintln!(
+            crate::progress::log(&format!(
                 "[{}] boot {index} ({:?}, attempt {}, {}, boot reason {})",
                 self.cfg.name,
                 plan.mode,
                 plan.attempt,
                 failure_text.as_deref().unwrap_or("no failure injected"),
                 self.next_boot_reason.as_deref().unwrap_or("none")
-            );
+            ));
         }
         // The free port is picked before QEMU binds it; another process can
         // take it in between. Such a start fails at once: try a new port.
@@ -656,7 +661,7 @@ impl Target for QemuGuest {
             match self.spawn_qemu(&boot_dir, &console_log, &qmp_log) {
                 Ok(v) => break v,
                 Err(TargetError::Start { detail }) if attempt < 3 && detail.contains("forward") => {
-                    eprintln!("[{}] boot {index}: port clash, retrying: {detail}", self.cfg.name);
+                    crate::progress::log(&format!("[{}] boot {index}: port clash, retrying: {detail}", self.cfg.name));
                 }
                 Err(e) => return Err(e),
             }
@@ -701,11 +706,11 @@ impl Target for QemuGuest {
             }
             if !expect_end && rec.reached(stage::READY) {
                 if !self.cfg.quiet {
-                    eprintln!(
+                    crate::progress::log(&format!(
                         "[{}] boot {index}: ready in {:.1} s",
                         self.cfg.name,
                         rec.ready_ms.unwrap_or(0) as f64 / 1000.0
-                    );
+                    ));
                 }
                 break;
             }

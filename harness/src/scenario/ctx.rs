@@ -39,9 +39,9 @@ impl<'a> Ctx<'a> {
     /// A line for people, when narrating (the demo) or always to stderr.
     pub fn say(&self, text: &str) {
         if self.options.narrate {
-            println!("==> {text}");
+            crate::progress::say(&format!("==> {text}"));
         } else {
-            eprintln!("[{}] {text}", self.report.scenario);
+            crate::progress::log(&format!("[{}] {text}", self.report.scenario));
         }
     }
 
@@ -50,12 +50,12 @@ impl<'a> Ctx<'a> {
         let detail = detail.into();
         // Narrating, the checks are printed once, in the final story.
         if !self.options.narrate {
-            eprintln!(
+            crate::progress::log(&format!(
                 "[{}] check {}: {name}{}",
                 self.report.scenario,
                 if passed { "ok" } else { "FAILED" },
                 if detail.is_empty() { String::new() } else { format!(" ({})", first_lines(&detail, 3)) }
-            );
+            ));
         }
         self.report.checks.push(Check { name: name.to_string(), passed, detail });
         passed

@@ -37,6 +37,7 @@ pub mod e2e;
 pub mod encrypted;
 pub mod f2fs;
 mod needs;
+pub mod pace;
 mod run;
 pub mod vold;
 
@@ -132,6 +133,9 @@ pub struct Options {
     /// `ro.rewind.defer_commit=true` can do (`device::profile`); scenarios
     /// that need it (the `device-*` ones) force it.
     pub device_profile: bool,
+    /// Show progress over the boots (`scenario NAME` on the command line):
+    /// a bar on a terminal, a line per boot otherwise ([`pace`]).
+    pub progress: bool,
 }
 
 /// Time a closure (for measurements printed in reports).

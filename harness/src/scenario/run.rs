@@ -33,9 +33,30 @@ pub enum RunError {
 /// over the target makes its boot records final (`Target::finish_run`);
 /// on failure its console is printed between `==== console` markers.
 pub fn run_on(target: &mut dyn Target, scenario: &Scenario, options: &Options) -> ScenarioReport {
+    if !options.progress {
+        return run_loop(target, scenario, options);
+    }
+    let dir = super::pace::counts_dir();
+    let fs = target.fs();
+    let total = super::pace::expected_boots(&dir, scenario.name, fs);
+    let mut paced = super::pace::Paced::new(target, crate::progress::Progress::maybe_total(total, "boot"));
+    let report = run_loop(&mut paced, scenario, options);
+    paced.finish();
+    // Only a run that went to its end says how many boots the scenario makes.
+    if report.passed {
+        super::pace::record_boots(&dir, scenario.name, fs, report.boots.len());
+    }
+    report
+}
+
+fn run_loop(target: &mut dyn Target, scenario: &Scenario, options: &Options) -> ScenarioReport {
     let name = scenario.name;
     let started = Instant::now();
-    eprintln!("[{name}] on {} (artifacts {})", target.describe(), target.artifacts_dir().display());
+    crate::progress::log(&format!(
+        "[{name}] on {} (artifacts {})",
+        target.describe(),
+        target.artifacts_dir().display()
+    ));
     let mut report = {
         let mut cx = Ctx::new(target, name, options.clone());
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (scenario.run)(&mut cx)));
