@@ -29,3 +29,24 @@ pub fn run_with(name: &str, options: Options) {
     eprint!("{}", report.summary());
     assert!(report.passed, "scenario {name} failed:\n{}", report.summary());
 }
+
+/// Runs campaign trials `indices` of `seed` (ext4) and panics with the
+/// campaign's table and each failure's replay command unless all passed.
+pub fn campaign(seed: u64, indices: &[u64]) {
+    use rewind_harness::campaign::{self, Config, Shard};
+    let cfg = Config {
+        seed,
+        trials: indices.iter().max().map(|i| i + 1).unwrap_or(0),
+        fs: FsType::Ext4,
+        metadata_encryption: false,
+        shard: Shard::ALL,
+        only: indices.to_vec(),
+        keep: false,
+    };
+    let report = match campaign::run(&cfg) {
+        Ok(r) => r,
+        Err(e) => panic!("campaign seed {seed} could not run: {}", scenario::error_chain(&e)),
+    };
+    eprint!("{}", report.render());
+    assert!(report.passed(), "campaign seed {seed} failed:\n{}", report.render());
+}

@@ -29,6 +29,10 @@ Examples:
   rewind-harness scenario device-three-failed-boots --target adb    # the same on a device
   rewind-harness scenario abort --device-profile                    # could a device run it? (no: says what it cannot)
   rewind-harness demo                              # narrated: three failed boots, then rollback
+  rewind-harness campaign --trials 50 --seed 7 --report c.json --junit c.xml   # random power cuts
+  rewind-harness campaign --trials 50 --seed 7 --shard 2/4 --report c2.json   # one CI matrix job of four
+  rewind-harness campaign merge c1.json c2.json c3.json c4.json --report c.json --junit c.xml
+  rewind-harness campaign --seed 7 --trial 12                                  # replay one trial
   rewind-harness guest shell                       # serial console on this terminal (Ctrl-A x quits)
   rewind-harness bench --report bench.json --plot docs/bench.svg   # the benchmark (about 30 min under TCG)
   rewind-harness bench --quick                     # the same, smoke-sized (what CI runs)
@@ -165,6 +169,17 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Random power cuts over an update's phases, from a seed: each trial
+    /// cuts one phase (sometimes the boots after it too), lets rewind
+    /// finish and checks userdata is the baseline or the committed state
+    /// exactly. `campaign merge` joins the reports of shards.
+    #[command(args_conflicts_with_subcommands = true)]
+    Campaign {
+        #[command(subcommand)]
+        command: Option<CampaignCommand>,
+        #[command(flatten)]
+        args: CampaignArgs,
+    },
     /// Interactive guests.
     Guest {
         #[command(subcommand)]
@@ -195,6 +210,53 @@ enum Command {
         /// vs a plain mount, side by side (f2fs userdata; --boots = rounds).
         #[arg(long, conflicts_with_all = ["quick", "report", "plot"])]
         f2fs_checkpoint: bool,
+    },
+}
+
+#[derive(Debug, clap::Args, Clone)]
+struct CampaignArgs {
+    /// Trials in the campaign (the shards split them).
+    #[arg(long, default_value_t = 10)]
+    trials: u64,
+    /// The campaign's seed: trial I of seed S is the same everywhere.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run only trial I (the replay command a failure prints).
+    #[arg(long, value_name = "I", conflicts_with = "shard")]
+    trial: Option<u64>,
+    /// Run the K-th of M disjoint slices of the trials (a CI matrix job).
+    #[arg(long, value_name = "K/M", default_value = "1/1")]
+    shard: crate::campaign::Shard,
+    #[arg(long, default_value = "ext4", value_parser = parse_fs)]
+    fs: FsType,
+    /// /data over dm-crypt on rewind-userdata (ext4 only).
+    #[arg(long)]
+    metadata_encryption: bool,
+    /// Keep each trial's disk images and logs.
+    #[arg(long)]
+    keep: bool,
+    /// Print the trials (phase, moment, further cuts) without running them.
+    #[arg(long)]
+    list: bool,
+    /// Write the JSON report here (what `campaign merge` reads).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write a JUnit XML report here (a test case per trial).
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CampaignCommand {
+    /// Merge the JSON reports of one campaign's shards into one.
+    Merge {
+        /// The shards' JSON reports.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
 }
 
@@ -231,6 +293,7 @@ impl RunArgs {
             verbose: self.verbose,
             device_profile: self.device_profile,
             progress,
+            trial: None,
         }
     }
 }
@@ -333,6 +396,54 @@ fn run_all(args: &RunArgs, with_daemon: bool) -> Result<bool> {
     Ok(passed == reports.len())
 }
 
+/// The campaign (or its merge): the table and failures on stdout, the
+/// reports where asked; fails when a trial failed.
+fn run_campaign(command: Option<CampaignCommand>, args: CampaignArgs) -> Result<bool> {
+    use crate::campaign;
+    let (report, json, junit) = match command {
+        Some(CampaignCommand::Merge { reports, report, junit }) => {
+            let mut read = Vec::new();
+            for path in reports {
+                let r = campaign::read(&path)?;
+                read.push((path, r));
+            }
+            (campaign::merge(read)?, report, junit)
+        }
+        None => {
+            let Some(seed) = args.seed else {
+                bail!("campaign needs --seed S (any number; print it, it replays the campaign)");
+            };
+            if args.metadata_encryption && args.fs != FsType::Ext4 {
+                bail!("--metadata-encryption is ext4 only");
+            }
+            let cfg = campaign::Config {
+                seed,
+                trials: args.trials,
+                fs: args.fs,
+                metadata_encryption: args.metadata_encryption,
+                shard: args.shard,
+                only: args.trial.into_iter().collect(),
+                keep: args.keep,
+            };
+            if args.list {
+                print!("{}", campaign::list(&cfg));
+                return Ok(true);
+            }
+            (campaign::run(&cfg).context("Running the campaign")?, args.report, args.junit)
+        }
+    };
+    print!("{}", report.render());
+    if let Some(path) = &json {
+        report::write(path, &report.to_json()?)?;
+        eprintln!("report: {}", path.display());
+    }
+    if let Some(path) = &junit {
+        report::write(path, &report.to_junit())?;
+        eprintln!("junit: {}", path.display());
+    }
+    Ok(report.passed())
+}
+
 /// The benchmark: the table on stdout, the JSON report and the plot
 /// where asked. Figures only: it never fails on a timing.
 fn run_bench(quick: bool, report: Option<PathBuf>, plot: Option<PathBuf>) -> Result<bool> {
@@ -408,6 +519,7 @@ fn run(cli: Cli) -> Result<bool> {
             );
             Ok(true)
         }
+        Command::Campaign { command, args } => run_campaign(command, args),
         Command::Kit => {
             let kit = Kit::ensure().context("Building the guest kit")?;
             print!("{}", kit.describe());
@@ -529,6 +641,46 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["rewind-harness", "scenario", "x", "--target", "vbox"]).is_err());
+    }
+
+    #[test]
+    fn campaign_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "rewind-harness",
+            "campaign",
+            "--trials",
+            "40",
+            "--seed",
+            "7",
+            "--shard",
+            "2/4",
+            "--fs",
+            "f2fs",
+            "--junit",
+            "c.xml",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Campaign { command: None, args } => {
+                assert_eq!((args.trials, args.seed, args.fs), (40, Some(7), FsType::F2fs));
+                assert_eq!(args.shard, crate::campaign::Shard { k: 2, m: 4 });
+                assert_eq!(args.junit, Some(PathBuf::from("c.xml")));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        match Cli::try_parse_from(["rewind-harness", "campaign", "merge", "a.json", "b.json", "--report", "c.json"])
+            .unwrap()
+            .command
+        {
+            Command::Campaign { command: Some(CampaignCommand::Merge { reports, report, .. }), .. } => {
+                assert_eq!(reports, vec![PathBuf::from("a.json"), PathBuf::from("b.json")]);
+                assert_eq!(report, Some(PathBuf::from("c.json")));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["rewind-harness", "campaign", "--shard", "5/4"]).is_err());
+        assert!(Cli::try_parse_from(["rewind-harness", "campaign", "--trial", "3", "--shard", "1/2"]).is_err());
+        assert!(Cli::try_parse_from(["rewind-harness", "campaign", "merge"]).is_err());
     }
 
     #[test]

@@ -16,10 +16,12 @@
 //! - `bench`     measurements on a running guest (f2fs checkpoint=disable costs)
 //! - `scenario/` scenarios (registries by what they prove), their `Needs`, the
 //!   one run loop over any `Target`, and `checks` (the shared witnesses)
+//! - `campaign/` random power cuts over an update's phases, from a seed (trials, shards, reports)
 //! - `cli`       the `rewind-harness` command line
 
 pub mod android_rc;
 pub mod bench;
+pub mod campaign;
 pub mod cli;
 pub mod device;
 pub mod failure;

@@ -1,6 +1,7 @@
 //! Scenario reports: JSON (everything: boots, checks, artifact paths) and
 //! JUnit XML (one testsuite per scenario, one testcase per check) for CI.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -44,6 +45,10 @@ pub struct ScenarioReport {
     /// The kept disk images (userdata, metadata).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<PathBuf>,
+    /// What the scenario found for its caller, by name (a campaign trial's
+    /// outcome and where its cuts landed).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub facts: BTreeMap<String, String>,
 }
 
 impl ScenarioReport {
@@ -63,6 +68,7 @@ impl ScenarioReport {
             error: None,
             artifacts: None,
             images: Vec::new(),
+            facts: BTreeMap::new(),
         }
     }
 

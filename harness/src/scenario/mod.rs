@@ -52,7 +52,7 @@ pub use builtin::REGISTRY;
 pub use ctx::Ctx;
 pub use needs::{Needs, Scripts};
 pub use rewind_daemon::types::error_chain;
-pub use run::{run, run_on, RunError};
+pub use run::{run, run_on, run_scenario, RunError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -136,6 +136,9 @@ pub struct Options {
     /// Show progress over the boots (`scenario NAME` on the command line):
     /// a bar on a terminal, a line per boot otherwise ([`pace`]).
     pub progress: bool,
+    /// The campaign trial to run (`rewind-harness campaign`): the trial
+    /// scenario reads its phase and cuts here.
+    pub trial: Option<crate::campaign::Trial>,
 }
 
 /// Time a closure (for measurements printed in reports).

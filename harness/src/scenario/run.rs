@@ -94,6 +94,12 @@ fn run_loop(target: &mut dyn Target, scenario: &Scenario, options: &Options) -> 
 /// removed unless `keep`) before this returns.
 pub fn run(name: &str, options: &Options) -> Result<ScenarioReport, RunError> {
     let scenario = find(name).ok_or_else(|| Box::new(ScenarioError::Unknown(name.to_string())))?;
+    run_scenario(scenario, options)
+}
+
+/// [`run`] for a scenario that is not in the registry (a campaign trial).
+pub fn run_scenario(scenario: &Scenario, options: &Options) -> Result<ScenarioReport, RunError> {
+    let name = scenario.name;
     let options = scenario.needs.apply(options);
     // The scenario's own scripts, written where the guest copies them from.
     let scripts_dir = match scenario.needs.scripts {

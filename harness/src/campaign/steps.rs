@@ -1,0 +1,292 @@
+//! What one trial does on its guest, as a scenario run by the one run loop
+//! (`scenario::run_scenario`): the old system's baseline and checkpoint,
+//! the phase the trial cuts, the cuts of the boots after it, then the
+//! boots that let rewind finish and the verdict on the data itself.
+//!
+//! Kept cheap (TCG boots take seconds): one guest, the default baseline
+//! and update workload (a few MiB), one attempt, 4-7 boots.
+
+use std::time::Duration;
+
+use crate::failure::BootEnd;
+use crate::manifest::{self, Manifest};
+use crate::plan::{stage, BootPlan, Failure};
+use crate::scenario::{checks, Ctx, ScenarioError};
+use crate::target::TargetError;
+
+use super::trial::{Cut, Outcome, Phase, Trial};
+
+/// The device /data's filesystem is on with metadata encryption (the
+/// guest init's dm-crypt layer over rewind-userdata).
+const CRYPT: &str = "/dev/block/mapper/userdata-crypt";
+
+/// Boots after the cuts allowed to reach a settled phase (idle or
+/// rolled-back): an attempt armed by a cut `start` takes one more.
+const SETTLE_BOOTS: usize = 3;
+
+pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    let trial = cx
+        .options
+        .trial
+        .clone()
+        .ok_or_else(|| ScenarioError::other("the campaign trial runs through `rewind-harness campaign` only"))?;
+    cx.say(&format!("trial {} of seed {}: {}", trial.index, trial.seed, trial.describe()));
+    // The host's block witness reads ext4 from the raw image: not through
+    // dm-crypt, not f2fs (which keeps no COW store to merge).
+    let block_witness = !cx.is_f2fs() && !cx.options.metadata_encryption;
+
+    // The old system: the baseline, synced.
+    cx.boot_ready(&BootPlan::rewind())?;
+    cx.run_baseline()?;
+    cx.exec_checked("sync")?;
+    let baseline = checks::data_manifest(cx)?;
+    let mut blocks = None;
+    let mut committed = None;
+    let landed = if trial.phase == Phase::CheckpointStart {
+        cx.exec_checked("setsid rewindctl start --attempts 1 --reason campaign > /dev/null 2>&1 < /dev/null &")?;
+        cut_after(cx, trial.cut.delay_ms)?
+    } else {
+        checks::start(cx, 1, "campaign")?;
+        let cow = checks::state(cx)?.partitions.first().map(|p| p.cow_files.clone()).unwrap_or_default();
+        cx.shutdown()?;
+        if block_witness {
+            let image = checks::userdata_image(cx);
+            let used = checks::BaselineBlocks::of(&image, &cow)?;
+            let hash = used.hash(&image)?;
+            blocks = Some((used, hash));
+        }
+        cut_phase(cx, &trial, &mut committed)?
+    };
+    cx.report.facts.insert("landed".into(), landed);
+
+    // The cuts of the boots right after, while rewind finishes.
+    for (i, c) in trial.more_cuts.iter().enumerate() {
+        let landed = cut_boot(cx, BootPlan::rewind(), c)?;
+        cx.report.facts.insert(format!("cut {}", i + 2), landed);
+    }
+
+    // Rewind finishes. Where the block witness still holds, the first boots
+    // leave /data unmounted, so the raw image can be compared with the
+    // baseline's blocks before any mount writes to it. It holds only until
+    // /data is mounted again: a boot after the attempt's that mounted /data
+    // (the rollback was done before its cut) wrote the superblock and freed
+    // the COW files, as any boot after a rollback does.
+    let mounted_again = cx.target.boots().iter().skip(2).find(|b| b.reached(stage::DATA_MOUNTED)).map(|b| b.index);
+    let mut settled = None;
+    if blocks.is_some() && mounted_again.is_none() {
+        for _ in 0..SETTLE_BOOTS {
+            cx.boot_ready(&BootPlan::rewind().without_data())?;
+            let phase = checks::phase(&checks::status(cx)?);
+            cx.shutdown()?;
+            if phase == "idle" || phase == "rolled-back" {
+                settled = Some(phase);
+                break;
+            }
+        }
+    }
+    let block_hash_equal = match (&settled, &blocks, mounted_again) {
+        (Some(p), Some((used, before)), None) if p == "rolled-back" => {
+            Some(used.hash(&checks::userdata_image(cx))? == *before)
+        }
+        _ => None,
+    };
+    let not_compared = match (mounted_again, &blocks) {
+        (_, None) => "not compared (no block witness for this phase or filesystem)".to_string(),
+        (Some(n), _) => format!("not compared (boot {n} mounted /data after the attempt)"),
+        (None, _) => "not compared (not rolled back)".to_string(),
+    };
+
+    // The next boot reaches ready, and any that are still owed.
+    let mut phase = String::new();
+    for n in 0..SETTLE_BOOTS {
+        let rec = cx.boot_ready(&BootPlan::rewind())?;
+        cx.check(
+            &format!("boot {} after the cuts prepares without errors", rec.index),
+            rec.errors.is_empty(),
+            format!("{:?}", rec.errors),
+        );
+        phase = checks::phase(&checks::status(cx)?);
+        if phase == "idle" || phase == "rolled-back" || n + 1 == SETTLE_BOOTS {
+            break;
+        }
+        cx.shutdown()?;
+    }
+    cx.check(
+        "rewind settles: phase idle or rolled-back",
+        phase == "idle" || phase == "rolled-back",
+        format!("phase {phase:?}"),
+    );
+    cx.report.facts.insert("phase".into(), phase.clone());
+
+    let now = checks::data_manifest(cx)?;
+    let outcome = classify(&baseline, committed.as_ref(), &now);
+    cx.report.facts.insert("outcome".into(), outcome.as_str().into());
+    let vs_baseline = manifest::diff(&baseline, &now);
+    let vs_committed = committed.as_ref().map(|c| manifest::diff(c, &now));
+    cx.check(
+        "userdata is exactly the baseline or exactly the committed state, never a mix",
+        outcome != Outcome::Mix,
+        format!(
+            "{}: against the baseline {}; against the committed state {}",
+            outcome.as_str(),
+            vs_baseline.summary(5),
+            vs_committed.map(|d| d.summary(5)).unwrap_or_else(|| "(none: nothing was committed)".into())
+        ),
+    );
+    cx.check(
+        &format!("the outcome is one this phase allows ({:?})", trial.allowed()),
+        trial.allowed().contains(&outcome),
+        outcome.as_str(),
+    );
+    cx.check(
+        "the phase agrees with the data (rolled-back: the baseline; committed data: idle)",
+        match outcome {
+            Outcome::Committed => phase == "idle",
+            Outcome::Baseline => phase == "rolled-back" || phase == "idle",
+            Outcome::Mix => false,
+        },
+        format!("phase {phase}, data {}", outcome.as_str()),
+    );
+    match block_hash_equal {
+        Some(equal) => {
+            cx.report.facts.insert("blocks".into(), if equal { "equal" } else { "differ" }.into());
+            cx.check(
+                "every block the baseline filesystem uses (COW blocks aside) equals the baseline",
+                equal || outcome != Outcome::Baseline,
+                if equal { "equal" } else { "differ" },
+            );
+        }
+        None => {
+            cx.report.facts.insert("blocks".into(), not_compared);
+        }
+    }
+    checks::check_cow_gone(cx, "COW files removed")?;
+    if !cx.options.metadata_encryption {
+        checks::check_idle_stack(cx, "at the end")?;
+    }
+    cx.exec_checked("sync; umount /data")?;
+    let device = if cx.options.metadata_encryption { CRYPT } else { checks::userdata_device(cx.fs()) };
+    checks::fsck_clean(cx, device, "userdata fsck clean")?;
+    Ok(())
+}
+
+/// Which state `now` is: the baseline, the committed state, or a mix.
+pub(super) fn classify(baseline: &Manifest, committed: Option<&Manifest>, now: &Manifest) -> Outcome {
+    if manifest::diff(baseline, now).is_empty() {
+        Outcome::Baseline
+    } else if committed.is_some_and(|c| manifest::diff(c, now).is_empty()) {
+        Outcome::Committed
+    } else {
+        Outcome::Mix
+    }
+}
+
+/// From a powered-off guest armed with one attempt: the trial's phase, cut.
+/// Sets `committed` to the attempt's data where a commit may keep it.
+/// Returns where the cut landed.
+fn cut_phase(cx: &mut Ctx, trial: &Trial, committed: &mut Option<Manifest>) -> Result<String, ScenarioError> {
+    let attempt = BootPlan::rewind().with_workload(1);
+    match trial.phase {
+        Phase::CheckpointStart => Err(ScenarioError::other("checkpoint-start is cut before the checkpoint exists")),
+        Phase::AttemptWrites | Phase::ArmingAtBoot => cut_boot(cx, attempt, &trial.cut),
+        Phase::Merge => {
+            // The attempt dies (a power cut after its writes); the next boot
+            // merges it away, and that merge is cut.
+            cx.boot_ready(&attempt)?;
+            cx.exec_checked("sync")?;
+            cx.target.power_cut()?;
+            let mut cut = trial.cut.clone();
+            if cx.is_f2fs() {
+                // No merge in f2fs mode: the rollback is the mount itself.
+                cut.stage = Some(stage::PREPARE_USERDATA.into());
+            }
+            cut_boot(cx, BootPlan::rewind(), &cut)
+        }
+        Phase::Commit | Phase::StateRecord => {
+            cx.boot_ready(&attempt)?;
+            cx.exec_checked("sync")?;
+            let call = if trial.phase == Phase::StateRecord && !trial.commit {
+                "rewindctl abort --reason campaign"
+            } else {
+                *committed = Some(checks::data_manifest(cx)?);
+                "rewindctl commit --reason campaign"
+            };
+            cx.exec_checked(&format!("setsid {call} > /dev/null 2>&1 < /dev/null &"))?;
+            cut_after(cx, trial.cut.delay_ms)
+        }
+        Phase::Shutdown => {
+            let plan = if trial.commit { attempt.with_commit() } else { attempt };
+            cx.boot_ready(&plan)?;
+            cx.exec_checked("sync")?;
+            if trial.commit {
+                *committed = Some(checks::data_manifest(cx)?);
+            }
+            // The guest's own shutdown sequence (as Target::shutdown), cut
+            // while it runs.
+            cx.exec_checked(
+                "setsid sh -c 'sync; umount /data; dmsetup remove userdata-crypt; umount /metadata; sync; poweroff -f' \
+                 > /dev/null 2>&1 < /dev/null &",
+            )?;
+            cut_after(cx, trial.cut.delay_ms)
+        }
+    }
+}
+
+/// Cuts the running guest `delay_ms` from now; where it landed.
+fn cut_after(cx: &mut Ctx, delay_ms: u64) -> Result<String, ScenarioError> {
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    match cx.target.power_cut() {
+        Ok(rec) if rec.ended == Some(BootEnd::HostPowerCut) => Ok(format!("cut +{delay_ms} ms")),
+        Ok(rec) => Ok(format!(
+            "+{delay_ms} ms: the boot had ended first ({})",
+            rec.ended.map(|e| e.to_string()).unwrap_or_else(|| "?".into())
+        )),
+        Err(TargetError::NotRunning) => Ok(format!("+{delay_ms} ms: the guest had powered off first")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Boots `plan` with `cut` injected; where it landed. A stage the boot
+/// never passed (no merge to cut) is cut at ready instead.
+fn cut_boot(cx: &mut Ctx, plan: BootPlan, cut: &Cut) -> Result<String, ScenarioError> {
+    let mut at = cut.stage.clone().unwrap_or_else(|| stage::PREPARE_USERDATA.into());
+    if at == stage::MERGING && cx.is_f2fs() {
+        at = stage::PREPARE_USERDATA.into();
+    }
+    let failure = Failure::power_cut_at_after(&at, Duration::from_millis(cut.delay_ms));
+    match cx.target.boot(&plan.with_failure(failure)) {
+        Ok(rec) => Ok(format!(
+            "boot {}: {at}+{} ms, {} at stage {}",
+            rec.index,
+            cut.delay_ms,
+            rec.ended.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "still running".into()),
+            rec.last_stage()
+        )),
+        Err(TargetError::Other(msg)) if msg.contains("never injected") => {
+            Ok(format!("{at} never reached: cut at ready"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_is_one_state_or_a_mix() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("a"), "baseline").expect("write");
+        let base = manifest::scan(dir.path()).expect("scan");
+        std::fs::write(dir.path().join("a"), "attempt").expect("write");
+        std::fs::write(dir.path().join("b"), "new").expect("write");
+        let done = manifest::scan(dir.path()).expect("scan");
+        std::fs::remove_file(dir.path().join("b")).expect("rm");
+        let half = manifest::scan(dir.path()).expect("scan");
+        assert_eq!(classify(&base, None, &base), Outcome::Baseline);
+        assert_eq!(classify(&base, Some(&done), &base), Outcome::Baseline);
+        assert_eq!(classify(&base, Some(&done), &done), Outcome::Committed);
+        assert_eq!(classify(&base, None, &done), Outcome::Mix, "nothing was committed");
+        assert_eq!(classify(&base, Some(&done), &half), Outcome::Mix);
+    }
+}
