@@ -4,6 +4,7 @@
 //! vdc's checkpoint commands with vdc's exit codes ([`vdc`]); `rewindctl
 //! evidence` lists and extracts what was kept of an attempt ([`evidence`]).
 
+mod bars;
 mod evidence;
 pub mod vdc;
 
@@ -571,6 +572,12 @@ async fn execute(target: &Target, dial: Dial, command: Command) -> Result<i32, C
                 .map_err(|s| ClientError::rpc("WatchStatus", s))?
                 .into_inner();
             let mut rates = MergeRates::default();
+            // A person at a terminal gets a bar per running merge.
+            let mut bars = (!json && bars::wanted()).then(bars::MergeBars::new);
+            let say = |bars: &Option<bars::MergeBars>, line: &str| match bars {
+                Some(b) => b.println(line),
+                None => println!("{line}"),
+            };
             while let Some(msg) = stream.message().await.map_err(|s| ClientError::rpc("WatchStatus", s))? {
                 let Some(kind) = msg.kind else { continue };
                 match &kind {
@@ -580,11 +587,15 @@ async fn execute(target: &Target, dial: Dial, command: Command) -> Result<i32, C
                         } else {
                             let mut line = status_summary(s);
                             for p in &s.partitions {
-                                if let Some(rate) = rates.sample(&p.name, p.merge_done_sectors, p.merge_total_sectors) {
+                                let rate = rates.sample(&p.name, p.merge_done_sectors, p.merge_total_sectors);
+                                if let Some(rate) = &rate {
                                     line.push_str(&format!("; {} {rate}", printable(&p.name)));
                                 }
+                                if let Some(b) = bars.as_mut() {
+                                    b.update(&p.name, p.merge_done_sectors, p.merge_total_sectors, rate.as_deref());
+                                }
                             }
-                            println!("{} {line}", clock(now_unix()));
+                            say(&bars, &format!("{} {line}", clock(now_unix())));
                         }
                         if until_phase.as_deref() == Some(phase_name_i32(s.phase).as_str()) {
                             return Ok(exit::OK);
@@ -594,7 +605,7 @@ async fn execute(target: &Target, dial: Dial, command: Command) -> Result<i32, C
                         if json {
                             println!("{}", json!({ "event": event_json(e) }));
                         } else {
-                            println!("{} event {}", clock(e.time_unix), event_line(e));
+                            say(&bars, &format!("{} event {}", clock(e.time_unix), event_line(e)));
                         }
                     }
                 }
