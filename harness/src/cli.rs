@@ -294,6 +294,7 @@ impl RunArgs {
             device_profile: self.device_profile,
             progress,
             trial: None,
+            sample_status: self.report.is_some() || self.html.is_some(),
         }
     }
 }

@@ -3,8 +3,8 @@
 //! console logs when the run directory was kept. Inline CSS, no scripts, no
 //! network fetches, so the page opens from a CI artifact as it is.
 //!
-//! The report records no COW/merge samples over time (WatchStatus is not
-//! sampled by the harness yet), so the page shows only what the report holds.
+//! COW use and merge progress over time are drawn from the boots'
+//! WatchStatus samples (`sampler`), on the timeline's time axis.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -91,6 +91,7 @@ pub fn render(r: &ScenarioReport, page_dir: Option<&Path>) -> String {
         let _ = writeln!(h, "<p class=\"bad\">Stopped early: {}</p>", escape(e));
     }
     h += &timeline(r);
+    h += &status_plot(r);
     h += "<h2>Boots</h2>\n<table><tr><th>#</th><th>failure injected</th><th>last stage</th><th>ended</th><th>boot reason</th><th>duration</th><th>console</th></tr>\n";
     for b in &r.boots {
         let _ = writeln!(
@@ -132,7 +133,7 @@ pub fn render(r: &ScenarioReport, page_dir: Option<&Path>) -> String {
 /// markers are ticks inside each bar. Red: a failure was injected.
 fn timeline(r: &ScenarioReport) -> String {
     let total: u64 = r.boots.iter().map(|b| b.duration_ms.max(1)).sum::<u64>().max(1);
-    let (width, left, row) = (1000.0_f64, 60.0_f64, 34.0_f64);
+    let (width, left, row) = (WIDTH, LEFT, 34.0_f64);
     let height = row * r.boots.len() as f64 + 30.0;
     let scale = (width - left - 10.0) / total as f64;
     let mut s = format!(
@@ -187,6 +188,103 @@ fn timeline(r: &ScenarioReport) -> String {
     s
 }
 
+/// The timeline's geometry: boots end to end over `WIDTH - LEFT - 10`.
+const WIDTH: f64 = 1000.0;
+const LEFT: f64 = 60.0;
+
+/// COW use (share of the COW store in use, all partitions together) and
+/// merge progress (sectors merged of those to merge) of each WatchStatus
+/// sample, in percent, boots laid end to end as on the timeline. A line
+/// per boot and series; a boot with no samples (a raw boot, rewindd not
+/// up yet when it ended) leaves a gap.
+fn status_plot(r: &ScenarioReport) -> String {
+    let mut h = String::from("<h2>COW use and merge progress</h2>\n");
+    if r.boots.iter().all(|b| b.status_samples.is_empty()) {
+        h += "<p id=\"no-samples\">No WatchStatus samples in this report (the harness samples rewindd when \
+<code>--report</code> or <code>--html</code> is given; raw boots have no rewindd).</p>\n";
+        return h;
+    }
+    let total: u64 = r.boots.iter().map(|b| b.duration_ms.max(1)).sum::<u64>().max(1);
+    let (top, plot_h) = (10.0_f64, 160.0_f64);
+    let scale = (WIDTH - LEFT - 10.0) / total as f64;
+    let y_of = |pct: f64| top + plot_h * (1.0 - pct.clamp(0.0, 100.0) / 100.0);
+    let _ = writeln!(
+        h,
+        "<svg id=\"status-plot\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{}\" font-size=\"12\" font-family=\"sans-serif\">",
+        top + plot_h + 40.0
+    );
+    for pct in [0.0, 50.0, 100.0] {
+        let y = y_of(pct);
+        let _ = writeln!(
+            h,
+            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ccc\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{pct:.0} %</text>",
+            WIDTH - 10.0,
+            LEFT - 6.0,
+            y + 4.0
+        );
+    }
+    let (mut peak, mut store, mut merge_points) = (0u64, 0u64, 0usize);
+    let mut start = 0u64;
+    for b in &r.boots {
+        let x0 = LEFT + start as f64 * scale;
+        let x_of = |ms: u64| x0 + ms.min(b.duration_ms) as f64 * scale;
+        let mut cow = Vec::new();
+        let mut merge = Vec::new();
+        // rewindd keeps reporting a finished merge's totals: a sample
+        // counts while the merge runs, and once more as it reaches 100 %.
+        let mut running = false;
+        for smp in &b.status_samples {
+            let used: u64 = smp.partitions.iter().map(|p| p.cow_used_bytes).sum();
+            let size: u64 = smp.partitions.iter().map(|p| p.cow_bytes).sum();
+            if size > 0 {
+                peak = peak.max(used);
+                store = store.max(size);
+                cow.push((x_of(smp.ms), y_of(used as f64 * 100.0 / size as f64)));
+            }
+            let done: u64 = smp.partitions.iter().map(|p| p.merge_done_sectors).sum();
+            let todo: u64 = smp.partitions.iter().map(|p| p.merge_total_sectors).sum();
+            if todo > 0 && (done < todo || running) {
+                merge.push((x_of(smp.ms), y_of(done as f64 * 100.0 / todo as f64)));
+            }
+            running = todo > 0 && done < todo;
+        }
+        merge_points += merge.len();
+        for (class, color, pts) in [("cow-curve", "#e08a00", &cow), ("merge-curve", "#2a7d2a", &merge)] {
+            if pts.is_empty() {
+                continue;
+            }
+            let list: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+            let _ = writeln!(
+                h,
+                "<polyline class=\"{class}\" points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"><title>boot {}</title></polyline>",
+                list.join(" "),
+                b.index
+            );
+            for (x, y) in pts.iter() {
+                let _ = writeln!(h, "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"2.5\" fill=\"{color}\"/>");
+            }
+        }
+        start += b.duration_ms.max(1);
+        let sep = LEFT + start as f64 * scale;
+        let _ = writeln!(
+            h,
+            "<line x1=\"{sep:.1}\" y1=\"{top}\" x2=\"{sep:.1}\" y2=\"{:.1}\" stroke=\"#eee\"/>",
+            top + plot_h
+        );
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let _ = writeln!(
+        h,
+        "<text x=\"{LEFT}\" y=\"{ly:.1}\" fill=\"#e08a00\">COW used, % of the store (peak {:.1} MiB of {:.1} MiB)</text>\
+<text x=\"{mx:.1}\" y=\"{ly:.1}\" fill=\"#2a7d2a\">merge, % merged ({merge_points} samples while merging)</text></svg>",
+        mib(peak),
+        mib(store),
+        ly = top + plot_h + 25.0,
+        mx = LEFT + 480.0,
+    );
+    h
+}
+
 /// Writes the page for `r` to `path`; logs under the page's directory are
 /// linked relatively.
 pub fn write(r: &ScenarioReport, path: &Path) -> Result<(), ReportError> {
@@ -223,6 +321,49 @@ mod tests {
         let page = render(&sample(), None);
         // The only URL-ish text allowed is the SVG namespace (not fetched).
         assert!(!page.replace("http://www.w3.org/2000/svg", "").contains("http"));
+    }
+
+    /// COW filling over boot 2 (the attempt), a merge over boot 5 (the
+    /// rollback), as the sampler records them.
+    fn with_samples(mut r: ScenarioReport) -> ScenarioReport {
+        use crate::sampler::{PartitionSample, StatusSample};
+        let smp = |ms, phase: &str, used, done, total| StatusSample {
+            ms,
+            phase: phase.into(),
+            partitions: vec![PartitionSample {
+                name: "userdata".into(),
+                cow_used_bytes: used,
+                cow_bytes: 128 << 20,
+                merge_done_sectors: done,
+                merge_total_sectors: total,
+            }],
+        };
+        r.boots[1].status_samples =
+            (0..8).map(|i| smp(3000 + i * 2000, "checkpointing", i * (8 << 20), 0, 0)).collect();
+        r.boots[4].status_samples = vec![
+            smp(2000, "rolling-back", 56 << 20, 0, 1000),
+            smp(2250, "rolling-back", 30 << 20, 500, 1000),
+            smp(2500, "rolling-back", 2 << 20, 990, 1000),
+            smp(2600, "rolling-back", 0, 1000, 1000),
+            smp(2700, "rolled-back", 0, 1000, 1000),
+            smp(2750, "idle", 0, 0, 0),
+        ];
+        r
+    }
+
+    #[test]
+    fn the_status_plot_has_a_curve_per_series_or_says_why_not() {
+        let page = render(&crate::story::tests::demo_report(), None);
+        assert!(page.contains("id=\"no-samples\""));
+        assert!(!page.contains("cow-curve"));
+        let page = render(&with_samples(crate::story::tests::demo_report()), None);
+        assert!(!page.contains("id=\"no-samples\""));
+        assert_eq!(page.matches("class=\"cow-curve\"").count(), 2, "boots 2 and 5");
+        assert_eq!(page.matches("class=\"merge-curve\"").count(), 1, "boot 5 only");
+        assert!(page.contains("peak 56.0 MiB of 128.0 MiB"), "{page}");
+        assert!(page.contains("(4 samples while merging)"), "the finished merge counts once");
+        // 50 % merged sits halfway up the 160-pixel plot (top at 10).
+        assert!(page.contains(",90.0 "), "{page}");
     }
 
     #[test]
@@ -267,7 +408,7 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut r = crate::story::tests::demo_report();
+        let mut r = with_samples(crate::story::tests::demo_report());
         r.scenario = "three-failed-boots <&>".into();
         r.artifacts = Some("/tmp/run".into());
         r.finish();
@@ -305,6 +446,14 @@ mod tests {
             if r.passed { "pass" } else { "fail" }
         )));
         assert!(dom.contains("<svg"), "timeline missing");
+        assert!(dom.contains("<svg id=\"status-plot\""), "COW/merge plot missing");
+        for class in ["cow-curve", "merge-curve"] {
+            let at = dom
+                .find(&format!("<polyline class=\"{class}\" points=\""))
+                .unwrap_or_else(|| panic!("{class} missing"));
+            let points = dom[at..].split('"').nth(3).unwrap_or_default();
+            assert!(points.split(' ').count() >= 3, "{class} has too few points: {points}");
+        }
         assert!(dom.contains("../run/boot-1/console.log\">console log</a>"), "console log link missing");
         let shot = dir.path().join("shot.png");
         let out = chromium(&base(&[format!("--screenshot={}", shot.display()), "--window-size=1200,900".into()]))

@@ -37,6 +37,7 @@ pub mod progress;
 pub mod qemu;
 pub mod qmp;
 pub mod report;
+pub mod sampler;
 pub mod scenario;
 pub mod story;
 pub mod target;

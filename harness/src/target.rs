@@ -97,6 +97,10 @@ pub struct BootRecord {
     /// The boot reason this boot was given (`androidboot.bootreason`, how
     /// the previous boot ended), when the target sets one.
     pub boot_reason: Option<String>,
+    /// rewindd's WatchStatus over the boot (COW use, merge progress), when
+    /// the target followed it (`sampler`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub status_samples: Vec<crate::sampler::StatusSample>,
 }
 
 impl BootRecord {
@@ -117,6 +121,7 @@ impl BootRecord {
             qmp_log,
             command_line,
             boot_reason: None,
+            status_samples: Vec::new(),
         }
     }
     pub fn last_stage(&self) -> &str {

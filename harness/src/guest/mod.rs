@@ -69,6 +69,11 @@ pub struct GuestConfig {
     /// Log each boot's QEMU command line on stderr (it is always in
     /// `qemu.cmdline` and the report).
     pub show_command_line: bool,
+    /// Follow rewindd's WatchStatus during each rewind boot (from the
+    /// host, through the forwarded port) and keep the samples in the boot
+    /// records (`sampler`); off unless a report asks for it, since it is
+    /// one more client of rewindd and a little guest CPU.
+    pub sample_status: bool,
 }
 
 impl GuestConfig {
@@ -87,6 +92,7 @@ impl GuestConfig {
             metadata_encryption: false,
             quiet: false,
             show_command_line: true,
+            sample_status: false,
         }
     }
     pub fn with_fs(mut self, fs: FsType) -> Self {
@@ -133,6 +139,7 @@ struct Running {
     cut_at: Option<(String, Duration)>,
     cut_after: Option<Duration>,
     cut_deadline: Option<Instant>,
+    sampler: Option<crate::sampler::Sampler>,
 }
 
 /// A QEMU guest (implements `Target`).
@@ -463,6 +470,9 @@ impl QemuGuest {
         });
         rec.duration_ms = run.started.elapsed().as_millis() as u64;
         rec.ended = Some(end.clone());
+        if let Some(s) = run.sampler.take() {
+            rec.status_samples = s.finish();
+        }
         // What a bootloader would tell the next boot: how this one ended,
         // with the reason rewindd's reboot command left on the share.
         let reason_file = self.share.join(SHARE_REBOOT_REASON);
@@ -683,6 +693,8 @@ impl Target for QemuGuest {
             cut_at,
             cut_after,
             cut_deadline: None,
+            sampler: (self.cfg.sample_status && plan.mode == Mode::Rewind)
+                .then(|| crate::sampler::Sampler::start(format!("http://127.0.0.1:{port}"), started)),
         });
         // With a failure planned, the boot is expected to end; else to be ready.
         let expect_end = plan.failure.is_some();

@@ -144,6 +144,7 @@ fn guest_config(
         GuestConfig::new(name).with_fs(options.fs).with_baseline(baseline).with_workload(workload).keep(options.keep);
     cfg.quiet = options.narrate && !options.verbose;
     cfg.show_command_line = options.verbose || !options.narrate;
+    cfg.sample_status = options.sample_status;
     if let Some(mib) = options.userdata_mib {
         cfg = cfg.with_userdata_mib(mib);
     }
