@@ -69,6 +69,12 @@ fn guest_free_space_is_not_copied_and_rolls_back_exactly() {
     rewind_e2e::run("free-space-not-copied");
 }
 
+/// Bytes written into free space at the table's line cap, and their cost.
+#[test]
+fn guest_free_written_is_counted_at_the_line_cap() {
+    rewind_e2e::run("free-written-many-runs");
+}
+
 /// cow.free_map under power cuts in the attempts and the final merge.
 #[test]
 fn guest_free_map_survives_power_cuts_and_rolls_back_exactly() {

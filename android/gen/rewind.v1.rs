@@ -214,6 +214,19 @@ pub struct FreeMapStatus {
     /// how the map was taken, or why it was not used
     #[prost(string, tag = "5")]
     pub detail: ::prost::alloc::string::String,
+    /// Bytes written into the chunks mapped linear since this boot's arm
+    /// (dm-stats counters; never copied, so not in cow_used_bytes). Every
+    /// write counts: a block written twice counts twice. Meaningful only when
+    /// free_written_known, which is set only while this boot's attempt is
+    /// armed over the map.
+    #[prost(uint64, tag = "6")]
+    pub free_written_bytes: u64,
+    #[prost(bool, tag = "7")]
+    pub free_written_known: bool,
+    /// Why the figure is unknown while armed over the map (the counters could
+    /// not be set up or read); empty otherwise.
+    #[prost(string, tag = "8")]
+    pub free_written_unknown: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

@@ -9,6 +9,8 @@
 //! it speaks are the shared ones of `types`; `service` converts them to and
 //! from `rewind_proto` messages.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::evidence::{Copier, Evidence};
 use crate::fstab::{self, CheckpointMode, CheckpointedPartition};
 use crate::slot;
-use crate::state::{State, Store};
+use crate::state::{FreeMap, PartitionState, State, Store};
 use crate::sys;
 use crate::types::{
     error_chain, AttemptEvidence, Budget, Event, EventKind, PartitionReport, Phase, PrepareOutcome, Progress,
@@ -78,6 +80,10 @@ struct Inner {
     /// When this kernel boot started (files newer than this are the
     /// attempt's evidence).
     boot_started_unix: u64,
+    /// Last reading of the bytes written into free space, per partition
+    /// (`Err`: why it is unknown). Status reads anew; the reports the space
+    /// watch publishes every poll reuse it (`report_with`).
+    free_written: RefCell<HashMap<String, std::result::Result<u64, String>>>,
 }
 
 /// The fstab's checkpointed partitions, parsed once for the engine and
@@ -187,6 +193,7 @@ impl Engine {
             slot_last: SlotState::NotQueried,
             copier: None,
             boot_started_unix: sys::boot_started_unix(),
+            free_written: RefCell::default(),
         };
         let report = inner.report();
         Engine { inner: Mutex::new(inner), cached: Mutex::new(report), tx }
@@ -421,7 +428,7 @@ impl Engine {
         let _ = self.slot_state_now();
         match self.inner.try_lock() {
             Ok(inner) => {
-                let r = inner.report();
+                let r = inner.report_with(true);
                 *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = r.clone();
                 r
             }
@@ -627,6 +634,32 @@ impl Inner {
     }
 
     fn report(&self) -> StatusReport {
+        self.report_with(false)
+    }
+
+    /// Bytes written into the free chunks mapped linear, while this boot's
+    /// attempt is armed over a free map (None otherwise). Read from the
+    /// kernel when `read` or never read yet; else the last reading.
+    fn free_written(&self, rec: &PartitionState, read: bool) -> Option<std::result::Result<u64, String>> {
+        let st = &self.state;
+        let live = st.phase == Phase::Checkpointing && st.boot_id == self.boot_id && !self.boot_id.is_empty();
+        let mapped = matches!(rec.free_map, Some(FreeMap::Mapped { .. }));
+        let mut cache = self.free_written.borrow_mut();
+        if !live || !mapped {
+            cache.remove(&rec.name);
+            return None;
+        }
+        let backend = self.backend.as_deref()?;
+        if read || !cache.contains_key(&rec.name) {
+            cache.insert(rec.name.clone(), backend.free_written_bytes(rec));
+        }
+        cache.get(&rec.name).cloned()
+    }
+
+    /// The status; `read_counters`: read the free-space write counters
+    /// anew (GetStatus, WatchStatus ticks) rather than reuse the last
+    /// reading (each report of a mutating call and of the space watch).
+    fn report_with(&self, read_counters: bool) -> StatusReport {
         let st = &self.state;
         let partitions = self
             .parts
@@ -659,7 +692,15 @@ impl Inner {
                     merge_total_sectors: progress.map(|p| p.total_sectors).unwrap_or(0),
                     snapshot_state: usage.and_then(|u| u.word()).map(str::to_string),
                     unusable_bytes: if unusable { used_bytes } else { 0 },
-                    free_map: rec.and_then(|r| r.free_map.as_ref()).map(|m| m.report()),
+                    free_map: rec.and_then(|r| {
+                        let mut m = r.free_map.as_ref()?.report();
+                        match self.free_written(r, read_counters) {
+                            Some(Ok(bytes)) => m.free_written_bytes = Some(bytes),
+                            Some(Err(why)) => m.free_written_unknown = Some(why),
+                            None => {}
+                        }
+                        Some(m)
+                    }),
                 }
             })
             .collect();

@@ -157,6 +157,18 @@ impl FreeMap {
         }
     }
 
+    /// The runs mapped linear in sectors, (start, length), as the armed
+    /// table has them.
+    pub fn linear_sectors(&self) -> Vec<(u64, u64)> {
+        match self {
+            FreeMap::Mapped { chunk_bytes, runs, .. } => {
+                let per = chunk_bytes / 512;
+                runs.iter().map(|&(first, n)| (first.saturating_mul(per), n.saturating_mul(per))).collect()
+            }
+            FreeMap::NotUsed { .. } => Vec::new(),
+        }
+    }
+
     /// What status shows of it.
     pub fn report(&self) -> FreeMapReport {
         match self {
@@ -175,10 +187,20 @@ impl FreeMap {
                             String::new()
                         }
                     ),
+                    free_written_bytes: None,
+                    free_written_unknown: None,
                 }
             }
             FreeMap::NotUsed { reason } => {
-                FreeMapReport { mapped: false, chunks: 0, linear_chunks: 0, segments: 0, detail: reason.clone() }
+                FreeMapReport {
+                    mapped: false,
+                    chunks: 0,
+                    linear_chunks: 0,
+                    segments: 0,
+                    detail: reason.clone(),
+                    free_written_bytes: None,
+                    free_written_unknown: None,
+                }
             }
         }
     }

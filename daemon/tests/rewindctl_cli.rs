@@ -92,11 +92,17 @@ async fn status_and_history_have_json_forms() {
     assert_eq!(v["partitions"][0]["name"], "userdata");
     assert_eq!(v["partitions"][0]["free_map"]["linear_chunks"], 180000);
     assert_eq!(v["partitions"][0]["free_map"]["mapped"], true);
+    assert_eq!(v["partitions"][0]["free_map"]["free_written_bytes"], 64 << 20);
+    assert_eq!(v["partitions"][0]["free_map"]["free_written_unknown"], serde_json::Value::Null);
     let run = rewindctl(s, None, &["status"]).await;
     assert!(run.stdout.contains("PARTITION") && run.stdout.contains("userdata"), "{run:?}");
     assert!(
         run.stdout
             .contains("userdata free space: 180000 of 262144 chunks (68%) mapped linear in 14 runs, never copied"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains("userdata free space: 64 MiB written into free space this boot, not copied"),
         "{run:?}"
     );
     let run = rewindctl(s, None, &["history", "--json"]).await;

@@ -1,5 +1,7 @@
 //! A recording backend for host tests of the life cycle and the engine.
 
+use std::sync::{Arc, Mutex};
+
 use super::{Backend, Merged, Traits};
 use crate::config::CowConfig;
 use crate::dm::SnapshotStatus;
@@ -17,6 +19,23 @@ pub struct FakeBackend {
     /// A background merge runs for this many looks (None: merges finish at
     /// once, as a waited-for merge).
     pub background_looks: Option<u32>,
+    /// What `arm` reports of free space (None: nothing, as f2fs).
+    pub free_map: Option<FreeMap>,
+    /// What `free_written_bytes` answers, and how often it was asked
+    /// (shared, so a test sees it after the engine took the backend).
+    pub free_written: Arc<Mutex<FreeWrittenProbe>>,
+}
+
+#[derive(Debug)]
+pub struct FreeWrittenProbe {
+    pub answer: std::result::Result<u64, String>,
+    pub reads: usize,
+}
+
+impl Default for FreeWrittenProbe {
+    fn default() -> Self {
+        FreeWrittenProbe { answer: Ok(0), reads: 0 }
+    }
 }
 
 impl FakeBackend {
@@ -88,7 +107,7 @@ impl Backend for FakeBackend {
     fn arm(&mut self, _part: &PartitionState, _attempt: u32) -> Result<Option<FreeMap>> {
         self.step("arm")?;
         self.armed = true;
-        Ok(None)
+        Ok(self.free_map.clone())
     }
     fn commit_live(&mut self, _part: &PartitionState) -> Result<()> {
         self.step("commit")?;
@@ -107,5 +126,10 @@ impl Backend for FakeBackend {
     }
     fn stack(&self, _name: &str) -> Vec<String> {
         Vec::new()
+    }
+    fn free_written_bytes(&self, _part: &PartitionState) -> std::result::Result<u64, String> {
+        let mut p = self.free_written.lock().unwrap_or_else(|p| p.into_inner());
+        p.reads += 1;
+        p.answer.clone()
     }
 }

@@ -133,6 +133,13 @@ pub trait Backend: Send {
     fn usage(&self, part: &PartitionState) -> Result<Option<SnapshotStatus>>;
     /// "rewind-userdata: snapshot-origin", one line per existing device.
     fn stack(&self, name: &str) -> Vec<String>;
+    /// Bytes written since this boot's arm into the chunks the armed top
+    /// device maps linear (never copied, so not in `usage`). Asked only
+    /// while this boot's attempt is armed over a free map; `Err` says why
+    /// the figure is unknown.
+    fn free_written_bytes(&self, part: &PartitionState) -> std::result::Result<u64, String> {
+        Err(format!("{}: this backend maps no free space", part.name))
+    }
     /// Boot, before finishing a commit a power cut interrupted: what is
     /// known about the attempt's data, for the history (f2fs: whether the
     /// cut came before f2fs checkpointed it). None: nothing to add.

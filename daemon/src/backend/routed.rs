@@ -9,7 +9,7 @@ use crate::dm::SnapshotStatus;
 use crate::error::{Error, Result};
 use crate::fstab::{CheckpointMode, CheckpointedPartition};
 use crate::state::{FreeMap, PartitionState};
-use crate::types::{BackendKind, Progress};
+use crate::types::{error_chain, BackendKind, Progress};
 
 /// Routes each partition to its backend.
 pub struct Routed {
@@ -99,6 +99,9 @@ impl Backend for Routed {
     }
     fn stack(&self, name: &str) -> Vec<String> {
         self.by_kind(self.kind_of(name)).map(|b| b.stack(name)).unwrap_or_default()
+    }
+    fn free_written_bytes(&self, part: &PartitionState) -> std::result::Result<u64, String> {
+        self.by_kind(part.backend).map_err(|e| error_chain(&e))?.free_written_bytes(part)
     }
     fn interrupted_commit_note(&self, part: &PartitionState) -> Option<String> {
         self.by_kind(part.backend).ok()?.interrupted_commit_note(part)

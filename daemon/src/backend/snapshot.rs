@@ -59,6 +59,7 @@ use crate::config::{Config, DevNodes};
 use crate::cowstore::{self, CowError};
 use crate::dm::armed::armed_table;
 use crate::dm::control::{ensure, snapshot_status};
+use crate::dm::stats;
 use crate::dm::target::{OriginParams, SnapParams, LINEAR, SNAPSHOT_MERGE, SNAPSHOT_ORIGIN};
 use crate::dm::{DmControl, SnapshotStatus, Table, Target};
 use crate::error::{Error, Result};
@@ -524,6 +525,39 @@ impl SnapshotBackend {
         Ok(Merged::Merged { sectors: merged })
     }
 
+    /// After an arm: one dm-stats region per linear run of the top device,
+    /// so status can say how much was written into free space (never
+    /// copied, so the snapshot does not count it). Best effort: the
+    /// counters are a report, never a reason to lose protection; a failure
+    /// is logged and status says "unknown". Without a free map any regions
+    /// of ours left from an earlier arm of this boot are deleted.
+    fn count_free_writes(&self, part: &str, free_map: &FreeMap) {
+        let top = self.top(part);
+        let ranges = free_map.linear_sectors();
+        let started = Instant::now();
+        let r = if ranges.is_empty() {
+            stats::delete_all(&*self.dm, &top).map(|deleted| stats::Ensured::Created { created: 0, deleted })
+        } else {
+            stats::ensure_regions(&*self.dm, &top, &ranges)
+        };
+        match r {
+            Ok(stats::Ensured::Kept(n)) => {
+                tracing::info!(partition = %part, "free-space write counters: {n} dm-stats regions kept from this boot")
+            }
+            Ok(stats::Ensured::Created { created: 0, .. }) => {}
+            Ok(stats::Ensured::Created { created, deleted }) => tracing::info!(
+                partition = %part,
+                "free-space write counters: {created} dm-stats regions on {top} in {} ms ({deleted} stale deleted)",
+                started.elapsed().as_millis()
+            ),
+            Err(e) => tracing::warn!(
+                partition = %part,
+                error = %error_chain(&e),
+                "free-space write counters not set up; status reports writes into free space as unknown (protection is unaffected)"
+            ),
+        }
+    }
+
     /// Swaps the top device's table while it is suspended, removing the
     /// snapshot device in the same window (kernel rule). On failure the
     /// device is resumed with whatever table it had, and the error returned.
@@ -881,9 +915,11 @@ impl Backend for SnapshotBackend {
         res?;
         resumed?;
         match snapshot_status(&*self.dm, &snap)? {
-            SnapshotStatus::Usage { .. } => Ok(Some(free_map)),
-            other => Err(Error::Unsafe(format!("{snap} is '{other}' right after arming"))),
+            SnapshotStatus::Usage { .. } => {}
+            other => return Err(Error::Unsafe(format!("{snap} is '{other}' right after arming"))),
         }
+        self.count_free_writes(&part.name, &free_map);
+        Ok(Some(free_map))
     }
 
     fn commit_live(&mut self, part: &PartitionState) -> Result<()> {
@@ -907,12 +943,23 @@ impl Backend for SnapshotBackend {
             }
             Some(other) => return Err(Error::Unsafe(format!("{}: cannot commit, top device is {other}", part.name))),
         }
+        // Writes after the commit are nobody's to count.
+        if let Err(e) = stats::delete_all(&*self.dm, &self.top(&part.name)) {
+            tracing::warn!(partition = %part.name, error = %error_chain(&e), "free-space counters not deleted after commit");
+        }
         if let Err(e) = self.remove_cow(&part.name) {
             // The commit itself is done; a leftover cow device only pins
             // the files' blocks until the next boot.
             tracing::warn!(partition = %part.name, error = %e, "cow device not removed after commit");
         }
         Ok(())
+    }
+
+    fn free_written_bytes(&self, part: &PartitionState) -> std::result::Result<u64, String> {
+        let ranges = part.free_map.as_ref().map(FreeMap::linear_sectors).unwrap_or_default();
+        stats::written_sectors(&*self.dm, &self.top(&part.name), &ranges)
+            .map(|s| s.saturating_mul(512))
+            .map_err(|e| error_chain(&e))
     }
 
     fn is_armed(&self, part: &PartitionState) -> Result<bool> {

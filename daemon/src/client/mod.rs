@@ -898,7 +898,7 @@ pub fn status_table(s: &pb::Status) -> String {
 /// One line on how free space is mapped: the figures a device maker asks
 /// about (how much of the device is never copied) and the reason when none.
 fn free_map_line(name: &str, m: &pb::FreeMapStatus) -> String {
-    if m.mapped {
+    let mut line = if m.mapped {
         format!(
             "{name} free space: {} of {} chunks ({}%) mapped linear in {} runs, never copied; {}\n",
             m.linear_chunks,
@@ -909,7 +909,19 @@ fn free_map_line(name: &str, m: &pb::FreeMapStatus) -> String {
         )
     } else {
         format!("{name} free space: not mapped, every chunk protected: {}\n", printable(&m.detail))
+    };
+    if m.free_written_known {
+        line.push_str(&format!(
+            "{name} free space: {} written into free space this boot, not copied\n",
+            human_bytes(m.free_written_bytes)
+        ));
+    } else if !m.free_written_unknown.is_empty() {
+        line.push_str(&format!(
+            "{name} free space: bytes written into free space this boot unknown: {}\n",
+            printable(&m.free_written_unknown)
+        ));
     }
+    line
 }
 
 pub fn status_json(s: &pb::Status) -> Value {
@@ -937,6 +949,8 @@ pub fn status_json(s: &pb::Status) -> Value {
                     "linear_chunks": m.linear_chunks,
                     "segments": m.segments,
                     "detail": m.detail,
+                    "free_written_bytes": m.free_written_known.then_some(m.free_written_bytes),
+                    "free_written_unknown": (!m.free_written_unknown.is_empty()).then_some(&m.free_written_unknown),
                 })),
             })
         })

@@ -52,6 +52,9 @@ pub trait DmControl: Send {
     fn table(&self, name: &str) -> Result<Table, DmOpError>;
     /// Status text of each target line.
     fn status(&self, name: &str) -> Result<Vec<String>, DmOpError>;
+    /// Sends a message to the device (sector 0); dm core answers the
+    /// `@stats_*` ones itself (`dm::stats`). The answer, if any.
+    fn message(&self, name: &str, msg: &str) -> Result<Option<String>, DmOpError>;
     /// The active table as the kernel prints it, for devices rewind did
     /// not build (a crypt layer over the top device): (start, length,
     /// type, params). Params may hold a key: never log them.
@@ -174,6 +177,10 @@ impl DmControl for KernelDm {
             dm.table_status(&DevId::Name(n), DmOptions::default().set_flags(DmFlags::DM_NOFLUSH))
         })?;
         Ok(raw.1.into_iter().map(|(_, _, _, s)| s).collect())
+    }
+
+    fn message(&self, name: &str, msg: &str) -> Result<Option<String>, DmOpError> {
+        self.with("message", name, |dm, n| dm.target_msg(&DevId::Name(n), None, msg)).map(|(_, out)| out)
     }
 }
 

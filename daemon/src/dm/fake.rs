@@ -33,6 +33,22 @@ pub struct FakeState {
     pub status: HashMap<String, VecDeque<String>>,
     /// "op name" that fails once.
     pub fail: Option<String>,
+    /// dm-stats regions per device, as the kernel keeps them on the mapped
+    /// device (across table swaps, gone with the device).
+    pub stats: HashMap<String, Vec<FakeRegion>>,
+    /// `@stats_create` fails from this many creations on (None: never).
+    pub stats_create_limit: Option<usize>,
+}
+
+/// A dm-stats region of the fake: one area, its sectors written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeRegion {
+    pub id: u64,
+    pub start: u64,
+    pub len: u64,
+    pub step: u64,
+    pub program_id: String,
+    pub written: u64,
 }
 
 #[derive(Clone, Default)]
@@ -81,6 +97,65 @@ impl FakeDm {
     }
     pub fn fail_once(&self, op: &str) {
         self.lock().fail = Some(op.to_string());
+    }
+    pub fn regions(&self, name: &str) -> Vec<FakeRegion> {
+        self.lock().stats.get(name).cloned().unwrap_or_default()
+    }
+    /// A write of `sectors` at `start` through the device: counted by every
+    /// region it overlaps, for the part inside it, as dm-stats does.
+    pub fn write(&self, name: &str, start: u64, sectors: u64) {
+        let mut s = self.lock();
+        for r in s.stats.get_mut(name).into_iter().flatten() {
+            let (a, b) = (start.max(r.start), (start + sectors).min(r.start + r.len));
+            r.written += b.saturating_sub(a);
+        }
+    }
+
+    /// The `@stats_*` messages, with the kernel's output formats.
+    fn stats_message(s: &mut FakeState, name: &str, msg: &str) -> Result<Option<String>, DmOpError> {
+        let w: Vec<&str> = msg.split_ascii_whitespace().collect();
+        let bad = || refuse("message", name, "invalid argument");
+        let made = s.stats.values().map(Vec::len).sum::<usize>();
+        let limit = s.stats_create_limit;
+        let regions = s.stats.entry(name.to_string()).or_default();
+        match w.as_slice() {
+            ["@stats_create", range, "/1", program] => {
+                if limit.is_some_and(|l| made >= l) {
+                    return Err(refuse("message", name, "out of memory"));
+                }
+                let (a, b) = range.split_once('+').ok_or_else(bad)?;
+                let (start, len): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                let mut id = 0;
+                while regions.iter().any(|r| r.id == id) {
+                    id += 1;
+                }
+                regions.push(FakeRegion { id, start, len, step: len, program_id: program.to_string(), written: 0 });
+                regions.sort_by_key(|r| r.id);
+                Ok(Some(id.to_string()))
+            }
+            ["@stats_list", program] => Ok(Some(
+                regions
+                    .iter()
+                    .filter(|r| r.program_id == *program)
+                    .map(|r| format!("{}: {}+{} {} {} -\n", r.id, r.start, r.len, r.step, r.program_id))
+                    .collect(),
+            )),
+            ["@stats_print", id] => {
+                let id: u64 = id.parse().map_err(|_| bad())?;
+                let r = regions.iter().find(|r| r.id == id).ok_or_else(|| refuse("message", name, "no such region"))?;
+                Ok(Some(format!("{}+{} 0 0 0 0 {} 0 {} 0 0 0 0 0 0\n", r.start, r.step, r.written / 8, r.written)))
+            }
+            ["@stats_delete", id] => {
+                let id: u64 = id.parse().map_err(|_| bad())?;
+                let before = regions.len();
+                regions.retain(|r| r.id != id);
+                if regions.len() == before {
+                    return Err(refuse("message", name, "no such region"));
+                }
+                Ok(None)
+            }
+            _ => Err(bad()),
+        }
     }
 
     fn check_fail(s: &mut FakeState, op: &str, name: &str) -> Result<(), DmOpError> {
@@ -213,6 +288,7 @@ impl DmControl for FakeDm {
             }
         }
         s.devs.remove(name);
+        s.stats.remove(name);
         Ok(())
     }
 
@@ -232,5 +308,14 @@ impl DmControl for FakeDm {
             None => "16/2048 16".to_string(),
         };
         Ok(vec![line])
+    }
+
+    fn message(&self, name: &str, msg: &str) -> Result<Option<String>, DmOpError> {
+        let mut s = self.lock();
+        Self::check_fail(&mut s, "message", name)?;
+        if !s.devs.contains_key(name) {
+            return Err(refuse("message", name, "no such device"));
+        }
+        Self::stats_message(&mut s, name, msg)
     }
 }

@@ -160,3 +160,76 @@ fn abort_without_retry_then_prepare_rolls_back_and_cleans_up_when_mounted() {
     // A new checkpoint can start after a rollback.
     e.start_checkpoint(Budget::Attempts(1), "retry the update", false).expect("start again");
 }
+
+#[test]
+fn status_reports_bytes_written_into_free_space_only_while_this_boots_attempt_is_armed() {
+    use crate::backend::fake::FreeWrittenProbe;
+    use std::sync::{Arc, Mutex};
+    let h = host();
+    let e = engine(&h, "boot-1");
+    if e.start_checkpoint(Budget::Attempts(2), "ota", false).is_err() {
+        eprintln!("cannot create COW files here; skipped");
+        return;
+    }
+    drop(e);
+    let runs = vec![(10u64, 5u64), (40, 2)];
+    // A map the record accepts: chunks cover the fake's raw size.
+    let chunk_bytes = u64::from(h.config.cow.chunk_sectors) * 512;
+    let map = FreeMap::Mapped {
+        chunk_bytes,
+        chunks: (1u64 << 50).div_ceil(chunk_bytes),
+        free_chunks_found: 7,
+        runs_sha256: crate::state::runs_hash(&runs),
+        runs,
+        taken_at_attempt: 1,
+        read_ms: 1,
+    };
+    let probe = Arc::new(Mutex::new(FreeWrittenProbe::default()));
+    let open = |boot: &str| {
+        let fake = FakeBackend { free_map: Some(map.clone()), free_written: Arc::clone(&probe), ..Default::default() };
+        Engine::open_with(
+            h.config.clone(),
+            checkpointed_partitions(&h.config),
+            Ok(Box::new(fake)),
+            boot.to_string(),
+            String::new(),
+        )
+    };
+    let probe_set = |answer: std::result::Result<u64, String>| probe.lock().expect("probe").answer = answer;
+    let reads = || probe.lock().expect("probe").reads;
+    let written = |s: &StatusReport| {
+        let m = s.partitions[0].free_map.clone().expect("free map reported");
+        (m.free_written_bytes, m.free_written_unknown)
+    };
+
+    let e = open("boot-2");
+    e.prepare_userdata(&mut |_| {}).expect("attempt 1");
+    probe_set(Ok(64 << 20));
+    assert_eq!(written(&e.status()), (Some(64 << 20), None));
+    // The space watch publishes a report every poll: it reuses the last
+    // reading instead of reading every region again.
+    let before = reads();
+    probe_set(Ok(65 << 20));
+    e.poll_space().expect("poll");
+    assert_eq!(reads(), before, "the space watch does not read the counters");
+    assert_eq!(written(&e.status()), (Some(65 << 20), None), "status reads anew");
+    assert_eq!(reads(), before + 1);
+    // A failed read is "unknown" with the reason, never 0.
+    probe_set(Err("no dm-stats regions".into()));
+    assert_eq!(written(&e.status()), (None, Some("no dm-stats regions".into())));
+    drop(e);
+
+    // A later boot before its prepare: the armed attempt is not this
+    // boot's, so nothing is reported (and nothing asked).
+    let e = open("boot-3");
+    let before = reads();
+    assert_eq!(written(&e.status()), (None, None));
+    assert_eq!(reads(), before);
+    // After a commit, nothing either.
+    e.prepare_userdata(&mut |_| {}).expect("attempt 2");
+    probe_set(Ok(1 << 20));
+    assert_eq!(written(&e.status()), (Some(1 << 20), None));
+    e.commit("boot completed").expect("commit");
+    let s = e.status();
+    assert!(s.partitions[0].free_map.as_ref().is_none_or(|m| m.free_written_bytes.is_none()), "{s:?}");
+}

@@ -99,6 +99,9 @@ pub fn partition_to_pb(p: &PartitionReport) -> pb::PartitionStatus {
             linear_chunks: m.linear_chunks,
             segments: m.segments,
             detail: m.detail.clone(),
+            free_written_bytes: m.free_written_bytes.unwrap_or(0),
+            free_written_known: m.free_written_bytes.is_some(),
+            free_written_unknown: m.free_written_unknown.clone().unwrap_or_default(),
         }),
     }
 }
@@ -311,6 +314,8 @@ mod tests {
                     linear_chunks: 200000,
                     segments: 12,
                     detail: "taken".into(),
+                    free_written_bytes: Some(64 << 20),
+                    free_written_unknown: None,
                 }),
             }],
             unavailable_reason: None,

@@ -63,4 +63,12 @@ pub struct FreeMapReport {
     pub segments: u32,
     /// How the map was taken, or why it was not used.
     pub detail: String,
+    /// Bytes written into the chunks mapped linear since this boot's arm
+    /// (dm-stats counters on the top device; every write counts, the same
+    /// block written twice counts twice). Set only while this boot's
+    /// attempt is armed over the map and the counters could be read.
+    pub free_written_bytes: Option<u64>,
+    /// Why `free_written_bytes` is unknown while the attempt is armed over
+    /// the map (the counters could not be set up or read).
+    pub free_written_unknown: Option<String>,
 }

@@ -181,6 +181,8 @@ impl FakeCore {
                     linear_chunks: 180000,
                     segments: 14,
                     detail: "taken from the ext4 block bitmaps at attempt 1 (read in 45 ms)".into(),
+                    free_written_bytes: Some(64 << 20),
+                    free_written_unknown: None,
                 }),
             }],
             unavailable_reason: None,

@@ -507,6 +507,9 @@ impl DmControl for CryptDm {
     fn status(&self, name: &str) -> std::result::Result<Vec<String>, crate::dm::DmOpError> {
         self.0.status(name)
     }
+    fn message(&self, name: &str, msg: &str) -> std::result::Result<Option<String>, crate::dm::DmOpError> {
+        self.0.message(name, msg)
+    }
     fn raw_table(&self, name: &str) -> std::result::Result<Vec<blockdev::RawLine>, crate::dm::DmOpError> {
         if name == "userdata-crypt" {
             return Ok(self.1.clone());
@@ -721,4 +724,75 @@ fn a_recorded_free_map_is_validated_when_the_record_loads() {
     assert!(bad(&|m| set(m, vec![(10, 9)], true)).contains("more chunks linear"));
     assert!(good.validate(RAW_SIZE, 16).expect_err("chunk size").contains("chunks of 4096"));
     assert!(good.validate(RAW_SIZE * 2, 8).expect_err("device").contains("does not cover"));
+}
+
+#[test]
+fn writes_into_the_linear_runs_are_counted_by_our_dm_stats_regions() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some((mut b, dm, _io)) = free_map_backend(dir.path()) else { return };
+    let top = "rewind-userdata";
+    let mut p = part();
+    let map = armed_fresh(&mut b, &dm, &p, 1);
+    let ranges = map.linear_sectors();
+    assert!(!ranges.is_empty(), "{ranges:?}");
+    let mut have: Vec<(u64, u64)> = dm.regions(top).iter().map(|r| (r.start, r.len)).collect();
+    have.sort_unstable();
+    assert_eq!(have, ranges, "one region per linear run");
+    assert!(dm.regions(top).iter().all(|r| r.program_id == "rewind-free" && r.step == r.len));
+    p.free_map = Some(map.clone());
+    assert_eq!(b.free_written_bytes(&p), Ok(0));
+
+    // Another program's region on the same device is neither touched nor
+    // counted.
+    dm.message(top, "@stats_create 0+2097152 /1 dmstats").expect("foreign region");
+    let (first, len) = ranges[0];
+    dm.write(top, first, len.min(2048));
+    dm.write(top, first + len - 8, 16); // half in the run, half after it
+    dm.write(top, 0, 8); // the superblock's chunk: used, copied, not ours
+    let want = (len.min(2048) + 8) * 512;
+    assert_eq!(b.free_written_bytes(&p), Ok(want));
+
+    // An arm run again in this boot over the same map keeps the regions
+    // and their counts (list first: no duplicates).
+    b.count_free_writes("userdata", &map);
+    assert_eq!(dm.regions(top).iter().filter(|r| r.program_id == "rewind-free").count(), ranges.len());
+    assert_eq!(b.free_written_bytes(&p), Ok(want));
+    // A set that does not match the map is replaced, never summed.
+    dm.message(top, "@stats_delete 0").expect("delete one");
+    assert!(b.free_written_bytes(&p).expect_err("a region is missing").contains("not the"));
+    b.count_free_writes("userdata", &map);
+    assert_eq!(b.free_written_bytes(&p), Ok(0), "made anew");
+
+    // The commit deletes ours and leaves the other program's.
+    b.commit_live(&p).expect("commit");
+    let left: Vec<String> = dm.regions(top).iter().map(|r| r.program_id.clone()).collect();
+    assert_eq!(left, ["dmstats"]);
+}
+
+#[test]
+fn a_dm_stats_failure_never_fails_the_arm_and_reads_as_unknown() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some((mut b, dm, _io)) = free_map_backend(dir.path()) else { return };
+    let top = "rewind-userdata";
+    let mut p = part();
+    // The kernel refuses the region (out of memory): the arm still
+    // protects as it should.
+    dm.lock().stats_create_limit = Some(0);
+    let map = armed_fresh(&mut b, &dm, &p, 1);
+    assert!(matches!(map, FreeMap::Mapped { .. }), "{map:?}");
+    assert!(dm.exists("rewind-userdata-snap"), "armed");
+    assert!(dm.regions(top).is_empty(), "{:?}", dm.regions(top));
+    p.free_map = Some(map);
+    let why = b.free_written_bytes(&p).expect_err("unknown");
+    assert!(why.contains("0 regions") && why.contains("rewind-free"), "{why}");
+    // A failed message (no dm-stats at all) is the same: armed, unknown.
+    dm.lock().stats_create_limit = None;
+    b.commit_live(&p).expect("back to idle");
+    b.ensure_idle(&idle_ref()).expect("idle");
+    dm.fail_once("message rewind-userdata");
+    p.free_map = None;
+    let map = b.arm(&p, 1).expect("arm does not fail").expect("reported");
+    assert!(dm.exists("rewind-userdata-snap"), "armed");
+    p.free_map = Some(map);
+    assert!(b.free_written_bytes(&p).is_err());
 }

@@ -15,6 +15,26 @@ fn cow_used(st: &Value) -> u64 {
     st["partitions"][0]["cow_used_bytes"].as_u64().unwrap_or(0)
 }
 
+/// Bytes written into free space this boot, as status reports them (None:
+/// absent or unknown; the check then fails with the status as detail).
+fn free_written(st: &Value) -> Option<u64> {
+    st["partitions"][0]["free_map"]["free_written_bytes"].as_u64()
+}
+
+/// Milliseconds for `n` runs of `rewindctl status --json`, timed in the
+/// guest (each one reads every dm-stats region of the free runs).
+fn time_status(cx: &mut Ctx, n: u32) -> Result<f64, ScenarioError> {
+    let out = cx.exec_checked(&format!(
+        "a=$(cat /proc/uptime); i=0; while [ $i -lt {n} ]; do rewindctl status --json > /dev/null; \
+         i=$((i+1)); done; b=$(cat /proc/uptime); echo ${{a%% *}} ${{b%% *}}"
+    ))?;
+    let t: Vec<f64> = out.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    match t.as_slice() {
+        [a, b] => Ok((b - a) * 1000.0 / f64::from(n)),
+        _ => Err(ScenarioError::other(format!("status timing: {out}"))),
+    }
+}
+
 /// The armed top table has linear lines (free chunks) and origin lines.
 fn check_armed_over_free_map(cx: &mut Ctx, when: &str) -> Result<(), ScenarioError> {
     let table = cx.exec_checked("dmsetup table rewind-userdata")?;
@@ -55,11 +75,13 @@ pub(super) fn free_space_not_copied(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.say(&format!("rewindd: {}", log.stdout.trim()));
 
     cx.exec_checked("sync")?;
-    let before = cow_used(&checks::status(cx)?);
+    let st = checks::status(cx)?;
+    let (before, free_before) = (cow_used(&st), free_written(&st));
     cx.exec_checked(&format!(
         "dd if=/dev/urandom of=/data/new-file.bin bs=1M count={NEW_FILE_MIB} conv=fsync 2>/dev/null; sync"
     ))?;
-    let after = cow_used(&checks::status(cx)?);
+    let st = checks::status(cx)?;
+    let (after, free_after) = (cow_used(&st), free_written(&st));
     let written = NEW_FILE_MIB << 20;
     let added = after.saturating_sub(before);
     cx.check(
@@ -69,6 +91,35 @@ pub(super) fn free_space_not_copied(cx: &mut Ctx) -> Result<(), ScenarioError> {
             "COW used {before} -> {after} bytes: {added} bytes for {written} written ({:.2} %)",
             added as f64 * 100.0 / written as f64
         ),
+    );
+    // The same write, seen by the dm-stats counters of the linear runs:
+    // about the file's size went into free space (a little of it may land
+    // in chunks left protected, and ext4 writes nothing twice here).
+    let grew = free_after.zip(free_before).map(|(a, b)| a.saturating_sub(b));
+    cx.check(
+        "status reports about 64 MiB written into free space (dm-stats), while the COW store grew by KiBs",
+        grew.is_some_and(|g| g >= written * 95 / 100 && g <= written * 110 / 100),
+        format!(
+            "written into free space {free_before:?} -> {free_after:?} bytes ({:.1} MiB for {NEW_FILE_MIB} MiB \
+             written); COW grew {:.1} KiB; free_map {}",
+            grew.unwrap_or(0) as f64 / f64::from(1 << 20),
+            added as f64 / 1024.0,
+            st["partitions"][0]["free_map"]
+        ),
+    );
+    let text = cx.exec_checked("rewindctl status")?;
+    let line = text.lines().find(|l| l.contains("written into free space")).unwrap_or("").to_string();
+    cx.check("rewindctl status says it in words", line.contains("this boot, not copied"), text.trim().to_string());
+    let segments = st["partitions"][0]["free_map"]["segments"].as_u64().unwrap_or(0);
+    let ms = time_status(cx, 5)?;
+    cx.say(&format!("rewindctl status with {segments} dm-stats regions: {ms:.0} ms per call (mean of 5)"));
+    // Stateless: a rewindd restarted mid-attempt finds the same regions.
+    checks::restart_rewindd(cx, "freebytes", &[])?;
+    let again = free_written(&checks::status(cx)?);
+    cx.check(
+        "a restarted rewindd reads the same counters (stateless)",
+        again.zip(free_after).is_some_and(|(a, b)| a >= b && a - b < 1 << 20),
+        format!("{free_after:?} before the restart, {again:?} after"),
     );
     let changed = checks::data_manifest(cx)?;
     cx.changed_manifest("the attempt changed userdata", &baseline, &changed);
@@ -248,5 +299,62 @@ pub(super) fn last_rollback_in_background(cx: &mut Ctx) -> Result<(), ScenarioEr
         "power-on to ready after the last rollback of {MIB} MiB: merge waited for {:.1} s, in the background {:.1} s",
         ready_secs[0], ready_secs[1]
     ));
+    Ok(())
+}
+
+/// The free-space write counters at the table's cap: a baseline with
+/// about 2,100 one-chunk holes (4,200 small files, every other one
+/// deleted) is armed with the most linear runs the table holds, one
+/// dm-stats region each. Reports how long the arm took to create them and
+/// what a status read costs with all of them; a new file's writes are
+/// counted; the rollback still ends at the exact baseline.
+pub(super) fn free_written_many_runs(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    const FILES: u32 = 4200;
+    checks::set_rewindd_extra(cx, None)?;
+    cx.boot_ready(&BootPlan::rewind())?;
+    cx.run_baseline()?;
+    // Small files are packed together by ext4's group preallocation, so
+    // deleting every other one leaves one-block (one-chunk) holes.
+    cx.exec_checked(&format!(
+        "mkdir -p /data/frag; i=0; while [ $i -lt {FILES} ]; do printf '%4096s' $i > /data/frag/f$i; \
+         i=$((i+1)); done; sync; rm -f /data/frag/f*[13579]; sync"
+    ))?;
+    checks::start(cx, 1, "e2e: free map at the line cap")?;
+    let baseline = checks::data_manifest(cx)?;
+    cx.shutdown()?;
+
+    let rec = cx.boot_ready(&BootPlan::rewind())?;
+    cx.say(&format!("attempt 1 ready {:.1} s after power-on", rec.ready_ms.unwrap_or(0) as f64 / 1000.0));
+    let lines = cx.exec_checked("dmsetup table rewind-userdata | wc -l")?.trim().parse::<u64>().unwrap_or(0);
+    let log = cx.exec("dmesg 2>/dev/null | grep -E 'free map:|dm-stats regions' | tail -n 2")?;
+    cx.say(&format!("rewindd: {}", log.stdout.trim()));
+    let st = checks::status(cx)?;
+    let map = &st["partitions"][0]["free_map"];
+    let segments = map["segments"].as_u64().unwrap_or(0);
+    cx.check(
+        "armed with more than 1,000 linear runs, one dm-stats region each, counters readable",
+        segments > 1000 && lines > 2000 && free_written(&st).is_some(),
+        format!("{lines} table lines; free_map {map}"),
+    );
+    let before = free_written(&st).unwrap_or(0);
+    cx.exec_checked("dd if=/dev/urandom of=/data/new-file.bin bs=1M count=8 conv=fsync 2>/dev/null; sync")?;
+    let after = free_written(&checks::status(cx)?);
+    let grew = after.map(|a| a.saturating_sub(before)).unwrap_or(0);
+    cx.check(
+        "an 8 MiB new file is counted as written into free space",
+        grew >= (8 << 20) * 95 / 100 && grew <= (8 << 20) * 110 / 100,
+        format!("{before} -> {after:?} bytes"),
+    );
+    let ms = time_status(cx, 5)?;
+    cx.say(&format!("rewindctl status with {segments} dm-stats regions: {ms:.0} ms per call (mean of 5)"));
+    cx.shutdown()?;
+
+    let rec = cx.boot_ready(&BootPlan::rewind())?;
+    checks::check_merged(cx, "the next boot merged the attempt away", &rec, "the rollback merge");
+    checks::check_phase(cx, "phase is rolled-back", "rolled-back")?;
+    let now = checks::data_manifest(cx)?;
+    cx.same_manifest("userdata is exactly the baseline (every file, checksummed)", &baseline, &now);
+    checks::fsck_after_umount(cx, "userdata fsck clean after the rollback")?;
+    cx.shutdown()?;
     Ok(())
 }

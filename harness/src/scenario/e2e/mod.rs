@@ -73,6 +73,12 @@ pub static E2E: &[Scenario] = &[
         run: freemap::free_space_not_copied,
     },
     Scenario {
+        name: "free-written-many-runs",
+        summary: "cow.free_map at the table's line cap: a baseline with ~2,100 one-chunk holes is armed with the most linear runs the table holds, one dm-stats region each; the arm's and a status read's cost reported, a new file's writes counted as written into free space; the rollback ends at the exact baseline",
+        needs: Needs::DAEMON,
+        run: freemap::free_written_many_runs,
+    },
+    Scenario {
         name: "free-map-power-cuts",
         summary: "cow.free_map under power cuts: attempt 1 cut, merged, attempt 2 armed over the free map again, 24 MiB of baseline data rewritten in place is still copied, attempt 2 cut, the final merge cut: the exact baseline, fsck clean",
         needs: Needs::DAEMON,
