@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
@@ -37,6 +37,33 @@ use crate::types::{
 pub enum Notice {
     Event(Event),
     Status(StatusReport),
+}
+
+/// One reading of the free-space write counters.
+struct FreeWrittenReading {
+    at: Instant,
+    took: Duration,
+    /// `Err`: why the figure is unknown.
+    value: std::result::Result<u64, String>,
+}
+
+/// A WatchStatus tick reuses a reading younger than this many times its
+/// own duration, so the counters (one message per linear run, up to
+/// ~2,000) take at most a tenth of the time however fast a watcher asks
+/// (every 100 ms at the fastest). GetStatus always reads.
+const FREE_WRITTEN_REUSE_FACTOR: u32 = 10;
+
+/// How a report gets the free-space counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Read them now (GetStatus).
+    Now,
+    /// Reuse a reading younger than FREE_WRITTEN_REUSE_FACTOR times its
+    /// duration (WatchStatus ticks).
+    Recent,
+    /// Reuse the last reading; read only if there is none (the reports of
+    /// mutating calls and of the space watch, every poll).
+    Last,
 }
 
 /// Ring size of the WatchStatus broadcast; slow subscribers lag, they do
@@ -80,10 +107,10 @@ struct Inner {
     /// When this kernel boot started (files newer than this are the
     /// attempt's evidence).
     boot_started_unix: u64,
-    /// Last reading of the bytes written into free space, per partition
-    /// (`Err`: why it is unknown). Status reads anew; the reports the space
-    /// watch publishes every poll reuse it (`report_with`).
-    free_written: RefCell<HashMap<String, std::result::Result<u64, String>>>,
+    /// Last reading of the bytes written into free space, per partition.
+    /// Status reads anew; the reports the space watch publishes every poll
+    /// reuse it (`report_with`).
+    free_written: RefCell<HashMap<String, FreeWrittenReading>>,
 }
 
 /// The fstab's checkpointed partitions, parsed once for the engine and
@@ -424,11 +451,20 @@ impl Engine {
         }
     }
     pub fn status(&self) -> StatusReport {
+        self.status_reading(Reading::Now)
+    }
+    /// [`Engine::status`] for a WatchStatus tick: the free-space counters
+    /// are read again only if the last reading is older than
+    /// [`FREE_WRITTEN_REUSE_FACTOR`] times what it took.
+    pub fn watch_status(&self) -> StatusReport {
+        self.status_reading(Reading::Recent)
+    }
+    fn status_reading(&self, reading: Reading) -> StatusReport {
         // The slot as it is now (the report carries the last answer).
         let _ = self.slot_state_now();
         match self.inner.try_lock() {
             Ok(inner) => {
-                let r = inner.report_with(true);
+                let r = inner.report_with(reading);
                 *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = r.clone();
                 r
             }
@@ -634,13 +670,13 @@ impl Inner {
     }
 
     fn report(&self) -> StatusReport {
-        self.report_with(false)
+        self.report_with(Reading::Last)
     }
 
     /// Bytes written into the free chunks mapped linear, while this boot's
-    /// attempt is armed over a free map (None otherwise). Read from the
-    /// kernel when `read` or never read yet; else the last reading.
-    fn free_written(&self, rec: &PartitionState, read: bool) -> Option<std::result::Result<u64, String>> {
+    /// attempt is armed over a free map (None otherwise), read from the
+    /// kernel or reused as `reading` says.
+    fn free_written(&self, rec: &PartitionState, reading: Reading) -> Option<std::result::Result<u64, String>> {
         let st = &self.state;
         let live = st.phase == Phase::Checkpointing && st.boot_id == self.boot_id && !self.boot_id.is_empty();
         let mapped = matches!(rec.free_map, Some(FreeMap::Mapped { .. }));
@@ -650,16 +686,22 @@ impl Inner {
             return None;
         }
         let backend = self.backend.as_deref()?;
-        if read || !cache.contains_key(&rec.name) {
-            cache.insert(rec.name.clone(), backend.free_written_bytes(rec));
+        let stale = match (cache.get(&rec.name), reading) {
+            (None, _) | (Some(_), Reading::Now) => true,
+            (Some(r), Reading::Recent) => r.at.elapsed() >= r.took * FREE_WRITTEN_REUSE_FACTOR,
+            (Some(_), Reading::Last) => false,
+        };
+        if stale {
+            let at = Instant::now();
+            let value = backend.free_written_bytes(rec);
+            cache.insert(rec.name.clone(), FreeWrittenReading { at, took: at.elapsed(), value });
         }
-        cache.get(&rec.name).cloned()
+        cache.get(&rec.name).map(|r| r.value.clone())
     }
 
-    /// The status; `read_counters`: read the free-space write counters
-    /// anew (GetStatus, WatchStatus ticks) rather than reuse the last
-    /// reading (each report of a mutating call and of the space watch).
-    fn report_with(&self, read_counters: bool) -> StatusReport {
+    /// The status, with the free-space write counters read as `reading`
+    /// says.
+    fn report_with(&self, reading: Reading) -> StatusReport {
         let st = &self.state;
         let partitions = self
             .parts
@@ -694,7 +736,7 @@ impl Inner {
                     unusable_bytes: if unusable { used_bytes } else { 0 },
                     free_map: rec.and_then(|r| {
                         let mut m = r.free_map.as_ref()?.report();
-                        match self.free_written(r, read_counters) {
+                        match self.free_written(r, reading) {
                             Some(Ok(bytes)) => m.free_written_bytes = Some(bytes),
                             Some(Err(why)) => m.free_written_unknown = Some(why),
                             None => {}

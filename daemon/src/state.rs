@@ -191,17 +191,15 @@ impl FreeMap {
                     free_written_unknown: None,
                 }
             }
-            FreeMap::NotUsed { reason } => {
-                FreeMapReport {
-                    mapped: false,
-                    chunks: 0,
-                    linear_chunks: 0,
-                    segments: 0,
-                    detail: reason.clone(),
-                    free_written_bytes: None,
-                    free_written_unknown: None,
-                }
-            }
+            FreeMap::NotUsed { reason } => FreeMapReport {
+                mapped: false,
+                chunks: 0,
+                linear_chunks: 0,
+                segments: 0,
+                detail: reason.clone(),
+                free_written_bytes: None,
+                free_written_unknown: None,
+            },
         }
     }
 

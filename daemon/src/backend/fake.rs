@@ -30,11 +30,13 @@ pub struct FakeBackend {
 pub struct FreeWrittenProbe {
     pub answer: std::result::Result<u64, String>,
     pub reads: usize,
+    /// How long a reading takes (the kernel's takes one message per run).
+    pub delay: std::time::Duration,
 }
 
 impl Default for FreeWrittenProbe {
     fn default() -> Self {
-        FreeWrittenProbe { answer: Ok(0), reads: 0 }
+        FreeWrittenProbe { answer: Ok(0), reads: 0, delay: std::time::Duration::ZERO }
     }
 }
 
@@ -130,6 +132,7 @@ impl Backend for FakeBackend {
     fn free_written_bytes(&self, _part: &PartitionState) -> std::result::Result<u64, String> {
         let mut p = self.free_written.lock().unwrap_or_else(|p| p.into_inner());
         p.reads += 1;
+        std::thread::sleep(p.delay);
         p.answer.clone()
     }
 }

@@ -36,9 +36,7 @@ pub enum StatsError {
     Print(String),
     #[error("no answer to '{0}'")]
     NoAnswer(String),
-    #[error(
-        "the {listed} regions of {program} on {device} are not the {wanted} free runs of the armed table"
-    )]
+    #[error("the {listed} regions of {program} on {device} are not the {wanted} free runs of the armed table")]
     Mismatch { device: String, program: &'static str, listed: usize, wanted: usize },
 }
 
@@ -73,11 +71,13 @@ pub fn parse_print_written(text: &str) -> Result<u64, StatsError> {
         let bad = || StatsError::Print(line.to_string());
         let mut w = line.split_ascii_whitespace();
         w.next().and_then(parse_range).ok_or_else(bad)?;
-        let counters: Vec<u64> = w.take(13).map(|c| c.parse::<u64>()).collect::<Result<_, _>>().map_err(|_| bad())?;
+        // Only the 7th is read: the 9th (in flight) is printed signed.
+        let counters: Vec<&str> = w.take(13).collect();
         if counters.len() < 11 {
             return Err(bad());
         }
-        sum = sum.saturating_add(counters[6]);
+        let written: u64 = counters[6].parse().map_err(|_| bad())?;
+        sum = sum.saturating_add(written);
     }
     Ok(sum)
 }
@@ -94,8 +94,7 @@ pub fn list(dm: &dyn DmControl, device: &str) -> Result<Vec<Region>, StatsError>
 
 /// Whether `regions` are exactly one single-area region per range.
 fn matches(regions: &[Region], ranges: &[(u64, u64)]) -> bool {
-    let mut have: Vec<(u64, u64)> =
-        regions.iter().filter(|r| r.step >= r.len).map(|r| (r.start, r.len)).collect();
+    let mut have: Vec<(u64, u64)> = regions.iter().filter(|r| r.step >= r.len).map(|r| (r.start, r.len)).collect();
     have.sort_unstable();
     let mut want = ranges.to_vec();
     want.sort_unstable();
@@ -124,9 +123,8 @@ pub fn ensure_regions(dm: &dyn DmControl, device: &str, ranges: &[(u64, u64)]) -
     let deleted = delete_all(dm, device)?;
     for &(start, len) in ranges {
         let msg = format!("@stats_create {start}+{len} /1 {PROGRAM_ID}");
-        let made = ask(dm, device, &msg).and_then(|id| {
-            id.trim().parse::<u64>().map(|_| ()).map_err(|_| StatsError::NoAnswer(msg.clone()))
-        });
+        let made = ask(dm, device, &msg)
+            .and_then(|id| id.trim().parse::<u64>().map(|_| ()).map_err(|_| StatsError::NoAnswer(msg.clone())));
         if let Err(e) = made {
             let _ = delete_all(dm, device);
             return Err(e);
@@ -173,11 +171,11 @@ mod tests {
         let text = "0: 0+2048 2048 rewind-free -\n\
                     3: 8192+16384 16384 rewind-free -\n\
                     7: 0+1000000 10000 dmstats - precise_timestamps histogram:10,20,30\n";
-        let r = parse_list(text).unwrap();
+        let r = parse_list(text).expect("parses");
         assert_eq!(r.len(), 3);
         assert_eq!(r[1], Region { id: 3, start: 8192, len: 16384, step: 16384, program_id: "rewind-free".into() });
         assert_eq!((r[2].id, r[2].step, r[2].program_id.as_str()), (7, 10000, "dmstats"));
-        assert!(parse_list("").unwrap().is_empty());
+        assert!(parse_list("").expect("parses").is_empty());
         for bad in ["0 0+2048 2048 rewind-free -", "x: 0+2048 2048 p -", "0: 0-2048 2048 p -", "0: 0+2048"] {
             assert!(parse_list(bad).is_err(), "{bad}");
         }
@@ -187,12 +185,11 @@ mod tests {
     fn print_output_sums_the_seventh_counter() {
         // 13 counters; with a histogram a 14th word follows.
         let one = "8192+16384 12 0 96 4 131 2 131072 880 0 890 890 4 880\n";
-        assert_eq!(parse_print_written(one).unwrap(), 131072);
+        assert_eq!(parse_print_written(one).expect("parses"), 131072);
         let areas = "0+8 1 0 8 0 3 0 24 1 0 1 1 0 1\n8+8 0 0 0 0 5 1 40 2 0 2 2 0 2 1:2:0:0\n";
-        assert_eq!(parse_print_written(areas).unwrap(), 64);
-        assert_eq!(parse_print_written("").unwrap(), 0);
-        for bad in ["8192+16384 1 2 3", "8192 1 0 96 4 131 2 131072 880 0 890 890 4 880", "0+8 a 0 8 0 3 0 24 1 0 1 1"]
-        {
+        assert_eq!(parse_print_written(areas).expect("parses"), 64);
+        assert_eq!(parse_print_written("").expect("parses"), 0);
+        for bad in ["8192+16384 1 2 3", "8192 1 0 96 4 131 2 131072 880 0 890 890 4 880", "0+8 0 0 8 0 3 0 x 1 0 1 1"] {
             assert!(parse_print_written(bad).is_err(), "{bad}");
         }
     }

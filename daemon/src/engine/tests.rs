@@ -214,6 +214,19 @@ fn status_reports_bytes_written_into_free_space_only_while_this_boots_attempt_is
     assert_eq!(reads(), before, "the space watch does not read the counters");
     assert_eq!(written(&e.status()), (Some(65 << 20), None), "status reads anew");
     assert_eq!(reads(), before + 1);
+    // A WatchStatus tick reuses a reading younger than ten times what it
+    // took (here 30 ms: reused for 300 ms); GetStatus reads anyway.
+    probe.lock().expect("probe").delay = Duration::from_millis(30);
+    e.status();
+    let before = reads();
+    probe_set(Ok(66 << 20));
+    assert_eq!(written(&e.watch_status()), (Some(65 << 20), None), "a tick reuses the fresh reading");
+    assert_eq!(reads(), before);
+    assert_eq!(written(&e.status()), (Some(66 << 20), None));
+    std::thread::sleep(Duration::from_millis(400));
+    probe_set(Ok(67 << 20));
+    assert_eq!(written(&e.watch_status()), (Some(67 << 20), None), "an old reading is read again");
+    probe.lock().expect("probe").delay = Duration::ZERO;
     // A failed read is "unknown" with the reason, never 0.
     probe_set(Err("no dm-stats regions".into()));
     assert_eq!(written(&e.status()), (None, Some("no dm-stats regions".into())));

@@ -60,6 +60,12 @@ pub trait CheckpointCore: Send + Sync + 'static {
     fn reset_checkpoint(&self) -> Result<()>;
     fn supports(&self) -> Supports;
     fn status(&self) -> StatusReport;
+    /// A WatchStatus tick's status: may reuse a recent reading of costly
+    /// counters (the bytes written into free space), since ticks come as
+    /// often as every 100 ms.
+    fn watch_status(&self) -> StatusReport {
+        self.status()
+    }
     fn history(&self) -> Vec<Event>;
     /// What is kept of this checkpoint's attempts, for GetHistory.
     fn evidence(&self) -> Result<Vec<AttemptEvidence>>;
@@ -117,6 +123,9 @@ impl CheckpointCore for Engine {
     }
     fn status(&self) -> StatusReport {
         Engine::status(self)
+    }
+    fn watch_status(&self) -> StatusReport {
+        Engine::watch_status(self)
     }
     fn history(&self) -> Vec<Event> {
         Engine::history(self)

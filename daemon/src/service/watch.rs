@@ -69,7 +69,7 @@ pub(super) fn spawn(
                     continue;
                 }
                 _ = tick(&mut ticker) => {
-                    match run_blocking("WatchStatus", Arc::clone(&core), |core| core.status()).await {
+                    match run_blocking("WatchStatus", Arc::clone(&core), |core| core.watch_status()).await {
                         Ok(report) => Ok(status_event(&report)),
                         Err(status) => Err(status),
                     }
