@@ -430,7 +430,18 @@ fn run_campaign(command: Option<CampaignCommand>, args: CampaignArgs) -> Result<
                 print!("{}", campaign::list(&cfg));
                 return Ok(true);
             }
-            (campaign::run(&cfg).context("Running the campaign")?, args.report, args.junit)
+            let (json, junit) = (args.report.clone(), args.junit.clone());
+            let report = campaign::run_each(&cfg, |so_far| {
+                if let Some(path) = &json {
+                    report::write(path, &so_far.to_json()?)?;
+                }
+                if let Some(path) = &junit {
+                    report::write(path, &so_far.to_junit())?;
+                }
+                Ok(())
+            })
+            .context("Running the campaign")?;
+            (report, args.report, args.junit)
         }
     };
     print!("{}", report.render());

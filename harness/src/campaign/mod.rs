@@ -43,6 +43,8 @@ pub enum CampaignError {
     OtherCampaign { path: PathBuf, theirs: Box<Spec>, ours: Box<Spec> },
     #[error("Trial {index} is in both {first} and {second}: the shards overlap")]
     TrialTwice { index: u64, first: PathBuf, second: PathBuf },
+    #[error(transparent)]
+    Write(#[from] crate::report::ReportError),
     #[error("No report to merge")]
     NothingToMerge,
 }
@@ -98,7 +100,22 @@ pub fn list(cfg: &Config) -> String {
 /// Runs the trials of `cfg`, one guest each, one after the other; a line
 /// per trial (and the replay command of each failure) as they end.
 pub fn run(cfg: &Config) -> Result<CampaignReport, CampaignError> {
+    run_each(cfg, |_| Ok(()))
+}
+
+/// [`run`], handing the report so far to `after` when each trial ends (the
+/// CLI rewrites its report files, so a campaign stopped midway keeps the
+/// trials it ran, and its shard still merges).
+pub fn run_each(
+    cfg: &Config,
+    mut after: impl FnMut(&CampaignReport) -> Result<(), CampaignError>,
+) -> Result<CampaignReport, CampaignError> {
     let spec = cfg.spec();
+    let shard = if cfg.only.is_empty() {
+        cfg.shard.to_string()
+    } else {
+        format!("trials {}", cfg.only.iter().map(u64::to_string).collect::<Vec<_>>().join(","))
+    };
     let indices = cfg.indices();
     let mut progress = crate::progress::Progress::new(indices.len() as u64, "trial");
     let mut results = Vec::new();
@@ -120,12 +137,8 @@ pub fn run(cfg: &Config) -> Result<CampaignReport, CampaignError> {
         }
         progress.inc(&result.line());
         results.push(result);
+        after(&CampaignReport::new(spec.clone(), vec![shard.clone()], results.clone()))?;
     }
     progress.finish();
-    let shard = if cfg.only.is_empty() {
-        cfg.shard.to_string()
-    } else {
-        format!("trials {}", cfg.only.iter().map(u64::to_string).collect::<Vec<_>>().join(","))
-    };
     Ok(CampaignReport::new(spec, vec![shard], results))
 }

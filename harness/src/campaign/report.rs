@@ -46,8 +46,12 @@ pub struct TrialResult {
     pub landed: String,
     /// rewindd's phase at the end.
     pub final_phase: String,
-    /// The host's block compare: equal, differ, not compared.
+    /// The host's block compare: equal, differ, not compared (why).
     pub blocks: String,
+    /// commit and state-record: whether the cut call reached the history
+    /// ("yes"/"no"; empty for other phases).
+    #[serde(default)]
+    pub call_recorded: String,
     pub boots: usize,
     pub duration_ms: u64,
     pub failed_checks: Vec<String>,
@@ -74,6 +78,7 @@ impl TrialResult {
             landed: fact("landed"),
             final_phase: fact("phase"),
             blocks: fact("blocks"),
+            call_recorded: fact("call recorded"),
             boots: r.boots.len(),
             duration_ms: r.duration_ms,
             failed_checks: r.failed_checks().iter().map(|c| format!("{}: {}", c.name, first_line(&c.detail))).collect(),
@@ -319,6 +324,7 @@ mod tests {
             landed: "cut +10 ms".into(),
             final_phase: "rolled-back".into(),
             blocks: "equal".into(),
+            call_recorded: String::new(),
             boots: 5,
             duration_ms: 40_000,
             failed_checks: if passed { vec![] } else { vec!["userdata is exactly ...: mix".into()] },

@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use rewind_daemon::types::EventKind::{Aborted, CommitBegun, Committed};
+
 use crate::failure::BootEnd;
 use crate::manifest::{self, Manifest};
 use crate::plan::{stage, BootPlan, Failure};
@@ -117,6 +119,13 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
         format!("phase {phase:?}"),
     );
     cx.report.facts.insert("phase".into(), phase.clone());
+    if matches!(trial.phase, Phase::Commit | Phase::StateRecord) {
+        // Whether the cut call got its record on disk first: the history
+        // (on /metadata) says, not the timing.
+        let h = checks::history(cx)?;
+        let recorded = h.has(Aborted) || h.has(CommitBegun) || h.has(Committed);
+        cx.report.facts.insert("call recorded".into(), if recorded { "yes" } else { "no" }.into());
+    }
 
     let now = checks::data_manifest(cx)?;
     let outcome = classify(&baseline, committed.as_ref(), &now);
