@@ -221,9 +221,10 @@ struct CampaignArgs {
     /// The campaign's seed: trial I of seed S is the same everywhere.
     #[arg(long)]
     seed: Option<u64>,
-    /// Run only trial I (the replay command a failure prints).
-    #[arg(long, value_name = "I", conflicts_with = "shard")]
-    trial: Option<u64>,
+    /// Run only trial I (the replay command a failure prints); repeat or
+    /// list (3,8,13) for several.
+    #[arg(long, value_name = "I", value_delimiter = ',', conflicts_with = "shard")]
+    trial: Vec<u64>,
     /// Run the K-th of M disjoint slices of the trials (a CI matrix job).
     #[arg(long, value_name = "K/M", default_value = "1/1")]
     shard: crate::campaign::Shard,
@@ -423,7 +424,7 @@ fn run_campaign(command: Option<CampaignCommand>, args: CampaignArgs) -> Result<
                 fs: args.fs,
                 metadata_encryption: args.metadata_encryption,
                 shard: args.shard,
-                only: args.trial.into_iter().collect(),
+                only: args.trial.clone(),
                 keep: args.keep,
             };
             if args.list {
@@ -692,6 +693,13 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["rewind-harness", "campaign", "--shard", "5/4"]).is_err());
         assert!(Cli::try_parse_from(["rewind-harness", "campaign", "--trial", "3", "--shard", "1/2"]).is_err());
+        match Cli::try_parse_from(["rewind-harness", "campaign", "--seed", "1", "--trial", "3,8", "--trial", "13"])
+            .unwrap()
+            .command
+        {
+            Command::Campaign { args, .. } => assert_eq!(args.trial, vec![3, 8, 13]),
+            other => panic!("parsed as {other:?}"),
+        }
         assert!(Cli::try_parse_from(["rewind-harness", "campaign", "merge"]).is_err());
     }
 
