@@ -99,3 +99,11 @@ fn guest_free_map_unclean_baseline_protects_every_chunk() {
 fn guest_last_rollback_merges_in_the_background() {
     rewind_e2e::run("last-rollback-in-background");
 }
+
+/// A live commit the kernel refuses (EBUSY) three times: boots stop
+/// retrying it at commit_max_failures, /data still mounts on the committed
+/// data, an explicit commit ends it (issue 12 item 6b).
+#[test]
+fn guest_commit_failures_are_bounded() {
+    rewind_e2e::run("commit-failures-bounded");
+}

@@ -153,6 +153,30 @@ pub struct Status {
     /// The running boot slot, as the slot query last answered.
     #[prost(enumeration = "SlotState", tag = "9")]
     pub slot: i32,
+    /// Set in phase committing once the begun commit's data commit has failed.
+    #[prost(message, optional, tag = "10")]
+    pub commit_failure: ::core::option::Option<CommitFailureStatus>,
+}
+/// A begun commit whose data commit (live table swap, or finishing it at
+/// boot) failed; the intent stays and userdata is the committed data.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CommitFailureStatus {
+    /// failed data commits since the intent
+    #[prost(uint32, tag = "1")]
+    pub failures: u32,
+    /// commit_max_failures: boots stop retrying here
+    #[prost(uint32, tag = "2")]
+    pub limit: u32,
+    /// the last failure, in the kernel's words
+    #[prost(string, tag = "3")]
+    pub last_error: ::prost::alloc::string::String,
+    /// false once failures >= limit
+    #[prost(bool, tag = "4")]
+    pub retried_at_boot: bool,
+    /// what to do about it
+    #[prost(string, tag = "5")]
+    pub fix: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -49,6 +49,12 @@ pub struct Config {
     /// Optional command run as a logged step of commit (e.g. mark the boot
     /// slot successful); empty = none.
     pub commit_command: Vec<String>,
+    /// Failed data commits (live or at boot) since the commit intent after
+    /// which prepare-userdata stops retrying the commit at boot: the boot
+    /// then only makes the partitions usable, the intent and the COW files
+    /// stay, and a `rewindctl commit` retries. Bounds the retries (and the
+    /// history they fill) of a commit that fails at every boot.
+    pub commit_max_failures: u32,
     /// Optional command saying whether the running boot slot is marked
     /// successful (exit 0 = marked; see `slot`): while it is not,
     /// NeedsCheckpoint is true even with no checkpoint recorded, and a
@@ -211,6 +217,7 @@ impl Default for Config {
             history_limit: 64,
             reboot_command: vec!["reboot".to_string()],
             commit_command: Vec::new(),
+            commit_max_failures: 3,
             slot_query_command: Vec::new(),
             evidence: EvidenceConfig::default(),
         }
@@ -382,6 +389,17 @@ impl Config {
         }
         if self.reboot_command.first().is_some_and(|c| c.is_empty()) {
             return Err(bad("reboot_command", "the program name is empty".into()));
+        }
+        // The count is read back from the history, so the history must be
+        // able to hold that many failures.
+        if self.commit_max_failures == 0
+            || self.commit_max_failures > 100
+            || self.commit_max_failures as usize > self.history_limit
+        {
+            return Err(bad(
+                "commit_max_failures",
+                format!("{} is outside 1..=100 or above history_limit", self.commit_max_failures),
+            ));
         }
         if self.commit_command.first().is_some_and(|c| c.is_empty()) {
             return Err(bad("commit_command", "the program name is empty".into()));
@@ -652,6 +670,12 @@ mod tests {
             ("space.abort_at_percent", |c| c.space.abort_at_percent = 0),
             ("space.poll_interval_ms", |c| c.space.poll_interval_ms = 0),
             ("history_limit", |c| c.history_limit = 0),
+            ("commit_max_failures", |c| c.commit_max_failures = 0),
+            ("commit_max_failures", |c| c.commit_max_failures = 101),
+            ("commit_max_failures", |c| {
+                c.history_limit = 2;
+                c.commit_max_failures = 3;
+            }),
             ("dm_prefix", |c| c.dm_prefix = "a b".into()),
             ("dm_prefix", |c| c.dm_prefix = String::new()),
             ("socket_mode", |c| c.socket_mode = 0o1777),

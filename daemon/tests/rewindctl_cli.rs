@@ -105,6 +105,26 @@ async fn status_and_history_have_json_forms() {
         run.stdout.contains("userdata free space: 64 MiB written into free space this boot, not copied"),
         "{run:?}"
     );
+    assert!(v["commit_failure"].is_null(), "no failed commit: {v}");
+    assert!(!run.stdout.contains("commit:"), "{run:?}");
+    // A commit whose data commit failed up to the bound.
+    server.core.set_phase(rewind_daemon::types::Phase::Committing);
+    let run = rewindctl(s, None, &["status", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("status --json is JSON");
+    assert_eq!(v["commit_failure"]["failures"], 3);
+    assert_eq!(v["commit_failure"]["limit"], 3);
+    assert_eq!(v["commit_failure"]["retried_at_boot"], false);
+    assert_eq!(v["commit_failure"]["last_error"], "dm remove rewind-userdata-snap: Device or resource busy");
+    let run = rewindctl(s, None, &["status"]).await;
+    assert!(
+        run.stdout.contains(
+            "commit:      failed 3 times since the intent: dm remove rewind-userdata-snap: Device or resource busy; \
+             boots no longer retry it (limit 3 reached); `rewindctl commit` does; userdata is the committed data; \
+             fix: a process holds a rewind device open"
+        ),
+        "{run:?}"
+    );
+    server.core.set_phase(rewind_daemon::types::Phase::Armed);
     let run = rewindctl(s, None, &["history", "--json"]).await;
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("history --json is JSON");
     assert_eq!(v["events"][0]["kind"], "started");

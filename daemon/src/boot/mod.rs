@@ -38,7 +38,7 @@ mod start;
 pub use abort::{abort, reboot};
 pub use background::finish_background_rollback;
 pub use cleanup::cleanup_pending;
-pub use commit::{commit, mark_slot};
+pub use commit::{commit, failure_report as commit_failure_report, mark_slot};
 pub use confirm::{mark_boot_attempt, prepare_checkpoint};
 pub use ctx::Ctx;
 pub use prepare::prepare;

@@ -45,8 +45,12 @@ pub fn prepare(ctx: &mut Ctx<'_>, progress: &mut dyn FnMut(Progress)) -> Result<
     }
 
     // Roll forward what a power cut interrupted.
-    match ctx.state.phase {
-        Phase::Committing => super::commit::finish_at_boot(ctx)?,
+    let phase = ctx.state.phase;
+    match phase {
+        // Stopped after too many failures: the partitions are usable and
+        // the intent waits for a commit call.
+        Phase::Committing if !super::commit::finish_at_boot(ctx)? => return Ok(ctx.outcome()),
+        Phase::Committing => {}
         Phase::RollingBack => {
             let final_ = matches!(ctx.state.intent, Some(Intent::Rollback { final_: true, .. }));
             if let Some(done) = rollback(ctx, final_, progress)? {

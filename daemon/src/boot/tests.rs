@@ -461,10 +461,14 @@ fn a_cut_during_the_background_merge_resumes_it_at_the_next_boot() {
 }
 
 /// A commit whose data commit keeps failing (live, then at two boots) is
-/// counted in the history each time, with the partition and the error, and
-/// the count starts again at the next commit.
+/// counted in the history each time, with the partition and the error; at
+/// `commit_max_failures` (3) the boots stop retrying it: the next boot only
+/// makes the device usable (no commit step, the intent and COW files stay)
+/// and adds no event, however many boots follow; a commit call retries and
+/// ends the checkpoint, and the count starts again at the next commit.
+/// Before the bound every boot retried forever.
 #[test]
-fn failed_commits_are_counted_in_the_history() {
+fn failed_commits_are_counted_and_boots_stop_retrying_at_the_limit() {
     let mut d = Device::new(3);
     let (st, _) = cut_during_commit(&mut d);
     let failed: Vec<_> = st.history.iter().filter(|e| e.is(EventKind::CommitFailed)).collect();
@@ -472,19 +476,73 @@ fn failed_commits_are_counted_in_the_history() {
     assert_eq!(failed[0].partition, "userdata");
     assert!(failed[0].detail.starts_with("live, failed commit 1 since the intent: "), "{}", failed[0].detail);
     assert_eq!(commit::failed_commits(&st), 1);
+    let r = commit::failure_report(&st, 3).expect("a failed commit is reported");
+    assert_eq!((r.failures, r.limit, r.retried_at_boot), (1, 3, true));
+    assert_eq!(r.last_error, "commit: power cut");
     for n in 2..=3 {
-        let (r, _, st) = d.boot(Some(("commit", ErrorKind::Internal)));
+        let (r, b, st) = d.boot(Some(("commit", ErrorKind::Internal)));
         assert!(r.is_err(), "boot {n}: the commit at boot failed");
+        assert_eq!(b.ops, ["commit", "idle"], "boot {n}: tried, then the device made usable for /data");
         assert_eq!(st.phase, Phase::Committing, "the intent stays");
+        assert!(!st.partitions.is_empty(), "the COW files stay with the intent");
         assert_eq!(commit::failed_commits(&st), n);
-        let last = st.history.last().expect("event");
-        assert!(last.is(EventKind::CommitFailed));
+        let last = st.history.iter().rev().find(|e| e.is(EventKind::CommitFailed)).expect("event");
         assert!(last.detail.starts_with(&format!("at boot, failed commit {n} since the intent: ")), "{}", last.detail);
     }
-    let (r, _, st) = d.boot(None);
-    assert_eq!(r.expect("prepare").phase, Phase::Idle);
+    let st = d.load();
+    let stopped: Vec<_> = st.history.iter().filter(|e| e.is(EventKind::CommitStopped)).collect();
+    assert_eq!(stopped.len(), 1, "the limit is recorded once: {:?}", st.history);
+    assert!(
+        stopped[0].detail.contains("failed 3 times since the intent (commit_max_failures 3)"),
+        "{}",
+        stopped[0].detail
+    );
+    let r = commit::failure_report(&st, 3).expect("reported");
+    assert_eq!((r.failures, r.retried_at_boot), (3, false));
+    assert!(r.fix.contains("rewindctl commit"), "{}", r.fix);
+
+    // Later boots: no commit step, only the usable device; nothing recorded.
+    let events = st.history.len();
+    for _ in 0..4 {
+        let (r, b, st) = d.boot(Some(("commit", ErrorKind::Internal)));
+        assert_eq!(r.expect("prepare").phase, Phase::Committing, "the boot goes on");
+        assert_eq!(b.ops, ["idle"], "not retried at boot");
+        assert_eq!(st.history.len(), events, "a stopped boot adds no event");
+        assert!(!st.partitions.is_empty(), "the intent and the COW files stay");
+    }
+
+    // An explicit commit retries; it succeeds and ends the checkpoint.
+    let mut b = FakeBackend::default();
+    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "operator", &mut || Ok(())));
+    r.expect("the commit call retries");
+    assert_eq!(b.ops, ["commit"]);
+    assert_eq!(st.phase, Phase::Idle);
+    assert!(st.partitions.is_empty());
+    assert!(commit::failure_report(&st, 3).is_none(), "nothing to report once committed");
     let done = st.history.iter().rposition(|e| e.is(EventKind::Committed)).expect("committed");
     let failed = st.history.iter().rposition(|e| e.is(EventKind::CommitFailed)).expect("failed");
     assert!(done > failed, "the commit finished after the failures");
-    assert_eq!(commit::failed_commits(&st), 3, "kept until the next commit begins");
+    let (r, b, _) = d.boot(None);
+    assert_eq!(r.expect("prepare").phase, Phase::Idle);
+    assert_eq!(b.ops, ["idle"]);
+}
+
+/// An explicit commit past the limit that fails again is counted (4), and
+/// the limit is not recorded a second time.
+#[test]
+fn a_commit_call_past_the_limit_is_counted_and_keeps_the_intent() {
+    let mut d = Device::new(3);
+    cut_during_commit(&mut d);
+    for _ in 2..=3 {
+        let (r, _, _) = d.boot(Some(("commit", ErrorKind::Internal)));
+        assert!(r.is_err());
+    }
+    let mut b = FakeBackend { fail: Some(("commit", ErrorKind::Internal)), ..FakeBackend::default() };
+    let (r, st) = d.run(&mut b, |ctx| commit(ctx, "operator", &mut || Ok(())));
+    assert!(r.is_err());
+    assert_eq!(st.phase, Phase::Committing);
+    assert_eq!(commit::failed_commits(&st), 4);
+    assert_eq!(st.history.iter().filter(|e| e.is(EventKind::CommitStopped)).count(), 1);
+    let r = commit::failure_report(&st, 3).expect("reported");
+    assert_eq!((r.failures, r.retried_at_boot), (4, false));
 }

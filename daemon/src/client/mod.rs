@@ -774,6 +774,9 @@ pub fn status_summary(s: &pb::Status) -> String {
     if s.protection_lost {
         line.push_str(&format!("; PROTECTION LOST: {}", s.protection_lost_reason));
     }
+    if let Some(c) = &s.commit_failure {
+        line.push_str(&format!("; commit failed {} times", c.failures));
+    }
     if !s.unavailable_reason.is_empty() {
         line.push_str(&format!("; unavailable: {}", s.unavailable_reason));
     }
@@ -842,6 +845,9 @@ pub fn status_table(s: &pb::Status) -> String {
         "protection:  {}\n",
         if s.protection_lost { format!("LOST: {}", printable(&s.protection_lost_reason)) } else { "ok".to_string() }
     ));
+    if let Some(c) = &s.commit_failure {
+        out.push_str(&format!("commit:      {}\n", commit_failure_text(c)));
+    }
     if s.partitions.is_empty() {
         out.push_str("partitions:  none\n");
         return out;
@@ -893,6 +899,22 @@ pub fn status_table(s: &pb::Status) -> String {
         }
     }
     out
+}
+
+/// A begun commit that failed: how often against the bound, the kernel's
+/// words, whether boots still retry it, and the fix.
+fn commit_failure_text(c: &pb::CommitFailureStatus) -> String {
+    let retry = if c.retried_at_boot {
+        format!("the next boot retries it (boots stop at {})", c.limit)
+    } else {
+        format!("boots no longer retry it (limit {} reached); `rewindctl commit` does", c.limit)
+    };
+    format!(
+        "failed {} times since the intent: {}; {retry}; userdata is the committed data; fix: {}",
+        c.failures,
+        printable(&c.last_error),
+        printable(&c.fix)
+    )
 }
 
 /// One line on how free space is mapped: the figures a device maker asks
@@ -964,6 +986,13 @@ pub fn status_json(s: &pb::Status) -> Value {
         "unavailable_reason": s.unavailable_reason,
         "protection_lost": s.protection_lost,
         "protection_lost_reason": s.protection_lost_reason,
+        "commit_failure": s.commit_failure.as_ref().map(|c| json!({
+            "failures": c.failures,
+            "limit": c.limit,
+            "last_error": c.last_error,
+            "retried_at_boot": c.retried_at_boot,
+            "fix": c.fix,
+        })),
         "partitions": partitions,
     })
 }

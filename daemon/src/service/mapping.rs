@@ -115,6 +115,13 @@ pub fn status_to_pb(s: &StatusReport) -> pb::Status {
         unavailable_reason: s.unavailable_reason.clone().unwrap_or_default(),
         protection_lost: s.protection_lost.is_some(),
         protection_lost_reason: s.protection_lost.clone().unwrap_or_default(),
+        commit_failure: s.commit_failure.as_ref().map(|c| pb::CommitFailureStatus {
+            failures: c.failures,
+            limit: c.limit,
+            last_error: c.last_error.clone(),
+            retried_at_boot: c.retried_at_boot,
+            fix: c.fix.clone(),
+        }),
         unlimited: s.unlimited,
         slot: slot_to_pb(s.slot) as i32,
     }
@@ -322,6 +329,13 @@ mod tests {
             protection_lost: Some("COW overflow".into()),
             unlimited: false,
             slot: SlotState::Unmarked,
+            commit_failure: Some(crate::types::CommitFailureReport {
+                failures: 3,
+                limit: 3,
+                last_error: "dm remove rewind-userdata-snap: Device or resource busy".into(),
+                retried_at_boot: false,
+                fix: "stop it".into(),
+            }),
         };
         let pb = status_to_pb(&report);
         assert_eq!(pb.slot(), pb::SlotState::Unmarked);
@@ -331,6 +345,9 @@ mod tests {
         assert_eq!((pb.attempt, pb.attempts), (2, 3));
         assert!(pb.protection_lost);
         assert_eq!(pb.protection_lost_reason, "COW overflow");
+        let c = pb.commit_failure.as_ref().expect("commit failure kept");
+        assert_eq!((c.failures, c.limit, c.retried_at_boot), (3, 3, false));
+        assert!(c.last_error.ends_with("Device or resource busy"));
         assert_eq!(pb.partitions[0].cow_free_bytes, 0);
         assert_eq!(pb.partitions[0].snapshot_state, "Overflow");
         assert_eq!(pb.partitions[0].backend(), pb::Backend::Snapshot);

@@ -20,6 +20,9 @@ pub enum EventKind {
     /// boot); the intent stays, so the commit is retried, and the count of
     /// these since the last `commit-begun` is what status reports.
     CommitFailed,
+    /// The failed commits since the intent reached `commit_max_failures`:
+    /// boots stop retrying the commit (a commit call still does).
+    CommitStopped,
     /// The configured commit command ran (or failed, or is owed).
     CommitCommand,
     CommitCommandFailed,
@@ -49,7 +52,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::Started,
         EventKind::Attempt,
         EventKind::RollbackBegun,
@@ -57,6 +60,7 @@ impl EventKind {
         EventKind::CommitBegun,
         EventKind::Committed,
         EventKind::CommitFailed,
+        EventKind::CommitStopped,
         EventKind::CommitCommand,
         EventKind::CommitCommandFailed,
         EventKind::CommitCommandPending,
@@ -83,6 +87,7 @@ impl EventKind {
             EventKind::CommitBegun => "commit-begun",
             EventKind::Committed => "committed",
             EventKind::CommitFailed => "commit-failed",
+            EventKind::CommitStopped => "commit-stopped",
             EventKind::CommitCommand => "commit-command",
             EventKind::CommitCommandFailed => "commit-command-failed",
             EventKind::CommitCommandPending => "commit-command-pending",

@@ -21,6 +21,24 @@ pub struct StatusReport {
     /// The running boot slot's state, as the slot query last said.
     #[serde(serialize_with = "slot_word")]
     pub slot: SlotState,
+    /// Set while a begun commit has failed at least once and is not done.
+    pub commit_failure: Option<CommitFailureReport>,
+}
+
+/// A commit whose data commit failed (phase committing): how often, the
+/// last error, whether boots still retry it, and what to do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommitFailureReport {
+    /// Failed data commits since the commit intent.
+    pub failures: u32,
+    /// `commit_max_failures`: at this count boots stop retrying.
+    pub limit: u32,
+    /// The last failure's error (the kernel's or backend's words).
+    pub last_error: String,
+    /// Boots still retry the commit (failures below the limit).
+    pub retried_at_boot: bool,
+    /// What to do about it.
+    pub fix: String,
 }
 
 fn slot_word<S: serde::Serializer>(slot: &SlotState, s: S) -> Result<S::Ok, S::Error> {

@@ -12,8 +12,8 @@ use rewind_daemon::error::{Error, Result};
 use rewind_daemon::service::transport::{bind_unix, SocketFile};
 use rewind_daemon::service::{server, CheckpointCore, CheckpointService, Policy};
 use rewind_daemon::types::{
-    AttemptEvidence, BackendKind, Budget, ErrorKind, Event, EventKind, EvidenceFile, FreeMapReport, PartitionReport,
-    Phase, PrepareOutcome, Progress, SlotState, StatusReport, Supports,
+    AttemptEvidence, BackendKind, Budget, CommitFailureReport, ErrorKind, Event, EventKind, EvidenceFile,
+    FreeMapReport, PartitionReport, Phase, PrepareOutcome, Progress, SlotState, StatusReport, Supports,
 };
 use tokio::sync::{broadcast, watch};
 
@@ -130,6 +130,12 @@ impl FakeCore {
         self.state.lock().unwrap().phase
     }
 
+    /// Puts the fake in a phase directly (a commit that failed leaves
+    /// `Committing`, which no fake call reaches).
+    pub fn set_phase(&self, phase: Phase) {
+        self.state.lock().unwrap().phase = phase;
+    }
+
     /// How many WatchStatus streams are subscribed right now (tests wait
     /// for a watcher instead of sleeping and hoping).
     pub fn watchers(&self) -> usize {
@@ -189,6 +195,13 @@ impl FakeCore {
             protection_lost: None,
             unlimited: state.unlimited,
             slot: if state.slot_unmarked { SlotState::Unmarked } else { SlotState::NotQueried },
+            commit_failure: (state.phase == Phase::Committing).then(|| CommitFailureReport {
+                failures: 3,
+                limit: 3,
+                last_error: "dm remove rewind-userdata-snap: Device or resource busy".into(),
+                retried_at_boot: false,
+                fix: "a process holds a rewind device open".into(),
+            }),
         }
     }
 }

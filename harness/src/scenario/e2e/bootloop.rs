@@ -1,9 +1,10 @@
 //! Boot loops are impossible (issue 12 item 6a): once an attempt is
 //! committed, power cuts during the early boots that follow (before
 //! rewindd runs, while it starts, inside prepare-userdata, right after it)
-//! never roll the system back, however many come in a row.
+//! never roll the system back, however many come in a row; and a commit
+//! that keeps failing is bounded (item 6b).
 
-use rewind_daemon::types::EventKind::{Committed, RollbackBegun};
+use rewind_daemon::types::EventKind::{CommitBegun, CommitFailed, CommitStopped, Committed, RollbackBegun};
 
 use crate::failure::BootEnd;
 use crate::plan::{stage, BootPlan, Failure};
@@ -54,6 +55,124 @@ pub(super) fn power_cuts_after_commit(cx: &mut Ctx) -> Result<(), ScenarioError>
         h.text(),
     );
     checks::fsck_after_umount(cx, "userdata fsck clean after the early power cuts")?;
+    cx.shutdown()?;
+    Ok(())
+}
+
+/// The snapshot device the live commit must remove (block mode).
+const SNAP_NAME: &str = "rewind-userdata-snap";
+
+/// Holds `SNAP_NAME` open from a process of its own, as a stray reader
+/// (a backup tool, a debugging shell) would: the kernel then refuses to
+/// remove it (EBUSY) and the live commit fails on the kernel's own terms.
+/// Returns the holder's pid.
+fn hold_snapshot_open(cx: &mut Ctx) -> Result<String, ScenarioError> {
+    let script = format!(
+        "for d in /sys/block/dm-*; do [ \"$(cat $d/dm/name)\" = {SNAP_NAME} ] && dev=/dev/${{d##*/}}; done; \
+         test -n \"$dev\" || {{ echo no {SNAP_NAME}; exit 1; }}; \
+         setsid sh -c \"exec sleep 100000 < $dev\" > /dev/null 2>&1 & echo $!"
+    );
+    let pid = cx.exec_checked(&script)?.trim().to_string();
+    let open = cx.exec_checked(&format!("sleep 1; cat /sys/block/dm-*/holders 2>/dev/null; ls -l /proc/{pid}/fd/0"))?;
+    cx.check(&format!("a process (pid {pid}) holds {SNAP_NAME} open"), open.contains("/dev/dm-"), open);
+    Ok(pid)
+}
+
+/// A commit that fails is bounded (issue 12 item 6b): a live commit the
+/// kernel refuses (the snapshot device held open: EBUSY) is counted three
+/// times; the data stays protected under snapshot-origin meanwhile; at
+/// `commit_max_failures` (3) boots stop retrying it: two boots each come
+/// up with /data on the plain device over the committed data, no new
+/// event, status saying why; an explicit `rewindctl commit` then ends the
+/// checkpoint. Userdata is the attempt's data (manifest of every file)
+/// throughout, the COW files go, fsck is clean.
+pub(super) fn commit_failures_are_bounded(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    cx.boot_ready(&BootPlan::rewind())?;
+    cx.run_baseline()?;
+    checks::start(cx, 2, "e2e: a commit the kernel refuses")?;
+    let baseline = checks::data_manifest(cx)?;
+    cx.shutdown()?;
+
+    cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
+    let attempt = checks::data_manifest(cx)?;
+    cx.changed_manifest("the attempt changed userdata", &baseline, &attempt);
+    let holder = hold_snapshot_open(cx)?;
+    for n in 1..=3u64 {
+        let out = cx.exec("rewindctl commit --reason 'held open'")?;
+        cx.check(
+            &format!("commit {n} fails with the kernel's EBUSY"),
+            !out.success() && out.stderr.contains("busy"),
+            format!("status {:?}: {}{}", out.status, out.stdout, out.stderr),
+        );
+        let st = checks::status(cx)?;
+        let c = &st["commit_failure"];
+        cx.check_eq(&format!("commit {n}: phase committing"), "committing".to_string(), checks::phase(&st));
+        cx.check_eq(&format!("commit {n}: status counts {n} failures"), Some(n), c["failures"].as_u64());
+        cx.check_eq(&format!("commit {n}: boots retry below the limit"), Some(n < 3), c["retried_at_boot"].as_bool());
+        let stack = checks::dm_stack(&mut *cx.target, &[])?;
+        cx.check(
+            &format!("commit {n}: still protected (snapshot-origin stays)"),
+            stack.top == "snapshot-origin",
+            stack.detail(),
+        );
+    }
+    let text = cx.exec_checked("rewindctl status")?;
+    cx.check(
+        "status says the boots stop retrying and what to do",
+        text.contains("failed 3 times since the intent")
+            && text.contains("boots no longer retry it (limit 3 reached)")
+            && text.contains("fuser"),
+        text.clone(),
+    );
+    let now = checks::data_manifest(cx)?;
+    cx.same_manifest("after the failed commits userdata is the attempt's data", &attempt, &now);
+    cx.exec_checked(&format!("kill {holder}"))?;
+    cx.shutdown()?;
+
+    // Two boots past the limit: neither retries, both come up.
+    for k in 1..=2 {
+        let rec = cx.boot_ready(&BootPlan::rewind())?;
+        cx.check(
+            &format!("stopped boot {k}: prepare-userdata succeeds and /data mounts"),
+            rec.reached(stage::DATA_MOUNTED) && rec.errors.is_empty(),
+            format!("stages {}; errors {:?}", rec.stages.join(","), rec.errors),
+        );
+        let st = checks::status(cx)?;
+        cx.check_eq(&format!("stopped boot {k}: phase committing"), "committing".to_string(), checks::phase(&st));
+        cx.check_eq(
+            &format!("stopped boot {k}: not retried at boot (still 3 failures)"),
+            Some(3),
+            st["commit_failure"]["failures"].as_u64(),
+        );
+        let stack = checks::dm_stack(&mut *cx.target, &[])?;
+        cx.check(&format!("stopped boot {k}: /data on the plain linear device"), stack.is_idle(), stack.detail());
+        let now = checks::data_manifest(cx)?;
+        cx.same_manifest(&format!("stopped boot {k}: userdata is the committed data"), &attempt, &now);
+        let h = checks::history(cx)?;
+        cx.check_eq(&format!("stopped boot {k}: three commit-failed"), 3, h.count(CommitFailed));
+        cx.check_eq(&format!("stopped boot {k}: one commit-stopped"), 1, h.count(CommitStopped));
+        cx.shutdown()?;
+    }
+
+    cx.boot_ready(&BootPlan::rewind())?;
+    let out = cx.exec("rewindctl commit --reason 'cause removed'")?;
+    cx.check("the explicit commit succeeds", out.success(), format!("{}{}", out.stdout, out.stderr));
+    let st = checks::check_phase(cx, "phase idle after the explicit commit", "idle")?;
+    cx.check("no commit failure reported once committed", st["commit_failure"].is_null(), st.to_string());
+    let h = checks::history(cx)?;
+    cx.check(
+        "history: committed after the failures, never rolled back",
+        matches!(
+            (h.rposition(CommitFailed), h.rposition(Committed)),
+            (Some(f), Some(c)) if f < c
+        ) && h.rposition(RollbackBegun).is_none_or(|r| Some(r) < h.position(CommitBegun)),
+        h.text(),
+    );
+    cx.shutdown()?;
+    cx.boot_ready(&BootPlan::rewind())?;
+    checks::check_commit_kept(cx, "after the explicit commit", &attempt)?;
+    checks::check_idle_stack(cx, "after the explicit commit")?;
+    checks::fsck_after_umount(cx, "userdata fsck clean after the bounded commit failures")?;
     cx.shutdown()?;
     Ok(())
 }

@@ -43,6 +43,12 @@ pub static E2E: &[Scenario] = &[
         run: bootloop::power_cuts_after_commit,
     },
     Scenario {
+        name: "commit-failures-bounded",
+        summary: "The live commit fails three times (the snapshot device held open: EBUSY), data protected meanwhile; at commit_max_failures the next two boots do not retry it, /data mounts on the committed data; an explicit commit ends it; manifest, history, fsck checked",
+        needs: Needs { fs: Some(crate::plan::FsType::Ext4), ..Needs::DAEMON },
+        run: bootloop::commit_failures_are_bounded,
+    },
+    Scenario {
         name: "good-boot-commits",
         summary: "The attempt migrates /data and reaches boot-completed (commit): two more boots keep every change; no snapshot/COW device, no COW file, the COW space is free again",
         needs: Needs::DAEMON,
