@@ -35,6 +35,7 @@ Examples:
   rewind-harness campaign --seed 7 --trial 12                                  # replay one trial
   rewind-harness guest shell                       # serial console on this terminal (Ctrl-A x quits)
   rewind-harness bench --report bench.json --plot docs/bench.svg   # the benchmark (about 30 min under TCG)
+  rewind-harness bench --quick --html bench.html   # the table, ratios and plot on one page
   rewind-harness bench --quick                     # the same, smoke-sized (what CI runs)
   rewind-harness bench --boots 5                   # median boot-to-ready time
   rewind-harness bench --f2fs-checkpoint --boots 3 # f2fs checkpoint=disable vs plain: mount, write, commit
@@ -201,14 +202,17 @@ enum Command {
         /// Write the SVG plot here.
         #[arg(long, value_name = "FILE")]
         plot: Option<PathBuf>,
+        /// Write a self-contained HTML page (the table, ratios, targets, the plot inline) here.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
         /// Instead: boot-to-ready of a raw guest, median of N boots.
-        #[arg(long, value_name = "N", conflicts_with_all = ["quick", "report", "plot"])]
+        #[arg(long, value_name = "N", conflicts_with_all = ["quick", "report", "plot", "html"])]
         boots: Option<u32>,
         #[arg(long, default_value = "ext4", value_parser = parse_fs)]
         fs: FsType,
         /// Instead: f2fs mount/write/commit costs with checkpoint=disable
         /// vs a plain mount, side by side (f2fs userdata; --boots = rounds).
-        #[arg(long, conflicts_with_all = ["quick", "report", "plot"])]
+        #[arg(long, conflicts_with_all = ["quick", "report", "plot", "html"])]
         f2fs_checkpoint: bool,
     },
 }
@@ -459,7 +463,7 @@ fn run_campaign(command: Option<CampaignCommand>, args: CampaignArgs) -> Result<
 
 /// The benchmark: the table on stdout, the JSON report and the plot
 /// where asked. Figures only: it never fails on a timing.
-fn run_bench(quick: bool, report: Option<PathBuf>, plot: Option<PathBuf>) -> Result<bool> {
+fn run_bench(quick: bool, report: Option<PathBuf>, plot: Option<PathBuf>, html: Option<PathBuf>) -> Result<bool> {
     let plan = crate::bench::Plan::new(quick);
     let r = crate::bench::run(&plan).context("Running the benchmark")?;
     print!("{}", crate::bench::report::render(&r));
@@ -470,6 +474,10 @@ fn run_bench(quick: bool, report: Option<PathBuf>, plot: Option<PathBuf>) -> Res
     if let Some(path) = &plot {
         crate::bench::plot::write_svg(&r, path)?;
         eprintln!("plot: {}", path.display());
+    }
+    if let Some(path) = &html {
+        crate::bench::html::write(&r, path)?;
+        eprintln!("html: {}", path.display());
     }
     Ok(true)
 }
@@ -510,7 +518,7 @@ fn run(cli: Cli) -> Result<bool> {
             crate::target::Target::power_cut(&mut guest).context("Stopping the guest")?;
             Ok(true)
         }
-        Command::Bench { quick, report, plot, boots: None, .. } => run_bench(quick, report, plot),
+        Command::Bench { quick, report, plot, html, boots: None, .. } => run_bench(quick, report, plot, html),
         Command::Bench { boots: Some(boots), fs, .. } => {
             let mut guest = QemuGuest::new(GuestConfig::new("bench").with_fs(fs)).context("Preparing the guest")?;
             let mut times = Vec::new();

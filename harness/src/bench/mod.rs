@@ -13,6 +13,7 @@
 pub mod f2fs_mount;
 pub mod fio;
 pub mod guest;
+pub mod html;
 pub mod lifecycle;
 pub mod matrix;
 pub mod plan;

@@ -48,9 +48,22 @@ fn short(w: Workload, v: Variant) -> String {
 /// A named line of the rollback chart.
 type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
 
+/// Writes the plot to `path`.
 pub fn write_svg(r: &BenchReport, path: &Path) -> Result<(), PlotError> {
-    let err = |e: &dyn std::fmt::Display| PlotError { path: path.to_path_buf(), detail: e.to_string() };
-    let root = SVGBackend::new(path, (1100, 900)).into_drawing_area();
+    let text = svg(r).map_err(|e| PlotError { path: path.to_path_buf(), detail: e.detail })?;
+    std::fs::write(path, text).map_err(|e| PlotError { path: path.to_path_buf(), detail: e.to_string() })
+}
+
+/// The plot as SVG text (`write_svg`, and inline in `bench --html`).
+pub fn svg(r: &BenchReport) -> Result<String, PlotError> {
+    let mut buf = String::new();
+    draw(r, &mut buf).map_err(|detail| PlotError { path: "(in memory)".into(), detail })?;
+    Ok(buf)
+}
+
+fn draw(r: &BenchReport, buf: &mut String) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let root = SVGBackend::with_string(buf, (1100, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (top, bottom) = root.split_vertically(520);
 
