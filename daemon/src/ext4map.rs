@@ -389,5 +389,9 @@ pub fn first_change(src: &dyn ReadAt, recorded: &[Region]) -> Result<Option<(usi
 // checkpoints).
 pub mod free;
 
+// The free map taken through a crypt layer at shutdown, sealed with the
+// ciphertext fingerprints that prove it current at arm time.
+pub mod seal;
+
 #[cfg(test)]
 pub(crate) mod tests;

@@ -97,29 +97,8 @@ pub fn take(src: &dyn ReadAt, device_bytes: u64, chunk_bytes: u64) -> Result<Fre
     if chunk_bytes < 512 || !chunk_bytes.is_power_of_two() {
         return Err(FreeMapError::Chunk { chunk_bytes });
     }
-    let sb = super::read_super(src)?;
-    let raw = read(src, SUPER_OFFSET, 1024)?;
-    check_clean(&raw)?;
-    let blocks_per_group = u64::from(le32(&raw, 0x20));
-    if blocks_per_group == 0 || blocks_per_group > 8 * sb.block_size {
-        return Err(MapError::Layout(format!("{blocks_per_group} blocks per group")).into());
-    }
+    let Geometry { sb, raw, blocks_per_group, groups } = Geometry::read(src, device_bytes)?;
     let fs_bytes = sb.blocks_count * sb.block_size;
-    if fs_bytes > device_bytes {
-        // A filesystem cannot be larger than its device: the superblock is
-        // corrupt or belongs to something else.
-        return Err(MapError::Layout(format!(
-            "the filesystem ({fs_bytes} bytes) is larger than its device ({device_bytes} bytes)"
-        ))
-        .into());
-    }
-    let Some(data_blocks) = sb.blocks_count.checked_sub(sb.first_data_block).filter(|n| *n > 0) else {
-        return Err(MapError::Layout(format!("{} blocks, none after the first data block", sb.blocks_count)).into());
-    };
-    let groups = data_blocks.div_ceil(blocks_per_group);
-    if groups > MAX_GROUPS {
-        return Err(MapError::Layout(format!("{groups} block groups (more than {MAX_GROUPS})")).into());
-    }
     // Free block numbers as runs, built group by group.
     let mut free_blocks: Vec<(u64, u64)> = Vec::new();
     let descs = read_descs(src, &sb, groups)?;
@@ -182,6 +161,71 @@ pub fn take(src: &dyn ReadAt, device_bytes: u64, chunk_bytes: u64) -> Result<Fre
         }
     }
     Ok(FreeMap { chunk_bytes, chunks, free_runs })
+}
+
+/// The superblock and the group count, checked as far as the map needs
+/// before anything else is read.
+struct Geometry {
+    sb: super::Super,
+    /// The superblock's 1024 bytes.
+    raw: Vec<u8>,
+    blocks_per_group: u64,
+    groups: u64,
+}
+
+impl Geometry {
+    fn read(src: &dyn ReadAt, device_bytes: u64) -> Result<Geometry, FreeMapError> {
+        let sb = super::read_super(src)?;
+        let raw = read(src, SUPER_OFFSET, 1024)?;
+        check_clean(&raw)?;
+        let blocks_per_group = u64::from(le32(&raw, 0x20));
+        if blocks_per_group == 0 || blocks_per_group > 8 * sb.block_size {
+            return Err(MapError::Layout(format!("{blocks_per_group} blocks per group")).into());
+        }
+        let fs_bytes = sb.blocks_count * sb.block_size;
+        if fs_bytes > device_bytes {
+            // A filesystem cannot be larger than its device: the superblock is
+            // corrupt or belongs to something else.
+            return Err(MapError::Layout(format!(
+                "the filesystem ({fs_bytes} bytes) is larger than its device ({device_bytes} bytes)"
+            ))
+            .into());
+        }
+        let Some(data_blocks) = sb.blocks_count.checked_sub(sb.first_data_block).filter(|n| *n > 0) else {
+            return Err(MapError::Layout(format!("{} blocks, none after the first data block", sb.blocks_count)).into());
+        };
+        let groups = data_blocks.div_ceil(blocks_per_group);
+        if groups > MAX_GROUPS {
+            return Err(MapError::Layout(format!("{groups} block groups (more than {MAX_GROUPS})")).into());
+        }
+        Ok(Geometry { sb, raw, blocks_per_group, groups })
+    }
+}
+
+/// Where the filesystem on `src` records which blocks are allocated, as
+/// `(byte offset, bytes)`: the superblock, the group descriptor table
+/// (free counts, `BLOCK_UNINIT` flags, where each bitmap is) and the block
+/// bitmap of every initialised group. What [`take`] reads is a function of
+/// these bytes alone, so while they are unchanged the map is too (the
+/// journal, which can hold allocation not yet written here, is the
+/// caller's to add: a clean filesystem has nothing in it to replay).
+pub fn allocation_ranges(src: &dyn ReadAt, device_bytes: u64) -> Result<Vec<(u64, u64)>, FreeMapError> {
+    let Geometry { sb, groups, .. } = Geometry::read(src, device_bytes)?;
+    let gdt_blocks = (groups * sb.desc_size).div_ceil(sb.block_size);
+    let mut ranges = vec![(SUPER_OFFSET, 1024), ((sb.first_data_block + 1) * sb.block_size, gdt_blocks * sb.block_size)];
+    for (g, desc) in read_descs(src, &sb, groups)?.iter().enumerate() {
+        if desc.flags & BG_BLOCK_UNINIT != 0 {
+            continue;
+        }
+        if desc.block_bitmap < sb.first_data_block || desc.block_bitmap >= sb.blocks_count {
+            return Err(FreeMapError::Group {
+                group: g as u64,
+                problem: format!("block bitmap at block {}", desc.block_bitmap),
+            });
+        }
+        ranges.push((desc.block_bitmap * sb.block_size, sb.block_size));
+    }
+    Ok(ranges)
 }
 
 fn check_clean(raw: &[u8]) -> Result<(), FreeMapError> {
