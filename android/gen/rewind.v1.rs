@@ -340,6 +340,27 @@ pub struct RestoreCheckpointRequest {
 pub struct ResetCheckpointRequest {}
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SealFreeMapRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SealFreeMapResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub partitions: ::prost::alloc::vec::Vec<SealedPartition>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SealedPartition {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// A seal is recorded; the next arm checks it on the raw partition.
+    #[prost(bool, tag = "2")]
+    pub sealed: bool,
+    /// What was sealed, or why nothing was.
+    #[prost(string, tag = "3")]
+    pub detail: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetEvidenceRequest {
     #[prost(uint32, tag = "1")]
     pub attempt: u32,
@@ -1012,6 +1033,35 @@ pub mod checkpoint_client {
                 .insert(GrpcMethod::new("rewind.v1.Checkpoint", "ReadEvidence"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// At the clean shutdown before the first attempt, once /data is
+        /// unmounted: read the baseline's free map through the metadata-encryption
+        /// layer on rewind's top device and seal it with fingerprints of the raw
+        /// ciphertext, so that the arms (which see only ciphertext) can use it.
+        /// FAILED_PRECONDITION outside phase armed; per partition, why not.
+        pub async fn seal_free_map(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SealFreeMapRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SealFreeMapResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rewind.v1.Checkpoint/SealFreeMap",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rewind.v1.Checkpoint", "SealFreeMap"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1168,6 +1218,18 @@ pub mod checkpoint_server {
             request: tonic::Request<super::ReadEvidenceRequest>,
         ) -> std::result::Result<
             tonic::Response<Self::ReadEvidenceStream>,
+            tonic::Status,
+        >;
+        /// At the clean shutdown before the first attempt, once /data is
+        /// unmounted: read the baseline's free map through the metadata-encryption
+        /// layer on rewind's top device and seal it with fingerprints of the raw
+        /// ciphertext, so that the arms (which see only ciphertext) can use it.
+        /// FAILED_PRECONDITION outside phase armed; per partition, why not.
+        async fn seal_free_map(
+            &self,
+            request: tonic::Request<super::SealFreeMapRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SealFreeMapResponse>,
             tonic::Status,
         >;
     }
@@ -2015,6 +2077,51 @@ pub mod checkpoint_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rewind.v1.Checkpoint/SealFreeMap" => {
+                    #[allow(non_camel_case_types)]
+                    struct SealFreeMapSvc<T: Checkpoint>(pub Arc<T>);
+                    impl<
+                        T: Checkpoint,
+                    > tonic::server::UnaryService<super::SealFreeMapRequest>
+                    for SealFreeMapSvc<T> {
+                        type Response = super::SealFreeMapResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SealFreeMapRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Checkpoint>::seal_free_map(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SealFreeMapSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

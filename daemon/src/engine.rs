@@ -29,7 +29,7 @@ use crate::state::{FreeMap, PartitionState, State, Store};
 use crate::sys;
 use crate::types::{
     error_chain, AttemptEvidence, Budget, Event, EventKind, PartitionReport, Phase, PrepareOutcome, Progress,
-    SlotState, StatusReport, Supports,
+    SealOutcome, SlotState, StatusReport, Supports,
 };
 
 /// Pushed to WatchStatus subscribers.
@@ -370,6 +370,14 @@ impl Engine {
         self.mutate(|inner, notify| {
             inner.usable()?;
             inner.with_ctx(notify, boot::prepare_checkpoint)
+        })
+    }
+    /// SealFreeMap (boot::seal_free_map): at the clean shutdown before the
+    /// first attempt, once /data is unmounted.
+    pub fn seal_free_map(&self) -> Result<Vec<SealOutcome>> {
+        self.mutate(|inner, notify| {
+            inner.usable()?;
+            inner.with_ctx(notify, boot::seal_free_map)
         })
     }
     /// vold's resetCheckpoint (boot::reset).

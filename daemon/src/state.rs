@@ -116,6 +116,54 @@ pub struct PartitionState {
     /// records from before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub free_map: Option<FreeMap>,
+    /// The baseline's free map as read through its crypt layer at the
+    /// clean shutdown before the first attempt (metadata encryption: the
+    /// raw partition is ciphertext when rewindd arms), with the ciphertext
+    /// fingerprints that must still hold at each arm. Absent without a
+    /// crypt layer and until such a shutdown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_map_seal: Option<FreeMapSeal>,
+}
+
+/// A free map sealed at shutdown ([`crate::ext4map::seal`]): the free
+/// runs the bitmaps showed, and the sha256 of the raw ciphertext of every
+/// byte they were computed from and of the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreeMapSeal {
+    pub chunk_bytes: u64,
+    /// Chunks in the device.
+    pub chunks: u64,
+    /// Every free run the bitmaps showed, `(first chunk, chunks)`.
+    pub free_runs: Vec<(u64, u64)>,
+    /// sha256 of `free_runs` ([`runs_hash`]), checked when the record loads.
+    pub runs_sha256: String,
+    pub regions: Vec<crate::ext4map::Region>,
+    /// Seconds since the epoch when it was taken.
+    pub sealed_at_unix: u64,
+    /// How long reading the map and the fingerprints took.
+    pub read_ms: u64,
+}
+
+impl FreeMapSeal {
+    /// Consistency of a loaded record, as for [`FreeMap::validate`].
+    pub fn validate(&self, raw_size_bytes: u64, chunk_sectors: u32) -> Result<(), String> {
+        if self.regions.is_empty() || self.regions.len() > crate::ext4map::seal::MAX_REGIONS {
+            return Err(format!("sealed free map with {} fingerprinted regions", self.regions.len()));
+        }
+        // The same checks as a recorded map: runs in range, sorted, hashed.
+        FreeMap::Mapped {
+            chunk_bytes: self.chunk_bytes,
+            chunks: self.chunks,
+            free_chunks_found: self.free_runs.iter().try_fold(0u64, |a, r| a.checked_add(r.1)).unwrap_or(u64::MAX),
+            runs: self.free_runs.clone(),
+            runs_sha256: self.runs_sha256.clone(),
+            taken_at_attempt: 0,
+            read_ms: 0,
+            sealed_at_unix: None,
+        }
+        .validate(raw_size_bytes, chunk_sectors)
+        .map_err(|e| format!("sealed {e}"))
+    }
 }
 
 /// The baseline's free space as the armed top device maps it. The baseline
@@ -142,6 +190,10 @@ pub enum FreeMap {
         taken_at_attempt: u32,
         /// How long reading the bitmaps took at the last arm.
         read_ms: u64,
+        /// Set when the map is the one sealed at a clean shutdown (read
+        /// through the crypt layer, ext4map::seal): when it was sealed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sealed_at_unix: Option<u64>,
     },
     /// Every chunk is protected (the option is off, the filesystem could
     /// not be proven clean, the map changed, ...): why.
@@ -172,7 +224,14 @@ impl FreeMap {
     /// What status shows of it.
     pub fn report(&self) -> FreeMapReport {
         match self {
-            FreeMap::Mapped { chunks, free_chunks_found, runs, taken_at_attempt, read_ms, .. } => {
+            FreeMap::Mapped { chunks, free_chunks_found, runs, taken_at_attempt, read_ms, sealed_at_unix, .. } => {
+                let source = match sealed_at_unix {
+                    Some(at) => format!(
+                        "read through the crypt layer at the clean shutdown before the first attempt \
+                         (sealed at unix time {at}), its seal checked on the raw partition at attempt {taken_at_attempt}"
+                    ),
+                    None => format!("taken from the ext4 block bitmaps at attempt {taken_at_attempt}"),
+                };
                 let left = free_chunks_found - self.linear_chunks().min(*free_chunks_found);
                 FreeMapReport {
                     mapped: true,
@@ -180,7 +239,7 @@ impl FreeMap {
                     linear_chunks: self.linear_chunks(),
                     segments: u32::try_from(runs.len()).unwrap_or(u32::MAX),
                     detail: format!(
-                        "taken from the ext4 block bitmaps at attempt {taken_at_attempt} (read in {read_ms} ms){}",
+                        "{source} (read in {read_ms} ms){}",
                         if left > 0 {
                             format!("; {left} free chunks in small runs stay protected")
                         } else {
@@ -376,6 +435,9 @@ impl State {
             }
             if let Some(map) = &p.free_map {
                 map.validate(p.raw_size_bytes, p.chunk_sectors).map_err(|e| format!("{}: {e}", p.name))?;
+            }
+            if let Some(seal) = &p.free_map_seal {
+                seal.validate(p.raw_size_bytes, p.chunk_sectors).map_err(|e| format!("{}: {e}", p.name))?;
             }
         }
         Ok(())

@@ -37,6 +37,7 @@ pub fn snapshot_part(raw_device: &str, raw_size: u64, files: Vec<CowFile>) -> Pa
         chunk_sectors: 8,
         cow_sha256: extents_hash(&files),
         free_map: None,
+        free_map_seal: None,
         cow_files: files,
     }
 }

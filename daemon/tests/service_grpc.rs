@@ -304,6 +304,9 @@ async fn a_panicking_core_call_answers_internal() {
         fn reset_checkpoint(&self) -> rewind_daemon::error::Result<()> {
             self.0.reset_checkpoint()
         }
+        fn seal_free_map(&self) -> rewind_daemon::error::Result<Vec<rewind_daemon::types::SealOutcome>> {
+            self.0.seal_free_map()
+        }
         fn evidence(&self) -> rewind_daemon::error::Result<Vec<rewind_daemon::types::AttemptEvidence>> {
             self.0.evidence()
         }

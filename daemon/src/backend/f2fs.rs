@@ -586,6 +586,7 @@ impl Backend for F2fsBackend {
             chunk_sectors: cow.chunk_sectors,
             cow_sha256: extents_hash(&[]),
             free_map: None,
+            free_map_seal: None,
             cow_files: Vec::new(),
         })
     }

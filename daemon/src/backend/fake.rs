@@ -24,6 +24,8 @@ pub struct FakeBackend {
     /// What `free_written_bytes` answers, and how often it was asked
     /// (shared, so a test sees it after the engine took the backend).
     pub free_written: Arc<Mutex<FreeWrittenProbe>>,
+    /// What `seal_free_map` returns (None: the default refusal).
+    pub seal: Option<crate::state::FreeMapSeal>,
 }
 
 #[derive(Debug)]
@@ -57,6 +59,9 @@ impl FakeBackend {
 }
 
 impl Backend for FakeBackend {
+    fn seal_free_map(&self, part: &PartitionState) -> std::result::Result<crate::state::FreeMapSeal, String> {
+        self.seal.clone().ok_or_else(|| format!("{}: no crypt layer in the fake", part.name))
+    }
     /// The snapshot backend's rules: the life cycle under test is block
     /// mode's.
     fn traits(&self, _name: &str) -> Traits {

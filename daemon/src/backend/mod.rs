@@ -126,6 +126,14 @@ pub trait Backend: Send {
     fn arm(&mut self, part: &PartitionState, attempt: u32) -> Result<Option<FreeMap>>;
     /// Running system: drop the snapshot live, keeping every write.
     fn commit_live(&mut self, part: &PartitionState) -> Result<()>;
+    /// Clean shutdown before the first attempt, the partition unmounted:
+    /// the baseline's free map read through the crypt layer on the top
+    /// device and sealed with raw ciphertext fingerprints
+    /// (`ext4map::seal`), for the arms that cannot read the bitmaps. Err:
+    /// why not (nothing is recorded then).
+    fn seal_free_map(&self, part: &PartitionState) -> std::result::Result<crate::state::FreeMapSeal, String> {
+        Err(format!("{}: this backend maps no free space", part.name))
+    }
     /// Whether the stack of an armed attempt is live in this boot.
     fn is_armed(&self, part: &PartitionState) -> Result<bool>;
     /// Usage of the live snapshot (or f2fs's unusable space), if one is

@@ -91,6 +91,9 @@ impl Backend for Routed {
     fn commit_live(&mut self, part: &PartitionState) -> Result<()> {
         self.by_kind_mut(part.backend)?.commit_live(part)
     }
+    fn seal_free_map(&self, part: &PartitionState) -> std::result::Result<crate::state::FreeMapSeal, String> {
+        self.by_kind(part.backend).map_err(|e| crate::types::error_chain(&e))?.seal_free_map(part)
+    }
     fn is_armed(&self, part: &PartitionState) -> Result<bool> {
         self.by_kind(part.backend)?.is_armed(part)
     }

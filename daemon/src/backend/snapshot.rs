@@ -65,7 +65,7 @@ use crate::dm::{DmControl, SnapshotStatus, Table, Target};
 use crate::error::{Error, Result};
 use crate::ext4map::{self, InodeMap};
 use crate::fstab::CheckpointedPartition;
-use crate::state::{extents_hash, runs_hash, FreeMap, PartitionState};
+use crate::state::{extents_hash, runs_hash, FreeMap, FreeMapSeal, PartitionState};
 use crate::sys;
 use crate::sys::blockdev::ReadAt;
 use crate::sys::blockdev::{self, BlockInfo};
@@ -104,6 +104,11 @@ pub trait StackIo: Send {
     fn ext4_map(&self, fs_dev: Device, path: &Path, size: u64) -> Result<InodeMap>;
     /// The raw device, for reads below every page cache (O_DIRECT).
     fn open_raw(&self, raw: &str) -> Result<Box<dyn ReadAt>>;
+    /// The devices stacked directly on `dev` (sysfs holders).
+    fn holders(&self, dev: Device) -> Result<Vec<Device>>;
+    /// Any block device by number, read-only, O_DIRECT (a crypt layer's
+    /// plaintext, for the sealed free map).
+    fn open_dev(&self, dev: Device) -> Result<Box<dyn ReadAt>>;
 }
 
 /// The real system.
@@ -232,6 +237,23 @@ impl StackIo for SysIo {
     }
     fn open_raw(&self, raw: &str) -> Result<Box<dyn ReadAt>> {
         Ok(Box::new(blockdev::DirectDev::open(Path::new(raw))?))
+    }
+    fn holders(&self, dev: Device) -> Result<Vec<Device>> {
+        Ok(blockdev::holders(Path::new(SYSFS), dev)?)
+    }
+    fn open_dev(&self, dev: Device) -> Result<Box<dyn ReadAt>> {
+        let info = blockdev::block_info(Path::new(SYSFS), dev)?;
+        let name = format!("seal-{}-{}", dev.major, dev.minor);
+        let (node, made) = match blockdev::existing_node(Path::new("/dev"), &info.kname, dev) {
+            Some(p) => (p, false),
+            None => (self.node(&name, dev)?, true),
+        };
+        // The open descriptor keeps the device; a node made for it goes.
+        let opened = blockdev::DirectDev::open(&node);
+        if made {
+            self.remove_node(&name);
+        }
+        Ok(Box::new(opened?))
     }
 }
 
@@ -385,13 +407,8 @@ impl SnapshotBackend {
         }
         let chunk_sectors = u64::from(part.chunk_sectors);
         let started = std::time::Instant::now();
-        let map = self
-            .io
-            .open_raw(&part.raw_device)
-            .map_err(|e| error_chain(&e))
-            .and_then(|r| ext4map::free::take(&*r, size, chunk_sectors * 512).map_err(|e| error_chain(&e)));
-        let map = match map {
-            Ok(map) => map,
+        let (map, sealed_at_unix) = match self.read_free_map(part, size, chunk_sectors * 512) {
+            Ok(found) => found,
             Err(why) => return not_used(why),
         };
         let read_ms = started.elapsed().as_millis() as u64;
@@ -430,8 +447,58 @@ impl SnapshotBackend {
             runs_sha256,
             taken_at_attempt,
             read_ms,
+            sealed_at_unix,
         };
         (t.table, record)
+    }
+
+    /// The baseline's free map: from its block bitmaps on the raw
+    /// partition, or, when those cannot be read there (ciphertext, under
+    /// metadata encryption), from the map sealed at the clean shutdown
+    /// before the first attempt, if every fingerprinted byte of the raw
+    /// partition is still what it was then (`Some(when it was sealed)`).
+    /// Equal ciphertext at the same sectors is equal plaintext, and the map
+    /// is a function of those bytes alone (ext4map::seal); anything else
+    /// is an error saying why, and every chunk stays protected.
+    fn read_free_map(
+        &self,
+        part: &PartitionState,
+        size: u64,
+        chunk_bytes: u64,
+    ) -> std::result::Result<(ext4map::free::FreeMap, Option<u64>), String> {
+        let raw = self.io.open_raw(&part.raw_device).map_err(|e| error_chain(&e))?;
+        let why = match ext4map::free::take(&*raw, size, chunk_bytes) {
+            Ok(map) => return Ok((map, None)),
+            Err(e) => error_chain(&e),
+        };
+        let Some(seal) = &part.free_map_seal else {
+            return Err(match ext4map::read_super(&*raw) {
+                Err(ext4map::MapError::Magic(_)) => format!(
+                    "{why}; no map was sealed at a clean shutdown (under metadata encryption the raw partition is \
+                     ciphertext: `rewindctl seal-free-map` after /data is unmounted takes the map through the crypt layer)"
+                ),
+                _ => why,
+            });
+        };
+        if seal.chunk_bytes != chunk_bytes || seal.chunks != size.div_ceil(chunk_bytes) {
+            return Err(format!(
+                "{why}; the sealed map is in {} chunks of {} bytes, the device has {} of {chunk_bytes}",
+                seal.chunks,
+                seal.chunk_bytes,
+                size.div_ceil(chunk_bytes)
+            ));
+        }
+        match ext4map::seal::broken(&*raw, &seal.regions) {
+            Ok(None) => Ok((
+                ext4map::free::FreeMap { chunk_bytes, chunks: seal.chunks, free_runs: seal.free_runs.clone() },
+                Some(seal.sealed_at_unix),
+            )),
+            Ok(Some(change)) => Err(format!(
+                "the raw partition is not readable ext4 ({why}), and the map sealed at shutdown no longer holds: \
+                 {change} since the seal (the filesystem was mounted or changed after it)"
+            )),
+            Err(e) => Err(format!("{why}; the sealed map could not be checked: {e}")),
+        }
     }
 
     /// Loads the merge: checks the store and swaps the top device to
@@ -630,6 +697,79 @@ impl SnapshotBackend {
         Ok(())
     }
 
+    /// The metadata-encryption layer stacked on the top device, if one is:
+    /// (its dm name, its device), checked as for a mount
+    /// ([`blockdev::check_crypt_layer`]: one line, the whole top device,
+    /// offset 0), so that its sector S is the raw partition's sector S.
+    fn crypt_holder(&self, top: &str, top_dev: Device, size: u64) -> std::result::Result<(String, Device), String> {
+        let top_info = self.io.block_info(top_dev).map_err(|e| format!("sysfs of {top}: {}", error_chain(&e)))?;
+        let holders = self.io.holders(top_dev).map_err(|e| format!("holders of {top}: {}", error_chain(&e)))?;
+        let mut refused = Vec::new();
+        for dev in holders {
+            let info = self.io.block_info(dev).map_err(|e| format!("sysfs of {dev}: {}", error_chain(&e)))?;
+            let Some(name) = info.dm_name.clone() else {
+                refused.push(format!("{} is not a device-mapper device", info.kname));
+                continue;
+            };
+            let lines = self.dm.raw_table(&name).map_err(|e| format!("table of {name}: {e}"))?;
+            match blockdev::check_crypt_layer(top_dev, &top_info.kname, size, &info, &lines) {
+                Ok(_) => return Ok((name, dev)),
+                Err(why) => refused.push(why),
+            }
+        }
+        Err(if refused.is_empty() {
+            format!("no crypt layer sits on {top}: the raw partition is plain ext4, read at arm time, nothing to seal")
+        } else {
+            format!("nothing on {top} is a crypt layer mapping it 1:1 ({})", refused.join("; "))
+        })
+    }
+
+    /// The sealed free map of `part` (Backend::seal_free_map).
+    fn seal_inner(&self, part: &PartitionState) -> std::result::Result<FreeMapSeal, String> {
+        if !self.free_map {
+            return Err("cow.free_map is off in the configuration".into());
+        }
+        if part.fs_type != "ext4" {
+            return Err(format!("the baseline is {}, and only ext4's bitmaps are read", part.fs_type));
+        }
+        let top = self.top(&part.name);
+        let top_dev =
+            self.dm.device(&top).map_err(|e| error_chain(&e))?.ok_or_else(|| format!("{top} does not exist"))?;
+        let (_, size) = self.io.raw(&part.raw_device).map_err(|e| error_chain(&e))?;
+        let (name, crypt) = self.crypt_holder(&top, top_dev, size)?;
+        if self.io.mounted_device(&part.mount_point) == Some(crypt) {
+            return Err(format!(
+                "{} is still mounted from {name}: the map is sealed once it is unmounted (its bitmaps are final only then)",
+                part.mount_point
+            ));
+        }
+        let started = std::time::Instant::now();
+        let plain = self.io.open_dev(crypt).map_err(|e| format!("open {name}: {}", error_chain(&e)))?;
+        let raw = self.io.open_raw(&part.raw_device).map_err(|e| error_chain(&e))?;
+        let chunk_bytes = u64::from(part.chunk_sectors) * 512;
+        let sealed = ext4map::seal::seal(&*plain, &*raw, size, chunk_bytes)
+            .map_err(|e| format!("through {name}: {}", error_chain(&e)))?;
+        let sealed_at_unix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        tracing::info!(
+            partition = %part.name,
+            "free map sealed through {name}: {} of {} chunks free in {} runs, {} regions fingerprinted",
+            sealed.map.free_chunks(),
+            sealed.map.chunks,
+            sealed.map.free_runs.len(),
+            sealed.regions.len()
+        );
+        Ok(FreeMapSeal {
+            chunk_bytes,
+            chunks: sealed.map.chunks,
+            runs_sha256: runs_hash(&sealed.map.free_runs),
+            free_runs: sealed.map.free_runs,
+            regions: sealed.regions,
+            sealed_at_unix,
+            read_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
     fn verify_inner(&self, part: &PartitionState, raw: Device, size: u64, dir: &Path) -> Result<()> {
         let name = self.verify_name(&part.name);
         let table = Self::linear_table(raw, size)?;
@@ -750,6 +890,7 @@ pub fn create_cow_files(part: &CheckpointedPartition, cow: &CowConfig, raw_size:
         chunk_sectors: cow.chunk_sectors,
         cow_sha256: extents_hash(&files),
         free_map: None,
+        free_map_seal: None,
         cow_files: files,
     };
     let checked = (|| -> Result<()> {
@@ -960,6 +1101,10 @@ impl Backend for SnapshotBackend {
         stats::written_sectors(&*self.dm, &self.top(&part.name), &ranges)
             .map(|s| s.saturating_mul(512))
             .map_err(|e| error_chain(&e))
+    }
+
+    fn seal_free_map(&self, part: &PartitionState) -> std::result::Result<FreeMapSeal, String> {
+        self.seal_inner(part)
     }
 
     fn is_armed(&self, part: &PartitionState) -> Result<bool> {

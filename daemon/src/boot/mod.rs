@@ -32,6 +32,7 @@ mod keep;
 mod prepare;
 mod renew;
 mod reset;
+mod seal;
 pub mod space;
 mod start;
 
@@ -44,6 +45,7 @@ pub use ctx::Ctx;
 pub use prepare::prepare;
 pub use renew::renew;
 pub use reset::reset;
+pub use seal::seal_free_map;
 pub use start::start;
 
 #[cfg(test)]

@@ -546,3 +546,44 @@ fn a_commit_call_past_the_limit_is_counted_and_keeps_the_intent() {
     let r = commit::failure_report(&st, 3).expect("reported");
     assert_eq!((r.failures, r.retried_at_boot), (4, false));
 }
+
+fn a_seal() -> crate::state::FreeMapSeal {
+    let free_runs = vec![(100u64, 50u64)];
+    crate::state::FreeMapSeal {
+        chunk_bytes: 4096,
+        chunks: (1u64 << 30) / 4096,
+        runs_sha256: crate::state::runs_hash(&free_runs),
+        free_runs,
+        regions: vec![crate::ext4map::Region { offset: 1024, len: 1024, sha256: "00".repeat(32) }],
+        sealed_at_unix: 1,
+        read_ms: 2,
+    }
+}
+
+#[test]
+fn the_free_map_is_sealed_only_before_the_first_attempt_and_a_failed_seal_records_nothing() {
+    let mut d = Device::new(3);
+    // Armed (started, no attempt yet): a backend that cannot seal says why
+    // and nothing is written.
+    let mut b = FakeBackend::default();
+    let before = d.load();
+    let (r, st) = d.run(&mut b, seal_free_map);
+    let out = r.expect("seal");
+    assert_eq!(out.len(), 1);
+    assert!(!out[0].sealed && out[0].detail.contains("no crypt layer"), "{out:?}");
+    assert_eq!(st.seq, before.seq, "nothing sealed, nothing saved");
+    // One that can: recorded, and the record (validated on load) keeps it.
+    let mut b = FakeBackend { seal: Some(a_seal()), ..FakeBackend::default() };
+    let (r, st) = d.run(&mut b, seal_free_map);
+    assert!(r.expect("seal")[0].sealed);
+    assert_eq!(st.partitions[0].free_map_seal, Some(a_seal()));
+    // After the first attempt is armed the disk is the attempt's: refused,
+    // the recorded seal kept.
+    let (r, _, _) = d.boot(None);
+    assert_eq!(r.expect("prepare").phase, Phase::Checkpointing);
+    let mut b =
+        FakeBackend { seal: Some(crate::state::FreeMapSeal { sealed_at_unix: 9, ..a_seal() }), ..Default::default() };
+    let (r, st) = d.run(&mut b, seal_free_map);
+    assert_eq!(r.expect_err("phase").kind(), ErrorKind::WrongPhase);
+    assert_eq!(st.partitions[0].free_map_seal, Some(a_seal()));
+}

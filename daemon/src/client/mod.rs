@@ -60,6 +60,7 @@ Examples:
   rewindctl status --json
   rewindctl --timeout 10 status   # give up after 10 s (default 120) if rewindd does not answer
   rewindctl watch --until-phase idle
+  umount /data && rewindctl seal-free-map   # shutdown before attempt 1, metadata encryption
   rewindctl --tcp 127.0.0.1:50051 history
   rewindctl evidence 2 --extract /data/local/tmp/attempt-2
   rewindctl checkpoint startCheckpoint -1      # vdc's commands, vdc's exit codes
@@ -145,6 +146,10 @@ pub enum Command {
     },
     /// The boot-time step (init, before /data is mounted); prints merge progress.
     PrepareUserdata,
+    /// At the clean shutdown before the first attempt, once /data is
+    /// unmounted (metadata encryption): read the baseline's free map
+    /// through the crypt layer and seal it, so the arms can use it.
+    SealFreeMap,
     /// Show the checkpoint state.
     Status {
         #[arg(long)]
@@ -524,6 +529,18 @@ async fn execute(target: &Target, dial: Dial, command: Command) -> Result<i32, C
             );
             if let Some(status) = resp.status {
                 println!("{}", status_summary(&status));
+            }
+            Ok(exit::OK)
+        }
+        Command::SealFreeMap => {
+            let r = client
+                .seal_free_map(pb::SealFreeMapRequest {})
+                .await
+                .map_err(|s| ClientError::rpc("SealFreeMap", s))?
+                .into_inner();
+            for p in r.partitions {
+                let word = if p.sealed { "free map sealed" } else { "free map not sealed" };
+                println!("{}: {word}: {}", p.name, p.detail);
             }
             Ok(exit::OK)
         }

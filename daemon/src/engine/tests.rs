@@ -183,6 +183,7 @@ fn status_reports_bytes_written_into_free_space_only_while_this_boots_attempt_is
         runs,
         taken_at_attempt: 1,
         read_ms: 1,
+        sealed_at_unix: None,
     };
     let probe = Arc::new(Mutex::new(FreeWrittenProbe::default()));
     let open = |boot: &str| {

@@ -212,7 +212,8 @@ impl Geometry {
 pub fn allocation_ranges(src: &dyn ReadAt, device_bytes: u64) -> Result<Vec<(u64, u64)>, FreeMapError> {
     let Geometry { sb, groups, .. } = Geometry::read(src, device_bytes)?;
     let gdt_blocks = (groups * sb.desc_size).div_ceil(sb.block_size);
-    let mut ranges = vec![(SUPER_OFFSET, 1024), ((sb.first_data_block + 1) * sb.block_size, gdt_blocks * sb.block_size)];
+    let mut ranges =
+        vec![(SUPER_OFFSET, 1024), ((sb.first_data_block + 1) * sb.block_size, gdt_blocks * sb.block_size)];
     for (g, desc) in read_descs(src, &sb, groups)?.iter().enumerate() {
         if desc.flags & BG_BLOCK_UNINIT != 0 {
             continue;

@@ -23,7 +23,7 @@
 //! then armed protecting every chunk, never the other way round.
 
 use super::free::{self, FreeMap, FreeMapError};
-use super::{first_change, fingerprint, le32, map_inode, read, read_super, MapError, Region, SUPER_OFFSET};
+use super::{fingerprint, first_change, le32, map_inode, read, read_super, MapError, Region, SUPER_OFFSET};
 use crate::sys::blockdev::ReadAt;
 
 /// Fingerprinted pieces are at most this long, so a journal is hashed (and
@@ -137,4 +137,4 @@ fn journal_ranges(plain: &dyn ReadAt) -> Result<Vec<(u64, u64)>, SealError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

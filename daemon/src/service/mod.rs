@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::engine::{Engine, Notice};
 use crate::error::{Error, Result};
 use crate::types::ErrorKind;
-use crate::types::{AttemptEvidence, Budget, Event, PrepareOutcome, Progress, StatusReport, Supports};
+use crate::types::{AttemptEvidence, Budget, Event, PrepareOutcome, Progress, SealOutcome, StatusReport, Supports};
 use deadline::WatchPoint;
 use mapping::{status_for, to_status};
 
@@ -58,6 +58,7 @@ pub trait CheckpointCore: Send + Sync + 'static {
     fn prepare_checkpoint(&self) -> Result<()>;
     fn restore_checkpoint(&self, device: &str, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome>;
     fn reset_checkpoint(&self) -> Result<()>;
+    fn seal_free_map(&self) -> Result<Vec<SealOutcome>>;
     fn supports(&self) -> Supports;
     fn status(&self) -> StatusReport;
     /// A WatchStatus tick's status: may reuse a recent reading of costly
@@ -108,6 +109,9 @@ impl CheckpointCore for Engine {
     }
     fn reset_checkpoint(&self) -> Result<()> {
         Engine::reset_checkpoint(self)
+    }
+    fn seal_free_map(&self) -> Result<Vec<SealOutcome>> {
+        Engine::seal_free_map(self)
     }
     fn evidence(&self) -> Result<Vec<AttemptEvidence>> {
         Engine::evidence(self, false)
@@ -514,6 +518,22 @@ impl Checkpoint for CheckpointService {
             .await?
             .map_err(|e| to_status(RPC, &e))?;
         Ok(Response::new(mapping::status_to_pb(&report)))
+    }
+
+    async fn seal_free_map(&self, request: Request<pb::SealFreeMapRequest>) -> RpcResult<pb::SealFreeMapResponse> {
+        const RPC: &str = "SealFreeMap";
+        // Reads the allocation records and the journal twice: seconds.
+        let _watch = WatchPoint::new(RPC, deadline::START);
+        let caller = Caller::of(&request);
+        self.authorize(RPC, &caller)?;
+        tracing::info!("{RPC}: {caller}");
+        let outcomes = self.blocking(RPC, |core| core.seal_free_map()).await?.map_err(|e| to_status(RPC, &e))?;
+        Ok(Response::new(pb::SealFreeMapResponse {
+            partitions: outcomes
+                .into_iter()
+                .map(|o| pb::SealedPartition { name: o.partition, sealed: o.sealed, detail: o.detail })
+                .collect(),
+        }))
     }
 
     async fn get_evidence(&self, request: Request<pb::GetEvidenceRequest>) -> RpcResult<pb::AttemptEvidence> {

@@ -69,6 +69,29 @@ pub fn block_info(sysfs: &Path, dev: Device) -> Result<BlockInfo, SysError> {
 
 /// An existing node for `dev` named `kname`: `/dev/block/<kname>`
 /// (Android's ueventd) or `/dev/<kname>` (devtmpfs), if it is that device.
+/// The devices stacked directly on `dev` (`<sysfs>/dev/block/M:m/holders/`,
+/// each holder's `dev`): where a crypt layer over rewind's top device is
+/// found without being told its name.
+pub fn holders(sysfs: &Path, dev: Device) -> Result<Vec<Device>, SysError> {
+    let dir = sysfs.join("dev/block").join(format!("{}:{}", dev.major, dev.minor)).join("holders");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io("list", &dir)(e)),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.map_err(io("list", &dir))?;
+        let kname = e.file_name().to_string_lossy().into_owned();
+        let dev_path = sysfs.join("class/block").join(&kname).join("dev");
+        let text = std::fs::read_to_string(&dev_path).map_err(io("read", &dev_path))?;
+        let d = text.trim().parse::<Device>().map_err(|_| invalid("parse", &dev_path, format!("{:?}", text.trim())))?;
+        out.push(d);
+    }
+    out.sort_by_key(|d| (d.major, d.minor));
+    Ok(out)
+}
+
 pub fn existing_node(dev_root: &Path, kname: &str, dev: Device) -> Option<PathBuf> {
     let want = libc::makedev(dev.major, dev.minor);
     [dev_root.join("block").join(kname), dev_root.join(kname)]

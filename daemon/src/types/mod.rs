@@ -22,4 +22,4 @@ pub use event::{Event, EventKind};
 pub use evidence::{AttemptEvidence, EvidenceFile};
 pub use phase::{BackendKind, Phase};
 pub use progress::{PrepareOutcome, Progress, Supports};
-pub use report::{CommitFailureReport, FreeMapReport, PartitionReport, StatusReport};
+pub use report::{CommitFailureReport, FreeMapReport, PartitionReport, SealOutcome, StatusReport};

@@ -90,3 +90,13 @@ pub struct FreeMapReport {
     /// the map (the counters could not be set up or read).
     pub free_written_unknown: Option<String>,
 }
+
+/// What SealFreeMap did for one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SealOutcome {
+    pub partition: String,
+    /// A seal is recorded (the arm of the next attempt checks it).
+    pub sealed: bool,
+    /// What was sealed, or why nothing was.
+    pub detail: String,
+}

@@ -301,6 +301,18 @@ impl CheckpointCore for FakeCore {
         }
         Ok(())
     }
+    fn seal_free_map(&self) -> Result<Vec<rewind_daemon::types::SealOutcome>> {
+        let mut s = self.state.lock().unwrap();
+        Self::take_failure(&mut s)?;
+        if s.phase != Phase::Armed {
+            return Err(Error::WrongPhase { phase: s.phase.as_str().into(), what: "seal the free map".into() });
+        }
+        Ok(vec![rewind_daemon::types::SealOutcome {
+            partition: "userdata".into(),
+            sealed: false,
+            detail: "no crypt layer sits on rewind-userdata".into(),
+        }])
+    }
     fn evidence(&self) -> Result<Vec<AttemptEvidence>> {
         Ok(vec![self.fake_evidence()])
     }

@@ -24,6 +24,10 @@ struct IoLog {
     /// ext4 maps by file path.
     maps: Vec<(String, InodeMap)>,
     infos: Vec<(Device, BlockInfo)>,
+    /// Devices stacked on each device (sysfs holders).
+    holders: Vec<(Device, Device)>,
+    /// What a crypt layer's plaintext reads as (`open_dev`).
+    plain_bytes: Vec<u8>,
 }
 
 /// The fake raw device's bytes.
@@ -96,6 +100,15 @@ impl StackIo for FakeIo {
         let mut l = self.0.lock().unwrap_or_else(|p| p.into_inner());
         l.ops.push(format!("open raw {raw}"));
         Ok(Box::new(MemDev(l.raw_bytes.clone())))
+    }
+    fn holders(&self, dev: Device) -> Result<Vec<Device>> {
+        let l = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(l.holders.iter().filter(|(below, _)| *below == dev).map(|(_, up)| *up).collect())
+    }
+    fn open_dev(&self, dev: Device) -> Result<Box<dyn ReadAt>> {
+        let mut l = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        l.ops.push(format!("open dev {dev}"));
+        Ok(Box::new(MemDev(l.plain_bytes.clone())))
     }
 }
 
@@ -702,6 +715,7 @@ fn a_recorded_free_map_is_validated_when_the_record_loads() {
         runs,
         taken_at_attempt: 1,
         read_ms: 3,
+        sealed_at_unix: None,
     };
     good.validate(RAW_SIZE, 8).expect("good");
     let bad = |f: &dyn Fn(&mut FreeMap)| {
@@ -795,4 +809,85 @@ fn a_dm_stats_failure_never_fails_the_arm_and_reads_as_unknown() {
     assert!(dm.exists("rewind-userdata-snap"), "armed");
     p.free_map = Some(map);
     assert!(b.free_written_bytes(&p).is_err());
+}
+
+/// Metadata encryption: the raw partition is ciphertext, the free map is
+/// sealed through the crypt layer on the top device once /data is
+/// unmounted, and the arms use it while every fingerprinted byte holds.
+#[test]
+fn a_free_map_sealed_through_the_crypt_layer_arms_over_ciphertext_until_its_bytes_change() {
+    use crate::ext4map::tests::{have_tools, mkfs};
+    if !have_tools() {
+        assert!(std::env::var_os("CI").is_none(), "CI: mkfs.ext4 and debugfs are needed");
+        return;
+    }
+    const KEY: &str = "ffeeddccbbaa99887766554433221100";
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).expect("src");
+    std::fs::write(src.join("a"), vec![7u8; 300 << 10]).expect("a");
+    let img = dir.path().join("fs.img");
+    mkfs(&img, &src, &["-b", "4096"], "16M");
+    let plain = std::fs::read(&img).expect("image");
+    let cipher = crate::ext4map::seal::tests::encipher(&plain).0;
+    let (top, upper) = (Device { major: 254, minor: 1 }, Device { major: 254, minor: 9 });
+    let dm = FakeDm::default();
+    let io = FakeIo::default();
+    {
+        let mut l = io.0.lock().expect("io");
+        l.raw_bytes = cipher.clone();
+        l.plain_bytes = plain;
+        l.mounted = Some(upper);
+        l.holders.push((top, upper));
+        l.infos.push((
+            top,
+            BlockInfo {
+                kname: "dm-1".into(),
+                size_bytes: RAW_SIZE,
+                slaves: vec!["vdb".into()],
+                dm_name: Some("rewind-userdata".into()),
+            },
+        ));
+        l.infos.push((
+            upper,
+            BlockInfo {
+                kname: "dm-9".into(),
+                size_bytes: RAW_SIZE,
+                slaves: vec!["dm-1".into()],
+                dm_name: Some("userdata-crypt".into()),
+            },
+        ));
+    }
+    let lines = vec![(0, RAW_SIZE / 512, "crypt".to_string(), format!("aes-xts-plain64 {KEY} 0 254:1 0"))];
+    let mut b = SnapshotBackend::new(&Config::default(), Box::new(CryptDm(dm.clone(), lines)), Box::new(io.clone()));
+    b.ensure_idle(&idle_ref()).expect("idle");
+    let mut p = part();
+    // Not while /data is mounted from the crypt layer.
+    let why = b.seal_free_map(&p).expect_err("mounted");
+    assert!(why.contains("still mounted from userdata-crypt"), "{why}");
+    io.0.lock().expect("io").mounted = None;
+    let seal = b.seal_free_map(&p).expect("sealed");
+    seal.validate(p.raw_size_bytes, p.chunk_sectors).expect("a seal the backend makes validates");
+    assert!(seal.free_runs.iter().map(|r| r.1).sum::<u64>() > 2000, "{:?}", seal.free_runs);
+    // Without the seal the ciphertext gives no map, and the reason says
+    // what would.
+    let FreeMap::NotUsed { reason } = armed_fresh(&mut b, &dm, &p, 1) else { panic!("ciphertext mapped") };
+    assert!(reason.contains("seal-free-map"), "{reason}");
+    // With it: mapped, linear lines over the sealed runs.
+    p.free_map_seal = Some(seal.clone());
+    let map = armed_fresh(&mut b, &dm, &p, 1);
+    let FreeMap::Mapped { sealed_at_unix, ref runs, .. } = map else { panic!("sealed map not used: {map:?}") };
+    assert_eq!(sealed_at_unix, Some(seal.sealed_at_unix));
+    assert!(!runs.is_empty());
+    assert!(dm.active("rewind-userdata").expect("top").lines.len() > 1);
+    assert!(map.report().detail.contains("crypt layer"), "{}", map.report().detail);
+    // Attempt 2 (the rollback restored every fingerprinted byte): the same.
+    p.free_map = Some(map.clone());
+    let FreeMap::Mapped { .. } = armed_fresh(&mut b, &dm, &p, 2) else { panic!("attempt 2 not mapped") };
+    // A fingerprinted byte changed (a bitmap, after a mount): refused.
+    let at = seal.regions[seal.regions.len() / 2].offset as usize;
+    io.0.lock().expect("io").raw_bytes[at] ^= 1;
+    let FreeMap::NotUsed { reason } = armed_fresh(&mut b, &dm, &p, 2) else { panic!("a broken seal was used") };
+    assert!(reason.contains("no longer holds"), "{reason}");
+    assert_eq!(dm.active("rewind-userdata").expect("top").to_string(), "0 2097152 snapshot-origin 8:16\n");
 }

@@ -9,7 +9,7 @@ use super::*;
 use crate::ext4map::tests::{debugfs, have_tools, mkfs};
 
 /// A device in memory.
-struct Mem(Vec<u8>);
+pub(crate) struct Mem(pub(crate) Vec<u8>);
 
 impl ReadAt for Mem {
     fn read_at_exact(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -30,7 +30,7 @@ fn key(sector: u64, word: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn encipher(plain: &[u8]) -> Mem {
+pub(crate) fn encipher(plain: &[u8]) -> Mem {
     let mut out = plain.to_vec();
     for (s, sector) in out.chunks_mut(512).enumerate() {
         for (w, b) in sector.chunks_mut(8).enumerate() {
