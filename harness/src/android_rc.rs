@@ -661,6 +661,10 @@ pub enum Stage {
     LateFs,
     PostFsData,
     BootCompleted,
+    /// `on shutdown`: init runs it when a shutdown or reboot begins, before
+    /// it stops the services that are not `shutdown critical` and unmounts
+    /// the filesystems.
+    Shutdown,
 }
 
 impl Stage {
@@ -671,6 +675,7 @@ impl Stage {
             "post-fs" => Some(Stage::PostFs),
             "late-fs" => Some(Stage::LateFs),
             "post-fs-data" => Some(Stage::PostFsData),
+            "shutdown" => Some(Stage::Shutdown),
             _ => None,
         }
     }

@@ -61,6 +61,7 @@ Examples:
   rewindctl --timeout 10 status   # give up after 10 s (default 120) if rewindd does not answer
   rewindctl watch --until-phase idle
   umount /data && rewindctl seal-free-map   # shutdown before attempt 1, metadata encryption
+  rewindctl seal-free-map --after-unmount 30 # the same, started before init unmounts /data
   rewindctl --tcp 127.0.0.1:50051 history
   rewindctl evidence 2 --extract /data/local/tmp/attempt-2
   rewindctl checkpoint startCheckpoint -1      # vdc's commands, vdc's exit codes
@@ -149,7 +150,17 @@ pub enum Command {
     /// At the clean shutdown before the first attempt, once /data is
     /// unmounted (metadata encryption): read the baseline's free map
     /// through the crypt layer and seal it, so the arms can use it.
-    SealFreeMap,
+    SealFreeMap {
+        /// First wait up to SECS for --mount-point to be unmounted or
+        /// remounted read-only (init's `on shutdown` starts this before it
+        /// unmounts /data); outside the shutdown before the first attempt
+        /// there is then nothing to do, and that is success.
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        after_unmount: Option<u64>,
+        /// The mount point --after-unmount waits for.
+        #[arg(long, default_value = "/data", value_name = "DIR")]
+        mount_point: PathBuf,
+    },
     /// Show the checkpoint state.
     Status {
         #[arg(long)]
@@ -532,12 +543,34 @@ async fn execute(target: &Target, dial: Dial, command: Command) -> Result<i32, C
             }
             Ok(exit::OK)
         }
-        Command::SealFreeMap => {
-            let r = client
-                .seal_free_map(pb::SealFreeMapRequest {})
-                .await
-                .map_err(|s| ClientError::rpc("SealFreeMap", s))?
-                .into_inner();
+        Command::SealFreeMap { after_unmount, mount_point } => {
+            if let Some(secs) = after_unmount {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+                while crate::sys::linux::mounted_writable_from(
+                    &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+                    &mount_point,
+                ) {
+                    if std::time::Instant::now() >= deadline {
+                        eprintln!(
+                            "{} is still mounted read-write after {secs} s: the free map is not sealed",
+                            mount_point.display()
+                        );
+                        return Ok(exit::OTHER);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+            let r = match client.seal_free_map(pb::SealFreeMapRequest {}).await {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    let refusal = Refusal::from_status(&s);
+                    if after_unmount.is_some() && refusal.kind == Some(ErrorKind::WrongPhase) {
+                        println!("nothing to seal: {}", refusal.message);
+                        return Ok(exit::OK);
+                    }
+                    return Err(ClientError::rpc("SealFreeMap", s));
+                }
+            };
             for p in r.partitions {
                 let word = if p.sealed { "free map sealed" } else { "free map not sealed" };
                 println!("{}: {word}: {}", p.name, p.detail);

@@ -328,6 +328,20 @@ pub fn mounted_device_from(mountinfo: &str, mount_point: &Path) -> Option<Device
     found
 }
 
+/// Whether the last mount at `mount_point` in `mountinfo` is writable
+/// (its per-mount options have `rw`); false when nothing is mounted there.
+pub fn mounted_writable_from(mountinfo: &str, mount_point: &Path) -> bool {
+    let Some(want) = mount_point.to_str() else { return false };
+    let mut writable = false;
+    for line in mountinfo.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() > 5 && f[4] == want {
+            writable = f[5].split(',').any(|o| o == "rw");
+        }
+    }
+    writable
+}
+
 /// Runs a command (reboot, commit hook) and reports how it ended.
 pub fn run_command(argv: &[String]) -> Result<(), String> {
     let (prog, args) = argv.split_first().ok_or("empty command")?;

@@ -31,6 +31,8 @@ pub const INIT_SCRIPT: &str = include_str!("init.sh");
 pub const REBOOT_SCRIPT: &str = include_str!("reboot.sh");
 /// A bootctl stand-in: the boot slot's flag on the share.
 pub const BOOTCTL_SCRIPT: &str = include_str!("bootctl.sh");
+/// The clean shutdown: the .rc's `on shutdown` steps, then the unmounts.
+pub const SHUTDOWN_SCRIPT: &str = include_str!("shutdown.sh");
 /// Share paths the two scripts use (under the share's `boot/`).
 pub const SHARE_REBOOT_REASON: &str = "boot/reboot-reason";
 pub const SHARE_SLOT_MARKED: &str = "boot/slot-marked";
@@ -296,6 +298,7 @@ impl QemuGuest {
         overlay.file_bytes("init", INIT_SCRIPT, 0o755).map_err(ov)?;
         overlay.file_bytes("usr/bin/rewind-guest-reboot", REBOOT_SCRIPT, 0o755).map_err(ov)?;
         overlay.file_bytes("usr/bin/bootctl", BOOTCTL_SCRIPT, 0o755).map_err(ov)?;
+        overlay.file_bytes("usr/bin/rewind-guest-shutdown", SHUTDOWN_SCRIPT, 0o755).map_err(ov)?;
         overlay.file_bytes("etc/rewind/rewindd.toml", rewindd_toml(), 0o644).map_err(ov)?;
         // Where android/rewindd.rc's service line points rewindd.
         overlay.file_bytes("system/etc/rewindd.toml", rewindd_toml(), 0o644).map_err(ov)?;
@@ -782,11 +785,9 @@ impl Target for QemuGuest {
     }
 
     fn shutdown(&mut self) -> Result<BootRecord, TargetError> {
-        // The metadata-encryption layer goes before power-off, as vold's does.
-        self.exec_detached(&format!(
-            "sync; umount /data 2>/dev/null; dmsetup remove {CRYPT_DEVICE} 2>/dev/null; \
-             umount /metadata 2>/dev/null; sync; poweroff -f"
-        ))?;
+        // The .rc's shutdown steps, the unmounts, the metadata-encryption
+        // layer removed before power-off as vold's is (guest/shutdown.sh).
+        self.exec_detached(&format!("rewind-guest-shutdown {CRYPT_DEVICE}"))?;
         self.wait_end(timeouts::SHUTDOWN_TIMEOUT)
     }
 

@@ -41,6 +41,12 @@ pub static ENCRYPTED: &[Scenario] = &[
         needs: Needs { metadata_encryption: true, ..Needs::DAEMON },
         run: metadata_encryption_commit,
     },
+    Scenario {
+        name: "metadata-encryption-free-map",
+        summary: "dm-crypt on rewind-userdata: the clean shutdown after start seals the free map read through the crypt layer; the attempt is armed over it from ciphertext (a 32 MiB new file adds < 1 % to the COW store) and rolls back exactly; a second checkpoint whose baseline is mounted again after its seal is armed protecting every chunk, says why, copies a new file, and rolls back exactly",
+        needs: Needs { metadata_encryption: true, ..Needs::DAEMON },
+        run: metadata_encryption_free_map,
+    },
 ];
 
 /// Where the guest init links the crypt device (guest/init.sh).
@@ -381,6 +387,117 @@ fn metadata_encryption_commit(cx: &mut Ctx) -> Result<(), ScenarioError> {
         cx.shutdown()?;
     }
     raw_partition_witness(cx, &committed)
+}
+
+const NEW_MIB: u64 = 32;
+
+fn cow_used(st: &serde_json::Value) -> u64 {
+    st["partitions"][0]["cow_used_bytes"].as_u64().unwrap_or(0)
+}
+
+/// What the shutdown after `boot`'s start said of the seal
+/// (guest/shutdown.sh runs the .rc's `on shutdown` step, rewind_seal).
+fn check_sealed_at_shutdown(cx: &mut Ctx, boot: u32) {
+    let log = checks::boot_log(cx, boot, "shutdown-rewind_seal.log");
+    cx.check(
+        &format!("boot {boot}'s clean shutdown sealed the free map through the crypt layer (rewind_seal)"),
+        log.contains("userdata: free map sealed:"),
+        log.trim().to_string(),
+    );
+}
+
+/// The attempt's free map as status shows it.
+fn free_map_status(cx: &mut Ctx) -> Result<(serde_json::Value, u64), ScenarioError> {
+    let st = checks::status(cx)?;
+    Ok((st["partitions"][0]["free_map"].clone(), cow_used(&st)))
+}
+
+/// Writes a new file of `mib` MiB and returns how much the COW store grew.
+fn new_file_cost(cx: &mut Ctx, name: &str, mib: u64) -> Result<u64, ScenarioError> {
+    cx.exec_checked("sync")?;
+    let before = cow_used(&checks::status(cx)?);
+    cx.exec_checked(&format!("dd if=/dev/urandom of=/data/{name} bs=1M count={mib} conv=fsync 2>/dev/null; sync"))?;
+    Ok(cow_used(&checks::status(cx)?).saturating_sub(before))
+}
+
+/// The boot after a one-attempt checkpoint's attempt: rolled back to
+/// `expected`, fsck clean through the crypt layer.
+fn check_rolled_back_to(cx: &mut Ctx, expected: &Manifest, when: &str) -> Result<(), ScenarioError> {
+    let rec = cx.boot_ready(&BootPlan::rewind())?;
+    require_crypt_up(cx, &rec)?;
+    checks::check_merged(cx, &format!("{when}: the next boot merged the attempt away"), &rec, "the rollback merge");
+    checks::check_phase(cx, &format!("{when}: phase is rolled-back"), "rolled-back")?;
+    let now = data_manifest(cx)?;
+    cx.same_manifest(&format!("{when}: userdata (through the crypt layer) is exactly the baseline"), expected, &now);
+    cx.exec_checked("sync; umount /data")?;
+    checks::fsck_clean(cx, CRYPT, &format!("{when}: fsck clean through the crypt layer"))?;
+    cx.shutdown()?;
+    Ok(())
+}
+
+/// The sealed free map under metadata encryption, used and refused.
+fn metadata_encryption_free_map(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    let baseline = encrypted_baseline(cx)?;
+    // Round 1: start; its clean shutdown seals the map; the attempt is
+    // armed over it although the raw partition is ciphertext.
+    let start = encrypted_start(cx, &baseline, 1, "metadata encryption: sealed free map")?;
+    check_sealed_at_shutdown(cx, start);
+    let rec = cx.boot_ready(&BootPlan::rewind())?;
+    require_crypt_up(cx, &rec)?;
+    let (map, _) = free_map_status(cx)?;
+    let detail = map["detail"].as_str().unwrap_or("").to_string();
+    cx.check(
+        "attempt 1: armed over the sealed free map (status: mapped, read through the crypt layer)",
+        map["mapped"] == true && map["linear_chunks"].as_u64().unwrap_or(0) > 0 && detail.contains("crypt layer"),
+        map.to_string(),
+    );
+    let table = cx.exec_checked("dmsetup table rewind-userdata")?;
+    let linear = table.lines().filter(|l| l.contains(" linear ")).count();
+    cx.check(
+        "attempt 1: the armed table has linear lines over free chunks",
+        linear > 0,
+        format!("{linear} linear lines"),
+    );
+    let added = new_file_cost(cx, "new-file.bin", NEW_MIB)?;
+    let written = NEW_MIB << 20;
+    cx.check(
+        &format!("attempt 1: a {NEW_MIB} MiB new file adds less than 1 % of its size to the COW store"),
+        added * 100 < written,
+        format!("{added} bytes for {written} written ({:.2} %)", added as f64 * 100.0 / written as f64),
+    );
+    let changed = data_manifest(cx)?;
+    cx.changed_manifest("attempt 1 changed userdata", &baseline, &changed);
+    cx.shutdown()?;
+    check_rolled_back_to(cx, &baseline, "round 1")?;
+
+    // Round 2: a new checkpoint, sealed at its shutdown; then the old
+    // system mounts /data once more without rewind (a raw boot) and
+    // changes it: the sealed bytes change, so the attempt is armed
+    // protecting every chunk, and says why.
+    let start = encrypted_start(cx, &baseline, 1, "metadata encryption: seal broken")?;
+    check_sealed_at_shutdown(cx, start);
+    let rec = cx.boot_ready(&BootPlan::raw())?;
+    require_crypt_up(cx, &rec)?;
+    cx.exec_checked("echo 'written after the seal' > /data/after-seal.txt; sync")?;
+    let changed_baseline = data_manifest(cx)?;
+    cx.shutdown()?;
+    let rec = cx.boot_ready(&BootPlan::rewind())?;
+    require_crypt_up(cx, &rec)?;
+    let (map, _) = free_map_status(cx)?;
+    let detail = map["detail"].as_str().unwrap_or("").to_string();
+    cx.check(
+        "round 2: the seal no longer holds, every chunk is protected and status says why",
+        map["mapped"] == false && detail.contains("no longer holds"),
+        detail.clone(),
+    );
+    let added = new_file_cost(cx, "copied.bin", 8)?;
+    cx.check(
+        "round 2: an 8 MiB new file is copied in full (no free map)",
+        added >= 8 << 20,
+        format!("COW grew by {added} bytes"),
+    );
+    cx.shutdown()?;
+    check_rolled_back_to(cx, &changed_baseline, "round 2")
 }
 
 #[cfg(test)]
