@@ -821,10 +821,16 @@ mod tests {
     }
 
     #[test]
-    fn rewindd_rc_parses_with_its_three_services() {
+    fn rewindd_rc_parses_with_its_four_services() {
         let rc = rewindd_rc();
         let names: Vec<&str> = rc.services.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["rewindd", "rewind_prepare", "rewind_commit"]);
+        assert_eq!(names, ["rewindd", "rewind_prepare", "rewind_seal", "rewind_commit"]);
+        // The seal runs after init unmounts /data at shutdown: both it and
+        // rewindd must outlive init's stop of the other services.
+        for name in ["rewindd", "rewind_seal"] {
+            let critical = rc.service(name).and_then(|s| s.option("shutdown")).map(|o| o.args.clone());
+            assert_eq!(critical, Some(vec!["shutdown".to_string(), "critical".to_string()]), "{name}");
+        }
         let rewindd = rc.service("rewindd").expect("rewindd service");
         assert_eq!(rewindd.argv, ["/system/bin/rewindd", "--config", "/system/etc/rewindd.toml"]);
         let socket = rewindd.option("socket").expect("socket option");
@@ -863,6 +869,11 @@ mod tests {
                     StepKind::Start,
                     vec!["/system/bin/rewindctl", "--wait", "10", "commit", "--reason", "boot-completed"]
                 ),
+                (
+                    Stage::Shutdown,
+                    StepKind::Start,
+                    vec!["/system/bin/rewindctl", "--wait", "5", "seal-free-map", "--after-unmount", "30"]
+                ),
             ]
         );
         // The commit is conditional on the device not deferring it.
@@ -875,7 +886,8 @@ mod tests {
             [
                 "rewindd --config /system/etc/rewindd.toml",
                 "rewindctl --wait 30 prepare-userdata",
-                "rewindctl --wait 10 commit --reason boot-completed"
+                "rewindctl --wait 10 commit --reason boot-completed",
+                "rewindctl --wait 5 seal-free-map --after-unmount 30"
             ]
         );
     }
