@@ -61,7 +61,7 @@ const RO_COMPAT_KNOWN: u32 = 0x1 // sparse_super
 pub enum FreeMapError {
     #[error("the filesystem was not cleanly unmounted ({0}); the whole device is protected")]
     NotClean(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] MapError),
     #[error("block group {group}: {problem}; the whole device is protected")]
     Group { group: u64, problem: String },
