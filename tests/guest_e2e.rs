@@ -107,3 +107,11 @@ fn guest_last_rollback_merges_in_the_background() {
 fn guest_commit_failures_are_bounded() {
     rewind_e2e::run("commit-failures-bounded");
 }
+
+/// rewindd SIGKILLed inside prepare-userdata (arming, merging) in three
+/// boots: each boot still reaches ready armed, the rollback is exact
+/// (issue 12 item 6c).
+#[test]
+fn guest_rewindd_killed_in_prepare_leaves_the_device_bootable() {
+    rewind_e2e::run("rewindd-killed-in-prepare");
+}

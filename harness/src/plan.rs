@@ -130,6 +130,17 @@ pub enum Failure {
         #[serde(with = "duration_ms")]
         delay: Duration,
     },
+    /// The guest SIGKILLs rewindd `delay` after the stage marker (and,
+    /// when `after_log` is not empty, after rewindd's log shows that text:
+    /// a point inside a call no stage marks), then starts it again as init
+    /// restarts a service that died (rewindd.rc: not oneshot); the boot
+    /// goes on.
+    KillRewindd {
+        at: String,
+        after_log: String,
+        #[serde(with = "duration_ms")]
+        delay: Duration,
+    },
     /// The host kills QEMU `after` this long from QEMU's start.
     HostPowerCutAfter {
         #[serde(with = "duration_ms")]
@@ -162,6 +173,14 @@ impl Failure {
     pub fn power_cut_at_after(stage: &str, delay: Duration) -> Self {
         Failure::HostPowerCut { at: stage.into(), delay }
     }
+    pub fn kill_rewindd_at(stage: &str, delay: Duration) -> Self {
+        Failure::KillRewindd { at: stage.into(), after_log: String::new(), delay }
+    }
+    /// [`Failure::kill_rewindd_at`], counting `delay` from the moment
+    /// rewindd's log shows `text`.
+    pub fn kill_rewindd_after_log(stage: &str, text: &str, delay: Duration) -> Self {
+        Failure::KillRewindd { at: stage.into(), after_log: text.into(), delay }
+    }
 
     /// The stage the failure is tied to, if any.
     pub fn stage(&self) -> Option<&str> {
@@ -170,9 +189,16 @@ impl Failure {
             | Failure::Hang { at }
             | Failure::GuestReset { at }
             | Failure::Poweroff { at }
+            | Failure::KillRewindd { at, .. }
             | Failure::HostPowerCut { at, .. } => Some(at),
             Failure::HostPowerCutAfter { .. } => None,
         }
+    }
+
+    /// Whether the boot ends by it (every failure but a killed rewindd,
+    /// after which the boot goes on to ready).
+    pub fn ends_boot(&self) -> bool {
+        !matches!(self, Failure::KillRewindd { .. })
     }
 
     /// (guest kind word, stage) when the guest injects it itself.
@@ -182,6 +208,7 @@ impl Failure {
             Failure::Hang { at } => Some(("hang", at)),
             Failure::GuestReset { at } => Some(("reset", at)),
             Failure::Poweroff { at } => Some(("poweroff", at)),
+            Failure::KillRewindd { at, .. } => Some(("kill-rewindd", at)),
             Failure::HostPowerCut { .. } | Failure::HostPowerCutAfter { .. } => None,
         }
     }
@@ -197,6 +224,12 @@ impl fmt::Display for Failure {
             Failure::HostPowerCut { at, delay } if delay.is_zero() => write!(f, "power-cut@{at}"),
             Failure::HostPowerCut { at, delay } => write!(f, "power-cut@{at}+{}ms", delay.as_millis()),
             Failure::HostPowerCutAfter { after } => write!(f, "power-cut@+{}ms", after.as_millis()),
+            Failure::KillRewindd { at, after_log, delay } if after_log.is_empty() => {
+                write!(f, "kill-rewindd@{at}+{}ms", delay.as_millis())
+            }
+            Failure::KillRewindd { at, after_log, delay } => {
+                write!(f, "kill-rewindd@{at}+log {after_log:?}+{}ms", delay.as_millis())
+            }
         }
     }
 }
@@ -299,6 +332,10 @@ impl BootPlan {
             vars.push(("REWIND_FAIL_KIND", kind.into()));
             vars.push(("REWIND_FAIL_AT", at.into()));
         }
+        if let Some(Failure::KillRewindd { delay, after_log, .. }) = &self.failure {
+            vars.push(("REWIND_FAIL_DELAY_MS", delay.as_millis().to_string()));
+            vars.push(("REWIND_FAIL_AFTER_LOG", after_log.clone()));
+        }
         if let Some(Failure::HostPowerCut { at, delay }) = &self.failure {
             if delay.is_zero() {
                 vars.push(("REWIND_HOLD_AT", at.clone()));
@@ -351,6 +388,22 @@ mod tests {
         let later = BootPlan::raw().with_failure(Failure::power_cut_at_after(stage::READY, Duration::from_secs(1)));
         assert!(!later.to_env(1, FsType::Ext4, None).contains("REWIND_HOLD_AT"));
         assert!(env.contains("REWIND_WORKLOAD=''\n"));
+    }
+
+    #[test]
+    fn a_rewindd_kill_carries_its_delay() {
+        let f = Failure::kill_rewindd_at(stage::MERGING, Duration::from_millis(400));
+        assert_eq!(f.to_string(), "kill-rewindd@merging+400ms");
+        assert!(!f.ends_boot(), "the boot goes on after the kill");
+        assert!(Failure::panic_at(stage::READY).ends_boot());
+        let env = BootPlan::rewind().with_failure(f).to_env(2, FsType::Ext4, None);
+        assert!(env.contains("REWIND_FAIL_KIND='kill-rewindd'\n"), "{env}");
+        assert!(env.contains("REWIND_FAIL_AT='merging'\n"), "{env}");
+        assert!(env.contains("REWIND_FAIL_DELAY_MS='400'\n"), "{env}");
+        let f = Failure::kill_rewindd_after_log(stage::PREPARE_USERDATA, "PrepareUserdata: uid", Duration::ZERO);
+        assert_eq!(f.to_string(), "kill-rewindd@prepare-userdata+log \"PrepareUserdata: uid\"+0ms");
+        let env = BootPlan::rewind().with_failure(f).to_env(2, FsType::Ext4, None);
+        assert!(env.contains("REWIND_FAIL_AFTER_LOG='PrepareUserdata: uid'\n"), "{env}");
     }
 
     #[test]

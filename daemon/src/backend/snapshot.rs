@@ -625,6 +625,28 @@ impl SnapshotBackend {
         }
     }
 
+    /// Arming found the stack of an arm a killed rewindd left in this boot
+    /// (dm devices outlive the process, never a reboot): the snapshot made,
+    /// the top maybe still suspended, its snapshot-origin table loaded or
+    /// live. The record says no attempt was counted on it, and nothing is
+    /// mounted on /data (prepare-userdata has not returned, so init has not
+    /// mounted it; checked, as a caller could have): nothing was written
+    /// through it. The top goes back to linear, the snapshot is dropped in
+    /// the same suspended window (a top left suspended is resumed by it),
+    /// and the arm starts afresh on a zeroed store. Arming on it instead
+    /// would be refused at every prepare of this boot, and /data would be
+    /// mounted over a stack the record does not know.
+    fn undo_interrupted_arm(&self, part: &PartitionState, raw: Device, size: u64) -> Result<()> {
+        if let Some(m) = self.io.mounted_device(&part.mount_point) {
+            return Err(Error::Unsafe(format!(
+                "{} is mounted (device {m}) over a snapshot stack no attempt was counted on; not re-arming under it",
+                part.mount_point
+            )));
+        }
+        tracing::warn!(partition = %part.name, "an arm interrupted in this boot left its stack; taking it down before arming again");
+        self.swap_top(&part.name, &Self::linear_table(raw, size)?, true)
+    }
+
     /// Swaps the top device's table while it is suspended, removing the
     /// snapshot device in the same window (kernel rule). On failure the
     /// device is resumed with whatever table it had, and the error returned.
@@ -1026,14 +1048,21 @@ impl Backend for SnapshotBackend {
         let (raw, size) = self.raw_checked(part)?;
         let top = self.top(&part.name);
         let snap = self.snap(&part.name);
-        match self.top_kind(&part.name)? {
-            None | Some(LINEAR) => {
+        let kind = self.top_kind(&part.name)?;
+        let leftover_snap = self.dm.device(&snap)?.is_some();
+        match kind {
+            None => {
+                if leftover_snap {
+                    self.dm.remove(&snap)?;
+                    self.io.remove_node(&snap);
+                }
                 self.ensure_top(&part.name, raw, size)?;
             }
+            Some(LINEAR) if !leftover_snap => {
+                self.ensure_top(&part.name, raw, size)?;
+            }
+            Some(LINEAR) | Some(SNAPSHOT_ORIGIN) => self.undo_interrupted_arm(part, raw, size)?,
             Some(other) => return Err(Error::Unsafe(format!("{top} is {other}, not linear; not arming"))),
-        }
-        if self.dm.device(&snap)?.is_some() {
-            return Err(Error::Unsafe(format!("{snap} exists already; not arming")));
         }
         let (cow, cow_node) = self.build_cow(part, raw, size)?;
         // An empty store: dm-snapshot starts a new one when the magic is 0.

@@ -458,6 +458,87 @@ pub async fn connect_waiting(target: &Target, dial: Dial) -> Result<CheckpointCl
     }
 }
 
+/// Calls of PrepareUserdata made at most: the first and the ones after
+/// rewindd died under it.
+const PREPARE_CALLS: u32 = 4;
+
+/// `prepare-userdata`, surviving a rewindd that dies during the call. init
+/// restarts rewindd (rewindd.rc), and PrepareUserdata may be called again
+/// in the same boot (it rolls forward what the dead call left and changes
+/// nothing twice), so a call rewindd did not answer (the stream broke or
+/// ended without the outcome) is made again on a new connection, waiting
+/// up to `--wait` for the restarted daemon. Returning instead would let
+/// init mount /data over whatever the dead call left half done.
+async fn prepare_userdata(
+    target: &Target,
+    dial: Dial,
+    mut client: CheckpointClient<Channel>,
+) -> Result<i32, ClientError> {
+    let mut call = 1;
+    loop {
+        match prepare_userdata_once(&mut client).await {
+            Err(e) if call < PREPARE_CALLS && daemon_went_away(&e) => {
+                call += 1;
+                eprintln!(
+                    "rewindd went away during prepare-userdata ({}); calling again (call {call} of {PREPARE_CALLS})",
+                    printable(&error_text(&e))
+                );
+                client = connect_waiting(target, dial).await?;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Whether an error means rewindd stopped answering (killed, crashed)
+/// rather than answered: transport failures carry no error kind of
+/// rewindd's. A deadline of the caller's own is not retried.
+fn daemon_went_away(e: &ClientError) -> bool {
+    match e {
+        ClientError::StreamEnded { .. } => true,
+        ClientError::Rpc { refusal, .. } => refusal.kind.is_none() && refusal.code != tonic::Code::DeadlineExceeded,
+        _ => false,
+    }
+}
+
+/// An error with its sources, on one line.
+fn error_text(e: &ClientError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+async fn prepare_userdata_once(client: &mut CheckpointClient<Channel>) -> Result<i32, ClientError> {
+    let mut stream = client
+        .prepare_userdata(pb::PrepareUserdataRequest {})
+        .await
+        .map_err(|s| ClientError::rpc("PrepareUserdata", s))?
+        .into_inner();
+    let mut last_line = String::new();
+    loop {
+        match stream.message().await.map_err(|s| ClientError::rpc("PrepareUserdata", s))? {
+            Some(msg) if msg.done => {
+                println!("{}", prepare_outcome_line(&msg));
+                return Ok(exit::OK);
+            }
+            Some(msg) => {
+                // Merges report often; print only what changed.
+                let line = progress_line(&msg);
+                if line != last_line {
+                    println!("{line}");
+                    last_line = line;
+                }
+            }
+            None => return Err(ClientError::StreamEnded { what: "the final message".into() }),
+        }
+    }
+}
+
 async fn execute(target: &Target, dial: Dial, command: Command) -> Result<i32, ClientError> {
     let mut client = connect_waiting(target, dial).await?;
     match command {
@@ -577,31 +658,7 @@ async fn execute(target: &Target, dial: Dial, command: Command) -> Result<i32, C
             }
             Ok(exit::OK)
         }
-        Command::PrepareUserdata => {
-            let mut stream = client
-                .prepare_userdata(pb::PrepareUserdataRequest {})
-                .await
-                .map_err(|s| ClientError::rpc("PrepareUserdata", s))?
-                .into_inner();
-            let mut last_line = String::new();
-            loop {
-                match stream.message().await.map_err(|s| ClientError::rpc("PrepareUserdata", s))? {
-                    Some(msg) if msg.done => {
-                        println!("{}", prepare_outcome_line(&msg));
-                        return Ok(exit::OK);
-                    }
-                    Some(msg) => {
-                        // Merges report often; print only what changed.
-                        let line = progress_line(&msg);
-                        if line != last_line {
-                            println!("{line}");
-                            last_line = line;
-                        }
-                    }
-                    None => return Err(ClientError::StreamEnded { what: "the final message".into() }),
-                }
-            }
-        }
+        Command::PrepareUserdata => prepare_userdata(target, dial, client).await,
         Command::Status { json } => {
             let status = client
                 .get_status(pb::GetStatusRequest {})
@@ -1151,6 +1208,22 @@ mod tests {
     }
 
     use super::*;
+
+    /// prepare-userdata calls again only when rewindd stopped answering
+    /// (the stream broke with no error kind of rewindd's, or ended without
+    /// the outcome), never when rewindd answered or the caller's deadline
+    /// passed.
+    #[test]
+    fn prepare_calls_again_only_when_rewindd_went_away() {
+        let broken = tonic::Status::unknown("h2 protocol error: error reading a body from connection");
+        assert!(daemon_went_away(&ClientError::rpc("PrepareUserdata", broken)));
+        assert!(daemon_went_away(&ClientError::StreamEnded { what: "the final message".into() }));
+        let mut answered = tonic::Status::failed_precondition("not arming");
+        answered.metadata_mut().insert(ERROR_KIND_KEY, tonic::metadata::MetadataValue::from_static("unsafe"));
+        assert!(!daemon_went_away(&ClientError::rpc("PrepareUserdata", answered)));
+        let late = tonic::Status::deadline_exceeded("timeout");
+        assert!(!daemon_went_away(&ClientError::rpc("PrepareUserdata", late)));
+    }
 
     #[test]
     fn cli_parses_the_documented_commands() {

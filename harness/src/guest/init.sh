@@ -39,6 +39,11 @@ fail_point() {
   fi
   [ "${REWIND_FAIL_AT:-}" = "$1" ] || return 0
   marker "INJECT ${REWIND_FAIL_KIND} at $1"
+  if [ "$REWIND_FAIL_KIND" = kill-rewindd ]; then
+    # The boot goes on: the kill runs beside it.
+    kill_rewindd &
+    return 0
+  fi
   case "$REWIND_FAIL_KIND" in
     panic) echo c > /proc/sysrq-trigger ;;
     reset) echo b > /proc/sysrq-trigger ;;
@@ -52,6 +57,40 @@ fail_point() {
   esac
   # Only reached when the injection did not take.
   while :; do sleep 1; done
+}
+
+# SIGKILL rewindd REWIND_FAIL_DELAY_MS after the stage (counted from the
+# moment rewindd's log shows REWIND_FAIL_AFTER_LOG, when set), then start it again
+# the way init restarts a service that died (android/rewindd.rc: rewindd is
+# not oneshot; init waits its 5 s restart period). What happened goes to
+# $LOGS/kill-rewindd.log for the host.
+kill_rewindd() {
+  klog=$LOGS/kill-rewindd.log
+  if [ -n "${REWIND_FAIL_AFTER_LOG:-}" ]; then
+    # A point inside a call: wait (up to 120 s) for rewindd to log it.
+    i=0
+    while ! grep -qF "$REWIND_FAIL_AFTER_LOG" "$LOGS/rewindd.log" 2>/dev/null && [ $i -lt 2400 ]; do
+      usleep 50000; i=$((i + 1))
+    done
+    echo "rewindd logged '$REWIND_FAIL_AFTER_LOG' (waited $((i * 50)) ms)" >> "$klog"
+  fi
+  [ "${REWIND_FAIL_DELAY_MS:-0}" -gt 0 ] && usleep $((REWIND_FAIL_DELAY_MS * 1000))
+  pid=$(pidof rewindd)
+  if [ -z "$pid" ]; then echo "rewindd was not running" >> "$klog"; error "kill-rewindd: rewindd is not running"; return; fi
+  kill -9 $pid
+  # Gone once it is a zombie (init's shell reaps it later) or reaped.
+  i=0
+  while [ $i -lt 100 ]; do
+    st=$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)
+    [ -z "$st" ] || [ "$st" = Z ] && break
+    usleep 20000; i=$((i + 1))
+  done
+  echo "killed rewindd (pid $pid) at uptime $(cut -d" " -f1 /proc/uptime)" >> "$klog"
+  marker "KILLED rewindd (pid $pid)"
+  sleep 5
+  $REWINDD_CMD > "$LOGS/rewindd-restarted.log" 2>&1 < /dev/null &
+  echo "started rewindd again (pid $!)" >> "$klog"
+  marker "RESTARTED rewindd (pid $!)"
 }
 
 KVER=$(uname -r)
@@ -159,7 +198,11 @@ rc_step() {
   esac
   case "$kind" in
     start|exec_background)
-      [ "$svc" = rewindd ] && stage rewindd-starting
+      if [ "$svc" = rewindd ]; then
+        # For a restart after an injected kill (kill_rewindd).
+        REWINDD_CMD="$*"
+        stage rewindd-starting
+      fi
       "$@" > "$LOGS/$log.log" 2>&1 < /dev/null &
       pid=$!
       if [ "$svc" = rewindd ]; then

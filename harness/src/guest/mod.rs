@@ -699,8 +699,9 @@ impl Target for QemuGuest {
             sampler: (self.cfg.sample_status && plan.mode == Mode::Rewind)
                 .then(|| crate::sampler::Sampler::start(format!("http://127.0.0.1:{port}"), started)),
         });
-        // With a failure planned, the boot is expected to end; else to be ready.
-        let expect_end = plan.failure.is_some();
+        // With a failure planned, the boot is expected to end (a killed
+        // rewindd aside: the boot goes on); else to be ready.
+        let expect_end = plan.failure.as_ref().is_some_and(Failure::ends_boot);
         let timeout = if expect_end { timeouts::BOOT_END_TIMEOUT } else { timeouts::BOOT_TIMEOUT };
         let deadline = Instant::now() + timeout;
         loop {

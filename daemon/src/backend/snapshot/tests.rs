@@ -19,6 +19,8 @@ struct IoLog {
     ops: Vec<String>,
     /// Where /data is mounted from (default 254:1, the first fake device).
     mounted: Option<Device>,
+    /// Nothing is mounted on /data (early boot, before mount_all).
+    unmounted: bool,
     /// The raw device's first bytes (reads past them fail).
     raw_bytes: Vec<u8>,
     /// ext4 maps by file path.
@@ -77,7 +79,11 @@ impl StackIo for FakeIo {
         Ok(())
     }
     fn mounted_device(&self, _dir: &str) -> Option<Device> {
-        Some(self.0.lock().unwrap_or_else(|p| p.into_inner()).mounted.unwrap_or(Device { major: 254, minor: 1 }))
+        let l = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if l.unmounted {
+            return None;
+        }
+        Some(l.mounted.unwrap_or(Device { major: 254, minor: 1 }))
     }
     fn block_info(&self, dev: Device) -> Result<BlockInfo> {
         let l = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -190,6 +196,55 @@ fn arm_refuses_when_the_top_is_not_linear() {
     let (mut b, _dm, _) = backend();
     b.arm(&part(), 1).expect("arm");
     assert!(b.arm(&part(), 1).is_err(), "arming twice must be refused");
+}
+
+/// A rewindd killed inside arm leaves the stack at one of its steps (top
+/// suspended; the snapshot made; the origin table loaded but not live;
+/// live but not recorded). The next prepare of the same boot (rewindctl
+/// calls again on the restarted daemon, /data not mounted yet) takes it
+/// down and arms afresh on a zeroed store, the top running; the old code
+/// refused at every such prepare, and a suspended top hung the mount.
+/// With /data mounted over the leftover stack it is refused, untouched.
+#[test]
+fn an_arm_interrupted_in_this_boot_is_armed_afresh() {
+    const TOP: &str = "rewind-userdata";
+    const SNAP: &str = "rewind-userdata-snap";
+    for step in ["top suspended", "snapshot made", "origin loaded", "live, not recorded"] {
+        let (mut b, dm, io) = backend();
+        io.0.lock().expect("io").unmounted = true;
+        b.ensure_idle(&idle_ref()).expect("idle");
+        let linear = dm.active(TOP).expect("top");
+        if step == "top suspended" {
+            dm.suspend(TOP).expect("suspend");
+        } else {
+            b.arm(&part(), 1).expect("first arm");
+            let origin = dm.active(TOP).expect("origin");
+            if step != "live, not recorded" {
+                // Back to the moment after the snapshot was made.
+                dm.suspend(TOP).expect("suspend");
+                dm.load(TOP, &linear).expect("load");
+                dm.resume(TOP).expect("resume");
+                dm.suspend(TOP).expect("suspend");
+                if step == "origin loaded" {
+                    dm.load(TOP, &origin).expect("load origin");
+                }
+            }
+        }
+        io.0.lock().expect("io").head = Some(header(1, 8));
+        b.arm(&part(), 1).unwrap_or_else(|e| panic!("{step}: {e}"));
+        assert_eq!(kind(&dm, TOP), Some(SNAPSHOT_ORIGIN), "{step}");
+        assert!(dm.exists(SNAP), "{step}");
+        assert!(!dm.lock().devs[TOP].suspended, "{step}: the top runs");
+        assert_eq!(io.0.lock().expect("io").head, Some([0; 16]), "{step}: a fresh store");
+        assert!(b.is_armed(&part()).expect("armed"), "{step}");
+    }
+    let (mut b, dm, _io) = backend();
+    b.arm(&part(), 1).expect("arm");
+    let before = dm.log().len();
+    let err = b.arm(&part(), 1).expect_err("mounted over the leftover stack");
+    assert_eq!(err.kind(), crate::types::ErrorKind::Unsafe);
+    assert!(err.to_string().contains("is mounted"), "{err}");
+    assert!(dm.log()[before..].iter().all(|l| !l.starts_with("suspend") && !l.starts_with("remove")), "untouched");
 }
 
 #[test]

@@ -2,9 +2,12 @@
 //! committed, power cuts during the early boots that follow (before
 //! rewindd runs, while it starts, inside prepare-userdata, right after it)
 //! never roll the system back, however many come in a row; and a commit
-//! that keeps failing is bounded (item 6b).
+//! that keeps failing is bounded (item 6b), and a rewindd killed inside
+//! prepare-userdata leaves the device bootable (item 6c).
 
-use rewind_daemon::types::EventKind::{CommitBegun, CommitFailed, CommitStopped, Committed, RollbackBegun};
+use rewind_daemon::types::EventKind::{CommitBegun, CommitFailed, CommitStopped, Committed, Refused, RollbackBegun};
+
+use std::time::Duration;
 
 use crate::failure::BootEnd;
 use crate::plan::{stage, BootPlan, Failure};
@@ -173,6 +176,107 @@ pub(super) fn commit_failures_are_bounded(cx: &mut Ctx) -> Result<(), ScenarioEr
     checks::check_commit_kept(cx, "after the explicit commit", &attempt)?;
     checks::check_idle_stack(cx, "after the explicit commit")?;
     checks::fsck_after_umount(cx, "userdata fsck clean after the bounded commit failures")?;
+    cx.shutdown()?;
+    Ok(())
+}
+
+/// Where rewindd is killed in each attempt's boot: counted from the text
+/// in rewindd's log (none: from the stage marker), after how long. The
+/// anchors are lines rewindd logs inside the call, so the kill lands in
+/// it however fast the machine is. Attempt 1: once the first arm has read
+/// the free map, i.e. while it suspends the top, makes the snapshot, loads
+/// and resumes the origin, or sets up its counters, before the attempt is
+/// recorded; attempt 2: at the first progress line of the merge that
+/// discards attempt 1 (the kernel goes on merging without rewindd);
+/// attempt 3: once the merge of attempt 2 is recorded, inside the arm that
+/// follows.
+const KILLS: &[(&str, &str, u64)] = &[
+    (stage::PREPARE_USERDATA, "free map:", 0),
+    (stage::MERGING, "", 0),
+    (stage::PREPARE_USERDATA, "kind=\"rollback-finished\"", 0),
+];
+
+/// Waits (up to 60 s) until the guest has started rewindd again after the
+/// kill and it serves.
+fn wait_restarted(cx: &mut Ctx, boot: u32) -> Result<String, ScenarioError> {
+    let log = format!("/host/logs/boot-{boot}/kill-rewindd.log");
+    cx.exec(&format!(
+        "i=0; while ! grep -q 'started rewindd' {log} 2>/dev/null && [ $i -lt 600 ]; do usleep 100000; i=$((i+1)); done; \
+         i=0; while ! rewindctl status > /dev/null 2>&1 && [ $i -lt 300 ]; do usleep 100000; i=$((i+1)); done"
+    ))?;
+    Ok(checks::boot_log(cx, boot, "kill-rewindd.log"))
+}
+
+/// rewindd killed inside prepare-userdata leaves the device bootable
+/// (issue 12 item 6c). Three attempts' boots each SIGKILL rewindd during
+/// PrepareUserdata (arming, merging, later), then go on as init would:
+/// init starts rewindd again (rewindd.rc: not oneshot), rewindctl's
+/// prepare-userdata calls again on the new daemon, /data mounts, the
+/// workload runs, no commit. Each such boot must reach ready with the
+/// attempt counted once and armed; the fourth boot finds no attempt left
+/// and rolls back: userdata is exactly the baseline (manifest of every
+/// file), fsck clean, each attempt counted once, nothing refused.
+pub(super) fn rewindd_killed_in_prepare(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    let baseline = checks::prepare_checkpoint(cx, 3, "e2e: rewindd killed in prepare-userdata")?;
+    for (i, (at, after_log, delay)) in KILLS.iter().enumerate() {
+        let attempt = i as u32 + 1;
+        let plan = BootPlan::rewind().with_workload(attempt).with_failure(Failure::kill_rewindd_after_log(
+            at,
+            after_log,
+            Duration::from_millis(*delay),
+        ));
+        let rec = cx.boot_ready(&plan)?;
+        let kill = wait_restarted(cx, rec.index)?;
+        let prepare = checks::prepare_log(cx, rec.index);
+        cx.check(
+            &format!("attempt {attempt}: rewindd was killed at {at} ({after_log:?}+{delay}ms) and started again"),
+            kill.contains("killed rewindd") && kill.contains("started rewindd"),
+            kill.clone(),
+        );
+        cx.check(
+            &format!("attempt {attempt}: the boot goes on: prepare-userdata ends well, /data mounts, ready"),
+            rec.reached(stage::DATA_MOUNTED) && rec.reached(stage::READY) && rec.errors.is_empty(),
+            format!("stages {}; errors {:?}; prepare: {}", rec.stages.join(","), rec.errors, prepare.trim()),
+        );
+        cx.check(
+            &format!("attempt {attempt}: the kill landed inside PrepareUserdata and rewindctl called again"),
+            prepare.contains("calling again"),
+            prepare.trim().to_string(),
+        );
+        // Where the dead daemon was: the last thing it logged.
+        let dead = checks::boot_log(cx, rec.index, "rewindd.log");
+        cx.say(&format!(
+            "attempt {attempt}: rewindd's last line before the kill: {}",
+            dead.lines().last().unwrap_or("")
+        ));
+        let st = checks::status(cx)?;
+        cx.check_eq(
+            &format!("attempt {attempt}: phase checkpointing"),
+            "checkpointing".to_string(),
+            checks::phase(&st),
+        );
+        cx.check_eq(&format!("attempt {attempt}: counted once"), Some(u64::from(attempt)), st["attempt"].as_u64());
+        let stack = checks::dm_stack(cx.target, &["rewind-userdata-cow", "rewind-userdata-snap"])?;
+        cx.check(
+            &format!("attempt {attempt}: armed (snapshot-origin under /data)"),
+            stack.table.contains("snapshot-origin") && stack.ls.contains("rewind-userdata-snap"),
+            stack.detail(),
+        );
+        let pids = cx.exec_checked("pidof rewindd")?;
+        cx.check(&format!("attempt {attempt}: one rewindd runs"), pids.split_whitespace().count() == 1, pids);
+        let now = checks::data_manifest(cx)?;
+        cx.check(&format!("attempt {attempt}: its workload ran"), now.get(&format!("attempt-{attempt}")).is_some(), "");
+        cx.shutdown()?;
+    }
+    cx.boot_ready(&BootPlan::rewind())?;
+    checks::check_phase(cx, "no attempt left: rolled back", "rolled-back")?;
+    let now = checks::data_manifest(cx)?;
+    cx.same_manifest("userdata is exactly the baseline after three killed prepares", &baseline, &now);
+    checks::check_idle_stack(cx, "after the final rollback")?;
+    let h = checks::history(cx)?;
+    cx.check_eq("history: attempts 1, 2, 3 each counted once", vec![1, 2, 3], h.attempts_counted());
+    cx.check("history: nothing refused", !h.has(Refused), h.text());
+    checks::fsck_after_umount(cx, "userdata fsck clean after the killed prepares")?;
     cx.shutdown()?;
     Ok(())
 }

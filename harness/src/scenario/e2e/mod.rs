@@ -49,6 +49,12 @@ pub static E2E: &[Scenario] = &[
         run: bootloop::commit_failures_are_bounded,
     },
     Scenario {
+        name: "rewindd-killed-in-prepare",
+        summary: "rewindd is SIGKILLed inside prepare-userdata in each attempt's boot (arming, merging, later); init starts it again and rewindctl calls again: every boot reaches ready armed, each attempt counted once; the last rollback ends exactly at the baseline, fsck clean",
+        needs: Needs { fs: Some(crate::plan::FsType::Ext4), ..Needs::DAEMON },
+        run: bootloop::rewindd_killed_in_prepare,
+    },
+    Scenario {
         name: "good-boot-commits",
         summary: "The attempt migrates /data and reaches boot-completed (commit): two more boots keep every change; no snapshot/COW device, no COW file, the COW space is free again",
         needs: Needs::DAEMON,
