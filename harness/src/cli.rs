@@ -249,6 +249,10 @@ struct CampaignArgs {
     /// Write a JUnit XML report here (a test case per trial).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Write a self-contained HTML page here (outcomes per phase as a
+    /// chart, every trial with its replay command).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,6 +266,8 @@ enum CampaignCommand {
         report: Option<PathBuf>,
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
 }
 
@@ -406,14 +412,14 @@ fn run_all(args: &RunArgs, with_daemon: bool) -> Result<bool> {
 /// reports where asked; fails when a trial failed.
 fn run_campaign(command: Option<CampaignCommand>, args: CampaignArgs) -> Result<bool> {
     use crate::campaign;
-    let (report, json, junit) = match command {
-        Some(CampaignCommand::Merge { reports, report, junit }) => {
+    let (report, json, junit, html) = match command {
+        Some(CampaignCommand::Merge { reports, report, junit, html }) => {
             let mut read = Vec::new();
             for path in reports {
                 let r = campaign::read(&path)?;
                 read.push((path, r));
             }
-            (campaign::merge(read)?, report, junit)
+            (campaign::merge(read)?, report, junit, html)
         }
         None => {
             let Some(seed) = args.seed else {
@@ -435,7 +441,7 @@ fn run_campaign(command: Option<CampaignCommand>, args: CampaignArgs) -> Result<
                 print!("{}", campaign::list(&cfg));
                 return Ok(true);
             }
-            let (json, junit) = (args.report.clone(), args.junit.clone());
+            let (json, junit, html) = (args.report.clone(), args.junit.clone(), args.html.clone());
             let report = campaign::run_each(&cfg, |so_far| {
                 if let Some(path) = &json {
                     report::write(path, &so_far.to_json()?)?;
@@ -443,10 +449,13 @@ fn run_campaign(command: Option<CampaignCommand>, args: CampaignArgs) -> Result<
                 if let Some(path) = &junit {
                     report::write(path, &so_far.to_junit())?;
                 }
+                if let Some(path) = &html {
+                    report::write(path, &campaign::html::render(so_far))?;
+                }
                 Ok(())
             })
             .context("Running the campaign")?;
-            (report, args.report, args.junit)
+            (report, args.report, args.junit, args.html)
         }
     };
     print!("{}", report.render());
@@ -457,6 +466,10 @@ fn run_campaign(command: Option<CampaignCommand>, args: CampaignArgs) -> Result<
     if let Some(path) = &junit {
         report::write(path, &report.to_junit())?;
         eprintln!("junit: {}", path.display());
+    }
+    if let Some(path) = &html {
+        report::write(path, &campaign::html::render(&report))?;
+        eprintln!("html: {}", path.display());
     }
     Ok(report.passed())
 }

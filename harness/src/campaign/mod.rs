@@ -5,6 +5,7 @@
 //! by the one run loop), with JSON/JUnit reports that shards merge
 //! ([`report`]).
 
+pub mod html;
 mod report;
 mod steps;
 mod trial;
