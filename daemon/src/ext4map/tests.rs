@@ -339,7 +339,7 @@ fn fingerprint_sees_the_map_and_not_its_neighbours() {
 }
 
 /// A device in memory (the fuzz target's view of a raw partition).
-struct Mem(Vec<u8>);
+pub(crate) struct Mem(pub(crate) Vec<u8>);
 
 impl ReadAt for Mem {
     fn read_at_exact(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {

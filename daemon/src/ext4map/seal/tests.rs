@@ -6,20 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+pub(crate) use crate::ext4map::tests::Mem;
 use crate::ext4map::tests::{debugfs, have_tools, mkfs};
-
-/// A device in memory.
-pub(crate) struct Mem(pub(crate) Vec<u8>);
-
-impl ReadAt for Mem {
-    fn read_at_exact(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let start = usize::try_from(offset).map_err(|_| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
-        let src =
-            self.0.get(start..start + buf.len()).ok_or(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-}
 
 /// splitmix64: a keystream word per (sector, word), so every sector is
 /// enciphered differently and the same plaintext gives the same bytes.
