@@ -122,6 +122,19 @@ pub struct SysIo {
 /// takes milliseconds; ueventd may be busy with coldboot at early-fs).
 const UEVENTD_NODE_WAIT: Duration = Duration::from_secs(10);
 
+impl SysIo {
+    /// A node for `dev`: the one ueventd or devtmpfs made if there is one,
+    /// else one made as `name` (`true`: remove it with `remove_node` once
+    /// it is open).
+    fn node_of(&self, dev: Device, name: &str) -> Result<(PathBuf, bool)> {
+        let info = blockdev::block_info(Path::new(SYSFS), dev)?;
+        Ok(match blockdev::existing_node(Path::new("/dev"), &info.kname, dev) {
+            Some(p) => (p, false),
+            None => (self.node(name, dev)?, true),
+        })
+    }
+}
+
 impl StackIo for SysIo {
     fn raw(&self, path: &str) -> Result<(Device, u64)> {
         let p = Path::new(path);
@@ -210,12 +223,8 @@ impl StackIo for SysIo {
         };
         // Buffered reads: ext4 keeps its metadata in this device's page
         // cache, so they see what the filesystem sees.
-        let info = blockdev::block_info(Path::new(SYSFS), fs_dev)?;
         let name = format!("fsmap-{}-{}", fs_dev.major, fs_dev.minor);
-        let (node, made) = match blockdev::existing_node(Path::new("/dev"), &info.kname, fs_dev) {
-            Some(p) => (p, false),
-            None => (self.node(&name, fs_dev)?, true),
-        };
+        let (node, made) = self.node_of(fs_dev, &name)?;
         let res = File::open(&node).map_err(|e| Error::io(format!("open {}", node.display()), e)).and_then(|dev| {
             let m = ext4map::map_inode(&dev, meta.ino(), size)
                 .map_err(|e| CowError::BadMap(format!("{}: {e} (on {})", path.display(), node.display())))?;
@@ -242,12 +251,8 @@ impl StackIo for SysIo {
         Ok(blockdev::holders(Path::new(SYSFS), dev)?)
     }
     fn open_dev(&self, dev: Device) -> Result<Box<dyn ReadAt>> {
-        let info = blockdev::block_info(Path::new(SYSFS), dev)?;
         let name = format!("seal-{}-{}", dev.major, dev.minor);
-        let (node, made) = match blockdev::existing_node(Path::new("/dev"), &info.kname, dev) {
-            Some(p) => (p, false),
-            None => (self.node(&name, dev)?, true),
-        };
+        let (node, made) = self.node_of(dev, &name)?;
         // The open descriptor keeps the device; a node made for it goes.
         let opened = blockdev::DirectDev::open(&node);
         if made {
@@ -467,17 +472,18 @@ impl SnapshotBackend {
         chunk_bytes: u64,
     ) -> std::result::Result<(ext4map::free::FreeMap, Option<u64>), String> {
         let raw = self.io.open_raw(&part.raw_device).map_err(|e| error_chain(&e))?;
-        let why = match ext4map::free::take(&*raw, size, chunk_bytes) {
+        let (why, not_ext4) = match ext4map::free::take(&*raw, size, chunk_bytes) {
             Ok(map) => return Ok((map, None)),
-            Err(e) => error_chain(&e),
+            Err(e) => (error_chain(&e), matches!(e, ext4map::free::FreeMapError::Parse(ext4map::MapError::Magic(_)))),
         };
         let Some(seal) = &part.free_map_seal else {
-            return Err(match ext4map::read_super(&*raw) {
-                Err(ext4map::MapError::Magic(_)) => format!(
+            return Err(if not_ext4 {
+                format!(
                     "{why}; no map was sealed at a clean shutdown (under metadata encryption the raw partition is \
                      ciphertext: `rewindctl seal-free-map` after /data is unmounted takes the map through the crypt layer)"
-                ),
-                _ => why,
+                )
+            } else {
+                why
             });
         };
         if seal.chunk_bytes != chunk_bytes || seal.chunks != size.div_ceil(chunk_bytes) {
@@ -706,17 +712,26 @@ impl SnapshotBackend {
         size: u64,
         mounted: Device,
     ) -> std::result::Result<(), String> {
-        let top_info =
-            self.io.block_info(top_dev).map_err(|e| format!("sysfs of {top}: {}", crate::types::error_chain(&e)))?;
-        let info = self
-            .io
-            .block_info(mounted)
-            .map_err(|e| format!("sysfs of {mounted}: {}", crate::types::error_chain(&e)))?;
+        let (name, kind) = self.crypt_layer(top, top_dev, size, mounted)?;
+        tracing::info!("mounted device {name} is a {kind} layer directly on {top}");
+        Ok(())
+    }
+
+    /// Whether `upper` is a crypt/default-key layer mapping the top device
+    /// 1:1 ([`blockdev::check_crypt_layer`]): its dm name and target type.
+    fn crypt_layer(
+        &self,
+        top: &str,
+        top_dev: Device,
+        size: u64,
+        upper: Device,
+    ) -> std::result::Result<(String, &'static str), String> {
+        let top_info = self.io.block_info(top_dev).map_err(|e| format!("sysfs of {top}: {}", error_chain(&e)))?;
+        let info = self.io.block_info(upper).map_err(|e| format!("sysfs of {upper}: {}", error_chain(&e)))?;
         let name = info.dm_name.clone().ok_or_else(|| format!("{} is not a device-mapper device", info.kname))?;
         let lines = self.dm.raw_table(&name).map_err(|e| format!("table of {name}: {e}"))?;
         let kind = blockdev::check_crypt_layer(top_dev, &top_info.kname, size, &info, &lines)?;
-        tracing::info!("mounted device {name} is a {kind} layer directly on {top}");
-        Ok(())
+        Ok((name, kind))
     }
 
     /// The metadata-encryption layer stacked on the top device, if one is:
@@ -724,18 +739,11 @@ impl SnapshotBackend {
     /// ([`blockdev::check_crypt_layer`]: one line, the whole top device,
     /// offset 0), so that its sector S is the raw partition's sector S.
     fn crypt_holder(&self, top: &str, top_dev: Device, size: u64) -> std::result::Result<(String, Device), String> {
-        let top_info = self.io.block_info(top_dev).map_err(|e| format!("sysfs of {top}: {}", error_chain(&e)))?;
         let holders = self.io.holders(top_dev).map_err(|e| format!("holders of {top}: {}", error_chain(&e)))?;
         let mut refused = Vec::new();
         for dev in holders {
-            let info = self.io.block_info(dev).map_err(|e| format!("sysfs of {dev}: {}", error_chain(&e)))?;
-            let Some(name) = info.dm_name.clone() else {
-                refused.push(format!("{} is not a device-mapper device", info.kname));
-                continue;
-            };
-            let lines = self.dm.raw_table(&name).map_err(|e| format!("table of {name}: {e}"))?;
-            match blockdev::check_crypt_layer(top_dev, &top_info.kname, size, &info, &lines) {
-                Ok(_) => return Ok((name, dev)),
+            match self.crypt_layer(top, top_dev, size, dev) {
+                Ok((name, _)) => return Ok((name, dev)),
                 Err(why) => refused.push(why),
             }
         }
