@@ -640,7 +640,9 @@ fn data_may_be_mounted_through_a_crypt_layer_on_the_top() {
 
 /// `cow.free_map` on, over a real 16 MiB ext4 image (mkfs.ext4 -d) at the
 /// start of the fake raw device. None without the tools (CI has them).
-fn free_map_backend(dir: &std::path::Path) -> Option<(SnapshotBackend, FakeDm, FakeIo)> {
+/// The bytes of a real 16 MiB ext4 image (mkfs.ext4 -d, one 300 KiB
+/// file). None without the tools (CI has them).
+fn baseline_image(dir: &std::path::Path) -> Option<Vec<u8>> {
     use crate::ext4map::tests::{have_tools, mkfs};
     if !have_tools() {
         assert!(std::env::var_os("CI").is_none(), "CI: mkfs.ext4 and debugfs are needed");
@@ -651,11 +653,16 @@ fn free_map_backend(dir: &std::path::Path) -> Option<(SnapshotBackend, FakeDm, F
     std::fs::write(src.join("a"), vec![7u8; 300 << 10]).expect("a");
     let img = dir.join("fs.img");
     mkfs(&img, &src, &["-b", "4096"], "16M");
+    Some(std::fs::read(&img).expect("image"))
+}
+
+fn free_map_backend(dir: &std::path::Path) -> Option<(SnapshotBackend, FakeDm, FakeIo)> {
+    let image = baseline_image(dir)?;
     let mut config = Config::default();
     config.cow.free_map = true;
     let dm = FakeDm::default();
     let io = FakeIo::default();
-    io.0.lock().expect("io").raw_bytes = std::fs::read(&img).expect("image");
+    io.0.lock().expect("io").raw_bytes = image;
     let b = SnapshotBackend::new(&config, Box::new(dm.clone()), Box::new(io.clone()));
     Some((b, dm, io))
 }
@@ -871,19 +878,9 @@ fn a_dm_stats_failure_never_fails_the_arm_and_reads_as_unknown() {
 /// unmounted, and the arms use it while every fingerprinted byte holds.
 #[test]
 fn a_free_map_sealed_through_the_crypt_layer_arms_over_ciphertext_until_its_bytes_change() {
-    use crate::ext4map::tests::{have_tools, mkfs};
-    if !have_tools() {
-        assert!(std::env::var_os("CI").is_none(), "CI: mkfs.ext4 and debugfs are needed");
-        return;
-    }
     const KEY: &str = "ffeeddccbbaa99887766554433221100";
     let dir = tempfile::tempdir().expect("tmp");
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).expect("src");
-    std::fs::write(src.join("a"), vec![7u8; 300 << 10]).expect("a");
-    let img = dir.path().join("fs.img");
-    mkfs(&img, &src, &["-b", "4096"], "16M");
-    let plain = std::fs::read(&img).expect("image");
+    let Some(plain) = baseline_image(dir.path()) else { return };
     let cipher = crate::ext4map::seal::tests::encipher(&plain).0;
     let (top, upper) = (Device { major: 254, minor: 1 }, Device { major: 254, minor: 9 });
     let dm = FakeDm::default();
