@@ -50,3 +50,27 @@ pub fn campaign(seed: u64, indices: &[u64]) {
     eprint!("{}", report.render());
     assert!(report.passed(), "campaign seed {seed} failed:\n{}", report.render());
 }
+
+/// A `rewind-harness log-writes` run of `phase` (seed, flush points,
+/// points between flushes) that panics with its table and each failure's
+/// replay command unless every point passed.
+pub fn log_writes(phase: rewind_harness::logwrites::Phase, seed: u64, points: usize, between: usize) {
+    use rewind_harness::logwrites::{self, Config};
+    let cfg = Config {
+        phase,
+        seed,
+        points,
+        between,
+        out: logwrites::default_out(phase, seed),
+        from: None,
+        only: Vec::new(),
+        keep: false,
+    };
+    let summary = match logwrites::run(&cfg) {
+        Ok(s) => s,
+        Err(e) => panic!("log-writes {phase} could not run: {}", scenario::error_chain(&e)),
+    };
+    eprint!("{}", summary.render());
+    assert!(summary.flush_points_found > 0, "no flush point in the {phase} phase:\n{}", summary.render());
+    assert!(summary.passed(), "log-writes {phase} failed:\n{}", summary.render());
+}

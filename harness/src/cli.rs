@@ -33,6 +33,8 @@ Examples:
   rewind-harness campaign --trials 50 --seed 7 --shard 2/4 --report c2.json   # one CI matrix job of four
   rewind-harness campaign merge c1.json c2.json c3.json c4.json --report c.json --junit c.xml
   rewind-harness campaign --seed 7 --trial 12                                  # replay one trial
+  rewind-harness log-writes --phase commit --seed 1 --points 6 --between 2 --report lw.json   # lost write caches
+  rewind-harness log-writes --from DIR --point between@812:4411   # replay one point of a kept log
   rewind-harness guest shell                       # serial console on this terminal (Ctrl-A x quits)
   rewind-harness bench --report bench.json --plot docs/bench.svg   # the benchmark (about 30 min under TCG)
   rewind-harness bench --quick --html bench.html   # the table, ratios and plot on one page
@@ -181,6 +183,15 @@ enum Command {
         #[command(flatten)]
         args: CampaignArgs,
     },
+    /// Lost volatile write caches (dm-log-writes): one guest records a
+    /// phase (commit, arm or merge) with its userdata and metadata disks
+    /// logged as one ordered stream, then each chosen point (every
+    /// flush/FUA point of the phase when at most --points, else a seeded
+    /// sample; plus --between points where the cache kept a seeded subset
+    /// of the writes since the last flush) is rebuilt onto the disks,
+    /// booted normally, and must end at the baseline or committed exactly.
+    #[command(name = "log-writes")]
+    LogWrites(LogWritesArgs),
     /// Interactive guests.
     Guest {
         #[command(subcommand)]
@@ -255,6 +266,70 @@ struct CampaignArgs {
     html: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args, Clone)]
+struct LogWritesArgs {
+    /// The phase to log: commit, arm or merge.
+    #[arg(long, default_value = "commit")]
+    phase: crate::logwrites::Phase,
+    /// Seeds the choice of points and the subsets kept between flushes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Flush/FUA points to replay at most (all of them when there are no more).
+    #[arg(long, default_value_t = 6)]
+    points: usize,
+    /// Points between flushes to replay (a seeded subset of the cached writes kept).
+    #[arg(long, default_value_t = 2)]
+    between: usize,
+    /// Keep the log, the disks as logging began and the summary here
+    /// (default: under the kit's runs directory; removed when all passed
+    /// unless --keep).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Replay a kept log (a failure's directory) instead of recording one.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out"])]
+    from: Option<PathBuf>,
+    /// Only these points (flush@ENTRY or between@ENTRY:SEED, as printed); repeatable.
+    #[arg(long, value_name = "POINT", value_delimiter = ',', requires = "from")]
+    point: Vec<crate::logwrites::Point>,
+    /// Keep the log directory and the guest's run directory.
+    #[arg(long)]
+    keep: bool,
+    /// Write the JSON summary here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+/// The log-writes run: the table on stdout, the JSON where asked; fails
+/// when a point failed.
+fn run_log_writes(args: LogWritesArgs) -> Result<bool> {
+    use crate::logwrites;
+    let phase = match &args.from {
+        Some(dir) => logwrites::recorded_phase(dir)
+            .with_context(|| format!("{} holds no recorded log-writes run (recorded.json)", dir.display()))?,
+        None => args.phase,
+    };
+    let cfg = logwrites::Config {
+        phase,
+        seed: args.seed,
+        points: args.points,
+        between: args.between,
+        out: args.out.clone().unwrap_or_else(|| logwrites::default_out(phase, args.seed)),
+        from: args.from.clone(),
+        only: args.point.clone(),
+        keep: args.keep,
+    };
+    let summary = logwrites::run(&cfg).context("Running log-writes")?;
+    print!("{}", summary.render());
+    if let Some(path) = &args.report {
+        report::write(path, &serde_json::to_string_pretty(&summary).context("Encoding the summary")?)?;
+        eprintln!("report: {}", path.display());
+    }
+    if !summary.passed() {
+        eprintln!("the log is kept in {}", summary.dir.display());
+    }
+    Ok(summary.passed())
+}
+
 #[derive(Debug, Subcommand)]
 enum CampaignCommand {
     /// Merge the JSON reports of one campaign's shards into one.
@@ -305,6 +380,7 @@ impl RunArgs {
             device_profile: self.device_profile,
             progress,
             trial: None,
+            log_writes: None,
             sample_status: self.report.is_some() || self.html.is_some(),
         }
     }
@@ -554,6 +630,7 @@ fn run(cli: Cli) -> Result<bool> {
             Ok(true)
         }
         Command::Campaign { command, args } => run_campaign(command, args),
+        Command::LogWrites(args) => run_log_writes(args),
         Command::Kit => {
             let kit = Kit::ensure().context("Building the guest kit")?;
             print!("{}", kit.describe());

@@ -17,6 +17,7 @@
 //! - `scenario/` scenarios (registries by what they prove), their `Needs`, the
 //!   one run loop over any `Target`, and `checks` (the shared witnesses)
 //! - `campaign/` random power cuts over an update's phases, from a seed (trials, shards, reports)
+//! - `logwrites/` dm-log-writes: a phase logged, replayed at its flush points onto copies
 //! - `cli`       the `rewind-harness` command line
 
 pub mod android_rc;
@@ -30,6 +31,7 @@ pub mod guest;
 pub mod html;
 pub mod kit;
 pub mod lock;
+pub mod logwrites;
 pub mod manifest;
 pub mod paths;
 pub mod plan;

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 
 pub use report::{merge, read, CampaignReport, PhaseCounts, Spec, TrialResult};
 pub use trial::{Cut, Outcome, Phase, Shard, Trial};
+// The verdict the dm-log-writes replays share (`logwrites`).
+pub(crate) use steps::{check_end_state, judge, settle};
 
 use crate::plan::FsType;
 use crate::scenario::{self, Needs, Options, RunError, Scenario};

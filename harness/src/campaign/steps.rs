@@ -98,6 +98,36 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
         (None, _) => "not compared (not rolled back)".to_string(),
     };
 
+    let phase = settle(cx)?;
+    if matches!(trial.phase, Phase::Commit | Phase::StateRecord) {
+        // Whether the cut call got its record on disk first: the history
+        // (on /metadata) says, not the timing.
+        let h = checks::history(cx)?;
+        let recorded = h.has(Aborted) || h.has(CommitBegun) || h.has(Committed);
+        cx.report.facts.insert("call recorded".into(), if recorded { "yes" } else { "no" }.into());
+    }
+
+    let outcome = judge(cx, &baseline, committed.as_ref(), trial.allowed(), &phase)?;
+    match block_hash_equal {
+        Some(equal) => {
+            cx.report.facts.insert("blocks".into(), if equal { "equal" } else { "differ" }.into());
+            cx.check(
+                "every block the baseline filesystem uses (COW blocks aside) equals the baseline",
+                equal || outcome != Outcome::Baseline,
+                if equal { "equal" } else { "differ" },
+            );
+        }
+        None => {
+            cx.report.facts.insert("blocks".into(), not_compared);
+        }
+    }
+    check_end_state(cx)
+}
+
+/// The boots that let rewind finish after the cuts: each must reach ready
+/// without errors, until rewindd's phase settles (idle or rolled-back),
+/// checked; returns the phase. Shared with the dm-log-writes replays.
+pub(crate) fn settle(cx: &mut Ctx) -> Result<String, ScenarioError> {
     // The next boot reaches ready, and any that are still owed.
     let mut phase = String::new();
     for n in 0..SETTLE_BOOTS {
@@ -119,19 +149,24 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
         format!("phase {phase:?}"),
     );
     cx.report.facts.insert("phase".into(), phase.clone());
-    if matches!(trial.phase, Phase::Commit | Phase::StateRecord) {
-        // Whether the cut call got its record on disk first: the history
-        // (on /metadata) says, not the timing.
-        let h = checks::history(cx)?;
-        let recorded = h.has(Aborted) || h.has(CommitBegun) || h.has(Committed);
-        cx.report.facts.insert("call recorded".into(), if recorded { "yes" } else { "no" }.into());
-    }
+    Ok(phase)
+}
 
+/// The verdict on the data after rewind settled in `phase`: /data's
+/// manifest is exactly the baseline or exactly `committed`, an outcome
+/// `allowed`, and the phase agrees with it (checked); returns the outcome.
+pub(crate) fn judge(
+    cx: &mut Ctx,
+    baseline: &Manifest,
+    committed: Option<&Manifest>,
+    allowed: &[Outcome],
+    phase: &str,
+) -> Result<Outcome, ScenarioError> {
     let now = checks::data_manifest(cx)?;
-    let outcome = classify(&baseline, committed.as_ref(), &now);
+    let outcome = classify(baseline, committed, &now);
     cx.report.facts.insert("outcome".into(), outcome.as_str().into());
-    let vs_baseline = manifest::diff(&baseline, &now);
-    let vs_committed = committed.as_ref().map(|c| manifest::diff(c, &now));
+    let vs_baseline = manifest::diff(baseline, &now);
+    let vs_committed = committed.map(|c| manifest::diff(c, &now));
     cx.check(
         "userdata is exactly the baseline or exactly the committed state, never a mix",
         outcome != Outcome::Mix,
@@ -143,8 +178,8 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
         ),
     );
     cx.check(
-        &format!("the outcome is one this phase allows ({:?})", trial.allowed()),
-        trial.allowed().contains(&outcome),
+        &format!("the outcome is one this phase allows ({:?})", allowed),
+        allowed.contains(&outcome),
         outcome.as_str(),
     );
     cx.check(
@@ -156,19 +191,12 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
         },
         format!("phase {phase}, data {}", outcome.as_str()),
     );
-    match block_hash_equal {
-        Some(equal) => {
-            cx.report.facts.insert("blocks".into(), if equal { "equal" } else { "differ" }.into());
-            cx.check(
-                "every block the baseline filesystem uses (COW blocks aside) equals the baseline",
-                equal || outcome != Outcome::Baseline,
-                if equal { "equal" } else { "differ" },
-            );
-        }
-        None => {
-            cx.report.facts.insert("blocks".into(), not_compared);
-        }
-    }
+    Ok(outcome)
+}
+
+/// The stack and filesystem after the verdict: the COW files gone, the
+/// idle stack (without metadata encryption), /data unmounted and fsck clean.
+pub(crate) fn check_end_state(cx: &mut Ctx) -> Result<(), ScenarioError> {
     checks::check_cow_gone(cx, "COW files removed")?;
     if !cx.options.metadata_encryption {
         checks::check_idle_stack(cx, "at the end")?;

@@ -25,6 +25,9 @@ mount -t devpts devpts /dev/pts 2>/dev/null
 marker() { echo "@@REWIND-$1@@"; }
 stage() {
   marker "STAGE $1"
+  # While a log-writes run records, each stage is a mark in the log too,
+  # so the host finds a phase (prepare-userdata .. data-mounted) in it.
+  [ -n "${LW:-}" ] && dmsetup message "$LW" 0 mark "$1" 2>/dev/null
   fail_point "$1"
 }
 error() { marker "ERROR $*"; }
@@ -124,6 +127,32 @@ LOGS=/host/logs/boot-${REWIND_BOOT:-0}
 mkdir -p "$LOGS"
 marker "PLAN boot=${REWIND_BOOT:-?} mode=${REWIND_MODE:-?} fail=${REWIND_FAIL_KIND:-none}@${REWIND_FAIL_AT:-none}"
 fail_point host-mounted
+
+# dm-log-writes (rewind-harness log-writes): with a third disk `logwrites`
+# the two disks become one ordered log. dm-linear concatenates userdata
+# and metadata, log-writes logs every write, flush and FUA to that
+# concatenation onto the log disk, and two dm-linear devices split it
+# again; by-name/userdata and by-name/metadata then point at those, so
+# rewindd (rewind_raw=/dev/block/by-name/userdata) and /metadata run over
+# the log without knowing. Built before anything writes to either disk.
+LW=
+dm_node() { echo "/dev/dm-$(dmsetup info -c --noheadings -o minor "$1" | tr -d ' ')"; }
+lw_up() {
+  ud=$(readlink -f /dev/block/by-name/userdata); md=$(readlink -f /dev/block/by-name/metadata)
+  ld=$(readlink -f /dev/block/by-name/logwrites)
+  us=$(blockdev --getsz "$ud") && ms=$(blockdev --getsz "$md") || { error "log-writes: blockdev --getsz failed"; return 1; }
+  printf '0 %s linear %s 0\n%s %s linear %s 0\n' "$us" "$ud" "$us" "$ms" "$md" | dmsetup create lw-concat &&
+    dmsetup create lw-log --table "0 $((us + ms)) log-writes $(dm_node lw-concat) $ld" &&
+    dmsetup create lw-userdata --table "0 $us linear $(dm_node lw-log) 0" &&
+    dmsetup create lw-metadata --table "0 $ms linear $(dm_node lw-log) $us" ||
+    { error "log-writes: building the logged stack failed"; return 1; }
+  ln -sf "$(dm_node lw-userdata)" /dev/block/by-name/userdata
+  ln -sf "$(dm_node lw-metadata)" /dev/block/by-name/metadata
+  LW=lw-log
+  marker "LOGWRITES userdata $ud ($us sectors) + metadata $md ($ms sectors) logged onto $ld"
+  stage log-writes-up
+}
+[ -e /dev/block/by-name/logwrites ] && lw_up
 
 # A stand-in for Android's ueventd, when the scenario asks for one: busybox's
 # `uevent` runs this handler for every kernel uevent, and it links

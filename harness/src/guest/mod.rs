@@ -358,16 +358,28 @@ impl QemuGuest {
             kernel: self.kit.boot_kernel.clone(),
             initrd: self.initrd.clone(),
             append: qemu::append_with_reason(self.next_boot_reason.as_deref()),
-            disks: vec![
-                Disk { serial: "userdata".into(), path: self.dir.join("userdata.img") },
-                Disk { serial: "metadata".into(), path: self.dir.join("metadata.img") },
-            ],
+            disks: self.disks(),
             share: Some(self.share.clone()),
             grpc_port: Some(port),
             qmp_socket: matches!(console, Console::File(_)).then(|| boot_dir.join("qmp.sock")),
             console,
             watchdog: true,
         }
+    }
+
+    /// userdata and metadata; and while a log-writes run records, the log
+    /// disk its scenario left in the run directory (guest init then stacks
+    /// dm-log-writes over the two).
+    fn disks(&self) -> Vec<Disk> {
+        let mut disks = vec![
+            Disk { serial: "userdata".into(), path: self.dir.join("userdata.img") },
+            Disk { serial: "metadata".into(), path: self.dir.join("metadata.img") },
+        ];
+        let log = self.dir.join(crate::logwrites::GUEST_LOG_IMAGE);
+        if log.exists() {
+            disks.push(Disk { serial: "logwrites".into(), path: log });
+        }
+        disks
     }
 
     fn write_plan(&self, plan: &BootPlan, index: u32, shell: bool) -> Result<(), TargetError> {

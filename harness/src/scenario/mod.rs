@@ -139,6 +139,9 @@ pub struct Options {
     /// The campaign trial to run (`rewind-harness campaign`): the trial
     /// scenario reads its phase and cuts here.
     pub trial: Option<crate::campaign::Trial>,
+    /// The dm-log-writes run (`rewind-harness log-writes`): its phase,
+    /// points and where its log is kept.
+    pub log_writes: Option<crate::logwrites::Config>,
     /// Follow rewindd's WatchStatus during each boot and put the samples in
     /// the report (asked for by `--report` or `--html`).
     pub sample_status: bool,
