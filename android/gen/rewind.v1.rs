@@ -156,6 +156,11 @@ pub struct Status {
     /// Set in phase committing once the begun commit's data commit has failed.
     #[prost(message, optional, tag = "10")]
     pub commit_failure: ::core::option::Option<CommitFailureStatus>,
+    /// Set in phase rolling-back when the last boot that tried could not go on
+    /// with the rollback's merge (the kernel's words and what to do); the next
+    /// boot resumes it.
+    #[prost(string, tag = "11")]
+    pub rollback_failure: ::prost::alloc::string::String,
 }
 /// A begun commit whose data commit (live table swap, or finishing it at
 /// boot) failed; the intent stays and userdata is the committed data.

@@ -767,6 +767,7 @@ impl Inner {
             protection_lost: st.protection_lost.clone(),
             slot: if self.slot_marked { SlotState::Marked } else { self.slot_last },
             commit_failure: boot::commit_failure_report(st, self.config.commit_max_failures),
+            rollback_failure: st.rollback_failure.clone(),
         }
     }
 }

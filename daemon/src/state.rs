@@ -352,6 +352,11 @@ pub struct State {
     pub intent: Option<Intent>,
     /// Why rollback protection was lost (COW overflow, refused map).
     pub protection_lost: Option<String>,
+    /// Why the pending rollback could not go on in the last boot that tried
+    /// (the kernel's words and what to do); cleared when it finishes. Not
+    /// written when None, so other versions read the record the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_failure: Option<String>,
     /// Space thresholds already reported in this attempt.
     pub thresholds_hit: Vec<u32>,
     pub partitions: Vec<PartitionState>,
@@ -381,6 +386,7 @@ impl Default for State {
             started_unix: 0,
             intent: None,
             protection_lost: None,
+            rollback_failure: None,
             thresholds_hit: Vec::new(),
             partitions: Vec::new(),
             pending_cleanup: Vec::new(),

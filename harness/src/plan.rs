@@ -141,6 +141,11 @@ pub enum Failure {
         #[serde(with = "duration_ms")]
         delay: Duration,
     },
+    /// The guest runs `script` (sh) beside the boot from the stage on; the
+    /// boot goes on. For faults below rewind that a boot must meet while it
+    /// runs (a COW device made to fail while prepare-userdata merges).
+    /// Its output goes to the boot's `fail-script.log`.
+    GuestScript { at: String, script: String },
     /// The host kills QEMU `after` this long from QEMU's start.
     HostPowerCutAfter {
         #[serde(with = "duration_ms")]
@@ -182,6 +187,11 @@ impl Failure {
         Failure::KillRewindd { at: stage.into(), after_log: text.into(), delay }
     }
 
+    /// [`Failure::GuestScript`]: `script` runs in the guest from `stage` on.
+    pub fn guest_script_at(stage: &str, script: &str) -> Self {
+        Failure::GuestScript { at: stage.into(), script: script.into() }
+    }
+
     /// The stage the failure is tied to, if any.
     pub fn stage(&self) -> Option<&str> {
         match self {
@@ -190,6 +200,7 @@ impl Failure {
             | Failure::GuestReset { at }
             | Failure::Poweroff { at }
             | Failure::KillRewindd { at, .. }
+            | Failure::GuestScript { at, .. }
             | Failure::HostPowerCut { at, .. } => Some(at),
             Failure::HostPowerCutAfter { .. } => None,
         }
@@ -198,7 +209,7 @@ impl Failure {
     /// Whether the boot ends by it (every failure but a killed rewindd,
     /// after which the boot goes on to ready).
     pub fn ends_boot(&self) -> bool {
-        !matches!(self, Failure::KillRewindd { .. })
+        !matches!(self, Failure::KillRewindd { .. } | Failure::GuestScript { .. })
     }
 
     /// (guest kind word, stage) when the guest injects it itself.
@@ -209,6 +220,7 @@ impl Failure {
             Failure::GuestReset { at } => Some(("reset", at)),
             Failure::Poweroff { at } => Some(("poweroff", at)),
             Failure::KillRewindd { at, .. } => Some(("kill-rewindd", at)),
+            Failure::GuestScript { at, .. } => Some(("script", at)),
             Failure::HostPowerCut { .. } | Failure::HostPowerCutAfter { .. } => None,
         }
     }
@@ -230,6 +242,7 @@ impl fmt::Display for Failure {
             Failure::KillRewindd { at, after_log, delay } => {
                 write!(f, "kill-rewindd@{at}+log {after_log:?}+{}ms", delay.as_millis())
             }
+            Failure::GuestScript { at, .. } => write!(f, "script@{at}"),
         }
     }
 }
@@ -336,6 +349,9 @@ impl BootPlan {
             vars.push(("REWIND_FAIL_DELAY_MS", delay.as_millis().to_string()));
             vars.push(("REWIND_FAIL_AFTER_LOG", after_log.clone()));
         }
+        if let Some(Failure::GuestScript { script, .. }) = &self.failure {
+            vars.push(("REWIND_FAIL_SCRIPT", script.clone()));
+        }
         if let Some(Failure::HostPowerCut { at, delay }) = &self.failure {
             if delay.is_zero() {
                 vars.push(("REWIND_HOLD_AT", at.clone()));
@@ -388,6 +404,17 @@ mod tests {
         let later = BootPlan::raw().with_failure(Failure::power_cut_at_after(stage::READY, Duration::from_secs(1)));
         assert!(!later.to_env(1, FsType::Ext4, None).contains("REWIND_HOLD_AT"));
         assert!(env.contains("REWIND_WORKLOAD=''\n"));
+    }
+
+    #[test]
+    fn a_guest_script_reaches_the_guest_quoted_and_the_boot_goes_on() {
+        let f = Failure::guest_script_at(stage::PREPARE_USERDATA, "dmsetup table 'x'\necho done");
+        assert_eq!(f.to_string(), "script@prepare-userdata");
+        assert!(!f.ends_boot());
+        let env = BootPlan::rewind().with_failure(f).to_env(2, FsType::Ext4, None);
+        assert!(env.contains("REWIND_FAIL_KIND='script'\n"), "{env}");
+        assert!(env.contains("REWIND_FAIL_AT='prepare-userdata'\n"), "{env}");
+        assert!(env.contains("REWIND_FAIL_SCRIPT='dmsetup table '\\''x'\\''\necho done'\n"), "{env}");
     }
 
     #[test]

@@ -84,6 +84,9 @@ impl Backend for FakeBackend {
         progress(Progress { step: "merge".into(), partition: "userdata".into(), done_sectors: 8, total_sectors: 8 });
         Ok(Merged::Merged { sectors: 8 })
     }
+    fn hold_back(&mut self, _part: &PartitionState) -> Result<()> {
+        self.step("hold-back")
+    }
     fn merge_in_background(&mut self, part: &PartitionState) -> Result<Option<Merged>> {
         if self.background_looks.is_none() {
             return self.merge(part, &mut |_| {}).map(Some);

@@ -102,6 +102,16 @@ pub trait Backend: Send {
     /// before anything was written (a refusal); later errors leave the merge
     /// to be resumed.
     fn merge(&mut self, part: &PartitionState, progress: &mut dyn FnMut(Progress)) -> Result<Merged>;
+    /// Boot, a rollback's merge could not go on (`merge` failed after the
+    /// intent): takes the partition's top device away, so nothing mounts
+    /// the raw partition while it is neither the baseline nor the attempt
+    /// (half merged), nor the merge device while its COW store fails (the
+    /// kernel's merge is stopped, and writes would land in the failing
+    /// store). The next boot builds the stack again and resumes the merge.
+    /// Backends without a device stack have nothing to hold back.
+    fn hold_back(&mut self, _part: &PartitionState) -> Result<()> {
+        Ok(())
+    }
     /// Boot, the last rollback (no attempt follows): starts the merge and
     /// returns without waiting, so the old system can mount the partition
     /// on the merging device while the kernel merges (snapshot-merge serves

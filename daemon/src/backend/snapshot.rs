@@ -547,7 +547,8 @@ impl SnapshotBackend {
             }
             Header::Invalidated => {
                 return Err(Error::Unsafe(format!(
-                    "{}: the snapshot was invalidated (COW store overflowed); the baseline cannot be restored",
+                    "{}: the COW header says the kernel invalidated the snapshot (its store overflowed or failed); \
+                     the baseline cannot be restored",
                     part.name
                 )))
             }
@@ -1023,6 +1024,28 @@ impl Backend for SnapshotBackend {
             std::thread::sleep(MERGE_POLL);
         }
         self.end_merge(part)
+    }
+
+    fn hold_back(&mut self, part: &PartitionState) -> Result<()> {
+        let top = self.top(&part.name);
+        let snap = self.snap(&part.name);
+        // A merge target goes with the top; a leftover snapshot first (it
+        // shares the store, and the kernel wants it gone while the origin
+        // is suspended: removing the top ends that use).
+        if self.dm.device(&snap)?.is_some() {
+            self.dm.suspend(&top)?;
+            let removed = self.dm.remove(&snap);
+            self.dm.resume(&top)?;
+            removed?;
+            self.io.remove_node(&snap);
+        }
+        if self.dm.device(&top)?.is_some() {
+            self.dm.remove(&top)?;
+        }
+        self.io.remove_node(&top);
+        self.merge_start.remove(&part.name);
+        tracing::warn!(partition = %part.name, "{top} removed: the rollback cannot go on in this boot, nothing may mount the partition half merged");
+        Ok(())
     }
 
     fn merge_in_background(&mut self, part: &PartitionState) -> Result<Option<Merged>> {

@@ -77,6 +77,7 @@ impl Ctx<'_> {
             self.state.pending_cleanup.extend(p.cow_files);
         }
         self.state.intent = None;
+        self.state.rollback_failure = None;
         self.state.thresholds_hit.clear();
     }
 

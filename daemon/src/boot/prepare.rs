@@ -7,8 +7,9 @@ use std::time::Instant;
 use super::ctx::Ctx;
 use crate::backend::Merged;
 use crate::error::{Error, Result};
-use crate::state::Intent;
-use crate::types::{ErrorKind, EventKind, Phase, PrepareOutcome, Progress};
+use crate::evidence::kmsg;
+use crate::state::{Intent, PartitionState};
+use crate::types::{error_chain, ErrorKind, EventKind, Phase, PrepareOutcome, Progress};
 
 /// PrepareUserdata (architecture.md, boot contract).
 pub fn prepare(ctx: &mut Ctx<'_>, progress: &mut dyn FnMut(Progress)) -> Result<PrepareOutcome> {
@@ -127,7 +128,7 @@ fn rollback(
             if e.kind() == ErrorKind::Unsafe {
                 return Ok(Some(ctx.refuse(&p.name, e)));
             }
-            return Err(e);
+            return Err(cannot_go_on(ctx, &p, e));
         }
         let result = if background {
             ctx.backend.merge_in_background(&p).map(|m| m.ok_or(()))
@@ -140,8 +141,8 @@ fn rollback(
             Ok(Ok(Merged::Nothing)) => {}
             // Refused before writing anything.
             Err(e) if e.kind() == ErrorKind::Unsafe => return Ok(Some(ctx.refuse(&p.name, e))),
-            // Mid-merge: the intent stays; the next prepare resumes it.
-            Err(e) => return Err(e),
+            // Mid-merge: the intent stays; the next boot resumes it.
+            Err(e) => return Err(cannot_go_on(ctx, &p, e)),
         }
     }
     if running > 0 {
@@ -160,6 +161,7 @@ fn rollback(
     );
     ctx.record(EventKind::RollbackFinished, "", detail);
     ctx.state.intent = None;
+    ctx.state.rollback_failure = None;
     if final_ {
         ctx.retire_partitions();
         ctx.state.phase = Phase::RolledBack;
@@ -168,6 +170,41 @@ fn rollback(
     }
     ctx.save()?;
     Ok(None)
+}
+
+/// The rollback of `part` cannot go on in this boot: its merge failed
+/// (the kernel's `Merge failed`: an I/O error on the COW store stopped
+/// it), or the store could not be read or loaded. The raw partition is
+/// then neither the baseline nor the attempt for certain (a merge may have
+/// run part way, in this boot or an earlier one), so it is held back
+/// (`Backend::hold_back`: no device to mount) rather than left linear; the
+/// intent stays RollingBack, so the next boot builds the stack again and
+/// resumes the merge from what is on disk (dm-snapshot commits each merged
+/// run to the store's metadata after copying it, so a run copied again is
+/// copied with the same baseline data). Recorded with the kernel's words
+/// once per failure, and kept for status until the rollback finishes.
+fn cannot_go_on(ctx: &mut Ctx<'_>, part: &PartitionState, err: Error) -> Error {
+    let words = error_chain(&err);
+    let kernel = kmsg::snapshot_lines(&ctx.config.evidence.kmsg, 3);
+    let said = if kernel.is_empty() { String::new() } else { format!("; the kernel said: {}", kernel.join(" / ")) };
+    let held = match ctx.backend.hold_back(part) {
+        Ok(()) => "userdata is held back in this boot (its device is not created, so nothing mounts it half merged)"
+            .to_string(),
+        Err(e) => format!("userdata could not be held back ({})", error_chain(&e)),
+    };
+    let why = format!(
+        "{}: the rollback cannot go on: {words}{said}; {held}; phase stays rolling-back and the next boot resumes \
+         the merge. Fix: the COW store's device returns I/O errors (see the device-mapper lines of the kernel log); \
+         reboot once the storage works again",
+        part.name
+    );
+    tracing::error!(partition = %part.name, "{why}");
+    ctx.state.rollback_failure = Some(why.clone());
+    ctx.record(EventKind::RollbackFailed, &part.name, why.clone());
+    if let Err(e) = ctx.save() {
+        return e;
+    }
+    Error::Unavailable(why)
 }
 
 /// Arms attempt `attempt + 1`; counts it in the same record write.

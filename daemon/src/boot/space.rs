@@ -8,12 +8,14 @@
 //! recorded. If the snapshot is already dead (`Invalid`, `Overflow`,
 //! `Merge failed`), the baseline cannot be restored whatever the policy:
 //! rewind records that protection is lost (the origin and its data are
-//! untouched) and commits so the stack is plain again — never silently.
+//! untouched) with the kernel's words ([`lost_text`]) and commits so the
+//! stack is plain again — never silently, and never by merging the store.
 
 use super::ctx::Ctx;
 use crate::config::{OverflowPolicy, SpaceConfig};
 use crate::dm::SnapshotStatus;
 use crate::error::{Error, Result};
+use crate::evidence::kmsg;
 use crate::types::{EventKind, Phase};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,33 @@ pub fn evaluate(status: &SnapshotStatus, cfg: &SpaceConfig, already: &[u32]) -> 
     Decision { percent: Some(percent), crossed, action }
 }
 
+/// What a dead snapshot means, for status and the history: the kernel's
+/// status word, what it stands for, and the kernel's own log lines about
+/// it when they could be read. `Invalid` is not only a full store: an I/O
+/// error on the COW device invalidates the snapshot too (`Invalidating
+/// snapshot: Error reading/writing.`), and then the kernel cannot even mark
+/// its header invalid (`write header failed`), so the store still looks
+/// valid on disk: a later merge of it would restore only the chunks copied
+/// before the error, a mix of the baseline and the attempt. Either way the
+/// attempt's data is kept, and the store is never merged.
+pub fn lost_text(name: &str, word: &str, kernel: &[String]) -> String {
+    // dm-snapshot's reasons for invalidating (__invalidate_snapshot).
+    let io = kernel.iter().any(|l| l.contains("Error reading/writing"));
+    let full = kernel.iter().any(|l| l.contains("Unable to allocate exception"));
+    let meaning = match word {
+        "Overflow" => "the COW store overflowed",
+        "Invalid" if io && !full => "the kernel invalidated it: an I/O error on the COW store",
+        "Invalid" if full && !io => "the kernel invalidated it: the COW store overflowed",
+        "Invalid" => "the kernel invalidated it: the COW store failed (an I/O error) or overflowed",
+        _ => "the kernel stopped using it",
+    };
+    let said = if kernel.is_empty() { String::new() } else { format!("; the kernel said: {}", kernel.join(" / ")) };
+    format!(
+        "{name}: snapshot is '{word}' ({meaning}){said}: rollback protection lost, the baseline cannot be \
+         restored; the data is untouched and kept (committed), the store is never merged"
+    )
+}
+
 /// One pass of the space watch while an attempt of this boot runs:
 /// reads each partition's usage, records threshold crossings once per
 /// attempt, and applies the overflow policy. `reboot_requested` is the
@@ -101,14 +130,12 @@ pub fn watch(
         match d.action {
             Action::None => {}
             Action::Lost { word } => {
-                let why = format!(
-                    "{name}: snapshot is '{word}' (COW store overflowed): rollback protection lost; \
-                     the data is untouched and kept (committed)"
-                );
+                let kernel = kmsg::snapshot_lines(&ctx.config.evidence.kmsg, 3);
+                let why = lost_text(&name, word, &kernel);
                 ctx.state.protection_lost = Some(why.clone());
                 ctx.record(EventKind::Overflow, &name, why.clone());
                 ctx.save()?;
-                super::commit::commit(ctx, "protection lost: COW store overflowed", &mut || Ok(()))?;
+                super::commit::commit(ctx, &format!("protection lost: the snapshot is '{word}'"), &mut || Ok(()))?;
                 super::cleanup::cleanup_pending(ctx);
                 return Ok(());
             }
@@ -167,6 +194,31 @@ mod tests {
         cfg.overflow_policy = OverflowPolicy::Commit;
         assert_eq!(evaluate(&usage(990, 1000), &cfg, &[]).action, Action::Commit { percent: 99 });
         assert_eq!(evaluate(&usage(940, 1000), &cfg, &[]).action, Action::None);
+    }
+
+    #[test]
+    fn a_lost_snapshot_is_told_in_the_kernels_words() {
+        let io = lost_text(
+            "userdata",
+            "Invalid",
+            &["device-mapper: snapshots: Invalidating snapshot: Error reading/writing.".to_string()],
+        );
+        assert!(io.contains("snapshot is 'Invalid'"), "{io}");
+        assert!(io.contains("an I/O error"), "{io}");
+        assert!(
+            io.contains("the kernel said: device-mapper: snapshots: Invalidating snapshot: Error reading/writing."),
+            "{io}"
+        );
+        assert!(!io.contains("overflowed"), "an I/O error is not an overflow: {io}");
+        let full = lost_text("userdata", "Overflow", &[]);
+        assert!(full.contains("'Overflow' (the COW store overflowed)") && !full.contains("kernel said"), "{full}");
+        let full = lost_text(
+            "userdata",
+            "Invalid",
+            &["device-mapper: snapshots: Invalidating snapshot: Unable to allocate exception.".to_string()],
+        );
+        assert!(full.contains("invalidated it: the COW store overflowed"), "{full}");
+        assert!(lost_text("userdata", "Invalid", &[]).contains("an I/O error) or overflowed"));
     }
 
     #[test]

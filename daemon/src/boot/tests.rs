@@ -24,6 +24,8 @@ struct Device {
     commit_command: bool,
     /// `cow.last_rollback_in_background`.
     background: bool,
+    /// The kernel log rewindd reads (`evidence.kmsg`); empty: none.
+    kmsg: PathBuf,
 }
 
 impl Device {
@@ -31,7 +33,7 @@ impl Device {
         let dir = tempfile::tempdir().expect("tmp");
         let st = armed_state(attempts, vec![part()]);
         Store::new(dir.path()).save(&st).expect("save");
-        Device { dir, boot: 0, commit_command: true, background: false }
+        Device { dir, boot: 0, commit_command: true, background: false, kmsg: PathBuf::new() }
     }
 
     fn load(&self) -> State {
@@ -56,7 +58,11 @@ impl Device {
             commit_command: if self.commit_command { vec!["true".into()] } else { Vec::new() },
             // Evidence goes to the test's own "/metadata", never the host's.
             metadata_dir: self.dir.path().to_path_buf(),
-            evidence: EvidenceConfig { kmsg: PathBuf::new(), pstore_dir: PathBuf::new(), ..EvidenceConfig::default() },
+            evidence: EvidenceConfig {
+                kmsg: self.kmsg.clone(),
+                pstore_dir: PathBuf::new(),
+                ..EvidenceConfig::default()
+            },
             cow: crate::config::CowConfig { last_rollback_in_background: self.background, ..Default::default() },
             ..Config::default()
         };
@@ -266,6 +272,72 @@ fn power_cut_during_merge_resumes_without_using_an_attempt() {
     assert_eq!((o.phase, o.attempt), (Phase::Checkpointing, 2));
     assert_eq!(b.ops, ["verify", "merge", "verify", "arm"]);
     assert_eq!(st.attempt, 2);
+}
+
+/// A merge the kernel stops (`Merge failed`: the COW store returned an
+/// I/O error) is not a power cut: the boot must not mount the half-merged
+/// partition, so the top is held back; the rollback stays pending with the
+/// kernel's words in status and history; the next boot, with the store
+/// working again, resumes it and arms the next attempt as usual.
+#[test]
+fn a_merge_the_kernel_stops_holds_userdata_back_until_a_boot_finishes_it() {
+    let mut d = Device::new(3);
+    d.kmsg = d.dir.path().join("kmsg");
+    std::fs::write(&d.kmsg, "3,7,9000,-;device-mapper: snapshots: Read error: shutting down merge.\n").expect("kmsg");
+    d.boot(None).0.expect("attempt 1");
+    let (r, b, st) = d.boot(Some(("merge", ErrorKind::Internal)));
+    let e = r.expect_err("the merge failed");
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert_eq!(b.ops, ["verify", "merge", "hold-back"], "held back, never made linear or armed");
+    assert_eq!((st.phase, st.attempt), (Phase::RollingBack, 1));
+    assert!(matches!(st.intent, Some(Intent::Rollback { final_: false, .. })), "{:?}", st.intent);
+    let why = st.rollback_failure.clone().expect("status says why");
+    for words in ["the rollback cannot go on", "Read error: shutting down merge.", "held back", "next boot", "Fix:"] {
+        assert!(why.contains(words), "{words:?} missing: {why}");
+    }
+    assert!(e.to_string().contains("Read error: shutting down merge."), "{e}");
+    let failed: Vec<_> = st.history.iter().filter(|e| e.is(EventKind::RollbackFailed)).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].detail, why);
+    assert!(!st.history.iter().any(|e| e.is(EventKind::RollbackFinished)));
+
+    // The store works again: the next boot resumes the merge and goes on.
+    let (r, b, st) = d.boot(None);
+    assert_eq!(r.expect("resumed").phase, Phase::Checkpointing);
+    assert_eq!(b.ops, ["verify", "merge", "verify", "arm"]);
+    assert_eq!(st.attempt, 2, "the failed boot counted no attempt");
+    assert_eq!(st.rollback_failure, None, "cleared once the rollback finished");
+}
+
+/// The last rollback stuck the same way stays rolled-back-pending (never
+/// idle, never rolled back in name only) until a boot finishes the merge.
+#[test]
+fn a_stuck_last_rollback_stays_pending_across_boots() {
+    let mut d = Device::new(1);
+    d.boot(None).0.expect("attempt 1");
+    for _ in 0..2 {
+        let (r, b, st) = d.boot(Some(("merge", ErrorKind::Internal)));
+        assert_eq!(r.expect_err("stuck").kind(), ErrorKind::Unavailable);
+        assert_eq!(b.ops, ["verify", "merge", "hold-back"]);
+        assert_eq!(st.phase, Phase::RollingBack);
+        assert!(st.rollback_failure.is_some() && !st.partitions.is_empty());
+    }
+    let (r, b, st) = d.boot(None);
+    assert_eq!(r.expect("finished").phase, Phase::RolledBack);
+    assert_eq!(b.ops, ["verify", "merge", "idle"]);
+    assert_eq!((st.rollback_failure, st.history.iter().filter(|e| e.is(EventKind::RollbackFailed)).count()), (None, 2));
+}
+
+/// The store cannot even be read before the merge (the COW device fails
+/// at boot): held back too, never left linear over what may be half merged.
+#[test]
+fn an_unreadable_store_before_the_merge_holds_userdata_back() {
+    let mut d = Device::new(2);
+    d.boot(None).0.expect("attempt 1");
+    let (r, b, st) = d.boot(Some(("verify", ErrorKind::Internal)));
+    assert_eq!(r.expect_err("stuck").kind(), ErrorKind::Unavailable);
+    assert_eq!(b.ops, ["verify", "hold-back"]);
+    assert_eq!(st.phase, Phase::RollingBack);
 }
 
 #[test]

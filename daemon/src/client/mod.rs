@@ -884,6 +884,9 @@ pub fn status_summary(s: &pb::Status) -> String {
     if let Some(c) = &s.commit_failure {
         line.push_str(&format!("; commit failed {} times", c.failures));
     }
+    if !s.rollback_failure.is_empty() {
+        line.push_str(&format!("; ROLLBACK PENDING: {}", s.rollback_failure));
+    }
     if !s.unavailable_reason.is_empty() {
         line.push_str(&format!("; unavailable: {}", s.unavailable_reason));
     }
@@ -954,6 +957,9 @@ pub fn status_table(s: &pb::Status) -> String {
     ));
     if let Some(c) = &s.commit_failure {
         out.push_str(&format!("commit:      {}\n", commit_failure_text(c)));
+    }
+    if !s.rollback_failure.is_empty() {
+        out.push_str(&format!("rollback:    PENDING: {}\n", printable(&s.rollback_failure)));
     }
     if s.partitions.is_empty() {
         out.push_str("partitions:  none\n");
@@ -1100,6 +1106,7 @@ pub fn status_json(s: &pb::Status) -> Value {
             "retried_at_boot": c.retried_at_boot,
             "fix": c.fix,
         })),
+        "rollback_failure": (!s.rollback_failure.is_empty()).then_some(&s.rollback_failure),
         "partitions": partitions,
     })
 }

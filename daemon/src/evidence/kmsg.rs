@@ -81,6 +81,32 @@ impl KmsgTail {
     }
 }
 
+/// The kernel's own lines about snapshots in this boot's log (dm-snapshot's
+/// `device-mapper: snapshots: ...`, `device-mapper: persistent snapshot:
+/// ...`, a refused `snapshot-merge` table), the last `max` of them: what a
+/// report quotes when a snapshot went `Invalid` or a merge failed, since
+/// the status word alone does not say why. Empty when the log cannot be
+/// read (no /dev/kmsg, no permission): the report then has the word only.
+pub fn snapshot_lines(path: &Path, max: usize) -> Vec<String> {
+    let Ok(mut tail) = KmsgTail::open(path, 256 << 10) else { return Vec::new() };
+    if tail.read_new().is_err() {
+        return Vec::new();
+    }
+    let mut found: Vec<String> = tail
+        .lines
+        .iter()
+        .filter(|l| l.contains("device-mapper") && l.contains("snapshot"))
+        .map(|l| match l.split_once("] ") {
+            // The timestamp says nothing to a reader of the history.
+            Some((stamp, text)) if stamp.starts_with('[') => text.to_string(),
+            _ => l.clone(),
+        })
+        .collect();
+    found.dedup();
+    let skip = found.len().saturating_sub(max);
+    found.split_off(skip)
+}
+
 /// "6,339,5140900,-;text" → "[    5.140900] text"; continuation lines
 /// (leading space) are dropped; anything else is kept as it is.
 pub fn format_record(line: &str) -> Option<String> {
@@ -99,6 +125,29 @@ pub fn format_record(line: &str) -> Option<String> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn snapshot_lines_are_the_kernels_last_words_on_snapshots() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("kmsg");
+        std::fs::write(
+            &path,
+            "3,1,100,-;device-mapper: snapshots: Invalidating snapshot: Error reading/writing.\n\
+             6,2,200,-;ext4: mounted\n\
+             4,3,300,-;device-mapper: persistent snapshot: write header failed\n\
+             3,4,400,-;device-mapper: snapshots: Write error in exception store: shutting down merge\n",
+        )
+        .expect("write");
+        assert_eq!(
+            snapshot_lines(&path, 2),
+            vec![
+                "device-mapper: persistent snapshot: write header failed".to_string(),
+                "device-mapper: snapshots: Write error in exception store: shutting down merge".to_string(),
+            ]
+        );
+        assert_eq!(snapshot_lines(&path, 9).len(), 3);
+        assert!(snapshot_lines(&dir.path().join("none"), 3).is_empty());
+    }
 
     #[test]
     fn records_are_formatted_and_the_tail_is_bounded() {

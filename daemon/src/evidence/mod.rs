@@ -28,7 +28,7 @@
 //! `attempts.previous/` (one generation is kept).
 
 mod copier;
-mod kmsg;
+pub mod kmsg;
 pub mod names;
 mod shelf;
 

@@ -124,6 +124,7 @@ pub fn status_to_pb(s: &StatusReport) -> pb::Status {
         }),
         unlimited: s.unlimited,
         slot: slot_to_pb(s.slot) as i32,
+        rollback_failure: s.rollback_failure.clone().unwrap_or_default(),
     }
 }
 
@@ -336,6 +337,7 @@ mod tests {
                 retried_at_boot: false,
                 fix: "stop it".into(),
             }),
+            rollback_failure: Some("userdata: the rollback cannot go on".into()),
         };
         let pb = status_to_pb(&report);
         assert_eq!(pb.slot(), pb::SlotState::Unmarked);
@@ -345,6 +347,7 @@ mod tests {
         assert_eq!((pb.attempt, pb.attempts), (2, 3));
         assert!(pb.protection_lost);
         assert_eq!(pb.protection_lost_reason, "COW overflow");
+        assert_eq!(pb.rollback_failure, "userdata: the rollback cannot go on");
         let c = pb.commit_failure.as_ref().expect("commit failure kept");
         assert_eq!((c.failures, c.limit, c.retried_at_boot), (3, 3, false));
         assert!(c.last_error.ends_with("Device or resource busy"));

@@ -14,6 +14,10 @@ pub enum EventKind {
     Attempt,
     RollbackBegun,
     RollbackFinished,
+    /// A rollback's merge could not go on in this boot (the kernel's
+    /// `Merge failed`, or the COW store unreadable): the intent stays, the
+    /// partition is held back, the next boot resumes the merge.
+    RollbackFailed,
     CommitBegun,
     Committed,
     /// The data commit of a begun commit failed (live or when finished at
@@ -52,11 +56,12 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::Started,
         EventKind::Attempt,
         EventKind::RollbackBegun,
         EventKind::RollbackFinished,
+        EventKind::RollbackFailed,
         EventKind::CommitBegun,
         EventKind::Committed,
         EventKind::CommitFailed,
@@ -84,6 +89,7 @@ impl EventKind {
             EventKind::Attempt => "attempt",
             EventKind::RollbackBegun => "rollback-begun",
             EventKind::RollbackFinished => "rollback-finished",
+            EventKind::RollbackFailed => "rollback-failed",
             EventKind::CommitBegun => "commit-begun",
             EventKind::Committed => "committed",
             EventKind::CommitFailed => "commit-failed",

@@ -23,6 +23,9 @@ pub struct StatusReport {
     pub slot: SlotState,
     /// Set while a begun commit has failed at least once and is not done.
     pub commit_failure: Option<CommitFailureReport>,
+    /// Set while a pending rollback could not go on (the kernel's words and
+    /// what to do); the next boot resumes it.
+    pub rollback_failure: Option<String>,
 }
 
 /// A commit whose data commit failed (phase committing): how often, the

@@ -202,6 +202,7 @@ impl FakeCore {
                 retried_at_boot: false,
                 fix: "a process holds a rewind device open".into(),
             }),
+            rollback_failure: None,
         }
     }
 }

@@ -47,6 +47,12 @@ fail_point() {
     kill_rewindd &
     return 0
   fi
+  if [ "$REWIND_FAIL_KIND" = script ]; then
+    # A fault below rewind made while the boot goes on (plan.rs:
+    # Failure::GuestScript); its account goes to the share.
+    sh -c "$REWIND_FAIL_SCRIPT" > "$LOGS/fail-script.log" 2>&1 < /dev/null &
+    return 0
+  fi
   case "$REWIND_FAIL_KIND" in
     panic) echo c > /proc/sysrq-trigger ;;
     reset) echo b > /proc/sysrq-trigger ;;

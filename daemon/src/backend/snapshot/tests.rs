@@ -376,6 +376,40 @@ fn merge_failure_word_is_reported_not_taken_for_done() {
     assert_eq!(kind(&dm, "rewind-userdata"), Some(SNAPSHOT_MERGE), "merge stays loaded for the next try");
 }
 
+/// After `Merge failed` the kernel will not restart that merge target (a
+/// resume retries it and finds "exception for block 0 is on disk but not
+/// in memory"; a new merge table is refused while it exists: "A snapshot
+/// is already merging"), and the raw partition is half merged: the top
+/// goes, so nothing can mount either; the store stays for the next boot,
+/// whose merge starts again from the store's metadata on disk.
+#[test]
+fn a_failed_merge_is_held_back_then_resumed_from_the_store() {
+    let (mut b, dm, io) = backend();
+    io.0.lock().expect("io").head = Some(header(1, 8));
+    dm.script_status("rewind-userdata", &["Merge failed"]);
+    b.merge(&part(), &mut |_| {}).expect_err("failed");
+    b.hold_back(&part()).expect("held back");
+    assert!(!dm.exists("rewind-userdata"), "no device to mount half merged");
+    assert!(!dm.exists("rewind-userdata-snap"));
+    assert!(dm.exists("rewind-userdata-cow"), "the store is kept");
+    // Held back twice in a boot (prepare called again): nothing to undo.
+    b.hold_back(&part()).expect("again");
+    // The next prepare (the store works again) builds the stack anew.
+    dm.script_status("rewind-userdata", &["400/16384 16", "16/16384 16"]);
+    assert_eq!(b.merge(&part(), &mut |_| {}).expect("resumed"), Merged::Merged { sectors: 400 });
+    assert_eq!(kind(&dm, "rewind-userdata"), Some(LINEAR));
+}
+
+/// A snapshot left from an arm goes too, removed while the origin is
+/// suspended (the fake enforces the kernel's rule).
+#[test]
+fn hold_back_removes_a_leftover_snapshot_under_a_suspended_origin() {
+    let (mut b, dm, _) = backend();
+    b.arm(&part(), 1).expect("arm");
+    b.hold_back(&part()).expect("held back");
+    assert!(!dm.exists("rewind-userdata") && !dm.exists("rewind-userdata-snap"));
+}
+
 #[test]
 fn a_live_attempt_is_never_merged_under_a_mounted_filesystem() {
     let (mut b, dm, io) = backend();

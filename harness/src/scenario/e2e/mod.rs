@@ -27,6 +27,7 @@
 
 mod bootloop;
 mod commit;
+mod cowfail;
 mod freemap;
 mod passthrough;
 mod refusal;
@@ -53,6 +54,18 @@ pub static E2E: &[Scenario] = &[
         summary: "rewindd is SIGKILLed inside prepare-userdata in each attempt's boot (arming, merging, later); init starts it again and rewindctl calls again: every boot reaches ready armed, each attempt counted once; the last rollback ends exactly at the baseline, fsck clean",
         needs: Needs { fs: Some(crate::plan::FsType::Ext4), ..Needs::DAEMON },
         run: bootloop::rewindd_killed_in_prepare,
+    },
+    Scenario {
+        name: "cow-fails-during-attempt",
+        summary: "The COW device fails every write (dm-flakey error_writes) while an attempt writes: the snapshot goes Invalid; reported lost in the kernel's words (status, history), the attempt's data kept and committed, never merged; the next boot idle on exactly that data, fsck clean",
+        needs: Needs { fs: Some(crate::plan::FsType::Ext4), ..Needs::DAEMON },
+        run: cowfail::cow_fails_during_attempt,
+    },
+    Scenario {
+        name: "cow-fails-during-merge",
+        summary: "The COW device fails every write while the last rollback merges: Merge failed; the boot reaches ready with userdata held back, phase rolling-back, the kernel's words and the fix in status and history; the next boot resumes the merge: exactly the baseline, idle, fsck clean",
+        needs: Needs { fs: Some(crate::plan::FsType::Ext4), userdata_mib: Some(1024), ..Needs::DAEMON },
+        run: cowfail::cow_fails_during_merge,
     },
     Scenario {
         name: "good-boot-commits",
