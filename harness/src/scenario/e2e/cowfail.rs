@@ -131,11 +131,7 @@ pub(super) fn cow_fails_during_attempt(cx: &mut Ctx) -> Result<(), ScenarioError
         st.to_string(),
     );
     let h = checks::history(cx)?;
-    cx.check(
-        "history: no rollback of attempt 1 ever began",
-        h.has(Attempt) && !h.has(RollbackBegun),
-        h.text(),
-    );
+    cx.check("history: no rollback of attempt 1 ever began", h.has(Attempt) && !h.has(RollbackBegun), h.text());
     checks::fsck_after_umount(cx, "userdata fsck clean after the COW failure")?;
     cx.shutdown()?;
     Ok(())
@@ -182,10 +178,8 @@ pub(super) fn cow_fails_during_merge(cx: &mut Ctx) -> Result<(), ScenarioError> 
     cx.changed_manifest("the attempt changed userdata", &baseline, &now);
     cx.shutdown()?;
 
-    let plan = BootPlan::rewind().with_failure(Failure::guest_script_at(
-        stage::PREPARE_USERDATA,
-        &fail_cow_writes_once_merging(),
-    ));
+    let plan = BootPlan::rewind()
+        .with_failure(Failure::guest_script_at(stage::PREPARE_USERDATA, &fail_cow_writes_once_merging()));
     let rec = cx.boot_ready(&plan)?;
     let script = checks::boot_log(cx, rec.index, "fail-script.log");
     cx.check(
