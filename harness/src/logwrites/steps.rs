@@ -157,7 +157,11 @@ fn record(cx: &mut Ctx, cfg: &Config) -> Result<Recorded, ScenarioError> {
     cx.check("dm-log-writes kept logging", !status.contains("logging_disabled"), status.trim().to_string());
     cx.shutdown()?;
     let log_path = cfg.out.join(LOG);
-    std::fs::rename(&log_img, &log_path).map_err(io(&log_img))?;
+    if std::fs::rename(&log_img, &log_path).is_err() {
+        // --out on another filesystem than the run directory.
+        copy_sparse(&log_img, &log_path)?;
+        std::fs::remove_file(&log_img).map_err(io(&log_img))?;
+    }
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).map_err(io(p));
     let rec =
         Recorded { phase: cfg.phase, baseline, committed, userdata_bytes: size(&iu)?, metadata_bytes: size(&im)? };
