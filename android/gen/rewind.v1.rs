@@ -256,6 +256,14 @@ pub struct FreeMapStatus {
     /// not be set up or read); empty otherwise.
     #[prost(string, tag = "8")]
     pub free_written_unknown: ::prost::alloc::string::String,
+    /// The runs free_written_bytes counts: the cow.free_counted_runs longest
+    /// of the segments, holding free_written_chunks of the linear_chunks.
+    /// Fewer than segments: writes into the other runs are not counted, so
+    /// the figure is a lower bound. 0 when the figure is unknown.
+    #[prost(uint32, tag = "9")]
+    pub free_written_segments: u32,
+    #[prost(uint64, tag = "10")]
+    pub free_written_chunks: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

@@ -155,6 +155,11 @@ pub struct CowConfig {
     /// counted (`ext4map::free`, `dm::armed`). When the map cannot be
     /// proven the whole device is protected, as with `false`.
     pub free_map: bool,
+    /// How many of the linear runs get a dm-stats region counting the
+    /// bytes written into free space: the longest ones. Fewer regions make
+    /// the arm and each status read cheaper; status then says the figure
+    /// covers that many runs and is a lower bound. 1..=4096.
+    pub free_counted_runs: u32,
     /// The last rollback (no attempt left) does not hold the boot: the
     /// merge is started and PrepareUserdata returns, /data mounts on the
     /// merging device (snapshot-merge serves I/O while it merges), and
@@ -234,6 +239,7 @@ impl Default for CowConfig {
             file_max_bytes: 1 << 30,
             chunk_sectors: 8,
             free_map: true,
+            free_counted_runs: crate::dm::stats::DEFAULT_COUNTED_RUNS,
             last_rollback_in_background: false,
         }
     }
@@ -449,6 +455,9 @@ impl Config {
                 format!("{} must be a power of two in 8..={MAX_CHUNK_SECTORS} (512-byte sectors)", cow.chunk_sectors),
             ));
         }
+        if !(1..=4096).contains(&cow.free_counted_runs) {
+            return Err(bad("cow.free_counted_runs", format!("{} is outside 1..=4096", cow.free_counted_runs)));
+        }
 
         let space = &self.space;
         if let Some(t) = space.thresholds_percent.iter().find(|t| !(1..=100).contains(*t)) {
@@ -656,6 +665,8 @@ mod tests {
             ("cow.chunk_sectors", |c| c.cow.chunk_sectors = 4),
             ("cow.chunk_sectors", |c| c.cow.chunk_sectors = 24),
             ("cow.chunk_sectors", |c| c.cow.chunk_sectors = 4096),
+            ("cow.free_counted_runs", |c| c.cow.free_counted_runs = 0),
+            ("cow.free_counted_runs", |c| c.cow.free_counted_runs = 4097),
             ("cow.free_share_percent", |c| c.cow.free_share_percent = 0),
             ("cow.free_share_percent", |c| c.cow.free_share_percent = 101),
             ("cow.max_bytes", |c| c.cow.max_bytes = 1),

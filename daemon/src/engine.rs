@@ -745,7 +745,15 @@ impl Inner {
                     free_map: rec.and_then(|r| {
                         let mut m = r.free_map.as_ref()?.report();
                         match self.free_written(r, reading) {
-                            Some(Ok(bytes)) => m.free_written_bytes = Some(bytes),
+                            Some(Ok(bytes)) => {
+                                m.free_written_bytes = Some(bytes);
+                                // What the figure covers: the runs that
+                                // have regions, as the backend made them.
+                                let k = self.config.cow.free_counted_runs;
+                                let (runs, chunks) = r.free_map.as_ref().map(|f| f.counted(k)).unwrap_or_default();
+                                m.free_written_segments = runs;
+                                m.free_written_chunks = chunks;
+                            }
                             Some(Err(why)) => m.free_written_unknown = Some(why),
                             None => {}
                         }

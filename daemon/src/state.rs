@@ -221,6 +221,23 @@ impl FreeMap {
         }
     }
 
+    /// The runs whose writes are counted ([`crate::dm::stats::largest`]:
+    /// the `k` longest), in sectors as the regions are made.
+    pub fn counted_sectors(&self, k: u32) -> Vec<(u64, u64)> {
+        crate::dm::stats::largest(&self.linear_sectors(), k as usize)
+    }
+
+    /// How many runs are counted of the `k` asked, and the chunks in them.
+    pub fn counted(&self, k: u32) -> (u32, u64) {
+        match self {
+            FreeMap::Mapped { runs, .. } => {
+                let c = crate::dm::stats::largest(runs, k as usize);
+                (u32::try_from(c.len()).unwrap_or(u32::MAX), c.iter().map(|r| r.1).sum())
+            }
+            FreeMap::NotUsed { .. } => (0, 0),
+        }
+    }
+
     /// What status shows of it.
     pub fn report(&self) -> FreeMapReport {
         match self {
@@ -248,6 +265,8 @@ impl FreeMap {
                     ),
                     free_written_bytes: None,
                     free_written_unknown: None,
+                    free_written_segments: 0,
+                    free_written_chunks: 0,
                 }
             }
             FreeMap::NotUsed { reason } => FreeMapReport {
@@ -258,6 +277,8 @@ impl FreeMap {
                 detail: reason.clone(),
                 free_written_bytes: None,
                 free_written_unknown: None,
+                free_written_segments: 0,
+                free_written_chunks: 0,
             },
         }
     }

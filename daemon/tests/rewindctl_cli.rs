@@ -94,6 +94,8 @@ async fn status_and_history_have_json_forms() {
     assert_eq!(v["partitions"][0]["free_map"]["mapped"], true);
     assert_eq!(v["partitions"][0]["free_map"]["free_written_bytes"], 64 << 20);
     assert_eq!(v["partitions"][0]["free_map"]["free_written_unknown"], serde_json::Value::Null);
+    assert_eq!(v["partitions"][0]["free_map"]["free_written_segments"], 14);
+    assert_eq!(v["partitions"][0]["free_map"]["free_written_lower_bound"], false, "every run counted");
     let run = rewindctl(s, None, &["status"]).await;
     assert!(run.stdout.contains("PARTITION") && run.stdout.contains("userdata"), "{run:?}");
     assert!(

@@ -302,6 +302,8 @@ pub struct SnapshotBackend {
     verify_dir: PathBuf,
     /// `cow.free_map`: arm with the baseline's free chunks mapped linear.
     free_map: bool,
+    /// `cow.free_counted_runs`: the linear runs that get a dm-stats region.
+    free_counted_runs: u32,
     /// Sectors allocated in each merging store at this process's first
     /// look: the merge's total, for progress and the history.
     merge_start: std::collections::HashMap<String, u64>,
@@ -315,6 +317,7 @@ impl SnapshotBackend {
             prefix: config.dm_prefix.clone(),
             verify_dir: config.metadata_dir.join("mnt"),
             free_map: config.cow.free_map,
+            free_counted_runs: config.cow.free_counted_runs,
             merge_start: Default::default(),
         }
     }
@@ -600,14 +603,15 @@ impl SnapshotBackend {
     }
 
     /// After an arm: one dm-stats region per linear run of the top device,
-    /// so status can say how much was written into free space (never
-    /// copied, so the snapshot does not count it). Best effort: the
+    /// for the `cow.free_counted_runs` longest runs, so status can say how
+    /// much was written into free space (never copied, so the snapshot
+    /// does not count it). Best effort: the
     /// counters are a report, never a reason to lose protection; a failure
     /// is logged and status says "unknown". Without a free map any regions
     /// of ours left from an earlier arm of this boot are deleted.
     fn count_free_writes(&self, part: &str, free_map: &FreeMap) {
         let top = self.top(part);
-        let ranges = free_map.linear_sectors();
+        let ranges = free_map.counted_sectors(self.free_counted_runs);
         let started = Instant::now();
         let r = if ranges.is_empty() {
             stats::delete_all(&*self.dm, &top).map(|deleted| stats::Ensured::Created { created: 0, deleted })
@@ -1157,7 +1161,7 @@ impl Backend for SnapshotBackend {
     }
 
     fn free_written_bytes(&self, part: &PartitionState) -> std::result::Result<u64, String> {
-        let ranges = part.free_map.as_ref().map(FreeMap::linear_sectors).unwrap_or_default();
+        let ranges = part.free_map.as_ref().map(|m| m.counted_sectors(self.free_counted_runs)).unwrap_or_default();
         stats::written_sectors(&*self.dm, &self.top(&part.name), &ranges)
             .map(|s| s.saturating_mul(512))
             .map_err(|e| error_chain(&e))

@@ -1045,7 +1045,17 @@ fn free_map_line(name: &str, m: &pb::FreeMapStatus) -> String {
     } else {
         format!("{name} free space: not mapped, every chunk protected: {}\n", printable(&m.detail))
     };
-    if m.free_written_known {
+    if m.free_written_known && m.free_written_segments < m.segments {
+        // Only the longest runs have counters (cow.free_counted_runs).
+        line.push_str(&format!(
+            "{name} free space: at least {} written into free space this boot, not copied; counted in the {} longest \
+             of {} linear runs ({}% of the free chunks), writes into the others are not counted\n",
+            human_bytes(m.free_written_bytes),
+            m.free_written_segments,
+            m.segments,
+            percent(m.free_written_chunks, m.linear_chunks)
+        ));
+    } else if m.free_written_known {
         line.push_str(&format!(
             "{name} free space: {} written into free space this boot, not copied\n",
             human_bytes(m.free_written_bytes)
@@ -1086,6 +1096,11 @@ pub fn status_json(s: &pb::Status) -> Value {
                     "detail": m.detail,
                     "free_written_bytes": m.free_written_known.then_some(m.free_written_bytes),
                     "free_written_unknown": (!m.free_written_unknown.is_empty()).then_some(&m.free_written_unknown),
+                    // What the figure covers: a lower bound when fewer
+                    // runs are counted than mapped.
+                    "free_written_segments": m.free_written_known.then_some(m.free_written_segments),
+                    "free_written_chunks": m.free_written_known.then_some(m.free_written_chunks),
+                    "free_written_lower_bound": m.free_written_known.then_some(m.free_written_segments < m.segments),
                 })),
             })
         })
@@ -1192,6 +1207,37 @@ fn clock(unix: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_free_written_figure_says_when_it_is_a_lower_bound() {
+        let mut m = pb::FreeMapStatus {
+            mapped: true,
+            chunks: 1000,
+            linear_chunks: 400,
+            segments: 2047,
+            free_written_bytes: 8 << 20,
+            free_written_known: true,
+            free_written_segments: 128,
+            free_written_chunks: 300,
+            ..Default::default()
+        };
+        let text = free_map_line("userdata", &m);
+        assert!(
+            text.contains("at least 8.0 MiB written into free space this boot, not copied; counted in the 128 longest of 2047 linear runs (75% of the free chunks)"),
+            "{text}"
+        );
+        let json = status_json(&pb::Status {
+            partitions: vec![pb::PartitionStatus { free_map: Some(m.clone()), ..Default::default() }],
+            ..Default::default()
+        });
+        let j = &json["partitions"][0]["free_map"];
+        assert_eq!((j["free_written_segments"].as_u64(), j["free_written_lower_bound"].as_bool()), (Some(128), Some(true)));
+        m.free_written_segments = 2047;
+        m.free_written_chunks = 400;
+        let text = free_map_line("userdata", &m);
+        assert!(text.contains("userdata free space: 8.0 MiB written into free space this boot, not copied\n"), "{text}");
+        assert!(!text.contains("at least"), "{text}");
+    }
 
     #[test]
     fn control_characters_in_recorded_text_never_reach_the_terminal_raw() {

@@ -207,6 +207,9 @@ fn status_reports_bytes_written_into_free_space_only_while_this_boots_attempt_is
     e.prepare_userdata(&mut |_| {}).expect("attempt 1");
     probe_set(Ok(64 << 20));
     assert_eq!(written(&e.status()), (Some(64 << 20), None));
+    // Both runs fit under cow.free_counted_runs: the figure covers all.
+    let m = e.status().partitions[0].free_map.clone().expect("free map");
+    assert_eq!((m.segments, m.free_written_segments, m.free_written_chunks), (2, 2, 7));
     // The space watch publishes a report every poll: it reuses the last
     // reading instead of reading every region again.
     let before = reads();
@@ -231,6 +234,8 @@ fn status_reports_bytes_written_into_free_space_only_while_this_boots_attempt_is
     // A failed read is "unknown" with the reason, never 0.
     probe_set(Err("no dm-stats regions".into()));
     assert_eq!(written(&e.status()), (None, Some("no dm-stats regions".into())));
+    let m = e.status().partitions[0].free_map.clone().expect("free map");
+    assert_eq!((m.free_written_segments, m.free_written_chunks), (0, 0), "no figure, nothing covered");
     drop(e);
 
     // A later boot before its prepare: the armed attempt is not this

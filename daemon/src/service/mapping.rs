@@ -102,6 +102,8 @@ pub fn partition_to_pb(p: &PartitionReport) -> pb::PartitionStatus {
             free_written_bytes: m.free_written_bytes.unwrap_or(0),
             free_written_known: m.free_written_bytes.is_some(),
             free_written_unknown: m.free_written_unknown.clone().unwrap_or_default(),
+            free_written_segments: m.free_written_segments,
+            free_written_chunks: m.free_written_chunks,
         }),
     }
 }
@@ -324,6 +326,8 @@ mod tests {
                     detail: "taken".into(),
                     free_written_bytes: Some(64 << 20),
                     free_written_unknown: None,
+                    free_written_segments: 10,
+                    free_written_chunks: 190000,
                 }),
             }],
             unavailable_reason: None,
@@ -354,6 +358,9 @@ mod tests {
         assert_eq!(pb.partitions[0].cow_free_bytes, 0);
         assert_eq!(pb.partitions[0].snapshot_state, "Overflow");
         assert_eq!(pb.partitions[0].backend(), pb::Backend::Snapshot);
+        let m = pb.partitions[0].free_map.as_ref().expect("free map kept");
+        assert_eq!((m.free_written_bytes, m.free_written_known), (64 << 20, true));
+        assert_eq!((m.segments, m.free_written_segments, m.free_written_chunks), (12, 10, 190000));
         assert_eq!(phase_name_i32(99), "phase-99");
     }
 }

@@ -92,6 +92,12 @@ pub struct FreeMapReport {
     /// Why `free_written_bytes` is unknown while the attempt is armed over
     /// the map (the counters could not be set up or read).
     pub free_written_unknown: Option<String>,
+    /// Linear runs whose writes `free_written_bytes` counts (the
+    /// `cow.free_counted_runs` longest; 0 when there is no figure). Fewer
+    /// than `segments`: the figure is a lower bound.
+    pub free_written_segments: u32,
+    /// Chunks in those runs, of `linear_chunks`.
+    pub free_written_chunks: u64,
 }
 
 /// What SealFreeMap did for one partition.

@@ -189,6 +189,8 @@ impl FakeCore {
                     detail: "taken from the ext4 block bitmaps at attempt 1 (read in 45 ms)".into(),
                     free_written_bytes: Some(64 << 20),
                     free_written_unknown: None,
+                    free_written_segments: 14,
+                    free_written_chunks: 180000,
                 }),
             }],
             unavailable_reason: None,

@@ -837,6 +837,50 @@ fn a_recorded_free_map_is_validated_when_the_record_loads() {
 }
 
 #[test]
+fn past_cow_free_counted_runs_only_the_longest_runs_have_regions() {
+    use crate::dm::target::{Table, Target};
+    let mut config = Config::default();
+    config.cow.free_counted_runs = 2;
+    let dm = FakeDm::default();
+    let mut b = SnapshotBackend::new(&config, Box::new(dm.clone()), Box::new(FakeIo::default()));
+    let top = "rewind-userdata";
+    let raw = Device { major: 8, minor: 16 };
+    dm.create(top, &Table::single(Sectors(RAW_SIZE / 512), Target::linear(raw, Sectors(0))), false).expect("top");
+    // Runs of 1, 5, 2 and 5 chunks (4 KiB): the two of 5 are counted.
+    let runs = vec![(10, 1), (20, 5), (40, 2), (60, 5)];
+    let map = FreeMap::Mapped {
+        chunk_bytes: 4096,
+        chunks: RAW_SIZE / 4096,
+        free_chunks_found: 13,
+        runs_sha256: crate::state::runs_hash(&runs),
+        runs,
+        taken_at_attempt: 1,
+        read_ms: 0,
+        sealed_at_unix: None,
+    };
+    b.count_free_writes("userdata", &map);
+    let mut have: Vec<(u64, u64)> = dm.regions(top).iter().map(|r| (r.start, r.len)).collect();
+    have.sort_unstable();
+    assert_eq!(have, [(160, 40), (480, 40)], "regions on the two longest runs only");
+    assert_eq!(map.counted(2), (2, 10));
+    let mut p = part();
+    p.free_map = Some(map.clone());
+    // A write into an uncounted run is not in the figure (a lower bound);
+    // one into a counted run is, exactly.
+    dm.write(top, 80, 8);
+    assert_eq!(b.free_written_bytes(&p), Ok(0));
+    dm.write(top, 480, 16);
+    assert_eq!(b.free_written_bytes(&p), Ok(16 * 512));
+    // A rewindd restarted with another cap finds regions that are not its
+    // set: unknown, never a figure over the wrong runs; its arm remakes them.
+    b.free_counted_runs = 3;
+    assert!(b.free_written_bytes(&p).expect_err("another set").contains("not the"));
+    b.count_free_writes("userdata", &map);
+    assert_eq!(dm.regions(top).len(), 3);
+    assert_eq!(b.free_written_bytes(&p), Ok(0));
+}
+
+#[test]
 fn writes_into_the_linear_runs_are_counted_by_our_dm_stats_regions() {
     let dir = tempfile::tempdir().expect("tmp");
     let Some((mut b, dm, _io)) = free_map_backend(dir.path()) else { return };

@@ -28,6 +28,7 @@
 mod bootloop;
 mod commit;
 mod cowfail;
+mod free_runs;
 mod freemap;
 mod passthrough;
 mod refusal;
@@ -99,9 +100,9 @@ pub static E2E: &[Scenario] = &[
     },
     Scenario {
         name: "free-written-many-runs",
-        summary: "cow.free_map at the table's line cap: a baseline with ~2,100 one-chunk holes is armed with the most linear runs the table holds, one dm-stats region each; the arm's and a status read's cost reported, a new file's writes counted as written into free space; the rollback ends at the exact baseline",
+        summary: "cow.free_map at the table's line cap: a baseline with ~2,100 one-chunk holes is armed with the most linear runs the table holds; one attempt per cow.free_counted_runs (64, 128, 256, 4096): the regions are the longest runs of the kernel's table, status says the figure covers N of M runs (a lower bound when capped), a new file landing in counted runs is counted exactly; the arm's and a status read's cost at each cap reported; the rollback ends at the exact baseline",
         needs: Needs::DAEMON,
-        run: freemap::free_written_many_runs,
+        run: free_runs::free_written_many_runs,
     },
     Scenario {
         name: "free-map-power-cuts",
