@@ -108,6 +108,7 @@ mod tests {
             ota: Vec::new(),
             lifecycle: Default::default(),
             scale: Default::default(),
+            free_map_read_ms: Some(102),
             binaries: Vec::new(),
             targets: vec![TargetCheck { goal: "write < 1.1x".into(), figure: "0.98".into(), met: Some(true) }],
             notes: vec!["a note with <tags>".into()],
@@ -127,6 +128,13 @@ mod tests {
         assert!(page.contains("<svg") && page.contains("<polyline"), "the plot is inline");
         assert!(page.contains("2026-12-04 &lt;now&gt;, 2 x EPYC &amp; co"));
         assert!(page.contains("note: a note with &lt;tags&gt;"));
+        assert!(page.contains("Free map read at arm (block 4K +free map): 102 ms"));
+        let missing = crate::bench::report::missing(&r);
+        assert!(missing.contains(&"table loads".to_string()), "{missing:?}");
+        let mut full = r.clone();
+        full.scale.table_loads = crate::bench::tables::parse("tl 10 10 30\ntl 10 10 31\ntl 10 10 29\ntl 1000 1000 60\ntl 1000 1000 61\ntl 1000 1000 62\ntl 4096 4096 200\ntl 4096 4096 210\ntl 4096 4096 220\n", &[10, 1000, 4096]).expect("parses");
+        assert!(!crate::bench::report::missing(&full).contains(&"table loads".to_string()));
+        assert!(render(&full, &svg).contains(" 4096 lines: 210 (200-220)"));
         assert!(!page.contains("<tags>") && !page.contains("<now>"));
         // Nothing fetched: the only URLs are SVG's namespace names.
         let rest = page.replace("http://www.w3.org/2000/svg", "").replace("http://www.w3.org/1999/xlink", "");

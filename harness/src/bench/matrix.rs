@@ -45,6 +45,15 @@ pub struct SessionOut {
     pub samples: Vec<Sample>,
     pub ota: Vec<OtaSample>,
     pub notes: Vec<String>,
+    /// With the free map: how long the arm took to read it (status's
+    /// "read in N ms").
+    pub free_map_read_ms: Option<u64>,
+}
+
+/// "(read in 102 ms)" of the free map's detail in `rewindctl status --json`.
+pub fn parse_read_ms(status: &str) -> Option<u64> {
+    let i = status.find("read in ")?;
+    status[i + 8..].split_whitespace().next()?.parse().ok()
 }
 
 fn base_file(w: Workload, rep: u32) -> String {
@@ -203,6 +212,10 @@ pub fn session(plan: &Plan, config: Config) -> Result<SessionOut, BenchError> {
     if let Config::Block { .. } = config {
         let note = table_note(&mut cx, config)?;
         out.notes.push(note);
+        if let Config::Block { free_map: true, .. } = config {
+            let st = run(&mut cx, "rewindctl status --json", 60)?;
+            out.free_map_read_ms = parse_read_ms(&st);
+        }
     }
     run_matrix(&mut cx, plan, config, &mut out)?;
     run_ota(&mut cx, plan, config, &mut out)?;
@@ -211,4 +224,14 @@ pub fn session(plan: &Plan, config: Config) -> Result<SessionOut, BenchError> {
         out.notes.push(format!("{}: check failed: {}: {}", config.label(), c.name, c.detail));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_free_maps_read_time_comes_from_status() {
+        let st = r#"{"free_map":{"detail":"taken from the ext4 block bitmaps at attempt 1 (read in 102 ms); 57 free chunks"}}"#;
+        assert_eq!(super::parse_read_ms(st), Some(102));
+        assert_eq!(super::parse_read_ms("{}"), None);
+    }
 }

@@ -21,6 +21,7 @@ pub mod plot;
 pub mod report;
 pub mod scale;
 pub mod stats;
+pub mod tables;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -36,12 +37,16 @@ pub fn run(plan: &Plan) -> Result<BenchReport, BenchError> {
     let mut samples = Vec::new();
     let mut ota = Vec::new();
     let mut notes = Vec::new();
+    let mut free_map_read_ms = None;
     // REWIND_BENCH_SECTIONS=matrix,lifecycle,scale (default all): a part
     // alone, while working on it; the report then lacks the others.
+    // "tables" alone runs the scale session's table loads without its
+    // fragmented stores.
     let sections = std::env::var("REWIND_BENCH_SECTIONS").unwrap_or_else(|_| "matrix,lifecycle,scale".into());
     let want = |s: &str| sections.split(',').any(|x| x.trim() == s);
     let configs: Vec<Config> = plan.configs.iter().copied().filter(|_| want("matrix")).collect();
-    let sessions = configs.len() + usize::from(want("lifecycle")) + usize::from(want("scale"));
+    let scale_session = want("scale") || want("tables");
+    let sessions = configs.len() + usize::from(want("lifecycle")) + usize::from(scale_session);
     let mut progress = crate::progress::Progress::new(sessions as u64, "session");
     for config in configs {
         progress.begin(&config.label());
@@ -49,6 +54,7 @@ pub fn run(plan: &Plan) -> Result<BenchReport, BenchError> {
         samples.extend(out.samples);
         ota.extend(out.ota);
         notes.extend(out.notes);
+        free_map_read_ms = free_map_read_ms.or(out.free_map_read_ms);
     }
     let lifecycle = if want("lifecycle") {
         progress.begin("commit and rollback");
@@ -56,9 +62,9 @@ pub fn run(plan: &Plan) -> Result<BenchReport, BenchError> {
     } else {
         Default::default()
     };
-    let scale = if want("scale") {
-        progress.begin("stack build over fragmented stores");
-        scale::session(plan)?
+    let scale = if scale_session {
+        progress.begin("stack build over fragmented stores, table loads");
+        scale::session(plan, if want("scale") { &plan.extents } else { &[] })?
     } else {
         Default::default()
     };
@@ -72,6 +78,7 @@ pub fn run(plan: &Plan) -> Result<BenchReport, BenchError> {
         ota: report::ota_rows(&ota),
         lifecycle,
         scale,
+        free_map_read_ms,
         binaries: binaries(),
         targets: Vec::new(),
         notes,

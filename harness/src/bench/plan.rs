@@ -105,6 +105,10 @@ pub struct Plan {
     pub device_write_mib: u64,
     /// COW store extents asked for (the store is fragmented on purpose).
     pub extents: Vec<u64>,
+    /// Lines of the synthetic armed tables whose load is timed (the last
+    /// is the table's line cap), and how many loads of each.
+    pub table_lines: Vec<u64>,
+    pub table_reps: u32,
 }
 
 impl Plan {
@@ -133,6 +137,9 @@ impl Plan {
                 changed_mib: vec![8, 32],
                 device_write_mib: 16,
                 extents: vec![1, 1_000],
+                // A few seconds in all: the full sizes even in --quick.
+                table_lines: vec![10, 1_000, 4_096],
+                table_reps: 3,
             }
         } else {
             Plan {
@@ -164,6 +171,8 @@ impl Plan {
                 changed_mib: vec![16, 64, 256, 1024],
                 device_write_mib: 64,
                 extents: vec![1, 1_000, 10_000, 50_000],
+                table_lines: vec![10, 1_000, 4_096],
+                table_reps: 3,
             }
         }
     }

@@ -63,6 +63,9 @@ pub struct BenchReport {
     pub ota: Vec<OtaRow>,
     pub lifecycle: LifecycleOut,
     pub scale: ScaleOut,
+    /// How long the arm of the 4 KiB +free map session took to read the
+    /// free map from the ext4 bitmaps.
+    pub free_map_read_ms: Option<u64>,
     pub binaries: Vec<BinarySize>,
     pub targets: Vec<TargetCheck>,
     pub notes: Vec<String>,
@@ -315,6 +318,19 @@ pub fn render(r: &BenchReport) -> String {
             opt(ratio(p.prepare_ms as f64, r.scale.idle_prepare_ms as f64), 2)
         );
     }
+    let _ = writeln!(
+        s,
+        "Table load+resume of a synthetic armed table (dmsetup, snapshot-origin and linear lines alternating), ms, median (min-max) of {}:",
+        r.plan.table_reps
+    );
+    for p in &r.scale.table_loads {
+        let _ = writeln!(s, "  {:>5} lines: {}", p.lines, p.ms.show(0));
+    }
+    let _ = writeln!(
+        s,
+        "Free map read at arm (block 4K +free map): {}",
+        r.free_map_read_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "-".into())
+    );
     let _ = writeln!(s, "\nBinaries:");
     for b in &r.binaries {
         let _ = writeln!(s, "  {:<10} {:<28} {:.2} MB", b.name, b.build, b.bytes as f64 / 1e6);
@@ -379,6 +395,13 @@ pub fn missing(r: &BenchReport) -> Vec<String> {
         || r.scale.points.iter().any(|p| p.extents == 0 || p.prepare_ms == 0)
     {
         m.push("scale points".into());
+    }
+    let loads: Vec<u64> = r.scale.table_loads.iter().map(|p| p.lines).collect();
+    if loads != r.plan.table_lines || r.scale.table_loads.iter().any(|p| p.ms.n != r.plan.table_reps as usize) {
+        m.push("table loads".into());
+    }
+    if r.plan.configs.contains(&Config::Block { chunk_kib: 4, free_map: true }) && r.free_map_read_ms.is_none() {
+        m.push("free map read time".into());
     }
     if r.binaries.is_empty() {
         m.push("binary sizes".into());

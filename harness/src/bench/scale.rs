@@ -34,6 +34,9 @@ pub struct ScaleOut {
     /// The same stage with no checkpoint (the idle linear stack).
     pub idle_prepare_ms: u64,
     pub points: Vec<ScalePoint>,
+    /// Load+resume of synthetic armed tables ([`super::tables`]), in the
+    /// same guest.
+    pub table_loads: Vec<super::tables::TableLoadPoint>,
 }
 
 /// Hole size and store size for `extents`: 4 KiB holes from 10,000 on,
@@ -105,25 +108,28 @@ fn fragment(cx: &mut Ctx, hole: u64, store: u64) -> Result<(), BenchError> {
     Ok(())
 }
 
-pub fn session(plan: &Plan) -> Result<ScaleOut, BenchError> {
-    let max_store = plan.extents.iter().map(|e| geometry(*e).1).max().unwrap_or(16 * MIB);
+/// The stack build at each of `extents` (none: only the table loads).
+pub fn session(plan: &Plan, extents: &[u64]) -> Result<ScaleOut, BenchError> {
+    let max_store = extents.iter().map(|e| geometry(*e).1).max().unwrap_or(16 * MIB);
     // Holes for twice the store (the store takes at most half the free
     // space), the filler around them, and room for the rest.
     let userdata_mib = ((max_store * 6) / MIB).max(512);
-    let mut g = guest::new_guest("bench-scale", FsType::Ext4, userdata_mib, &extra(geometry(plan.extents[0]).1))?;
+    let first = extents.first().copied().unwrap_or(1);
+    let mut g = guest::new_guest("bench-scale", FsType::Ext4, userdata_mib, &extra(geometry(first).1))?;
     let share = g.share_dir().join("boot/rewindd.extra.toml");
     let mut cx = Ctx::new(&mut g, "bench-scale", Options::default());
     let mut out = ScaleOut::default();
     let rec = cx.boot_ready(&BootPlan::rewind())?;
     out.idle_prepare_ms = prepare_ms(&rec);
-    for (i, &asked) in plan.extents.iter().enumerate() {
+    out.table_loads = super::tables::measure(&mut cx, &plan.table_lines, plan.table_reps)?;
+    for (i, &asked) in extents.iter().enumerate() {
         let (hole, store) = geometry(asked);
         if hole > 0 {
             fragment(&mut cx, hole, store)?;
         }
         checks::start(&mut cx, 1, "bench scale")?;
         // The next point's store size, read by the next boot's rewindd.
-        if let Some(next) = plan.extents.get(i + 1) {
+        if let Some(next) = extents.get(i + 1) {
             std::fs::write(&share, extra(geometry(*next).1))
                 .map_err(|source| BenchError::Write { path: share.clone(), source })?;
         }
