@@ -53,6 +53,11 @@ struct FreeWrittenReading {
 /// (every 100 ms at the fastest). GetStatus always reads.
 const FREE_WRITTEN_REUSE_FACTOR: u32 = 10;
 
+/// How long GetStatus waits for the engine before it answers with the
+/// last published report (a poll of the space watch is short; a merge is
+/// not).
+const STATUS_WAIT: Duration = Duration::from_secs(2);
+
 /// How a report gets the free-space counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reading {
@@ -224,6 +229,23 @@ impl Engine {
         };
         let report = inner.report();
         Engine { inner: Mutex::new(inner), cached: Mutex::new(report), tx }
+    }
+
+    /// The engine for a status: GetStatus waits up to [`STATUS_WAIT`] for
+    /// a short step (the space watch's poll, the evidence copier) to end,
+    /// so the figures it reads are read now rather than the last
+    /// published ones; a WatchStatus tick never waits. A long call (a
+    /// merge) still gets the last report.
+    fn try_lock_for(&self, reading: Reading) -> std::sync::TryLockResult<MutexGuard<'_, Inner>> {
+        let until = Instant::now() + if reading == Reading::Now { STATUS_WAIT } else { Duration::ZERO };
+        loop {
+            match self.inner.try_lock() {
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                r => return r,
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -470,7 +492,7 @@ impl Engine {
     fn status_reading(&self, reading: Reading) -> StatusReport {
         // The slot as it is now (the report carries the last answer).
         let _ = self.slot_state_now();
-        match self.inner.try_lock() {
+        match self.try_lock_for(reading) {
             Ok(inner) => {
                 let r = inner.report_with(reading);
                 *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = r.clone();

@@ -1231,11 +1231,17 @@ mod tests {
             ..Default::default()
         });
         let j = &json["partitions"][0]["free_map"];
-        assert_eq!((j["free_written_segments"].as_u64(), j["free_written_lower_bound"].as_bool()), (Some(128), Some(true)));
+        assert_eq!(
+            (j["free_written_segments"].as_u64(), j["free_written_lower_bound"].as_bool()),
+            (Some(128), Some(true))
+        );
         m.free_written_segments = 2047;
         m.free_written_chunks = 400;
         let text = free_map_line("userdata", &m);
-        assert!(text.contains("userdata free space: 8.0 MiB written into free space this boot, not copied\n"), "{text}");
+        assert!(
+            text.contains("userdata free space: 8.0 MiB written into free space this boot, not copied\n"),
+            "{text}"
+        );
         assert!(!text.contains("at least"), "{text}");
     }
 

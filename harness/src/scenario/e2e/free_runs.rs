@@ -9,8 +9,7 @@
 //! lands in counted runs (filefrag says where it landed). The rollback
 //! still ends at the exact baseline.
 
-use serde_json::Value;
-
+use super::freemap::{about, free_written, time_status};
 use crate::plan::BootPlan;
 use crate::scenario::{checks, Ctx, ScenarioError};
 
@@ -43,19 +42,26 @@ pub fn longest(runs: &[(u64, u64)], k: usize) -> Vec<(u64, u64)> {
     v
 }
 
-/// `(start, len)` of the rewind-free regions `@stats_list` prints
+/// `(start, len, id)` of the rewind-free regions `@stats_list` prints
 /// (`<id>: <start>+<len> <step> <program> <aux>`), in start order.
-pub fn stats_regions(list: &str) -> Vec<(u64, u64)> {
-    let mut v: Vec<(u64, u64)> = list
+pub fn stats_regions(list: &str) -> Vec<(u64, u64, u64)> {
+    let mut v: Vec<(u64, u64, u64)> = list
         .lines()
         .filter(|l| l.split_whitespace().nth(3) == Some("rewind-free"))
         .filter_map(|l| {
-            let (a, b) = l.split_whitespace().nth(1)?.split_once('+')?;
-            Some((a.parse().ok()?, b.parse().ok()?))
+            let mut w = l.split_whitespace();
+            let id = w.next()?.strip_suffix(':')?.parse().ok()?;
+            let (a, b) = w.next()?.split_once('+')?;
+            Some((a.parse().ok()?, b.parse().ok()?, id))
         })
         .collect();
     v.sort_unstable();
     v
+}
+
+/// Sectors written that `@stats_print` lines show (the 7th counter).
+pub fn printed_written(out: &str) -> u64 {
+    out.lines().filter_map(|l| l.split_whitespace().nth(7)?.parse::<u64>().ok()).sum()
 }
 
 /// Physical extents `(start, len)` in 512-byte units of `filefrag -v -b512`.
@@ -95,41 +101,28 @@ fn caps_toml(k: u32) -> String {
     format!("[cow]\nfree_counted_runs = {k}\n")
 }
 
-/// `got` is `want` within -5 % / +10 % (other writes into counted runs
-/// during the file's, e.g. a directory block, may add a little).
-fn about(got: u64, want: u64) -> bool {
-    (want * 95 / 100..=want * 110 / 100).contains(&got)
-}
-
-/// Milliseconds per `rewindctl status --json` over `n` runs, guest clock.
-fn time_status(cx: &mut Ctx, n: u32) -> Result<f64, ScenarioError> {
-    let out = cx.exec_checked(&format!(
-        "a=$(cat /proc/uptime); i=0; while [ $i -lt {n} ]; do rewindctl status --json > /dev/null; \
-         i=$((i+1)); done; b=$(cat /proc/uptime); echo ${{a%% *}} ${{b%% *}}"
-    ))?;
-    let t: Vec<f64> = out.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    match t.as_slice() {
-        [a, b] => Ok((b - a) * 1000.0 / f64::from(n)),
-        _ => Err(ScenarioError::other(format!("status timing: {out}"))),
-    }
-}
-
-fn free_written(st: &Value) -> Option<u64> {
-    st["partitions"][0]["free_map"]["free_written_bytes"].as_u64()
-}
-
 /// One attempt armed with cap `k`: its checks, and its figures as a line.
-fn attempt(cx: &mut Ctx, k: u32) -> Result<String, ScenarioError> {
+fn attempt(cx: &mut Ctx, k: u32, boot: u32) -> Result<String, ScenarioError> {
     let tag = format!("cow.free_counted_runs = {k}");
     let table = cx.exec_checked("dmsetup table rewind-userdata")?;
     let runs = linear_lines(&table);
     let want = longest(&runs, k as usize);
     let list = cx.exec_checked("dmsetup message rewind-userdata 0 @stats_list rewind-free")?;
-    let regions = stats_regions(&list);
+    let listed = stats_regions(&list);
+    let regions: Vec<(u64, u64)> = listed.iter().map(|r| (r.0, r.1)).collect();
     cx.check(
-        &format!("{tag}: the dm-stats regions are the {} longest of the table's {} linear lines", want.len(), runs.len()),
+        &format!(
+            "{tag}: the dm-stats regions are the {} longest of the table's {} linear lines",
+            want.len(),
+            runs.len()
+        ),
         runs.len() > 1000 && regions == want,
-        format!("{} table lines, {} linear; {} regions listed by dmsetup", table.lines().count(), runs.len(), regions.len()),
+        format!(
+            "{} table lines, {} linear; {} regions listed by dmsetup",
+            table.lines().count(),
+            runs.len(),
+            regions.len()
+        ),
     );
     let st = checks::status(cx)?;
     let map = &st["partitions"][0]["free_map"];
@@ -137,7 +130,11 @@ fn attempt(cx: &mut Ctx, k: u32) -> Result<String, ScenarioError> {
     let capped = want.len() < runs.len();
     let covered: u64 = want.iter().map(|r| r.1).sum::<u64>() / chunk;
     cx.check(
-        &format!("{tag}: status --json says the figure covers {} of {} runs and whether it is a lower bound", want.len(), runs.len()),
+        &format!(
+            "{tag}: status --json says the figure covers {} of {} runs and whether it is a lower bound",
+            want.len(),
+            runs.len()
+        ),
         map["free_written_segments"].as_u64() == Some(want.len() as u64)
             && map["segments"].as_u64() == Some(runs.len() as u64)
             && map["free_written_chunks"].as_u64() == Some(covered)
@@ -162,12 +159,25 @@ fn attempt(cx: &mut Ctx, k: u32) -> Result<String, ScenarioError> {
     let extents = filefrag_extents(&cx.exec_checked("filefrag -v -b512 /data/new-file.bin")?);
     let file_sectors: u64 = extents.iter().map(|e| e.1).sum();
     let in_counted = overlap(&extents, &want) * 512;
+    // The kernel's own counters of the regions the file touches, through
+    // dmsetup: a witness beside rewindd's figure.
+    let touched: Vec<String> =
+        listed.iter().filter(|r| overlap(&extents, &[(r.0, r.1)]) > 0).map(|r| r.2.to_string()).collect();
+    let printed = cx.exec_checked(&format!(
+        "for id in {}; do dmsetup message rewind-userdata 0 @stats_print $id; done",
+        touched.join(" ")
+    ))?;
+    let kernel = printed_written(&printed) * 512;
     let whole = file_sectors == NEW_FILE_MIB << 11;
     if whole && in_counted == NEW_FILE_MIB << 20 {
         cx.check(
             &format!("{tag}: the {NEW_FILE_MIB} MiB new file landed in counted runs and is counted exactly"),
-            about(grew, NEW_FILE_MIB << 20),
-            format!("{before} -> {after:?} bytes; {} extents", extents.len()),
+            about(grew, NEW_FILE_MIB << 20) && about(kernel, NEW_FILE_MIB << 20),
+            format!(
+                "rewindd {before} -> {after:?} bytes; dmsetup's counters of the {} regions it touches: {kernel} bytes; \
+                 extents {extents:?}",
+                touched.len()
+            ),
         );
     } else {
         cx.check(
@@ -176,9 +186,11 @@ fn attempt(cx: &mut Ctx, k: u32) -> Result<String, ScenarioError> {
             format!("{before} -> {after:?} bytes; {in_counted} of the file's bytes in counted runs; {extents:?}"),
         );
     }
-    let log = cx.exec("dmesg 2>/dev/null | grep 'dm-stats regions on' | tail -n 1")?.stdout;
-    let arm_ms = regions_ms(&log);
-    cx.check(&format!("{tag}: the arm logged the regions it made"), arm_ms.is_some(), log.trim().to_string());
+    // rewindd's own log of this boot (kmsg rate-limits its lines).
+    let log = checks::boot_log(cx, boot, "rewindd.log");
+    let line = log.lines().rfind(|l| l.contains("dm-stats regions on")).unwrap_or("").to_string();
+    let arm_ms = regions_ms(&line);
+    cx.check(&format!("{tag}: the arm logged the regions it made"), arm_ms.is_some(), line);
     let status_ms = time_status(cx, 5)?;
     Ok(format!(
         "{k}: {} regions (of {} runs, {}% of the free chunks) created in {} ms at arm, rewindctl status {status_ms:.0} ms",
@@ -211,7 +223,7 @@ pub(super) fn free_written_many_runs(cx: &mut Ctx) -> Result<(), ScenarioError> 
         let rec = cx.boot_ready(&BootPlan::rewind())?;
         checks::check_phase(cx, &format!("attempt {} is running", i + 1), "checkpointing")?;
         cx.say(&format!("attempt {} ready {:.1} s after power-on", i + 1, rec.ready_ms.unwrap_or(0) as f64 / 1000.0));
-        figures.push(attempt(cx, k)?);
+        figures.push(attempt(cx, k, rec.index)?);
         // The next boot's rewindd reads the next cap.
         checks::set_rewindd_extra(cx, CAPS.get(i + 1).map(|n| caps_toml(*n)).as_deref())?;
         cx.shutdown()?;
@@ -234,10 +246,13 @@ mod tests {
 
     #[test]
     fn table_stats_and_filefrag_outputs_parse() {
-        let table = "0 8 snapshot-origin 252:0\n8 16 linear 253:1 8\n24 8 snapshot-origin 252:0\n32 64 linear 253:1 32\n";
+        let table =
+            "0 8 snapshot-origin 252:0\n8 16 linear 253:1 8\n24 8 snapshot-origin 252:0\n32 64 linear 253:1 32\n";
         assert_eq!(linear_lines(table), [(8, 16), (32, 64)]);
         let list = "0: 32+64 64 rewind-free -\n1: 8+16 16 rewind-free -\n2: 0+8 8 dmstats -\n";
-        assert_eq!(stats_regions(list), [(8, 16), (32, 64)]);
+        assert_eq!(stats_regions(list), [(8, 16, 1), (32, 64, 0)]);
+        let print = "8+16 12 0 96 4 131 2 24 880 0 890 890 4 880\n32+64 0 0 0 0 1 0 8 2 0 2 2 0 2\n";
+        assert_eq!(printed_written(print), 32);
         let ff = "Filesystem type is: ef53\nFile size of /data/x is 8388608 (16384 blocks of 512 bytes)\n \
                   ext:     logical_offset:        physical_offset: length:   expected: flags:\n   \
                   0:        0..    8191:     100000..    108191:   8192:            \n   \

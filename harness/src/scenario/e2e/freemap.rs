@@ -17,19 +17,19 @@ fn cow_used(st: &Value) -> u64 {
 
 /// Bytes written into free space this boot, as status reports them (None:
 /// absent or unknown; the check then fails with the status as detail).
-fn free_written(st: &Value) -> Option<u64> {
+pub(super) fn free_written(st: &Value) -> Option<u64> {
     st["partitions"][0]["free_map"]["free_written_bytes"].as_u64()
 }
 
 /// `got` is `want` within -5 % / +10 % (a little of a new file may land in
 /// chunks left protected; ext4 writes a new file's data once).
-fn about(got: u64, want: u64) -> bool {
+pub(super) fn about(got: u64, want: u64) -> bool {
     (want * 95 / 100..=want * 110 / 100).contains(&got)
 }
 
 /// Milliseconds for `n` runs of `rewindctl status --json`, timed in the
 /// guest (each one reads every dm-stats region of the free runs).
-fn time_status(cx: &mut Ctx, n: u32) -> Result<f64, ScenarioError> {
+pub(super) fn time_status(cx: &mut Ctx, n: u32) -> Result<f64, ScenarioError> {
     let out = cx.exec_checked(&format!(
         "a=$(cat /proc/uptime); i=0; while [ $i -lt {n} ]; do rewindctl status --json > /dev/null; \
          i=$((i+1)); done; b=$(cat /proc/uptime); echo ${{a%% *}} ${{b%% *}}"
@@ -307,4 +307,3 @@ pub(super) fn last_rollback_in_background(cx: &mut Ctx) -> Result<(), ScenarioEr
     ));
     Ok(())
 }
-
