@@ -123,3 +123,11 @@ fn guest_rewindd_killed_in_prepare_leaves_the_device_bootable() {
 fn guest_cow_fails_during_attempt() {
     rewind_e2e::run("cow-fails-during-attempt");
 }
+
+/// The COW device fails during the rollback's merge: held back and
+/// pending with the kernel's words, resumed by the next boot to the exact
+/// baseline (issue 12 item 3).
+#[test]
+fn guest_cow_fails_during_merge() {
+    rewind_e2e::run("cow-fails-during-merge");
+}
