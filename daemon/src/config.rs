@@ -163,8 +163,10 @@ pub struct CowConfig {
     /// The last rollback (no attempt left) does not hold the boot: the
     /// merge is started and PrepareUserdata returns, /data mounts on the
     /// merging device (snapshot-merge serves I/O while it merges), and
-    /// rewindd finishes the rollback when the kernel is done. Off by
-    /// default until the power-cut scenarios follow a background merge.
+    /// rewindd finishes the rollback when the kernel is done. A cut
+    /// before the end resumes the merge at the next boot. A rollback
+    /// before a further attempt always waits for its merge. On by default;
+    /// `false` holds PrepareUserdata until the last merge is over.
     pub last_rollback_in_background: bool,
 }
 
@@ -240,7 +242,7 @@ impl Default for CowConfig {
             chunk_sectors: 8,
             free_map: true,
             free_counted_runs: crate::dm::stats::DEFAULT_COUNTED_RUNS,
-            last_rollback_in_background: false,
+            last_rollback_in_background: true,
         }
     }
 }

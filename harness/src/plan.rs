@@ -28,7 +28,16 @@ pub mod stage {
     pub const MERGE_25: &str = "merge-25";
     pub const MERGE_50: &str = "merge-50";
     pub const MERGE_75: &str = "merge-75";
+    /// The stages a merge passes, waited-for or in the background.
+    pub const MERGE_STAGES: &[&str] = &[MERGING, MERGE_25, MERGE_50, MERGE_75];
     pub const USERDATA_PREPARED: &str = "userdata-prepared";
+    /// The last rollback's merge goes on after prepare-userdata returned
+    /// (`cow.last_rollback_in_background`): the guest follows it, and its
+    /// `merging` and merge-NN stages come after this one, often after
+    /// ready.
+    pub const MERGE_BACKGROUND: &str = "merge-background";
+    /// The background merge is over and rewindd recorded the rollback.
+    pub const MERGE_ENDED: &str = "merge-ended";
     /// Metadata-encryption guests only: the dm-crypt layer /data is mounted
     /// from is up (the init's stand-in for vold's dm-default-key).
     pub const CRYPT_UP: &str = "crypt-up";
@@ -54,6 +63,7 @@ pub mod stage {
         MERGE_50,
         MERGE_75,
         USERDATA_PREPARED,
+        MERGE_BACKGROUND,
         CRYPT_UP,
         DATA_MOUNTED,
         WORKLOAD_START,
@@ -61,6 +71,7 @@ pub mod stage {
         COMMITTED,
         BOOT_COMPLETED,
         READY,
+        MERGE_ENDED,
     ];
 }
 

@@ -15,11 +15,18 @@ fn rewind_did(b: &BootRecord) -> String {
         return "rewind not in this boot".into();
     }
     let mut did = Vec::new();
-    if b.reached(stage::MERGING) {
+    // The last rollback merges after prepare-userdata returned.
+    let background = b.reached(stage::MERGE_BACKGROUND);
+    if b.reached(stage::MERGING) && !background {
         did.push("merged the checkpoint".to_string());
     }
     if b.reached(stage::USERDATA_PREPARED) {
         did.push("prepared userdata".to_string());
+        if background && b.reached(stage::MERGE_ENDED) {
+            did.push("merged the checkpoint in the background while /data was in use".to_string());
+        } else if background {
+            did.push("left the merge running in the background".to_string());
+        }
     } else if b.reached(stage::PREPARE_USERDATA) {
         did.push("started prepare-userdata but did not finish it".to_string());
     } else if b.reached(stage::REWINDD_STARTED) {

@@ -872,7 +872,15 @@ pub fn status_summary(s: &pb::Status) -> String {
             ));
         }
         if p.merge_total_sectors > 0 && p.merge_done_sectors < p.merge_total_sectors {
-            line.push_str(&format!("; {} merge {}%", p.name, percent(p.merge_done_sectors, p.merge_total_sectors)));
+            // The bytes as prepare-userdata's progress lines give them:
+            // a follower of a background merge reads the same figures.
+            line.push_str(&format!(
+                "; {} merge {}% ({}/{})",
+                p.name,
+                percent(p.merge_done_sectors, p.merge_total_sectors),
+                human_bytes(p.merge_done_sectors.saturating_mul(512)),
+                human_bytes(p.merge_total_sectors.saturating_mul(512))
+            ));
         }
         if !p.snapshot_state.is_empty() {
             line.push_str(&format!("; {} snapshot {}", p.name, p.snapshot_state));

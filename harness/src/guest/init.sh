@@ -261,10 +261,49 @@ rc_step() {
     mount_all) : ;; # the guest mounts /data itself, after the fs stage
   esac
   [ "$log" = prepare-userdata ] && stage userdata-prepared
+  # The last rollback's merge goes on after prepare-userdata returned
+  # (cow.last_rollback_in_background): follow it while /data mounts.
+  if [ "$log" = prepare-userdata ] && grep -q '^userdata prepared: rolling-back' "$LOGS/$log.log"; then
+    follow_background_merge > /dev/console 2>&1 < /dev/null &
+  fi
   return 0
 }
+# Follows a background merge as watch_merge follows a waited-for one, so
+# that the host can cut the power at a point of it (stages merging,
+# merge-25/50/75 come after userdata-prepared, often after ready), and
+# marks its end: merge-ended once rewindd recorded the rollback. The host
+# waits for /tmp/background-merge.done before it checks the end state.
+follow_background_merge() {
+  stage merge-background
+  # Prepare returned with the merge running: it runs now.
+  stage merging
+  { rewindctl watch --interval-ms 100 --until-phase rolled-back < /dev/null 2>&1; echo $? > /tmp/background-merge.rc; } \
+    | background_merge_lines | watch_merge seen > "$LOGS/background-merge.log"
+  rc=$(cat /tmp/background-merge.rc)
+  if [ "$rc" = 0 ]; then
+    echo "background merge ended" >> "$LOGS/background-merge.log"
+    stage merge-ended
+  fi
+  echo "$rc" > /tmp/background-merge.done
+}
+# rewindctl watch's "12:00:01 rolling-back ...; userdata merge 41% (21 MiB/51
+# MiB)" also as "merging userdata in the background: 41% (21 MiB/51 MiB)",
+# the shape of prepare-userdata's progress lines (watch_merge, and the
+# host's merge_progress, read that shape).
+background_merge_lines() {
+  while IFS= read -r l; do
+    printf '%s\n' "$l"
+    case "$l" in
+      *" merge "[0-9]*"% ("*")"*)
+        m=${l#*" merge "}
+        name=${l%%" merge "*}
+        name=${name##*; }
+        printf 'merging %s in the background: %s)\n' "$name" "${m%%)*}" ;;
+    esac
+  done
+}
 watch_merge() {
-  seen=
+  seen=${1:-}
   pcts=
   while IFS= read -r l; do
     printf '%s\n' "$l"

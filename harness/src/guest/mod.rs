@@ -724,7 +724,11 @@ impl Target for QemuGuest {
             // A failure tied to a stage this boot never passed (no merge
             // to cut, say) would only time out: say so at once.
             if let Some(at) = plan.failure.as_ref().and_then(Failure::stage) {
-                if at != stage::READY && rec.reached(stage::READY) && !rec.reached(at) {
+                // A background merge's stages may come after ready.
+                let following = stage::MERGE_STAGES.contains(&at)
+                    && rec.reached(stage::MERGE_BACKGROUND)
+                    && !rec.reached(stage::MERGE_ENDED);
+                if at != stage::READY && rec.reached(stage::READY) && !rec.reached(at) && !following {
                     self.end_boot(true);
                     return Err(TargetError::Other(format!(
                         "Boot {index} reached ready without passing stage {at}: the planned {} was never injected",

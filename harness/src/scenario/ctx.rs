@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::failure::BootEnd;
 use crate::manifest::Manifest;
-use crate::plan::{BootPlan, FsType};
+use crate::plan::{stage, BootPlan, FsType};
 use crate::report::{Check, ScenarioReport};
 use crate::target::{BootRecord, ExecOutput, Target, TargetError};
 
@@ -81,8 +81,47 @@ impl<'a> Ctx<'a> {
         Ok(self.target.boot(plan)?)
     }
 
-    /// Boots a plan that must reach `ready`.
+    /// Boots a plan that must reach `ready`. A last rollback that merges
+    /// in the background (`cow.last_rollback_in_background`) is waited
+    /// for after ready, so that the scenario checks its end state; the
+    /// scenario that looks at /data while it merges uses
+    /// [`Ctx::boot_ready_merging`].
     pub fn boot_ready(&mut self, plan: &BootPlan) -> Result<BootRecord, ScenarioError> {
+        let rec = self.boot_ready_merging(plan)?;
+        self.wait_background_merge(&rec)?;
+        Ok(rec)
+    }
+
+    /// Waits for the background merge boot `rec` started, if one runs: the
+    /// guest's follower (guest/init.sh, follow_background_merge) writes
+    /// rewindctl watch's exit code when rewindd recorded the rollback.
+    pub fn wait_background_merge(&mut self, rec: &BootRecord) -> Result<(), ScenarioError> {
+        if !rec.reached(stage::MERGE_BACKGROUND) {
+            return Ok(());
+        }
+        let t = std::time::Instant::now();
+        let out = self.target.exec_timeout(
+            "while [ ! -s /tmp/background-merge.done ]; do usleep 100000; done; cat /tmp/background-merge.done",
+            crate::timeouts::EXEC_TIMEOUT,
+        )?;
+        let ended = out.success() && out.stdout.trim() == "0";
+        let log = checks::boot_log(self, rec.index, "background-merge.log");
+        let log: Vec<&str> = log.lines().rev().take(4).collect();
+        self.require(
+            &format!("boot {}: the last rollback's background merge ends in rolled-back", rec.index),
+            ended,
+            format!("rewindctl watch exit {:?}; background-merge.log ends (last first): {}", out.stdout.trim(), log.join(" | ")),
+        )?;
+        self.say(&format!(
+            "boot {}: the background merge was over {:.1} s after ready was seen",
+            rec.index,
+            t.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// [`Ctx::boot_ready`] without waiting for a background merge.
+    pub fn boot_ready_merging(&mut self, plan: &BootPlan) -> Result<BootRecord, ScenarioError> {
         let rec = self.target.boot(plan)?;
         let index = rec.index;
         self.require(

@@ -249,10 +249,13 @@ fn merge_interrupted_by_power_cut(cx: &mut Ctx) -> Result<(), ScenarioError> {
             &BootPlan::rewind()
                 .with_failure(Failure::power_cut_at_after(stage::PREPARE_USERDATA, Duration::from_millis(delay_ms))),
         )?;
-        let log = checks::prepare_log(cx, rec.index);
-        cx.say(&format!("cut at +{delay_ms} ms; prepare log: {}", log.trim().replace('\n', " | ")));
+        // The merge runs inside prepare-userdata, or (the last rollback)
+        // after it returned, in the background.
+        let log = checks::merge_log(cx, rec.index);
+        cx.say(&format!("cut at +{delay_ms} ms; merge log: {}", log.trim().replace('\n', " | ")));
         last = Some((before, used, baseline));
-        if log.contains("merge:") && !log.contains("userdata prepared") {
+        let (progress, over) = checks::merge_progress(&log);
+        if progress.is_some_and(|(pct, _)| pct < 100) && !over {
             interrupted = Some(delay_ms);
             break;
         }

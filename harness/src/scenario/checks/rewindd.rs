@@ -123,8 +123,15 @@ pub fn prepare_log(cx: &Ctx, boot: u32) -> String {
     boot_log(cx, boot, "prepare-userdata.log")
 }
 
-/// Last "NN% (a/b)" progress of a prepare-userdata log, and whether the
-/// prepare finished.
+/// Boot `boot`'s merge, waited-for or in the background: prepare-userdata's
+/// output, then the guest's follower of a background merge.
+pub fn merge_log(cx: &Ctx, boot: u32) -> String {
+    [prepare_log(cx, boot), boot_log(cx, boot, "background-merge.log")].join("\n")
+}
+
+/// Last "NN% (a/b)" progress of a [`merge_log`], and whether the merge is
+/// over: prepare-userdata finished, and a merge it left running in the
+/// background ended.
 pub fn merge_progress(log: &str) -> (Option<(u32, String)>, bool) {
     let last = log
         .lines()
@@ -136,7 +143,9 @@ pub fn merge_progress(log: &str) -> (Option<(u32, String)>, bool) {
             Some((pct.trim().parse::<u32>().ok()?, tail.trim().to_string()))
         })
         .next();
-    (last, log.contains("userdata prepared"))
+    let background = log.lines().any(|l| l.starts_with("userdata prepared: rolling-back"));
+    let over = log.contains("userdata prepared") && (!background || log.contains("background merge ended"));
+    (last, over)
 }
 
 /// "(21 MiB/51 MiB)" -> (done, total) in bytes (rewindctl's human_bytes).
@@ -158,13 +167,13 @@ pub fn merge_bytes(tail: &str) -> Option<(u64, u64)> {
     Some((bytes(a)?, bytes(b)?))
 }
 
-/// "merge 55% (a/b), prepared" of a boot's prepare-userdata, for details.
+/// "merge 55% (a/b), not over" of a boot's merge, for details.
 pub fn merge_summary(cx: &Ctx, boot: u32) -> String {
-    let (last, prepared) = merge_progress(&prepare_log(cx, boot));
+    let (last, over) = merge_progress(&merge_log(cx, boot));
     format!(
         "merge {}{}",
         last.map(|(p, t)| format!("{p}% {t}")).unwrap_or_else(|| "none".into()),
-        if prepared { ", prepared" } else { ", not prepared" }
+        if over { ", over" } else { ", not over" }
     )
 }
 
@@ -200,6 +209,19 @@ mod tests {
         assert_eq!(merge_progress(log), (Some((55, "(82 MiB/148 MiB)".to_string())), false));
         assert!(merge_progress("merging rewind-userdata: 100% (10 MiB/10 MiB)\nuserdata prepared\n").1);
         assert_eq!(merge_progress("userdata prepared\n"), (None, true));
+    }
+
+    #[test]
+    fn merge_progress_follows_a_background_merge_to_its_end() {
+        let prepare = "userdata prepared: rolling-back (attempt 1 of 1)\n";
+        let follower = "12:00:01 rolling-back; userdata merge 40% (20 MiB/50 MiB)\n\
+                        merging userdata in the background: 40% (20 MiB/50 MiB)\n";
+        let running = format!("{prepare}\n{follower}");
+        assert_eq!(merge_progress(&running), (Some((40, "(20 MiB/50 MiB)".to_string())), false));
+        let ended = format!("{running}background merge ended\n");
+        assert!(merge_progress(&ended).1);
+        // Cut before the follower wrote anything: not over.
+        assert_eq!(merge_progress(prepare), (None, false));
     }
 
     #[test]

@@ -235,75 +235,79 @@ pub(super) fn unclean_baseline_protects_every_chunk(cx: &mut Ctx) -> Result<(), 
     Ok(())
 }
 
-/// `cow.last_rollback_in_background`: the last rollback does not hold the
-/// boot. The attempt rewrites 48 MiB of baseline data in place (all copied)
-/// and is not committed; the next boot's PrepareUserdata returns with the
-/// merge running, /data is mounted on the merging device and already reads
-/// as the baseline, and rewindd ends the rollback when the kernel is done.
-/// The same attempt rolled back with the merge waited for gives the
-/// "before" figure, side by side in one run.
+/// `cow.last_rollback_in_background` (the default): the last rollback does
+/// not hold the boot. Each attempt rewrites baseline data in place (all of
+/// it copied) and is not committed; the next boot's PrepareUserdata
+/// returns with the merge running, /data is mounted on the merging device
+/// and already reads as the baseline, and rewindd ends the rollback when
+/// the kernel is done. The same size rolled back with the merge waited for
+/// (`false`) gives the "before" figure, side by side in one run, over
+/// three sizes of changed data.
 pub(super) fn last_rollback_in_background(cx: &mut Ctx) -> Result<(), ScenarioError> {
-    const MIB: u64 = 48;
-    let mut ready_secs = Vec::new();
-    for background in [false, true] {
-        let extra = format!("[cow]\nlast_rollback_in_background = {background}\n");
-        checks::set_rewindd_extra(cx, Some(&extra))?;
-        let reason = format!("e2e: last rollback, background {background}");
-        if background {
-            // Round 2 starts from round 1's end: the baseline is in place.
+    const SIZES_MIB: [u64; 3] = [16, 48, 96];
+    let ballast = SIZES_MIB[SIZES_MIB.len() - 1];
+    // Half the free space for the store: the largest attempt fits.
+    let extra = |background: bool| format!("[cow]\nfree_share_percent = 50\nlast_rollback_in_background = {background}\n");
+    checks::set_rewindd_extra(cx, Some(&extra(true)))?;
+    cx.boot_ready(&BootPlan::rewind())?;
+    cx.run_baseline()?;
+    checks::write_ballast(cx, ballast)?;
+    // (MiB, background, power-on to data-mounted, to ready) per round.
+    let mut figures: Vec<(u64, bool, f64, f64)> = Vec::new();
+    for mib in SIZES_MIB {
+        for background in [false, true] {
+            let what = format!("{mib} MiB, background {background}");
+            checks::start(cx, 1, &format!("e2e: last rollback, {what}"))?;
+            let baseline = checks::data_manifest(cx)?;
+            cx.shutdown()?;
             cx.boot_ready(&BootPlan::rewind())?;
-            checks::start(cx, 1, &reason)?;
-        } else {
-            checks::begin_checkpoint(cx, 1, &reason)?;
-        }
-        if !cx.exec("test -e /data/ballast.bin")?.success() {
-            checks::write_ballast(cx, MIB)?;
-        }
-        let baseline = checks::data_manifest(cx)?;
-        cx.shutdown()?;
-        cx.boot_ready(&BootPlan::rewind())?;
-        checks::rewrite_ballast(cx, MIB)?;
-        cx.shutdown()?;
+            checks::rewrite_ballast(cx, mib)?;
+            // The rollback boot reads the setting of this round.
+            checks::set_rewindd_extra(cx, Some(&extra(background)))?;
+            cx.shutdown()?;
 
-        let rec = cx.boot_ready(&BootPlan::rewind())?;
-        let ready = rec.ready_ms.unwrap_or(0) as f64 / 1000.0;
-        ready_secs.push(ready);
-        let st = checks::status(cx)?;
-        let phase = checks::phase(&st);
-        let now = checks::data_manifest(cx)?;
-        cx.same_manifest(
-            &format!("background {background}: at ready /data reads as the baseline (phase {phase})"),
-            &baseline,
-            &now,
-        );
-        if background {
-            let table = cx.exec_checked("dmsetup table rewind-userdata")?;
-            cx.say(&format!("at ready: phase {phase}, top table {}", table.trim()));
-            let t = std::time::Instant::now();
-            while checks::phase(&checks::status(cx)?) == "rolling-back" && t.elapsed().as_secs() < 300 {
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
-            cx.say(&format!("the background merge ended {:.1} s after ready was seen", t.elapsed().as_secs_f64()));
+            let rec = cx.boot_ready_merging(&BootPlan::rewind())?;
+            let ms = |stage: &str| rec.reached_ms(stage).unwrap_or(0) as f64 / 1000.0;
+            figures.push((mib, background, ms(stage::DATA_MOUNTED), ms(stage::READY)));
+            let phase = checks::phase(&checks::status(cx)?);
+            let now = checks::data_manifest(cx)?;
+            cx.same_manifest(&format!("{what}: at ready /data reads as the baseline (phase {phase})"), &baseline, &now);
+            cx.check(
+                &format!("{what}: prepare-userdata {} the merge", if background { "left running" } else { "waited for" }),
+                rec.reached(stage::MERGE_BACKGROUND) == background,
+                format!("stages {}", rec.stages.join(",")),
+            );
+            cx.wait_background_merge(&rec)?;
+            checks::check_phase(cx, &format!("{what}: phase is rolled-back"), "rolled-back")?;
+            let h = checks::history(cx)?;
+            let done = h
+                .last_of(rewind_daemon::types::EventKind::RollbackFinished)
+                .map(|e| e.detail.clone())
+                .unwrap_or_default();
+            cx.check(
+                &format!("{what}: the history says how the merge ran"),
+                done.contains("in the background") == background && done.contains("merged"),
+                done,
+            );
+            checks::check_idle_stack(cx, &format!("{what}: after the rollback"))?;
+            checks::check_cow_gone(cx, &format!("{what}: COW files removed"))?;
+            let now = checks::data_manifest(cx)?;
+            cx.same_manifest(&format!("{what}: userdata is exactly the baseline"), &baseline, &now);
         }
-        checks::check_phase(cx, &format!("background {background}: phase is rolled-back"), "rolled-back")?;
-        let h = checks::history(cx)?;
-        let done =
-            h.last_of(rewind_daemon::types::EventKind::RollbackFinished).map(|e| e.detail.clone()).unwrap_or_default();
-        cx.check(
-            &format!("background {background}: the history says how the merge ran"),
-            done.contains("in the background") == background && done.contains("merged"),
-            done,
-        );
-        checks::check_idle_stack(cx, &format!("background {background}: after the rollback"))?;
-        checks::check_cow_gone(cx, &format!("background {background}: COW files removed"))?;
-        let now = checks::data_manifest(cx)?;
-        cx.same_manifest(&format!("background {background}: userdata is exactly the baseline"), &baseline, &now);
-        checks::fsck_after_umount(cx, &format!("background {background}: fsck clean after the rollback"))?;
-        cx.shutdown()?;
     }
-    cx.say(&format!(
-        "power-on to ready after the last rollback of {MIB} MiB: merge waited for {:.1} s, in the background {:.1} s",
-        ready_secs[0], ready_secs[1]
-    ));
+    checks::fsck_after_umount(cx, "fsck clean after the last rollback")?;
+    cx.shutdown()?;
+    let curve: Vec<String> = SIZES_MIB
+        .iter()
+        .map(|&mib| {
+            let of = |bg: bool| figures.iter().find(|f| f.0 == mib && f.1 == bg).copied().unwrap_or_default();
+            let (w, b) = (of(false), of(true));
+            format!(
+                "{mib} MiB: data-mounted {:.1} s waited / {:.1} s background, ready {:.1} / {:.1} s",
+                w.2, b.2, w.3, b.3
+            )
+        })
+        .collect();
+    cx.say(&format!("power-on after the last rollback (merge waited for / in the background): {}", curve.join("; ")));
     Ok(())
 }

@@ -118,7 +118,7 @@ pub static E2E: &[Scenario] = &[
     },
     Scenario {
         name: "last-rollback-in-background",
-        summary: "cow.last_rollback_in_background: the same 48 MiB attempt rolled back twice, merge waited for, then in the background: /data reads as the baseline at ready, rewindd ends the rollback when the kernel is done; the exact baseline, idle stack, fsck clean; power-on to ready side by side",
+        summary: "cow.last_rollback_in_background (the default): attempts rewriting 16, 48 and 96 MiB of baseline data, each size rolled back with the merge waited for and in the background: /data reads as the baseline at ready, rewindd ends the rollback when the kernel is done; the exact baseline, idle stack, COW files gone, fsck clean; power-on to data-mounted and ready side by side",
         needs: Needs::DAEMON,
         run: freemap::last_rollback_in_background,
     },

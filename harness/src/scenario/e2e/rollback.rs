@@ -80,7 +80,7 @@ pub(super) fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioErro
                 .unwrap_or(stage::MERGING);
             let res = cx.target.boot(&BootPlan::rewind().with_failure(Failure::power_cut_at(at)));
             let n = cx.target.boots().len() as u32;
-            let log = checks::prepare_log(cx, n);
+            let log = checks::merge_log(cx, n);
             let (last, prepared) = checks::merge_progress(&log);
             let rec = match res {
                 Ok(rec) => Some(rec),
@@ -148,7 +148,7 @@ pub(super) fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioErro
             rec.errors.is_empty(),
             format!("{:?}", rec.errors),
         );
-        let log = checks::prepare_log(cx, rec.index);
+        let log = checks::merge_log(cx, rec.index);
         cx.say(&format!(
             "round {round}: final boot {}: data-mounted at {} (resumed merge: {})",
             rec.index,
