@@ -47,6 +47,13 @@ fn guest_merge_interrupted_by_power_cut_resumes() {
     rewind_e2e::run("guest-merge-power-cut");
 }
 
+/// The same with the last rollback's merge waited for inside
+/// prepare-userdata (`cow.last_rollback_in_background = false`).
+#[test]
+fn guest_waited_merge_interrupted_by_power_cut_resumes() {
+    rewind_e2e::run("guest-merge-power-cut-waited");
+}
+
 /// The attempt writes more than the COW store holds: the kernel invalidates
 /// the snapshot, rewindd detects it, records that protection is lost and
 /// commits (the origin kept every write), never silently.

@@ -273,37 +273,48 @@ rc_step() {
 # merge-25/50/75 come after userdata-prepared, often after ready), and
 # marks its end: merge-ended once rewindd recorded the rollback. The host
 # waits for /tmp/background-merge.done before it checks the end state.
+# The guest checkpoints one partition, userdata.
 follow_background_merge() {
   stage merge-background
-  # Prepare returned with the merge running: it runs now.
-  stage merging
-  { rewindctl watch --interval-ms 100 --until-phase rolled-back < /dev/null 2>&1; echo $? > /tmp/background-merge.rc; } \
-    | background_merge_lines | watch_merge seen > "$LOGS/background-merge.log"
-  rc=$(cat /tmp/background-merge.rc)
+  dm_merge_lines rewind-userdata | watch_merge > "$LOGS/background-merge.log"
+  rewindctl watch --interval-ms 100 --until-phase rolled-back < /dev/null > /dev/null 2>&1
+  rc=$?
   if [ "$rc" = 0 ]; then
     echo "background merge ended" >> "$LOGS/background-merge.log"
     stage merge-ended
   fi
   echo "$rc" > /tmp/background-merge.done
 }
-# rewindctl watch's "12:00:01 rolling-back ...; userdata merge 41% (21 MiB/51
-# MiB)" also as "merging userdata in the background: 41% (21 MiB/51 MiB)",
-# the shape of prepare-userdata's progress lines (watch_merge, and the
-# host's merge_progress, read that shape).
-background_merge_lines() {
-  while IFS= read -r l; do
-    printf '%s\n' "$l"
-    case "$l" in
-      *" merge "[0-9]*"% ("*")"*)
-        m=${l#*" merge "}
-        name=${l%%" merge "*}
-        name=${name##*; }
-        printf 'merging %s in the background: %s)\n' "$name" "${m%%)*}" ;;
+# What rewindd's merge look reads, every 100 ms until the top device is no
+# longer merging: the snapshot-merge status "<allocated>/<size> <metadata>"
+# (sectors), as lines of prepare-userdata's progress shape, "merging
+# userdata in the background: 41% (21 MiB/51 MiB)", counted from this
+# follower's first look. dmsetup in a shell loop rather than rewindctl
+# watch: under TCG the client's first line comes a second or more after
+# the merge began, too late for a cut at an early point of it.
+dm_merge_lines() {
+  start=
+  while :; do
+    st=$(dmsetup status "$1" 2>/dev/null | awk '$3 == "snapshot-merge" { print $4, $5; exit }')
+    [ -n "$st" ] || break
+    alloc=${st%%/*}
+    meta=${st##* }
+    case "$alloc$meta" in
+      ''|*[!0-9]*) printf '%s status: %s\n' "$1" "$st" ;; # Invalid, Merge failed: rewindd reports it
+      *)
+        [ -n "$start" ] || start=$alloc
+        total=$((start - meta))
+        merged=$((start - alloc))
+        if [ "$total" -gt 0 ]; then
+          printf 'merging %s in the background: %s%% (%s MiB/%s MiB)\n' "${1#rewind-}" \
+            $((merged * 100 / total)) $((merged / 2048)) $((total / 2048))
+        fi ;;
     esac
+    usleep 100000
   done
 }
 watch_merge() {
-  seen=${1:-}
+  seen=
   pcts=
   while IFS= read -r l; do
     printf '%s\n' "$l"

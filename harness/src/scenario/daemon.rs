@@ -44,9 +44,15 @@ pub static DAEMON: &[Scenario] = &[
     },
     Scenario {
         name: "guest-merge-power-cut",
-        summary: "A power cut inside the final merge: the next boot finds the rollback intent, finishes the merge, and the image outside the COW blocks equals the baseline",
+        summary: "A power cut inside the final merge, which runs in the background after prepare-userdata (the default; /data left unmounted): the next boot finds the rollback intent, finishes the merge, and the image outside the COW blocks equals the baseline",
         needs: Needs { userdata_mib: Some(1024), ..BLOCK },
-        run: merge_interrupted_by_power_cut,
+        run: background_merge_interrupted_by_power_cut,
+    },
+    Scenario {
+        name: "guest-merge-power-cut-waited",
+        summary: "guest-merge-power-cut with cow.last_rollback_in_background = false: the cut lands inside prepare-userdata's merge, the next boot finishes it, the image outside the COW blocks equals the baseline",
+        needs: Needs { userdata_mib: Some(1024), ..BLOCK },
+        run: waited_merge_interrupted_by_power_cut,
     },
     Scenario {
         name: "guest-cow-overflow",
@@ -217,12 +223,25 @@ fn changed_extents_are_refused(cx: &mut Ctx) -> Result<(), ScenarioError> {
     Ok(())
 }
 
+fn background_merge_interrupted_by_power_cut(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    merge_interrupted_by_power_cut(cx, true)
+}
+
+fn waited_merge_interrupted_by_power_cut(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    merge_interrupted_by_power_cut(cx, false)
+}
+
 /// A power cut in the middle of the final merge: the next boot finds the
 /// rollback intent, finishes the merge and ends at the baseline, byte for
 /// byte outside the COW blocks. The cut is timed from the prepare-userdata
 /// marker; a cut that missed the merge (before or after it) is retried
-/// with a new checkpoint and another delay.
-fn merge_interrupted_by_power_cut(cx: &mut Ctx) -> Result<(), ScenarioError> {
+/// with a new checkpoint and another delay. `background`: the merge runs
+/// after prepare-userdata returned (`cow.last_rollback_in_background`);
+/// the boots that merge leave /data unmounted either way, because a mount
+/// during a background merge is the old system writing its own data
+/// (superblock, journal), which the block compare would count.
+fn merge_interrupted_by_power_cut(cx: &mut Ctx, background: bool) -> Result<(), ScenarioError> {
+    checks::set_rewindd_extra(cx, Some(&format!("[cow]\nlast_rollback_in_background = {background}\n")))?;
     cx.boot_ready(&BootPlan::rewind())?;
     cx.run_baseline()?;
     let mut interrupted = None;
@@ -247,8 +266,14 @@ fn merge_interrupted_by_power_cut(cx: &mut Ctx) -> Result<(), ScenarioError> {
         cx.target.power_cut()?;
         let rec = cx.boot(
             &BootPlan::rewind()
+                .without_data()
                 .with_failure(Failure::power_cut_at_after(stage::PREPARE_USERDATA, Duration::from_millis(delay_ms))),
         )?;
+        cx.check_eq(
+            &format!("cut at +{delay_ms} ms: the merge runs in the background: {background}"),
+            background,
+            rec.reached(stage::MERGE_BACKGROUND),
+        );
         // The merge runs inside prepare-userdata, or (the last rollback)
         // after it returned, in the background.
         let log = checks::merge_log(cx, rec.index);

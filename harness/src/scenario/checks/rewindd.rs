@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn merge_progress_follows_a_background_merge_to_its_end() {
         let prepare = "userdata prepared: rolling-back (attempt 1 of 1)\n";
-        let follower = "12:00:01 rolling-back; userdata merge 40% (20 MiB/50 MiB)\n\
+        let follower = "merging userdata in the background: 0% (0 MiB/50 MiB)\n\
                         merging userdata in the background: 40% (20 MiB/50 MiB)\n";
         let running = format!("{prepare}\n{follower}");
         assert_eq!(merge_progress(&running), (Some((40, "(20 MiB/50 MiB)".to_string())), false));
