@@ -110,7 +110,11 @@ impl<'a> Ctx<'a> {
         self.require(
             &format!("boot {}: the last rollback's background merge ends in rolled-back", rec.index),
             ended,
-            format!("rewindctl watch exit {:?}; background-merge.log ends (last first): {}", out.stdout.trim(), log.join(" | ")),
+            format!(
+                "rewindctl watch exit {:?}; background-merge.log ends (last first): {}",
+                out.stdout.trim(),
+                log.join(" | ")
+            ),
         )?;
         self.say(&format!(
             "boot {}: the background merge was over {:.1} s after ready was seen",

@@ -247,7 +247,8 @@ pub(super) fn last_rollback_in_background(cx: &mut Ctx) -> Result<(), ScenarioEr
     const SIZES_MIB: [u64; 3] = [16, 48, 96];
     let ballast = SIZES_MIB[SIZES_MIB.len() - 1];
     // Half the free space for the store: the largest attempt fits.
-    let extra = |background: bool| format!("[cow]\nfree_share_percent = 50\nlast_rollback_in_background = {background}\n");
+    let extra =
+        |background: bool| format!("[cow]\nfree_share_percent = 50\nlast_rollback_in_background = {background}\n");
     checks::set_rewindd_extra(cx, Some(&extra(true)))?;
     cx.boot_ready(&BootPlan::rewind())?;
     cx.run_baseline()?;
@@ -273,7 +274,10 @@ pub(super) fn last_rollback_in_background(cx: &mut Ctx) -> Result<(), ScenarioEr
             let now = checks::data_manifest(cx)?;
             cx.same_manifest(&format!("{what}: at ready /data reads as the baseline (phase {phase})"), &baseline, &now);
             cx.check(
-                &format!("{what}: prepare-userdata {} the merge", if background { "left running" } else { "waited for" }),
+                &format!(
+                    "{what}: prepare-userdata {} the merge",
+                    if background { "left running" } else { "waited for" }
+                ),
                 rec.reached(stage::MERGE_BACKGROUND) == background,
                 format!("stages {}", rec.stages.join(",")),
             );
