@@ -96,6 +96,10 @@ struct RunArgs {
     /// Size of the userdata disk, MiB (default 512).
     #[arg(long, value_name = "MIB")]
     userdata_mib: Option<u64>,
+    /// vCPUs of the guest (default 1). Under TCG more than one takes a
+    /// host core each: the machine-wide two-guest limit assumes one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
+    cpus: Option<u32>,
     /// Emulate Android's metadata encryption: /data is mounted from a
     /// dm-crypt (aes-xts-plain64) layer the guest stacks on its device, so
     /// userdata holds only ciphertext (ext4 only).
@@ -374,6 +378,7 @@ impl RunArgs {
             workload: self.workload.clone(),
             guest_tools: self.guest_tools.clone(),
             userdata_mib: self.userdata_mib,
+            cpus: self.cpus,
             metadata_encryption: self.metadata_encryption,
             narrate,
             verbose: self.verbose,

@@ -120,6 +120,8 @@ pub struct Options {
     pub workload: Option<PathBuf>,
     pub guest_tools: Vec<PathBuf>,
     pub userdata_mib: Option<u64>,
+    /// vCPUs of the guest (`--cpus`), default 1.
+    pub cpus: Option<u32>,
     /// Stack a dm-crypt layer under /data in the guest (Android's metadata
     /// encryption; ext4 only). Scenarios that need it force it.
     pub metadata_encryption: bool,

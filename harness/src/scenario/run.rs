@@ -148,6 +148,9 @@ fn guest_config(
     if let Some(mib) = options.userdata_mib {
         cfg = cfg.with_userdata_mib(mib);
     }
+    if let Some(n) = options.cpus {
+        cfg.cpus = n;
+    }
     for t in &options.guest_tools {
         cfg = cfg.with_guest_tool(t.clone());
     }
