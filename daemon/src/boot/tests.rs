@@ -510,6 +510,36 @@ fn the_last_rollback_merges_in_the_background_and_the_poll_finishes_it() {
     assert_eq!(after.seq, st.seq);
 }
 
+/// The kernel stops a background merge (an I/O error on the store): the
+/// poll records it once, with the error, and stops looking; the intent
+/// stays, and the next boot resumes the merge and finishes the rollback.
+#[test]
+fn a_background_merge_the_kernel_stops_is_recorded_and_resumed_next_boot() {
+    let mut d = Device::new(1);
+    d.background = true;
+    d.boot(None).0.expect("attempt 1");
+    d.boot += 1;
+    let mut b = FakeBackend { background_looks: Some(5), ..FakeBackend::default() };
+    assert_eq!(d.run(&mut b, |ctx| prepare(ctx, &mut |_| {})).0.expect("prepare").phase, Phase::RollingBack);
+    b.fail = Some(("merge-look", ErrorKind::Internal));
+    let (r, st) = d.run(&mut b, |ctx| finish_background_rollback(ctx, &mut |_| {}));
+    assert!(r.expect("a stopped merge is not a poll error"), "nothing left for this boot's poll");
+    assert_eq!(st.phase, Phase::RollingBack);
+    assert!(matches!(st.intent, Some(Intent::Rollback { final_: true, .. })));
+    let why = st.rollback_failure.clone().expect("status says why");
+    assert!(why.contains("merge-look: power cut") && why.contains("Fix:"), "{why}");
+    let failed: Vec<_> = st.history.iter().filter(|e| e.is(EventKind::RollbackFailed)).collect();
+    assert_eq!(failed.len(), 1);
+    // The next boot: the merge again, to its end.
+    d.boot += 1;
+    let mut b = FakeBackend { background_looks: Some(0), ..FakeBackend::default() };
+    assert_eq!(d.run(&mut b, |ctx| prepare(ctx, &mut |_| {})).0.expect("resumed").phase, Phase::RollingBack);
+    let (r, st) = d.run(&mut b, |ctx| finish_background_rollback(ctx, &mut |_| {}));
+    assert!(r.expect("look"));
+    assert_eq!(st.phase, Phase::RolledBack);
+    assert_eq!(st.attempt, 1, "no attempt used");
+}
+
 /// A power cut while the last rollback merges in the background: the next
 /// boot starts the same merge again (in the background), using no attempt.
 #[test]

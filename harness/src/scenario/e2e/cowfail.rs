@@ -164,8 +164,12 @@ const MERGE_MIB: u64 = 120;
 /// rolling-back, and the kernel's words and the fix in status and history.
 /// The next boot, the device working again, merges what is left from the
 /// store on disk: exactly the baseline (manifest of every file), idle,
-/// fsck clean.
+/// fsck clean. The merge is the one prepare-userdata waits for
+/// (`cow.last_rollback_in_background = false`); a background merge the
+/// kernel stops is recorded by rewindd's poll instead (boot/background.rs,
+/// host test only).
 pub(super) fn cow_fails_during_merge(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    checks::set_rewindd_extra(cx, Some("[cow]\nlast_rollback_in_background = false\n"))?;
     cx.boot_ready(&BootPlan::rewind())?;
     cx.run_baseline()?;
     checks::write_ballast(cx, MERGE_MIB)?;
