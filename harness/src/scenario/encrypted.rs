@@ -297,7 +297,7 @@ fn metadata_encryption(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.say(&format!(
         "{} (rollback: merge {})",
         boot_times(&rec),
-        if rec.reached(stage::MERGING) { "seen" } else { "not seen" }
+        if checks::merge_ran(&rec) { "seen" } else { "not seen" }
     ));
     let mut verified = attempt_boots.clone();
     verified.push(rec.index);

@@ -110,7 +110,7 @@ pub(super) fn fail_then_succeed(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.say(&format!(
         "attempt 2's boot (discarding attempt 1 by a merge first): data-mounted at {}, merge stage {}",
         checks::secs(rec.reached_ms(stage::DATA_MOUNTED)),
-        if rec.reached(stage::MERGING) { "seen" } else { "not seen" }
+        if checks::merge_ran(&rec) { "seen" } else { "not seen" }
     ));
     if cx.is_f2fs() {
         // f2fs mode: no merge; attempt 1's panic dropped it (no checkpoint
@@ -122,7 +122,7 @@ pub(super) fn fail_then_succeed(cx: &mut Ctx) -> Result<(), ScenarioError> {
         let second = h.rposition(Attempt);
         cx.check(
             "f2fs: attempt 2's boot recorded attempt 1's rollback before arming attempt 2 (no merge)",
-            !rec.reached(stage::MERGING)
+            !checks::merge_ran(&rec)
                 && matches!((first, rolled, second), (Some(a), Some(r), Some(b)) if a < r && r < b),
             h.text(),
         );
@@ -264,7 +264,7 @@ pub(super) fn power_cut_during_commit(cx: &mut Ctx) -> Result<(), ScenarioError>
 
     let rec = cx.boot_ready(&BootPlan::rewind())?;
     cx.check("the next boot prepares without errors", rec.errors.is_empty(), format!("{:?}", rec.errors));
-    cx.check("the next boot did not merge (never back)", !rec.reached(stage::MERGING), rec.stages.join(","));
+    cx.check("the next boot did not merge (never back)", !checks::merge_ran(&rec), rec.stages.join(","));
     checks::check_phase(cx, "phase is idle (rolled forward)", "idle")?;
     let h = checks::history(cx)?;
     cx.check(

@@ -16,7 +16,7 @@ pub(super) fn no_checkpoint(cx: &mut Ctx) -> Result<(), ScenarioError> {
         let rec = cx.boot_ready(&BootPlan::rewind())?;
         cx.check(
             &format!("boot {}: no merge, no errors", rec.index),
-            !rec.reached(stage::MERGING) && rec.errors.is_empty(),
+            !checks::merge_ran(&rec) && rec.errors.is_empty(),
             format!("{:?}", rec.errors),
         );
         rewind_ms.push(rec.reached_ms(stage::DATA_MOUNTED));

@@ -3,7 +3,7 @@
 
 use rewind_daemon::types::EventKind::Refused;
 
-use crate::plan::{stage, BootPlan};
+use crate::plan::BootPlan;
 use crate::scenario::{checks, Ctx, ScenarioError};
 
 /// 8. The COW file's blocks move between boots: refuse to arm.
@@ -25,7 +25,7 @@ pub(super) fn extents_tampered(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let rec = cx.boot(&BootPlan::rewind())?;
     cx.require("the device still boots to ready", rec.is_ready(), format!("last stage {}", rec.last_stage()))?;
     cx.check("prepare-userdata reported the refusal", !rec.errors.is_empty(), format!("{:?}", rec.errors));
-    cx.check("no merge ran over a stale map", !rec.reached(stage::MERGING), rec.stages.join(","));
+    cx.check("no merge ran over a stale map", !checks::merge_ran(&rec), rec.stages.join(","));
     let st = checks::check_phase(cx, "phase is idle (not armed)", "idle")?;
     cx.check_eq("status: protection_lost", true, st["protection_lost"].as_bool().unwrap_or(false));
     let reason = st["protection_lost_reason"].as_str().unwrap_or("").to_string();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rewind_daemon::types::EventKind::{Aborted, Committed, Overflow, SpaceThreshold};
 
 use crate::failure::BootEnd;
-use crate::plan::{stage, BootPlan};
+use crate::plan::BootPlan;
 use crate::scenario::checks::{self, RAW};
 use crate::scenario::{Ctx, ScenarioError};
 
@@ -113,12 +113,12 @@ pub(super) fn overflow_abort(cx: &mut Ctx) -> Result<(), ScenarioError> {
         // The reboot dropped the attempt (no checkpoint since it was armed).
         cx.check(
             "f2fs: no merge (the reboot itself discarded the attempt)",
-            !rec.reached(stage::MERGING),
+            !checks::merge_ran(&rec),
             rec.stages.join(","),
         );
         checks::check_f2fs_armed(cx, "f2fs: attempt 2")?;
     } else {
-        cx.check("the next boot discards the attempt by a merge", rec.reached(stage::MERGING), rec.stages.join(","));
+        cx.check("the next boot discards the attempt by a merge", checks::merge_ran(&rec), rec.stages.join(","));
     }
     let st = checks::status(cx)?;
     cx.check_eq("the next attempt is armed (attempts remained)", 2, st["attempt"].as_u64().unwrap_or(0));
