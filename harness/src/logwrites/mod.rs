@@ -47,7 +47,9 @@ impl Phase {
 
     /// The marks that open and close the phase in the log: the host's own
     /// around the commit call; the stage markers of guest init (each
-    /// stage is a mark while logging) around prepare-userdata otherwise.
+    /// stage is a mark while logging) around prepare-userdata otherwise;
+    /// a merge that ran on in the background closes at `merge-ended`
+    /// instead, when the log has it.
     pub fn window(self) -> (&'static str, &'static str) {
         match self {
             Phase::Commit => (COMMIT_BEGIN, COMMIT_END),

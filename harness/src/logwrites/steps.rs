@@ -58,8 +58,13 @@ pub(super) fn run(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let (open, close) = rec.phase.window();
     let marks = || format!("{:?}", log.marks());
     let begin = log.mark(open, 0).ok_or_else(|| other(format!("no mark {open:?} in the log (marks {})", marks())))?;
-    let end =
-        log.mark(close, begin).ok_or_else(|| other(format!("no mark {close:?} after {open:?} (marks {})", marks())))?;
+    // The last rollback's merge runs on after /data mounted (in the
+    // background, the default): its window ends where the merge did.
+    let background_end =
+        if rec.phase == Phase::Merge { log.mark(crate::plan::stage::MERGE_ENDED, begin) } else { None };
+    let end = background_end
+        .or_else(|| log.mark(close, begin))
+        .ok_or_else(|| other(format!("no mark {close:?} after {open:?} (marks {})", marks())))?;
     let in_phase = &log.entries[begin + 1..end];
     let writes_in_phase = in_phase.iter().filter(|e| e.is_write()).count();
     let (found, chosen) = log::choose(&log, begin, end, cfg.points, cfg.between, cfg.seed);
