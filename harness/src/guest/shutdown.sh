@@ -39,4 +39,22 @@ for p in $PIDS; do wait "$p"; done
 [ -n "$crypt" ] && dmsetup remove "$crypt" 2>/dev/null
 umount /metadata 2>/dev/null
 sync
+# Under dm-log-writes (rewind-harness log-writes) a write enters the log
+# only after the flush that made it durable has completed, and then from a
+# kernel thread: `sync` returning does not mean the log disk holds it, and
+# powering off at once could drop the last entries (the whole-log check
+# would then see disks the log cannot rebuild). A mark queues behind them;
+# wait until the entry count and the log's end stop moving, then flush the
+# log disk itself.
+if dmsetup status lw-log >/dev/null 2>&1; then
+  dmsetup message lw-log 0 mark shutdown 2>/dev/null
+  last=; same=0; i=0
+  while [ $same -lt 5 ] && [ $i -lt 100 ]; do
+    now=$(dmsetup status lw-log 2>/dev/null | cut -d' ' -f4-)
+    if [ "$now" = "$last" ]; then same=$((same + 1)); else same=0; last=$now; fi
+    usleep 100000; i=$((i + 1))
+  done
+  [ $same -ge 5 ] || echo "@@REWIND-ERROR log-writes: the log did not settle in 10 s ($last)@@" > /dev/console
+  blockdev --flushbufs "$(readlink -f /dev/block/by-name/logwrites)" 2>/dev/null
+fi
 poweroff -f

@@ -123,6 +123,12 @@ pub struct Summary {
     pub between_replayed: usize,
     /// Guest time of the recording, ms (0 when replaying a kept log).
     pub record_ms: u64,
+    /// Checks of the recording itself that failed (the logged boot ran
+    /// over dm-log-writes, logging never stopped, the whole log replays
+    /// to the disks the guest left): a log that fails them cannot vouch
+    /// for its points, so the run fails too.
+    #[serde(default)]
+    pub recording_problems: Vec<String>,
     pub points: Vec<PointResult>,
 }
 
@@ -141,7 +147,7 @@ pub struct PointResult {
 
 impl Summary {
     pub fn passed(&self) -> bool {
-        !self.points.is_empty() && self.points.iter().all(|p| p.passed)
+        self.recording_problems.is_empty() && !self.points.is_empty() && self.points.iter().all(|p| p.passed)
     }
 
     pub fn render(&self) -> String {
@@ -157,6 +163,9 @@ impl Summary {
             self.between_replayed,
             self.record_ms as f64 / 1000.0
         );
+        for problem in &self.recording_problems {
+            s += &format!("  recording FAILED: {problem}\n");
+        }
         for p in &self.points {
             s += &format!(
                 "  {:<22} {:<9} phase {:<11} {:>4.0} s  {}\n",

@@ -89,6 +89,15 @@ pub(super) fn run(cx: &mut Ctx) -> Result<(), ScenarioError> {
         flush_points_replayed,
         between_replayed: points.len() - flush_points_replayed,
         record_ms,
+        // Only a recording made by this run has checks here (a replay of a
+        // kept log starts with none).
+        recording_problems: cx
+            .report
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| format!("{} ({})", c.name, c.detail))
+            .collect(),
         points: Vec::new(),
     };
     write_summary(&dir, &summary)?;

@@ -12,7 +12,12 @@ use crate::target::TargetError;
 pub(super) fn power_cut_during_rollback(cx: &mut Ctx) -> Result<(), ScenarioError> {
     // Half the free space for the COW store, so an attempt can dirty enough
     // chunks (~170 MiB on the default 512 MiB disk) for a merge of seconds.
-    checks::set_rewindd_extra(cx, Some("[cow]\nfree_share_percent = 50\n"))?;
+    // The merge is waited for (not the default background merge): each
+    // cut boot's share of the whole rollback is then what it merged before
+    // its stage, so the points can be aimed; in the background the merge
+    // runs on between prepare's return and guest init's first look, and an
+    // early cut can land past the early range.
+    checks::set_rewindd_extra(cx, Some("[cow]\nfree_share_percent = 50\nlast_rollback_in_background = false\n"))?;
     // Where in the whole rollback a cut must land to count for a point:
     // (label, from %, below %). A point is passed only by a cut that
     // landed inside the merge (progress below 100 %, prepare unfinished)
