@@ -199,6 +199,19 @@ pub fn check_merged(cx: &mut Ctx, name: &str, rec: &BootRecord, what: &str) -> b
     )
 }
 
+/// The next boot rolls the attempt back: it merged (checked as `merged`),
+/// rewindd's phase is rolled-back, and userdata is exactly `baseline` (the
+/// manifest of every file). Returns what /data holds now, for the
+/// scenario's own checks.
+pub fn boot_rolls_back_to(cx: &mut Ctx, merged: &str, baseline: &Manifest) -> Result<Manifest, ScenarioError> {
+    let rec = cx.boot_ready(&BootPlan::rewind())?;
+    check_merged(cx, merged, &rec, "the rollback merge");
+    check_phase(cx, "phase is rolled-back", "rolled-back")?;
+    let now = data_manifest(cx)?;
+    cx.same_manifest("userdata is exactly the baseline (every file, checksummed)", baseline, &now);
+    Ok(now)
+}
+
 /// Whether boot `rec` ran a rollback merge: inside prepare-userdata
 /// (`merging`), or, the last rollback, after it (`merge-background`; a
 /// small merge can be over before the guest's first look prints

@@ -230,11 +230,7 @@ pub(super) fn free_written_many_runs(cx: &mut Ctx) -> Result<(), ScenarioError> 
     }
     cx.say(&format!("cow.free_counted_runs, side by side: {}", figures.join("; ")));
 
-    let rec = cx.boot_ready(&BootPlan::rewind())?;
-    checks::check_merged(cx, "the next boot merged the last attempt away", &rec, "the rollback merge");
-    checks::check_phase(cx, "phase is rolled-back", "rolled-back")?;
-    let now = checks::data_manifest(cx)?;
-    cx.same_manifest("userdata is exactly the baseline (every file, checksummed)", &baseline, &now);
+    checks::boot_rolls_back_to(cx, "the next boot merged the last attempt away", &baseline)?;
     checks::fsck_after_umount(cx, "userdata fsck clean after the rollback")?;
     cx.shutdown()?;
     Ok(())

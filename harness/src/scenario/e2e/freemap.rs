@@ -131,11 +131,7 @@ pub(super) fn free_space_not_copied(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.changed_manifest("the attempt changed userdata", &baseline, &changed);
     cx.shutdown()?;
 
-    let rec = cx.boot_ready(&BootPlan::rewind())?;
-    checks::check_merged(cx, "the next boot merged the attempt away", &rec, "the rollback merge");
-    checks::check_phase(cx, "phase is rolled-back", "rolled-back")?;
-    let now = checks::data_manifest(cx)?;
-    cx.same_manifest("userdata is exactly the baseline (every file, checksummed)", &baseline, &now);
+    let now = checks::boot_rolls_back_to(cx, "the next boot merged the attempt away", &baseline)?;
     cx.check("the new file is gone", now.get("new-file.bin").is_none(), "");
     checks::check_idle_stack(cx, "after the rollback")?;
     checks::fsck_after_umount(cx, "userdata fsck clean after the rollback")?;
@@ -229,11 +225,7 @@ pub(super) fn unclean_baseline_protects_every_chunk(cx: &mut Ctx) -> Result<(), 
     );
     cx.shutdown()?;
 
-    let rec = cx.boot_ready(&BootPlan::rewind())?;
-    checks::check_merged(cx, "the next boot merged the attempt away", &rec, "the rollback merge");
-    checks::check_phase(cx, "phase is rolled-back", "rolled-back")?;
-    let now = checks::data_manifest(cx)?;
-    cx.same_manifest("userdata is exactly the baseline (every file, checksummed)", &baseline, &now);
+    checks::boot_rolls_back_to(cx, "the next boot merged the attempt away", &baseline)?;
     checks::fsck_after_umount(cx, "userdata fsck clean after the rollback")?;
     cx.shutdown()?;
     Ok(())
