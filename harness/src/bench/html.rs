@@ -109,6 +109,7 @@ mod tests {
             lifecycle: Default::default(),
             scale: Default::default(),
             free_map_read_ms: Some(102),
+            session_rollbacks: Vec::new(),
             binaries: Vec::new(),
             targets: vec![TargetCheck { goal: "write < 1.1x".into(), figure: "0.98".into(), met: Some(true) }],
             notes: vec!["a note with <tags>".into()],
@@ -135,6 +136,21 @@ mod tests {
         full.scale.table_loads = crate::bench::tables::parse("tl 10 10 30\ntl 10 10 31\ntl 10 10 29\ntl 1000 1000 60\ntl 1000 1000 61\ntl 1000 1000 62\ntl 4096 4096 200\ntl 4096 4096 210\ntl 4096 4096 220\n", &[10, 1000, 4096]).expect("parses");
         assert!(!crate::bench::report::missing(&full).contains(&"table loads".to_string()));
         assert!(render(&full, &svg).contains(" 4096 lines: 210 (200-220)"));
+        // A block configuration of the plan without its session's rollback
+        // is missing; with it the page shows the merge.
+        let map = Config::Block { chunk_kib: 4, free_map: true };
+        assert!(missing.contains(&"block 4K +free map: the rollback of its attempt".to_string()), "{missing:?}");
+        full.session_rollbacks.push(crate::bench::matrix::SessionRollback {
+            config: map,
+            cow_used_bytes: 9 << 20,
+            merged_mib: 9,
+            merge_s: 0.4,
+            data_mounted_s: 6.25,
+        });
+        let rest = crate::bench::report::missing(&full);
+        assert!(!rest.contains(&"block 4K +free map: the rollback of its attempt".to_string()), "{rest:?}");
+        let page = render(&full, &svg);
+        assert!(page.contains("block 4K +free map   COW 9.0 MiB: merged 9 MiB in 0.4 s; /data at 6.25 s"), "{page}");
         assert!(!page.contains("<tags>") && !page.contains("<now>"));
         // Nothing fetched: the only URLs are SVG's namespace names.
         let rest = page.replace("http://www.w3.org/2000/svg", "").replace("http://www.w3.org/1999/xlink", "");

@@ -39,6 +39,21 @@ pub struct OtaSample {
     pub store_bytes: Option<u64>,
 }
 
+/// The rollback of a block session's attempt (every matrix workload and
+/// the first-boot model): the same attempt in each block configuration,
+/// so the merge it costs compares across chunk sizes and the free map.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRollback {
+    pub config: Config,
+    /// The store's use when the attempt ended (the kernel's account).
+    pub cow_used_bytes: u64,
+    /// rewindd's "merged N MiB in S s".
+    pub merged_mib: u64,
+    pub merge_s: f64,
+    /// Power on to /data mounted in the boot that merged.
+    pub data_mounted_s: f64,
+}
+
 /// What a session measured, with the armed table's shape.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct SessionOut {
@@ -48,6 +63,7 @@ pub struct SessionOut {
     /// With the free map: how long the arm took to read it (status's
     /// "read in N ms").
     pub free_map_read_ms: Option<u64>,
+    pub rollback: Option<SessionRollback>,
 }
 
 /// "(read in 102 ms)" of the free map's detail in `rewindctl status --json`.
@@ -170,6 +186,19 @@ fn run_ota(cx: &mut Ctx, plan: &Plan, config: Config, out: &mut SessionOut) -> R
     Ok(())
 }
 
+/// The attempt is not committed: the next boot (no attempt left) merges
+/// it away inside prepare-userdata; its time comes from rewindd's history.
+fn roll_back(cx: &mut Ctx, config: Config) -> Result<SessionRollback, BenchError> {
+    let cow_used_bytes = guest::cow_bytes(cx)?.map(|(used, _)| used).unwrap_or(0);
+    cx.shutdown()?;
+    let rec = cx.boot_ready(&BootPlan::rewind())?;
+    let history = run(cx, "rewindctl history", 60)?;
+    let (merged_mib, merge_s) = super::lifecycle::parse_merged(&history)
+        .ok_or_else(|| unexpected(format!("{}: rewindd's history has no merge", config.label()), history.clone()))?;
+    let data_mounted_s = rec.reached_ms(crate::plan::stage::DATA_MOUNTED).unwrap_or(0) as f64 / 1000.0;
+    Ok(SessionRollback { config, cow_used_bytes, merged_mib, merge_s, data_mounted_s })
+}
+
 /// The armed top table's shape, for the report's notes.
 fn table_note(cx: &mut Ctx, config: Config) -> Result<String, BenchError> {
     let table = run(cx, "dmsetup table rewind-userdata 2>/dev/null || true", 30)?;
@@ -219,6 +248,9 @@ pub fn session(plan: &Plan, config: Config) -> Result<SessionOut, BenchError> {
     }
     run_matrix(&mut cx, plan, config, &mut out)?;
     run_ota(&mut cx, plan, config, &mut out)?;
+    if let Config::Block { .. } = config {
+        out.rollback = Some(roll_back(&mut cx, config)?);
+    }
     cx.shutdown()?;
     if let Some(c) = cx.report.checks.iter().find(|c| !c.passed) {
         out.notes.push(format!("{}: check failed: {}: {}", config.label(), c.name, c.detail));

@@ -38,6 +38,7 @@ pub fn run(plan: &Plan) -> Result<BenchReport, BenchError> {
     let mut ota = Vec::new();
     let mut notes = Vec::new();
     let mut free_map_read_ms = None;
+    let mut session_rollbacks = Vec::new();
     // REWIND_BENCH_SECTIONS=matrix,lifecycle,scale (default all): a part
     // alone, while working on it; the report then lacks the others.
     // "tables" alone runs the scale session's table loads without its
@@ -55,6 +56,7 @@ pub fn run(plan: &Plan) -> Result<BenchReport, BenchError> {
         ota.extend(out.ota);
         notes.extend(out.notes);
         free_map_read_ms = free_map_read_ms.or(out.free_map_read_ms);
+        session_rollbacks.extend(out.rollback);
     }
     let lifecycle = if want("lifecycle") {
         progress.begin("commit and rollback");
@@ -79,6 +81,7 @@ pub fn run(plan: &Plan) -> Result<BenchReport, BenchError> {
         lifecycle,
         scale,
         free_map_read_ms,
+        session_rollbacks,
         binaries: binaries(),
         targets: Vec::new(),
         notes,

@@ -55,7 +55,12 @@ impl Config {
             Config::Block { chunk_kib, free_map } => (*chunk_kib, *free_map),
             _ => (4, false),
         };
-        format!("[cow]\nchunk_sectors = {}\nfree_map = {free_map}\nfree_share_percent = 50\n", chunk_kib * 2)
+        // The session's rollback is timed inside prepare-userdata (the
+        // merge waited for): in the background rewindd records no time.
+        format!(
+            "[cow]\nchunk_sectors = {}\nfree_map = {free_map}\nfree_share_percent = 50\nlast_rollback_in_background = false\n",
+            chunk_kib * 2
+        )
     }
 }
 

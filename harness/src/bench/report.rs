@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::fio::{Variant, Workload};
 use super::lifecycle::LifecycleOut;
-use super::matrix::{OtaSample, Sample};
+use super::matrix::{OtaSample, Sample, SessionRollback};
 use super::plan::{Config, Plan};
 use super::scale::ScaleOut;
 use super::stats::{ratio, Spread};
@@ -66,6 +66,8 @@ pub struct BenchReport {
     /// How long the arm of the 4 KiB +free map session took to read the
     /// free map from the ext4 bitmaps.
     pub free_map_read_ms: Option<u64>,
+    /// The rollback of each block session's attempt (the same workloads).
+    pub session_rollbacks: Vec<SessionRollback>,
     pub binaries: Vec<BinarySize>,
     pub targets: Vec<TargetCheck>,
     pub notes: Vec<String>,
@@ -331,6 +333,23 @@ pub fn render(r: &BenchReport) -> String {
         "Free map read at arm (block 4K +free map): {}",
         r.free_map_read_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "-".into())
     );
+    if !r.session_rollbacks.is_empty() {
+        let _ = writeln!(
+            s,
+            "Rollback of each block session's attempt (the whole matrix and the first-boot model, the merge waited for):"
+        );
+        for b in &r.session_rollbacks {
+            let _ = writeln!(
+                s,
+                "  {:<20} COW {:.1} MiB: merged {} MiB in {:.1} s; /data at {:.2} s",
+                b.config.label(),
+                b.cow_used_bytes as f64 / (1 << 20) as f64,
+                b.merged_mib,
+                b.merge_s,
+                b.data_mounted_s
+            );
+        }
+    }
     let _ = writeln!(s, "\nBinaries:");
     for b in &r.binaries {
         let _ = writeln!(s, "  {:<10} {:<28} {:.2} MB", b.name, b.build, b.bytes as f64 / 1e6);
@@ -376,6 +395,9 @@ pub fn missing(r: &BenchReport) -> Vec<String> {
         }
         if !r.ota.iter().any(|o| o.sample.config == *c) {
             m.push(format!("{}: first boot after an update", c.label()));
+        }
+        if matches!(c, Config::Block { .. }) && !r.session_rollbacks.iter().any(|b| b.config == *c) {
+            m.push(format!("{}: the rollback of its attempt", c.label()));
         }
     }
     let l = &r.lifecycle;

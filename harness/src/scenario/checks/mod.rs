@@ -19,9 +19,9 @@ pub use data::{
 };
 pub use history::{check_boot_reasons_after_attempts, check_three_attempts_rolled_back, history, History};
 pub use rewindd::{
-    begin_checkpoint, boot_log, boot_rolls_back_to, check_merged, check_phase, merge_bytes, merge_log, merge_progress, merge_ran,
-    merge_summary, phase, prepare_checkpoint, prepare_log, restart_rewindd, secs, set_boot_file, set_rewindd_extra,
-    start, start_as, state, status,
+    begin_checkpoint, boot_log, boot_rolls_back_to, check_merged, check_phase, merge_bytes, merge_log, merge_progress,
+    merge_ran, merge_summary, phase, prepare_checkpoint, prepare_log, restart_rewindd, secs, set_boot_file,
+    set_rewindd_extra, start, start_as, state, status,
 };
 pub use stack::{
     check_f2fs_armed, check_idle_stack, data_mount, dm_stack, dmsetup, sectors, userdata_device, DataMount, DmStack,
