@@ -60,6 +60,8 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
         cut_phase(cx, &trial, &mut committed)?
     };
     cx.report.facts.insert("landed".into(), landed);
+    // The boot the phase's cut ended (the last one so far).
+    let phase_boot = cx.target.boots().last().map(|b| b.index);
 
     // The cuts of the boots right after, while rewind finishes.
     for (i, c) in trial.more_cuts.iter().enumerate() {
@@ -99,6 +101,14 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
     };
 
     let phase = settle(cx)?;
+    if trial.phase == Phase::Merge && !cx.is_f2fs() {
+        let boots = cx.target.boots();
+        let cut = phase_boot.and_then(|i| boots.iter().find(|b| b.index == i));
+        let next = phase_boot.and_then(|i| boots.iter().find(|b| b.index > i && b.reached(stage::USERDATA_PREPARED)));
+        if let Some(cut) = cut {
+            cx.report.facts.insert("merge cut".into(), merge_cut(cut, next));
+        }
+    }
     if matches!(trial.phase, Phase::Commit | Phase::StateRecord) {
         // Whether the cut call got its record on disk first: the history
         // (on /metadata) says, not the timing.
@@ -283,13 +293,50 @@ fn cut_after(cx: &mut Ctx, delay_ms: u64) -> Result<String, ScenarioError> {
     }
 }
 
+/// Where a cut at the merge landed, from what the guest saw in the cut
+/// boot and whether the next boot to finish prepare-userdata merged again
+/// (the rollback was still pending at the cut: a merge cut midway resumes;
+/// one cut after the last chunk but before rewindd's record finds nothing
+/// left to copy). The host's timing alone cannot say.
+fn merge_cut(cut: &crate::target::BootRecord, next: Option<&crate::target::BootRecord>) -> String {
+    let seen = if cut.reached(stage::MERGE_ENDED) {
+        "after the guest saw the rollback recorded"
+    } else if cut.reached(stage::MERGING) {
+        "while the guest saw the merge running"
+    } else if cut.reached(stage::MERGE_BACKGROUND) {
+        "after the merge was loaded, before the guest saw it running or recorded"
+    } else {
+        "before the merge was loaded"
+    };
+    let pending = match next {
+        Some(n) if checks::merge_ran(n) => format!("; boot {} merged again (the rollback was still pending)", n.index),
+        Some(n) => format!("; boot {} did not merge (recorded before the cut)", n.index),
+        None => String::new(),
+    };
+    format!("{seen}{pending}")
+}
+
+/// The stage a cut "at the merge" follows in this trial's boots. A trial
+/// has one attempt, so every rollback it runs is the last one, which
+/// rewindd runs in the background (`cow.last_rollback_in_background`,
+/// the default, which the campaign keeps): prepare-userdata returns with
+/// the merge loaded and guest init prints `merge-background` as it starts
+/// to follow it. `merging` is printed only if the follower's first look
+/// finds the merge still running, and an update's merge (0.2-0.9 s) is
+/// often over by then, so a cut aimed at `merging` would mostly miss it.
+/// f2fs has no merge: its rollback is the mount at prepare-userdata.
+fn cut_stage(at: &str, f2fs: bool) -> &str {
+    match at {
+        stage::MERGING if f2fs => stage::PREPARE_USERDATA,
+        stage::MERGING => stage::MERGE_BACKGROUND,
+        other => other,
+    }
+}
+
 /// Boots `plan` with `cut` injected; where it landed. A stage the boot
 /// never passed (no merge to cut) is cut at ready instead.
 fn cut_boot(cx: &mut Ctx, plan: BootPlan, cut: &Cut) -> Result<String, ScenarioError> {
-    let mut at = cut.stage.clone().unwrap_or_else(|| stage::PREPARE_USERDATA.into());
-    if at == stage::MERGING && cx.is_f2fs() {
-        at = stage::PREPARE_USERDATA.into();
-    }
+    let at = cut_stage(cut.stage.as_deref().unwrap_or(stage::PREPARE_USERDATA), cx.is_f2fs()).to_string();
     let failure = Failure::power_cut_at_after(&at, Duration::from_millis(cut.delay_ms));
     match cx.target.boot(&plan.with_failure(failure)) {
         Ok(rec) => Ok(format!(
@@ -309,6 +356,39 @@ fn cut_boot(cx: &mut Ctx, plan: BootPlan, cut: &Cut) -> Result<String, ScenarioE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn boot(index: u32, stages: &[&str]) -> crate::target::BootRecord {
+        let mut b = crate::target::BootRecord::new(index, &BootPlan::rewind(), "c".into(), "q".into(), String::new());
+        b.stages = stages.iter().map(|s| s.to_string()).collect();
+        b
+    }
+
+    #[test]
+    fn where_a_merge_cut_landed_is_told_from_the_cut_boot_and_the_next() {
+        use stage::*;
+        let loaded = [PREPARE_USERDATA, USERDATA_PREPARED, MERGE_BACKGROUND];
+        let cut = boot(3, &loaded);
+        let resumed = boot(5, &[PREPARE_USERDATA, USERDATA_PREPARED, MERGE_BACKGROUND]);
+        let plain = boot(5, &[PREPARE_USERDATA, USERDATA_PREPARED, READY]);
+        assert_eq!(
+            merge_cut(&cut, Some(&resumed)),
+            "after the merge was loaded, before the guest saw it running or recorded; boot 5 merged again (the rollback was still pending)"
+        );
+        assert!(merge_cut(&cut, Some(&plain)).ends_with("; boot 5 did not merge (recorded before the cut)"));
+        let running = boot(3, &[PREPARE_USERDATA, USERDATA_PREPARED, MERGE_BACKGROUND, MERGING]);
+        assert_eq!(merge_cut(&running, None), "while the guest saw the merge running");
+        let ended = boot(3, &[USERDATA_PREPARED, MERGE_BACKGROUND, MERGE_ENDED]);
+        assert!(merge_cut(&ended, None).starts_with("after the guest saw the rollback recorded"));
+        assert_eq!(merge_cut(&boot(3, &[PREPARE_USERDATA]), None), "before the merge was loaded");
+    }
+
+    #[test]
+    fn a_cut_at_the_merge_follows_the_background_merge_in_block_mode() {
+        assert_eq!(cut_stage(stage::MERGING, false), stage::MERGE_BACKGROUND);
+        assert_eq!(cut_stage(stage::MERGING, true), stage::PREPARE_USERDATA);
+        assert_eq!(cut_stage(stage::DATA_MOUNTED, false), stage::DATA_MOUNTED);
+        assert_eq!(cut_stage(stage::PREPARE_USERDATA, true), stage::PREPARE_USERDATA);
+    }
 
     #[test]
     fn the_data_is_one_state_or_a_mix() {
