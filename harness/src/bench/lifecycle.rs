@@ -53,7 +53,7 @@ pub struct LifecycleOut {
     pub merge: ProcUsage,
 }
 
-fn data_mounted_s(rec: &crate::target::BootRecord) -> f64 {
+pub(super) fn data_mounted_s(rec: &crate::target::BootRecord) -> f64 {
     rec.reached_ms(stage::DATA_MOUNTED).map(|ms| ms as f64 / 1000.0).unwrap_or(0.0)
 }
 

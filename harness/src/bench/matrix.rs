@@ -195,7 +195,7 @@ fn roll_back(cx: &mut Ctx, config: Config) -> Result<SessionRollback, BenchError
     let history = run(cx, "rewindctl history", 60)?;
     let (merged_mib, merge_s) = super::lifecycle::parse_merged(&history)
         .ok_or_else(|| unexpected(format!("{}: rewindd's history has no merge", config.label()), history.clone()))?;
-    let data_mounted_s = rec.reached_ms(crate::plan::stage::DATA_MOUNTED).unwrap_or(0) as f64 / 1000.0;
+    let data_mounted_s = super::lifecycle::data_mounted_s(&rec);
     Ok(SessionRollback { config, cow_used_bytes, merged_mib, merge_s, data_mounted_s })
 }
 

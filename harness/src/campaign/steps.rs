@@ -48,8 +48,10 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
     // The old system: the baseline, synced.
     cx.boot_ready(&BootPlan::rewind())?;
     cx.run_baseline()?;
-    let ballast = trial.phase == Phase::Merge && !cx.is_f2fs();
-    if ballast {
+    // A block-mode merge trial: ballast to merge, and a record of where
+    // its cut landed.
+    let block_merge = trial.phase == Phase::Merge && !cx.is_f2fs();
+    if block_merge {
         checks::write_ballast(cx, MERGE_BALLAST_MIB)?;
     }
     cx.exec_checked("sync")?;
@@ -113,7 +115,7 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
     };
 
     let phase = settle(cx)?;
-    if trial.phase == Phase::Merge && !cx.is_f2fs() {
+    if block_merge {
         let boots = cx.target.boots();
         let cut = phase_boot.and_then(|i| boots.iter().find(|b| b.index == i));
         let next = phase_boot.and_then(|i| boots.iter().find(|b| b.index > i && b.reached(stage::USERDATA_PREPARED)));
@@ -337,8 +339,8 @@ fn merge_cut(cut: &crate::target::BootRecord, next: Option<&crate::target::BootR
 /// the default, which the campaign keeps): prepare-userdata returns with
 /// the merge loaded and guest init prints `merge-background` as it starts
 /// to follow it. `merging` is printed only if the follower's first look
-/// finds the merge still running, and an update's merge (0.2-0.9 s) is
-/// often over by then, so a cut aimed at `merging` would mostly miss it.
+/// finds the merge still running, and an update's merge is often over by
+/// then, so a cut aimed at `merging` would mostly miss it.
 /// f2fs has no merge: its rollback is the mount at prepare-userdata.
 fn cut_stage(at: &str, f2fs: bool) -> &str {
     match at {
