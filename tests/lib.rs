@@ -32,7 +32,7 @@ pub fn run_with(name: &str, options: Options) {
 
 /// Runs campaign trials `indices` of `seed` (ext4) and panics with the
 /// campaign's table and each failure's replay command unless all passed.
-pub fn campaign(seed: u64, indices: &[u64]) {
+pub fn campaign(seed: u64, indices: &[u64]) -> rewind_harness::campaign::CampaignReport {
     use rewind_harness::campaign::{self, Config, Shard};
     let cfg = Config {
         seed,
@@ -42,6 +42,7 @@ pub fn campaign(seed: u64, indices: &[u64]) {
         shard: Shard::ALL,
         only: indices.to_vec(),
         keep: false,
+        fresh: false,
     };
     let report = match campaign::run(&cfg) {
         Ok(r) => r,
@@ -49,6 +50,7 @@ pub fn campaign(seed: u64, indices: &[u64]) {
     };
     eprint!("{}", report.render());
     assert!(report.passed(), "campaign seed {seed} failed:\n{}", report.render());
+    report
 }
 
 /// A `rewind-harness log-writes` run of `phase` (seed, flush points,

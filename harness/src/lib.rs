@@ -41,6 +41,7 @@ pub mod qmp;
 pub mod report;
 pub mod sampler;
 pub mod scenario;
+pub mod sparse;
 pub mod story;
 pub mod target;
 pub mod timeouts;

@@ -206,6 +206,29 @@ pub trait Target {
     /// still running is cut (it is thrown away next); a device is left as
     /// it is, which is the default.
     fn finish_run(&mut self) {}
+    /// Saves into `dir` everything the next boot of this powered-off
+    /// target starts from (a QEMU guest: its disks, the bootloader's files
+    /// on its share and the boot reason), for [`Target::start_from`]. A
+    /// device cannot: its disks are its own (the default).
+    fn save_powered_off(&self, dir: &Path) -> Result<(), TargetError> {
+        let _ = dir;
+        Err(TargetError::Unsupported {
+            target: self.describe(),
+            what: "save its disks".into(),
+            why: "only a QEMU guest's disks are files the harness can copy".into(),
+        })
+    }
+    /// Before its first boot: makes this target's next boot start from what
+    /// [`Target::save_powered_off`] left in `dir`, as if the boots that made
+    /// it had run here.
+    fn start_from(&mut self, dir: &Path) -> Result<(), TargetError> {
+        let _ = dir;
+        Err(TargetError::Unsupported {
+            target: self.describe(),
+            what: "start from saved disks".into(),
+            why: "only a QEMU guest's disks are files the harness can copy".into(),
+        })
+    }
 }
 
 /// Targets for host tests.

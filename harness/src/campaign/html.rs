@@ -165,6 +165,7 @@ mod tests {
             final_phase: "rolled-back".into(),
             blocks: "equal".into(),
             call_recorded: String::new(),
+            old_system: String::new(),
             boots: 3,
             duration_ms: 30_000,
             failed_checks: if passed { vec![] } else { vec!["manifest: a & b differ".into()] },

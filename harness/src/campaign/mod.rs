@@ -30,6 +30,12 @@ pub enum CampaignError {
     },
     #[error("Encoding the campaign report")]
     Encode(#[source] serde_json::Error),
+    #[error("Creating {path}, where the trials' old systems are kept")]
+    OldSystems {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("Reading campaign report {path}")]
     Read {
         path: PathBuf,
@@ -73,6 +79,9 @@ pub struct Config {
     /// shard's slice of `0..trials`.
     pub only: Vec<u64>,
     pub keep: bool,
+    /// Boot every trial's old system instead of restoring the one the
+    /// run's first trial saved (`--fresh`).
+    pub fresh: bool,
 }
 
 impl Config {
@@ -120,6 +129,7 @@ pub fn run_each(
         format!("trials {}", cfg.only.iter().map(u64::to_string).collect::<Vec<_>>().join(","))
     };
     let indices = cfg.indices();
+    let old_systems = if cfg.fresh { None } else { Some(OldSystems::create()?) };
     let mut progress = crate::progress::Progress::new(indices.len() as u64, "trial");
     let mut results = Vec::new();
     for index in indices {
@@ -129,6 +139,7 @@ pub fn run_each(
             metadata_encryption: cfg.metadata_encryption,
             keep: cfg.keep,
             trial: Some(trial.clone()),
+            old_systems: old_systems.as_ref().map(|o| o.0.clone()),
             ..Options::default()
         };
         let report =
@@ -144,4 +155,27 @@ pub fn run_each(
     }
     progress.finish();
     Ok(CampaignReport::new(spec, vec![shard], results))
+}
+
+/// The run's saved old systems (`steps::old_system`), removed when the run
+/// ends. Named like a guest's run directory (stamp, pid), so that one a
+/// killed campaign left is removed by the next guest's sweep.
+struct OldSystems(PathBuf);
+
+impl OldSystems {
+    fn create() -> Result<OldSystems, CampaignError> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        let dir = crate::paths::runs_dir().join(format!("campaign-old-systems-{stamp}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|source| CampaignError::OldSystems { path: dir.clone(), source })?;
+        Ok(OldSystems(dir))
+    }
+}
+
+impl Drop for OldSystems {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -52,6 +52,10 @@ pub struct TrialResult {
     /// ("yes"/"no"; empty for other phases).
     #[serde(default)]
     pub call_recorded: String,
+    /// Where the old system came from: booted by this trial, or restored
+    /// from the one an earlier trial of the run saved (`campaign --fresh`).
+    #[serde(default)]
+    pub old_system: String,
     pub boots: usize,
     pub duration_ms: u64,
     pub failed_checks: Vec<String>,
@@ -79,6 +83,10 @@ impl TrialResult {
             final_phase: fact("phase"),
             blocks: fact("blocks"),
             call_recorded: fact("call recorded"),
+            old_system: match fact(super::steps::OLD_SYSTEM_FACT).as_str() {
+                "restored" => format!("restored (booted by trial {})", fact("old system booted by")),
+                other => other.to_string(),
+            },
             boots: r.boots.len(),
             duration_ms: r.duration_ms,
             failed_checks: r.failed_checks().iter().map(|c| format!("{}: {}", c.name, first_line(&c.detail))).collect(),
@@ -325,6 +333,7 @@ mod tests {
             final_phase: "rolled-back".into(),
             blocks: "equal".into(),
             call_recorded: String::new(),
+            old_system: String::new(),
             boots: 5,
             duration_ms: 40_000,
             failed_checks: if passed { vec![] } else { vec!["userdata is exactly ...: mix".into()] },

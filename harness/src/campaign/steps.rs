@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
+use rewind_daemon::state::CowFile;
 use rewind_daemon::types::EventKind::{Aborted, CommitBegun, Committed};
+use serde::{Deserialize, Serialize};
 
 use crate::failure::BootEnd;
 use crate::manifest::{self, Manifest};
@@ -45,37 +47,36 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
     // dm-crypt, not f2fs (which keeps no COW store to merge).
     let block_witness = !cx.is_f2fs() && !cx.options.metadata_encryption;
 
-    // The old system: the baseline, synced.
-    cx.boot_ready(&BootPlan::rewind())?;
-    cx.run_baseline()?;
     // A block-mode merge trial: ballast to merge, and a record of where
     // its cut landed.
     let block_merge = trial.phase == Phase::Merge && !cx.is_f2fs();
-    if block_merge {
-        checks::write_ballast(cx, MERGE_BALLAST_MIB)?;
-    }
-    cx.exec_checked("sync")?;
-    let baseline = checks::data_manifest(cx)?;
     let mut blocks = None;
     let mut committed = None;
-    let landed = if trial.phase == Phase::CheckpointStart {
+    let (baseline, landed) = if trial.phase == Phase::CheckpointStart {
+        // The old system, cut while it starts the checkpoint.
+        cx.boot_ready(&BootPlan::rewind())?;
+        cx.run_baseline()?;
+        cx.exec_checked("sync")?;
+        let baseline = checks::data_manifest(cx)?;
+        cx.report.facts.insert(OLD_SYSTEM_FACT.into(), "booted by this trial".into());
         cx.exec_checked("setsid rewindctl start --attempts 1 --reason campaign > /dev/null 2>&1 < /dev/null &")?;
-        cut_after(cx, trial.cut.delay_ms)?
+        (baseline, cut_after(cx, trial.cut.delay_ms)?)
     } else {
-        checks::start(cx, 1, "campaign")?;
-        let cow = checks::state(cx)?.partitions.first().map(|p| p.cow_files.clone()).unwrap_or_default();
-        cx.shutdown()?;
+        let old = old_system(cx, &trial, block_merge)?;
         if block_witness {
             let image = checks::userdata_image(cx);
-            let used = checks::BaselineBlocks::of(&image, &cow)?;
+            let used = checks::BaselineBlocks::of(&image, &old.cow)?;
             let hash = used.hash(&image)?;
             blocks = Some((used, hash));
         }
-        cut_phase(cx, &trial, &mut committed)?
+        (old.baseline, cut_phase(cx, &trial, &mut committed)?)
     };
     cx.report.facts.insert("landed".into(), landed);
-    // The boot the phase's cut ended (the last one so far).
+    // The boot the phase's cut ended (the last one so far), and how many
+    // boots came before the attempt's: the old system's, unless restored.
     let phase_boot = cx.target.boots().last().map(|b| b.index);
+    let restored = cx.report.facts.get(OLD_SYSTEM_FACT).is_some_and(|f| f == RESTORED);
+    let old_boots = usize::from(!restored);
 
     // The cuts of the boots right after, while rewind finishes.
     for (i, c) in trial.more_cuts.iter().enumerate() {
@@ -89,7 +90,8 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
     // /data is mounted again: a boot after the attempt's that mounted /data
     // (the rollback was done before its cut) wrote the superblock and freed
     // the COW files, as any boot after a rollback does.
-    let mounted_again = cx.target.boots().iter().skip(2).find(|b| b.reached(stage::DATA_MOUNTED)).map(|b| b.index);
+    let mounted_again =
+        cx.target.boots().iter().skip(old_boots + 1).find(|b| b.reached(stage::DATA_MOUNTED)).map(|b| b.index);
     let mut settled = None;
     if blocks.is_some() && mounted_again.is_none() {
         for _ in 0..SETTLE_BOOTS {
@@ -146,6 +148,74 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
         }
     }
     check_end_state(cx)
+}
+
+/// The fact that says where a trial's old system came from.
+pub(super) const OLD_SYSTEM_FACT: &str = "old system";
+const RESTORED: &str = "restored";
+/// The old system's record beside its saved disks; written last, so a
+/// directory without it is an unfinished save, never used.
+const OLD_SYSTEM_JSON: &str = "old-system.json";
+
+/// What every trial after the checkpoint's start begins with: the old
+/// system's /data (the baseline, plus the merge ballast where asked),
+/// synced, with a one-attempt checkpoint started, powered off cleanly.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OldSystem {
+    baseline: Manifest,
+    cow: Vec<CowFile>,
+    /// The trial that booted it.
+    built_by: u64,
+}
+
+/// The old system this trial starts from. Booting it (the baseline, the
+/// checkpoint's start and a clean shutdown) is a third to half of a
+/// trial's guest time and is the same in every trial of a campaign run
+/// (the trial's phase and cuts all come after it), so the first trial of
+/// the run that needs one boots it and saves its disks
+/// (`Options::old_systems`), and later trials start from a copy. The
+/// variants: with or without the merge ballast.
+fn old_system(cx: &mut Ctx, trial: &Trial, ballast: bool) -> Result<OldSystem, ScenarioError> {
+    let saved = cx.options.old_systems.as_ref().map(|d| d.join(if ballast { "with-ballast" } else { "plain" }));
+    if let Some(dir) = &saved {
+        if let Ok(text) = std::fs::read_to_string(dir.join(OLD_SYSTEM_JSON)) {
+            let old: OldSystem = serde_json::from_str(&text)
+                .map_err(|e| ScenarioError::other(format!("{}: {e}", dir.join(OLD_SYSTEM_JSON).display())))?;
+            cx.target.start_from(dir)?;
+            cx.say(&format!("the old system: restored (booted by trial {})", old.built_by));
+            cx.report.facts.insert(OLD_SYSTEM_FACT.into(), RESTORED.into());
+            cx.report.facts.insert("old system booted by".into(), old.built_by.to_string());
+            return Ok(old);
+        }
+    }
+    cx.boot_ready(&BootPlan::rewind())?;
+    cx.run_baseline()?;
+    if ballast {
+        checks::write_ballast(cx, MERGE_BALLAST_MIB)?;
+    }
+    cx.exec_checked("sync")?;
+    let baseline = checks::data_manifest(cx)?;
+    checks::start(cx, 1, "campaign")?;
+    let cow = checks::state(cx)?.partitions.first().map(|p| p.cow_files.clone()).unwrap_or_default();
+    cx.shutdown()?;
+    let old = OldSystem { baseline, cow, built_by: trial.index };
+    let fact = match saved {
+        Some(dir) => match cx.target.save_powered_off(&dir) {
+            Ok(()) => {
+                let json = serde_json::to_string(&old).map_err(|e| ScenarioError::other(e.to_string()))?;
+                let (tmp, path) = (dir.join("old-system.json.new"), dir.join(OLD_SYSTEM_JSON));
+                std::fs::write(&tmp, json)
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .map_err(|e| ScenarioError::other(format!("{}: {e}", path.display())))?;
+                "booted by this trial, saved for the campaign's later trials"
+            }
+            Err(TargetError::Unsupported { .. }) => "booted by this trial (the target cannot save it)",
+            Err(e) => return Err(e.into()),
+        },
+        None => "booted by this trial",
+    };
+    cx.report.facts.insert(OLD_SYSTEM_FACT.into(), fact.into());
+    Ok(old)
 }
 
 /// The boots that let rewind finish after the cuts: each must reach ready

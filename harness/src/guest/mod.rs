@@ -903,6 +903,68 @@ impl Target for QemuGuest {
             let _ = self.power_cut();
         }
     }
+
+    fn save_powered_off(&self, dir: &Path) -> Result<(), TargetError> {
+        if self.running.is_some() {
+            return Err(TargetError::AlreadyRunning { boot: self.running_index() });
+        }
+        let boot = dir.join(SAVED_BOOT_FILES);
+        std::fs::create_dir_all(&boot).map_err(io_err(&boot))?;
+        for img in self.disk_images() {
+            let to = dir.join(img.file_name().unwrap_or_default());
+            crate::sparse::copy(&img, &to).map_err(io_err(&img))?;
+        }
+        copy_boot_files(&self.share.join("boot"), &boot)?;
+        let reason = dir.join(SAVED_BOOT_REASON);
+        std::fs::write(&reason, self.next_boot_reason.as_deref().unwrap_or_default()).map_err(io_err(&reason))
+    }
+
+    /// The saved disks replace this guest's; its share's boot files become
+    /// the saved ones (a metadata-encryption key among them, and no
+    /// one-time format flag: the saved boots formatted userdata already).
+    fn start_from(&mut self, dir: &Path) -> Result<(), TargetError> {
+        if !self.boots.is_empty() || self.running.is_some() {
+            return Err(TargetError::Other(format!(
+                "start_from({}) after boot {}: only a guest that has not booted yet can start from saved disks",
+                dir.display(),
+                self.boots.len()
+            )));
+        }
+        let reason_path = dir.join(SAVED_BOOT_REASON);
+        let reason = std::fs::read_to_string(&reason_path).map_err(io_err(&reason_path))?;
+        for img in self.disk_images() {
+            let from = dir.join(img.file_name().unwrap_or_default());
+            crate::sparse::copy(&from, &img).map_err(io_err(&from))?;
+        }
+        let boot = self.share.join("boot");
+        for e in std::fs::read_dir(&boot).map_err(io_err(&boot))? {
+            let path = e.map_err(io_err(&boot))?.path();
+            if path.is_file() {
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
+        copy_boot_files(&dir.join(SAVED_BOOT_FILES), &boot)?;
+        self.next_boot_reason = (!reason.is_empty()).then_some(reason);
+        Ok(())
+    }
+}
+
+/// Where [`Target::save_powered_off`] puts the share's boot files, and the
+/// boot reason the next boot gets.
+const SAVED_BOOT_FILES: &str = "share-boot";
+const SAVED_BOOT_REASON: &str = "boot-reason";
+
+/// The bootloader's and the crypt layer's files of a share's `boot/` (the
+/// slot flag, the key), not the plan of the boot that wrote them.
+fn copy_boot_files(from: &Path, to: &Path) -> Result<(), TargetError> {
+    for e in std::fs::read_dir(from).map_err(io_err(from))? {
+        let path = e.map_err(io_err(from))?.path();
+        let name = path.file_name().unwrap_or_default();
+        if path.is_file() && name != "plan.env" {
+            std::fs::copy(&path, to.join(name)).map_err(io_err(&path))?;
+        }
+    }
+    Ok(())
 }
 
 impl Drop for QemuGuest {

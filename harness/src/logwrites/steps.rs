@@ -3,7 +3,6 @@
 //! chosen point rebuilt onto the guest's own disks and booted normally,
 //! judged by the campaign's verdict (settle, judge, end state).
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Instant;
 
@@ -213,8 +212,8 @@ fn differing_mib(a: &Path, b: &Path) -> Result<Vec<u64>, ScenarioError> {
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     let mut out = Vec::new();
     for i in 0.. {
-        let na = read_full(&mut fa, &mut ba).map_err(io(a))?;
-        let nb = read_full(&mut fb, &mut bb).map_err(io(b))?;
+        let na = crate::sparse::read_full(&mut fa, &mut ba).map_err(io(a))?;
+        let nb = crate::sparse::read_full(&mut fb, &mut bb).map_err(io(b))?;
         if na == 0 && nb == 0 {
             break;
         }
@@ -231,39 +230,10 @@ fn mark(cx: &mut Ctx, name: &str) -> Result<(), ScenarioError> {
     Ok(())
 }
 
-/// Copies a disk image leaving its zero MiBs as holes (the 512 MiB
-/// userdata is mostly empty).
+/// [`crate::sparse::copy`], as a scenario error naming the files.
 fn copy_sparse(from: &Path, to: &Path) -> Result<(), ScenarioError> {
-    let mut src = std::fs::File::open(from).map_err(io(from))?;
-    let len = src.metadata().map_err(io(from))?.len();
-    let mut dst = std::fs::File::create(to).map_err(io(to))?;
-    dst.set_len(len).map_err(io(to))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    loop {
-        let n = read_full(&mut src, &mut buf).map_err(io(from))?;
-        if n == 0 {
-            break;
-        }
-        if buf[..n].iter().any(|&b| b != 0) {
-            use std::io::Seek;
-            dst.seek(std::io::SeekFrom::Start(at)).map_err(io(to))?;
-            dst.write_all(&buf[..n]).map_err(io(to))?;
-        }
-        at += n as u64;
-    }
-    Ok(())
-}
-
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
+    crate::sparse::copy(from, to)
+        .map_err(|e| ScenarioError::other(format!("Copying {} to {}: {e}", from.display(), to.display())))
 }
 
 /// One point: the disks rebuilt as a power cut there leaves them, booted

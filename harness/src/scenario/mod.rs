@@ -141,6 +141,10 @@ pub struct Options {
     /// The campaign trial to run (`rewind-harness campaign`): the trial
     /// scenario reads its phase and cuts here.
     pub trial: Option<crate::campaign::Trial>,
+    /// Where the campaign keeps the old systems its trials start from
+    /// (saved by the first trial that booted one; `campaign --fresh` and
+    /// everything else: None, every trial boots its own).
+    pub old_systems: Option<PathBuf>,
     /// The dm-log-writes run (`rewind-harness log-writes`): its phase,
     /// points and where its log is kept.
     pub log_writes: Option<crate::logwrites::Config>,

@@ -124,6 +124,12 @@ impl Target for Paced<'_> {
     fn finish_run(&mut self) {
         self.inner.finish_run()
     }
+    fn save_powered_off(&self, dir: &Path) -> Result<(), TargetError> {
+        self.inner.save_powered_off(dir)
+    }
+    fn start_from(&mut self, dir: &Path) -> Result<(), TargetError> {
+        self.inner.start_from(dir)
+    }
 }
 
 #[cfg(test)]
