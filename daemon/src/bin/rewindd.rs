@@ -4,19 +4,21 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use rewind_daemon::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
+use rewind_daemon::dm::events;
 use rewind_daemon::engine::Engine;
 use rewind_daemon::logging;
 use rewind_daemon::service::transport::{self, SocketFile};
 use rewind_daemon::service::{server, CheckpointCore, CheckpointService, Policy};
 use rewind_daemon::sys::dirlock::DirLock;
 use rewind_daemon::types::error_chain;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// After a shutdown signal, open streams and calls get this long to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -169,6 +171,7 @@ async fn serve(config: Config, socket_flag: bool) -> Result<()> {
     };
 
     let poll_interval = Duration::from_millis(config.space.poll_interval_ms);
+    let dm_prefix = config.dm_prefix.clone();
     let policy = Policy::from_config(&config);
     let engine = tokio::task::spawn_blocking(move || Engine::open(config))
         .await
@@ -184,7 +187,35 @@ async fn serve(config: Config, socket_flag: bool) -> Result<()> {
         None => tracing::info!("ready: phase {:?}, attempt {} of {}", status.phase, status.attempt, status.attempts),
     }
 
-    tokio::spawn(poll_space(Arc::clone(&core), poll_interval, shutdown_rx.clone()));
+    // A dm event on one of rewindd's devices (a snapshot invalidated, a
+    // merge stopped) runs the space watch at once, not at its next tick:
+    // the loss must reach /metadata before a power cut can hide it.
+    let wake = Arc::new(Notify::new());
+    let stop_events = {
+        let wake = Arc::clone(&wake);
+        let spawned = events::spawn(
+            dm_prefix,
+            move |names| {
+                tracing::info!("dm event on {}: looking now", names.join(", "));
+                wake.notify_one();
+            },
+            |end| match end {
+                Ok(()) => {}
+                Err(e) => tracing::info!(
+                    "dm events not watched ({}): the space watch looks at its interval only",
+                    error_chain(&e)
+                ),
+            },
+        );
+        match spawned {
+            Ok(stop) => Some(stop),
+            Err(e) => {
+                tracing::warn!("cannot start the dm event watcher: {e}; the space watch looks at its interval only");
+                None
+            }
+        }
+    };
+    tokio::spawn(poll_space(Arc::clone(&core), poll_interval, wake, shutdown_rx.clone()));
 
     let service = CheckpointService::new(core, policy, shutdown_rx.clone());
     let server = server::serve(service, unix, tcp, shutdown_rx.clone());
@@ -197,20 +228,30 @@ async fn serve(config: Config, socket_flag: bool) -> Result<()> {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("connections still open {} s after the shutdown signal; exiting anyway", SHUTDOWN_GRACE.as_secs()),
     }
+    if let Some(stop) = stop_events {
+        stop.store(true, Ordering::Relaxed);
+    }
     drop(socket_file);
     tracing::info!("rewindd stopped");
     Ok(())
 }
 
-/// The space watch: `poll_space` every interval on the blocking pool. A
-/// failure is logged when it changes, not every second.
-async fn poll_space(core: Arc<dyn CheckpointCore>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+/// The space watch: `poll_space` every interval on the blocking pool, and
+/// at once when `wake` is notified (a dm event). A failure is logged when
+/// it changes, not every second.
+async fn poll_space(
+    core: Arc<dyn CheckpointCore>,
+    interval: Duration,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_error: Option<String> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            _ = wake.notified() => {}
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
         let core = Arc::clone(&core);

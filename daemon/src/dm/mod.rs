@@ -6,6 +6,7 @@
 // The armed top table over a free map: origin over used chunks, linear over free.
 pub mod armed;
 pub mod control;
+pub mod events;
 pub mod stats;
 pub mod status;
 pub mod target;

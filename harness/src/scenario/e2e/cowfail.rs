@@ -32,6 +32,13 @@ use crate::scenario::{Ctx, ScenarioError};
 /// The COW store's device.
 const COW: &str = "rewind-userdata-cow";
 
+/// `space.poll_interval_ms` in the attempt scenario: far beyond its run.
+const SLOW_POLL_MS: u64 = 600_000;
+/// How soon after the failing writes the loss must be in the history: the
+/// history is read every 0.5 s over the guest agent, each read a few
+/// hundred ms under TCG.
+const EVENT_LIMIT: Duration = Duration::from_secs(10);
+
 /// Shell that reloads [`COW`] with each linear segment wrapped in dm-flakey
 /// (up 0 s, down 1 s: always down; `error_writes`: writes fail with EIO,
 /// reads are served), suspended around the load as the kernel asks.
@@ -60,6 +67,16 @@ fn wait_history(
     }
 }
 
+/// Seconds into the day of a tracing line's timestamp
+/// ("2026-12-07T01:30:37.632438Z  INFO ...").
+fn log_seconds(line: &str) -> Option<f64> {
+    let clock = line.split_whitespace().next()?.split_once('T')?.1.trim_end_matches('Z');
+    let mut parts = clock.split(':');
+    let (h, m, s): (f64, f64, f64) =
+        (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
 /// The kernel's line, as dmesg has it (for the details).
 fn dmesg_line(dmesg: &str, words: &str) -> String {
     dmesg.lines().find(|l| l.contains(words)).unwrap_or("").trim().to_string()
@@ -71,6 +88,11 @@ fn dmesg_line(dmesg: &str, words: &str) -> String {
 /// is never merged; the next boot comes up idle on exactly that data
 /// (manifest of every file), fsck clean.
 pub(super) fn cow_fails_during_attempt(cx: &mut Ctx) -> Result<(), ScenarioError> {
+    // The space watch's ticks ten minutes apart: the loss can reach the
+    // history within this scenario's limits only through the dm event the
+    // invalidation raises (rewindd's dm::events), which is what shrinks
+    // the window in which a power cut could hide it.
+    checks::set_rewindd_extra(cx, Some(&format!("[space]\npoll_interval_ms = {SLOW_POLL_MS}\n")))?;
     cx.boot_ready(&BootPlan::rewind())?;
     cx.run_baseline()?;
     checks::write_ballast(cx, 32)?;
@@ -85,7 +107,29 @@ pub(super) fn cow_fails_during_attempt(cx: &mut Ctx) -> Result<(), ScenarioError
     // The attempt goes on writing over baseline data: each chunk needs a
     // copy into the store, which fails.
     checks::rewrite_ballast(cx, 8)?;
+    let written = Instant::now();
     let h = wait_history(cx, &[Overflow, Committed], Duration::from_secs(60))?;
+    let took = written.elapsed();
+    cx.report.facts.insert("loss recorded after the writes".into(), format!("{} ms", took.as_millis()));
+    cx.check(
+        &format!("the loss is recorded on the dm event, not at the next tick ({} s away)", SLOW_POLL_MS / 1000),
+        h.has(Overflow) && took < EVENT_LIMIT,
+        format!("{} ms after the failing writes returned (limit {} s)", took.as_millis(), EVENT_LIMIT.as_secs()),
+    );
+    let boot = cx.target.boots().last().map(|b| b.index).unwrap_or(0);
+    let log = cx.exec(&format!("grep -h -e 'dm event on' -e 'kind=\"overflow\"' /host/logs/boot-{boot}/rewindd.log"))?.stdout;
+    let woken = log.lines().find(|l| l.contains("dm event on rewind-userdata")).unwrap_or("");
+    let recorded = log.lines().find(|l| l.contains("kind=\"overflow\"")).unwrap_or("");
+    let latency = match (log_seconds(woken), log_seconds(recorded)) {
+        (Some(a), Some(b)) => format!("{:.0} ms from the event to the record", (b - a).rem_euclid(86_400.0) * 1000.0),
+        _ => "no timestamps".to_string(),
+    };
+    cx.report.facts.insert("event to record (rewindd's log)".into(), latency.clone());
+    cx.check(
+        "rewindd's log: the watch was woken by the snapshot's dm event",
+        !woken.is_empty(),
+        format!("{latency}: {} | {}", woken.trim(), recorded.trim()),
+    );
     let dmesg = cx.exec_checked("dmesg")?;
     let invalidated = dmesg_line(&dmesg, "Invalidating snapshot: Error reading/writing.");
     cx.check("the kernel invalidated the snapshot on the write error", !invalidated.is_empty(), invalidated);
@@ -243,4 +287,17 @@ pub(super) fn cow_fails_during_merge(cx: &mut Ctx) -> Result<(), ScenarioError> 
     checks::fsck_after_umount(cx, "userdata fsck clean after the resumed merge")?;
     cx.shutdown()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_seconds;
+
+    #[test]
+    fn a_tracing_timestamp_reads_as_seconds_into_the_day() {
+        let s = log_seconds("2026-12-07T01:30:37.632438Z  INFO dm event on rewind-userdata-snap: looking now");
+        assert_eq!(s.map(|s| (s * 1e6).round() as u64), Some(5_437_632_438));
+        assert_eq!(log_seconds(""), None);
+        assert_eq!(log_seconds("not a timestamp at all"), None);
+    }
 }
