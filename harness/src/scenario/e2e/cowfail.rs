@@ -117,7 +117,8 @@ pub(super) fn cow_fails_during_attempt(cx: &mut Ctx) -> Result<(), ScenarioError
         format!("{} ms after the failing writes returned (limit {} s)", took.as_millis(), EVENT_LIMIT.as_secs()),
     );
     let boot = cx.target.boots().last().map(|b| b.index).unwrap_or(0);
-    let log = cx.exec(&format!("grep -h -e 'dm event on' -e 'kind=\"overflow\"' /host/logs/boot-{boot}/rewindd.log"))?.stdout;
+    let log =
+        cx.exec(&format!("grep -h -e 'dm event on' -e 'kind=\"overflow\"' /host/logs/boot-{boot}/rewindd.log"))?.stdout;
     let woken = log.lines().find(|l| l.contains("dm event on rewind-userdata")).unwrap_or("");
     let recorded = log.lines().find(|l| l.contains("kind=\"overflow\"")).unwrap_or("");
     let latency = match (log_seconds(woken), log_seconds(recorded)) {
