@@ -41,6 +41,10 @@ pub mod stage {
     /// Metadata-encryption guests only: the dm-crypt layer /data is mounted
     /// from is up (the init's stand-in for vold's dm-default-key).
     pub const CRYPT_UP: &str = "crypt-up";
+    /// Printed just before the init mounts /data itself (a mount writes
+    /// the superblock before it returns, so a cut after this marker may
+    /// leave that write even without `data-mounted`).
+    pub const DATA_MOUNTING: &str = "data-mounting";
     pub const DATA_MOUNTED: &str = "data-mounted";
     pub const WORKLOAD_START: &str = "workload-start";
     pub const WORKLOAD_DONE: &str = "workload-done";
@@ -65,6 +69,7 @@ pub mod stage {
         USERDATA_PREPARED,
         MERGE_BACKGROUND,
         CRYPT_UP,
+        DATA_MOUNTING,
         DATA_MOUNTED,
         WORKLOAD_START,
         WORKLOAD_DONE,

@@ -66,8 +66,8 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
         if block_witness {
             let image = checks::userdata_image(cx);
             let used = checks::BaselineBlocks::of(&image, &old.cow)?;
-            let hash = used.hash(&image)?;
-            blocks = Some((used, hash));
+            let digest = used.digest(&image)?;
+            blocks = Some((used, digest));
         }
         (old.baseline, cut_phase(cx, &trial, &mut committed)?)
     };
@@ -90,8 +90,15 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
     // /data is mounted again: a boot after the attempt's that mounted /data
     // (the rollback was done before its cut) wrote the superblock and freed
     // the COW files, as any boot after a rollback does.
-    let mounted_again =
-        cx.target.boots().iter().skip(old_boots + 1).find(|b| b.reached(stage::DATA_MOUNTED)).map(|b| b.index);
+    // `data-mounting`, not only `data-mounted`: a cut during the mount,
+    // before its marker, may have left the superblock the mount wrote.
+    let mounted_again = cx
+        .target
+        .boots()
+        .iter()
+        .skip(old_boots + 1)
+        .find(|b| b.reached(stage::DATA_MOUNTING) || b.reached(stage::DATA_MOUNTED))
+        .map(|b| b.index);
     let mut settled = None;
     if blocks.is_some() && mounted_again.is_none() {
         for _ in 0..SETTLE_BOOTS {
@@ -104,15 +111,18 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
             }
         }
     }
-    let block_hash_equal = match (&settled, &blocks, mounted_again) {
+    // None: not compared; Some(runs of differing blocks).
+    let block_diff = match (&settled, &blocks, mounted_again) {
         (Some(p), Some((used, before)), None) if p == "rolled-back" => {
-            Some(used.hash(&checks::userdata_image(cx))? == *before)
+            let image = checks::userdata_image(cx);
+            let runs = before.differing(&used.digest(&image)?);
+            Some(if runs.is_empty() { None } else { Some(checks::describe_differing(&image, &runs)) })
         }
         _ => None,
     };
     let not_compared = match (mounted_again, &blocks) {
         (_, None) => "not compared (no block witness for this phase or filesystem)".to_string(),
-        (Some(n), _) => format!("not compared (boot {n} mounted /data after the attempt)"),
+        (Some(n), _) => format!("not compared (boot {n} mounted /data after the attempt, or began to)"),
         (None, _) => "not compared (not rolled back)".to_string(),
     };
 
@@ -134,13 +144,17 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
     }
 
     let outcome = judge(cx, &baseline, committed.as_ref(), trial.allowed(), &phase)?;
-    match block_hash_equal {
-        Some(equal) => {
+    match block_diff {
+        Some(diff) => {
+            let equal = diff.is_none();
             cx.report.facts.insert("blocks".into(), if equal { "equal" } else { "differ" }.into());
+            if let Some(d) = &diff {
+                cx.report.facts.insert("blocks that differ".into(), d.clone());
+            }
             cx.check(
                 "every block the baseline filesystem uses (COW blocks aside) equals the baseline",
                 equal || outcome != Outcome::Baseline,
-                if equal { "equal" } else { "differ" },
+                diff.map_or_else(|| "equal".to_string(), |d| format!("differ: {d}")),
             );
         }
         None => {

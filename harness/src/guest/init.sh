@@ -420,10 +420,17 @@ if [ "${REWIND_MOUNT_DATA:-1}" = 1 ] || grep -q ' /data ' /proc/mounts; then
   if grep -q ' /data ' /proc/mounts; then
     marker "DATA mounted by rewindd: $(awk '$2 == "/data" { print $4 }' /proc/mounts)"
     stage data-mounted
-  elif mount -t "$DATA_TYPE" -o "$DATA_OPTS" "$DATA_DEV" /data; then
-    stage data-mounted
   else
-    error "mount $DATA_DEV on /data failed"
+    # Before the mount, not only after: ext4 writes its superblock as it
+    # mounts, so a power cut between the mount and its data-mounted marker
+    # still leaves the old system's write on the disk, and the host's block
+    # witness must know the mount was tried.
+    stage data-mounting
+    if mount -t "$DATA_TYPE" -o "$DATA_OPTS" "$DATA_DEV" /data; then
+      stage data-mounted
+    else
+      error "mount $DATA_DEV on /data failed"
+    fi
   fi
 fi
 

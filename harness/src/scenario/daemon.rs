@@ -126,7 +126,7 @@ fn rollback_restores_every_byte(cx: &mut Ctx) -> Result<(), ScenarioError> {
     cx.shutdown()?;
     let image = checks::userdata_image(cx);
     let used = checks::BaselineBlocks::of(&image, &cow)?;
-    let before = used.hash(&image)?;
+    let before = used.digest(&image)?;
 
     cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
     cx.exec_checked("dd if=/dev/urandom of=/data/extra.bin bs=1M count=20 2>/dev/null; sync")?;
@@ -139,12 +139,12 @@ fn rollback_restores_every_byte(cx: &mut Ctx) -> Result<(), ScenarioError> {
     let needs = cx.exec("rewindctl needs-rollback")?;
     cx.check_eq("needs-rollback is true", 0, needs.status);
     cx.shutdown()?;
-    let after = used.hash(&image)?;
-    cx.check_eq(
+    checks::check_blocks_restored(
+        cx,
         "every block the baseline filesystem uses (COW blocks aside) is byte-identical to the baseline",
-        before,
-        after,
-    );
+        &used,
+        &before,
+    )?;
 
     cx.boot_ready(&BootPlan::rewind())?;
     // rewindd deletes the COW files once /data is mounted; wait, so the
@@ -260,7 +260,7 @@ fn merge_interrupted_by_power_cut(cx: &mut Ctx, background: bool) -> Result<(), 
         let baseline = data_manifest(cx)?;
         cx.shutdown()?;
         let used = checks::BaselineBlocks::of(&checks::userdata_image(cx), &cow)?;
-        let before = used.hash(&checks::userdata_image(cx))?;
+        let before = used.digest(&checks::userdata_image(cx))?;
         cx.boot_ready(&BootPlan::rewind().with_workload(1))?;
         checks::rewrite_ballast(cx, mib)?;
         cx.target.power_cut()?;
@@ -269,40 +269,57 @@ fn merge_interrupted_by_power_cut(cx: &mut Ctx, background: bool) -> Result<(), 
                 .without_data()
                 .with_failure(Failure::power_cut_at_after(stage::PREPARE_USERDATA, Duration::from_millis(delay_ms))),
         )?;
-        cx.check_eq(
-            &format!("cut at +{delay_ms} ms: the merge runs in the background: {background}"),
-            background,
-            rec.reached(stage::MERGE_BACKGROUND),
-        );
         // The merge runs inside prepare-userdata, or (the last rollback)
         // after it returned, in the background.
         let log = checks::merge_log(cx, rec.index);
         cx.say(&format!("cut at +{delay_ms} ms; merge log: {}", log.trim().replace('\n', " | ")));
+        // Whether the cut boot had loaded the merge: the background merge
+        // is announced before it runs; a waited-for one by its first
+        // progress line.
+        let loaded = rec.reached(if background { stage::MERGE_BACKGROUND } else { stage::MERGING });
+        if rec.reached(stage::MERGING) || rec.reached(stage::MERGE_BACKGROUND) {
+            cx.check_eq(
+                &format!("cut at +{delay_ms} ms: the merge runs in the background: {background}"),
+                background,
+                rec.reached(stage::MERGE_BACKGROUND),
+            );
+        }
+        // Whether the cut landed inside the merge is what the next boot
+        // finds on /metadata, not the cut boot's log: progress lines come
+        // every 200 ms, so a merge can end (and be recorded) after the last
+        // line and before the cut. This boot leaves /data unmounted either
+        // way: it finishes what the cut left, so the raw disk is comparable.
+        let next = cx.boot_ready(&BootPlan::rewind().without_data())?;
+        let rlog = checks::boot_log(cx, next.index, "rewindd.log");
+        let found = rlog.lines().find(|l| l.contains("ready: phase")).unwrap_or("").to_string();
         last = Some((before, used, baseline));
-        let (progress, over) = checks::merge_progress(&log);
-        if progress.is_some_and(|(pct, _)| pct < 100) && !over {
-            interrupted = Some(delay_ms);
+        if loaded && found.contains("phase RollingBack") {
+            interrupted = Some((delay_ms, found));
             break;
         }
-        // Missed: finish this round and try another delay.
+        // Missed (before the merge was loaded, or after it was recorded):
+        // this boot finished the rollback; mount /data and try another delay.
+        cx.say(&format!("cut at +{delay_ms} ms missed the merge (loaded: {loaded}; the next boot: {found})"));
+        cx.shutdown()?;
         cx.boot_ready(&BootPlan::rewind())?;
     }
-    cx.require("a power cut landed inside the merge", interrupted.is_some(), "no delay hit the merge")?;
-    let Some((before, used, baseline)) = last else { return Ok(()) };
-    let rec = cx.boot_ready(&BootPlan::rewind().without_data())?;
-    let rlog = checks::boot_log(cx, rec.index, "rewindd.log");
-    cx.check(
-        "the next boot found the rollback intent",
-        rlog.contains("phase RollingBack"),
-        rlog.lines().find(|l| l.contains("ready: phase")).unwrap_or("").to_string(),
+    let landed = interrupted.as_ref().map_or_else(
+        || "no delay hit the merge".to_string(),
+        |(d, found)| format!("the cut at +{d} ms; the next boot: {found}"),
     );
+    cx.require("a power cut landed inside the merge", interrupted.is_some(), landed)?;
+    let (Some((before, used, baseline)), Some(_)) = (last, interrupted) else { return Ok(()) };
     if let Some(e) = checks::history(cx)?.last_of(RollbackFinished) {
         cx.say(&format!("resumed merge: {} {}/{}: {}", e.kind, e.attempt, e.attempts, e.detail));
     }
     check_phase(cx, "phase is rolled-back", "rolled-back")?;
     cx.shutdown()?;
-    let after = used.hash(&checks::userdata_image(cx))?;
-    cx.check_eq("every block the baseline filesystem uses (COW blocks aside) equals the baseline", before, after);
+    checks::check_blocks_restored(
+        cx,
+        "every block the baseline filesystem uses (COW blocks aside) equals the baseline",
+        &used,
+        &before,
+    )?;
     cx.boot_ready(&BootPlan::rewind())?;
     checks::check_cow_gone(cx, "COW files removed after the final rollback")?;
     let now = data_manifest(cx)?;

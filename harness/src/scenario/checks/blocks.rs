@@ -107,6 +107,98 @@ impl BaselineBlocks {
     pub fn hash(&self, image: &Path) -> Result<String, ScenarioError> {
         image_hash_skipping(image, &self.skip)
     }
+
+    /// One digest per 4 KiB block of `image`, the skipped ranges zeroed:
+    /// equal digests are equal images here, and unequal ones say which
+    /// blocks differ, so a failed rollback names what it left behind.
+    pub fn digest(&self, image: &Path) -> Result<BlockDigest, ScenarioError> {
+        let mut sums = Vec::new();
+        read_skipping(image, &self.skip, &mut |buf| {
+            for block in buf.chunks(DIGEST_BLOCK as usize) {
+                let d = Sha256::digest(block);
+                let mut x = [0u8; 16];
+                x.copy_from_slice(&d[..16]);
+                sums.push(u128::from_le_bytes(x));
+            }
+        })?;
+        Ok(BlockDigest { sums })
+    }
+}
+
+/// Checks (as `name`) that the stopped guest's userdata image has every
+/// block of `before` back, naming the blocks that differ if not.
+pub fn check_blocks_restored(
+    cx: &mut Ctx,
+    name: &str,
+    used: &BaselineBlocks,
+    before: &BlockDigest,
+) -> Result<(), ScenarioError> {
+    let image = userdata_image(cx);
+    let runs = before.differing(&used.digest(&image)?);
+    let detail =
+        if runs.is_empty() { "equal".to_string() } else { format!("differ: {}", describe_differing(&image, &runs)) };
+    cx.check(name, runs.is_empty(), detail);
+    Ok(())
+}
+
+/// The block size of [`BlockDigest`]: ext4's on these images.
+pub const DIGEST_BLOCK: u64 = 4096;
+
+/// Per-block digests of an image (see [`BaselineBlocks::digest`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockDigest {
+    sums: Vec<u128>,
+}
+
+impl BlockDigest {
+    /// The runs of blocks (first, count) whose digests differ; a block
+    /// only one side has counts as differing.
+    pub fn differing(&self, other: &BlockDigest) -> Vec<(u64, u64)> {
+        let n = self.sums.len().max(other.sums.len());
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for i in 0..n {
+            if self.sums.get(i) == other.sums.get(i) {
+                continue;
+            }
+            match out.last_mut() {
+                Some((first, count)) if *first + *count == i as u64 => *count += 1,
+                _ => out.push((i as u64, 1)),
+            }
+        }
+        out
+    }
+}
+
+/// `runs` (from [`BlockDigest::differing`]) for a report: the first few
+/// runs, how many blocks in all, and what e2fsprogs says owns the first
+/// blocks (`debugfs icheck`: an inode, or none for the filesystem's own
+/// metadata such as bitmaps, inode tables and the journal's superblock).
+pub fn describe_differing(image: &Path, runs: &[(u64, u64)]) -> String {
+    let total: u64 = runs.iter().map(|r| r.1).sum();
+    let shown: Vec<String> =
+        runs.iter().take(12).map(|(a, n)| if *n == 1 { a.to_string() } else { format!("{a}-{}", a + n - 1) }).collect();
+    let more = if runs.len() > 12 { format!(" and {} more runs", runs.len() - 12) } else { String::new() };
+    let firsts: Vec<String> = runs.iter().take(12).map(|r| r.0.to_string()).collect();
+    let owners = std::process::Command::new("debugfs")
+        .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
+        .arg("-R")
+        .arg(format!("icheck {}", firsts.join(" ")))
+        .arg(image)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .skip(1)
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|e| format!("debugfs: {e}"));
+    format!(
+        "{total} block(s) of {DIGEST_BLOCK} bytes differ in {} run(s): {}{more}; owners (block inode): {owners}",
+        runs.len(),
+        shown.join(", ")
+    )
 }
 
 /// sha256 of the userdata image with the COW files' blocks zeroed.
@@ -118,14 +210,29 @@ pub fn image_hash_outside(image: &Path, cow: &[CowFile]) -> Result<String, Scena
 
 /// sha256 of `image` with the byte ranges `skip` zeroed.
 fn image_hash_skipping(image: &Path, skip: &[(u64, u64)]) -> Result<String, ScenarioError> {
+    let mut h = Sha256::new();
+    read_skipping(image, skip, &mut |buf| h.update(buf))?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Feeds `image` to `eat` in whole 4 KiB blocks (the tail as it is), the
+/// byte ranges `skip` zeroed.
+fn read_skipping(image: &Path, skip: &[(u64, u64)], eat: &mut dyn FnMut(&[u8])) -> Result<(), ScenarioError> {
     let mut ranges = skip.to_vec();
     ranges.sort_unstable();
     let mut f = std::fs::File::open(image).map_err(io_err(image))?;
-    let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
     loop {
-        let n = f.read(&mut buf).map_err(io_err(image))?;
+        // Fill the buffer (short reads happen), so blocks never straddle.
+        let mut n = 0;
+        while n < buf.len() {
+            let got = f.read(&mut buf[n..]).map_err(io_err(image))?;
+            if got == 0 {
+                break;
+            }
+            n += got;
+        }
         if n == 0 {
             break;
         }
@@ -135,10 +242,10 @@ fn image_hash_skipping(image: &Path, skip: &[(u64, u64)]) -> Result<String, Scen
                 buf[(s - pos) as usize..(e - pos) as usize].fill(0);
             }
         }
-        h.update(&buf[..n]);
+        eat(&buf[..n]);
         pos += n as u64;
     }
-    Ok(hex::encode(h.finalize()))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -219,5 +326,28 @@ mod tests {
         bytes[1024 + 0x78] ^= 0xFF; // superblock: volume name
         std::fs::write(&img, &bytes).expect("write");
         assert_ne!(blocks.hash(&img).expect("hash"), before, "a used block does");
+    }
+
+    #[test]
+    fn block_digests_name_the_blocks_that_differ() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let img = dir.path().join("userdata.img");
+        std::fs::write(&img, vec![3u8; 64 * 4096 + 100]).expect("write");
+        let store = BaselineBlocks { skip: vec![(8 * 4096, 10 * 4096)], skipped_free_bytes: 0 };
+        let before = store.digest(&img).expect("digest");
+        let mut bytes = std::fs::read(&img).expect("read");
+        bytes[9 * 4096] = 0; // skipped: no difference
+        bytes[20 * 4096 + 7] = 0;
+        bytes[21 * 4096] = 0;
+        bytes[40 * 4096 + 4095] = 0;
+        bytes[64 * 4096 + 99] = 0; // the short tail block
+        std::fs::write(&img, &bytes).expect("write");
+        let after = store.digest(&img).expect("digest");
+        assert_eq!(before.differing(&after), vec![(20, 2), (40, 1), (64, 1)]);
+        assert!(before.differing(&before).is_empty());
+        let shorter = BlockDigest { sums: before.sums[..60].to_vec() };
+        assert_eq!(before.differing(&shorter), vec![(60, 5)]);
+        let text = describe_differing(&img, &before.differing(&after));
+        assert!(text.starts_with("4 block(s) of 4096 bytes differ in 3 run(s): 20-21, 40, 64;"), "{text}");
     }
 }

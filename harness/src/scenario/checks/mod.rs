@@ -11,7 +11,10 @@ mod history;
 mod rewindd;
 mod stack;
 
-pub use blocks::{image_hash_outside, parse_filefrag, userdata_image, BaselineBlocks};
+pub use blocks::{
+    check_blocks_restored, describe_differing, image_hash_outside, parse_filefrag, userdata_image, BaselineBlocks,
+    BlockDigest,
+};
 pub use data::{
     attempt_artifacts, ballast_sums, check_commit_kept, check_cow_gone, cow_files_left, data_manifest, df_du, fsck,
     fsck_after_umount, fsck_clean, fsck_command, manifest, rewrite_ballast, slow_fill, wait_cow_gone, write_ballast,
