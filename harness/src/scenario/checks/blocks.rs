@@ -45,11 +45,7 @@ pub fn userdata_image(cx: &Ctx) -> PathBuf {
 /// dumpe2fs lists them: e2fsprogs, not rewind's own bitmap reader, which
 /// decides what is mapped linear and so must not also be the judge.
 pub fn ext4_free_ranges(image: &Path) -> Result<Vec<(u64, u64)>, ScenarioError> {
-    let tool = ["/usr/sbin/dumpe2fs", "/sbin/dumpe2fs"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("dumpe2fs"));
+    let tool = e2fs_tool("dumpe2fs");
     let out = std::process::Command::new(&tool)
         .arg(image)
         .output()
@@ -62,6 +58,12 @@ pub fn ext4_free_ranges(image: &Path) -> Result<Vec<(u64, u64)>, ScenarioError> 
         )));
     }
     parse_dumpe2fs_free(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// An e2fsprogs tool: in /usr/sbin or /sbin (often not on a user's PATH),
+/// else by name.
+fn e2fs_tool(name: &str) -> PathBuf {
+    ["/usr/sbin", "/sbin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists()).unwrap_or_else(|| name.into())
 }
 
 /// The per-group "Free blocks:" lists of dumpe2fs, as byte ranges.
@@ -179,8 +181,7 @@ pub fn describe_differing(image: &Path, runs: &[(u64, u64)]) -> String {
         runs.iter().take(12).map(|(a, n)| if *n == 1 { a.to_string() } else { format!("{a}-{}", a + n - 1) }).collect();
     let more = if runs.len() > 12 { format!(" and {} more runs", runs.len() - 12) } else { String::new() };
     let firsts: Vec<String> = runs.iter().take(12).map(|r| r.0.to_string()).collect();
-    let owners = std::process::Command::new("debugfs")
-        .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
+    let owners = std::process::Command::new(e2fs_tool("debugfs"))
         .arg("-R")
         .arg(format!("icheck {}", firsts.join(" ")))
         .arg(image)
