@@ -61,7 +61,7 @@ use crate::dm::armed::armed_table;
 use crate::dm::control::{ensure, snapshot_status};
 use crate::dm::stats;
 use crate::dm::target::{OriginParams, SnapParams, LINEAR, SNAPSHOT_MERGE, SNAPSHOT_ORIGIN};
-use crate::dm::{DmControl, SnapshotStatus, Table, Target};
+use crate::dm::{DmControl, Freeze, SnapshotStatus, Table, Target};
 use crate::error::{Error, Result};
 use crate::ext4map::{self, InodeMap};
 use crate::fstab::CheckpointedPartition;
@@ -664,7 +664,10 @@ impl SnapshotBackend {
     fn swap_top(&self, part: &str, table: &Table, remove_snap: bool) -> Result<()> {
         let top = self.top(part);
         let snap = self.snap(part);
-        self.dm.suspend(&top)?;
+        // Never a freeze (Freeze::No): every swap here keeps what the
+        // filesystem reads, and a freeze would fail a mount of /data that
+        // init starts meanwhile (a background merge ends from the poll).
+        self.dm.suspend(&top, Freeze::No)?;
         let step = || -> Result<()> {
             if remove_snap && self.dm.device(&snap)?.is_some() {
                 self.dm.remove(&snap)?;
@@ -1037,7 +1040,7 @@ impl Backend for SnapshotBackend {
         // shares the store, and the kernel wants it gone while the origin
         // is suspended: removing the top ends that use).
         if self.dm.device(&snap)?.is_some() {
-            self.dm.suspend(&top)?;
+            self.dm.suspend(&top, Freeze::No)?;
             let removed = self.dm.remove(&snap);
             self.dm.resume(&top)?;
             removed?;
@@ -1105,7 +1108,11 @@ impl Backend for SnapshotBackend {
         let chunk = Sectors(u64::from(part.chunk_sectors));
         let snap_table = Table::single(Sectors(size / 512), Target::Snapshot(SnapParams::new(raw, cow, chunk)));
         let (origin_table, free_map) = self.armed_top_table(part, raw, size, attempt);
-        self.dm.suspend(&top)?;
+        // The one freeze: the snapshot starts here, and an arm in a
+        // userspace reboot happens under a mounted /data, whose written
+        // data the store's starting point must hold. (At a boot nothing is
+        // mounted yet, and init mounts only after prepare-userdata returns.)
+        self.dm.suspend(&top, Freeze::Filesystem)?;
         let step = || -> Result<()> {
             let dev = self.dm.create(&snap, &snap_table, false)?;
             if let Err(e) = self.dm.load(&top, &origin_table) {

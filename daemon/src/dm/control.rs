@@ -37,6 +37,24 @@ pub enum DmOpError {
 }
 
 /// Device-mapper operations rewind uses, by device name.
+/// Whether a suspend also freezes a filesystem mounted on the device (dm's
+/// lockfs: the filesystem is synced and held consistent until the resume).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freeze {
+    /// Where a snapshot is taken while a filesystem may be mounted (an arm
+    /// in a userspace reboot): the store's starting point must hold what
+    /// the filesystem has written.
+    Filesystem,
+    /// Table swaps that change no byte the filesystem reads (a finished
+    /// merge to linear, a commit dropping the snapshot), or that happen
+    /// before it is mounted. Why not freeze anyway: a freeze counts against
+    /// the block device even with nothing mounted, and a mount that starts
+    /// meanwhile fails with EBUSY ("Can't mount, blockdev is frozen",
+    /// verified in the guest kernel). The end of a background merge, swapped
+    /// from rewindd's poll while init mounts /data, hit exactly that.
+    No,
+}
+
 pub trait DmControl: Send {
     /// The device number, if the device exists.
     fn device(&self, name: &str) -> Result<Option<Device>, DmOpError>;
@@ -44,8 +62,10 @@ pub trait DmControl: Send {
     fn create(&self, name: &str, table: &Table, read_only: bool) -> Result<Device, DmOpError>;
     /// Loads `table` into the inactive slot (active after the next resume).
     fn load(&self, name: &str, table: &Table) -> Result<(), DmOpError>;
-    /// Suspends I/O (flushing and freezing a mounted filesystem).
-    fn suspend(&self, name: &str) -> Result<(), DmOpError>;
+    /// Suspends I/O (in-flight I/O completes, new I/O waits for the
+    /// resume); `freeze` says whether a filesystem mounted on it is frozen
+    /// too.
+    fn suspend(&self, name: &str, freeze: Freeze) -> Result<(), DmOpError>;
     fn resume(&self, name: &str) -> Result<(), DmOpError>;
     fn remove(&self, name: &str) -> Result<(), DmOpError>;
     /// The active table.
@@ -137,11 +157,13 @@ impl DmControl for KernelDm {
             .map(|_| ())
     }
 
-    fn suspend(&self, name: &str) -> Result<(), DmOpError> {
-        self.with("suspend", name, |dm, n| {
-            dm.device_suspend(&DevId::Name(n), DmOptions::default().set_flags(DmFlags::DM_SUSPEND))
-        })
-        .map(|_| ())
+    fn suspend(&self, name: &str, freeze: Freeze) -> Result<(), DmOpError> {
+        let flags = match freeze {
+            Freeze::Filesystem => DmFlags::DM_SUSPEND,
+            Freeze::No => DmFlags::DM_SUSPEND | DmFlags::DM_SKIP_LOCKFS,
+        };
+        self.with("suspend", name, |dm, n| dm.device_suspend(&DevId::Name(n), DmOptions::default().set_flags(flags)))
+            .map(|_| ())
     }
 
     fn resume(&self, name: &str) -> Result<(), DmOpError> {

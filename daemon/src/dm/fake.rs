@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use devicemapper::{Device, DmError, ErrorEnum};
 
-use super::control::{DmControl, DmOpError};
+use super::control::{DmControl, DmOpError, Freeze};
 use super::target::{Table, Target};
 
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct FakeState {
     next_minor: u32,
     /// Every operation, "op name", in order.
     pub log: Vec<String>,
+    /// The devices of each suspend that froze a filesystem, in order.
+    pub frozen: Vec<String>,
     /// Scripted status lines per device; the last one repeats.
     pub status: HashMap<String, VecDeque<String>>,
     /// "op name" that fails once.
@@ -234,11 +236,14 @@ impl DmControl for FakeDm {
         Ok(())
     }
 
-    fn suspend(&self, name: &str) -> Result<(), DmOpError> {
+    fn suspend(&self, name: &str, freeze: Freeze) -> Result<(), DmOpError> {
         let mut s = self.lock();
         Self::check_fail(&mut s, "suspend", name)?;
         let d = s.devs.get_mut(name).ok_or_else(|| refuse("suspend", name, "no such device"))?;
         d.suspended = true;
+        if freeze == Freeze::Filesystem {
+            s.frozen.push(name.to_string());
+        }
         Ok(())
     }
 

@@ -11,7 +11,7 @@ pub mod stats;
 pub mod status;
 pub mod target;
 
-pub use control::{DmControl, DmOpError, KernelDm};
+pub use control::{DmControl, DmOpError, Freeze, KernelDm};
 pub use status::SnapshotStatus;
 pub use target::{Persistence, Table, Target};
 

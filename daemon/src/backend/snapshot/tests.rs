@@ -189,6 +189,29 @@ fn arm_builds_origin_snapshot_and_cow_under_the_kernel_rule() {
     assert!(s < c && c < r, "{log:?}");
     assert!(b.is_armed(&part()).expect("armed"));
     assert_eq!(b.stack("userdata").len(), 3);
+    // The snapshot's start is the one suspend that freezes a filesystem.
+    assert_eq!(dm.lock().frozen, ["rewind-userdata"]);
+}
+
+/// No swap but the arm freezes: a freeze counts against the block device
+/// even with nothing mounted, so a mount of /data that init starts while
+/// the background merge's end is swapped from rewindd's poll would fail
+/// with EBUSY ("Can't mount, blockdev is frozen"). A commit and a merge's
+/// start and end suspend the top without freezing.
+#[test]
+fn only_the_arm_freezes_the_filesystem() {
+    let (mut b, dm, io) = backend();
+    b.ensure_idle(&idle_ref()).expect("idle");
+    b.arm(&part(), 1).expect("arm");
+    b.commit_live(&part()).expect("commit");
+    io.0.lock().expect("io").head = Some(header(1, 8));
+    dm.script_status("rewind-userdata", &["1000/16384 16", "16/16384 16"]);
+    assert_eq!(b.merge_in_background(&part()).expect("begin"), None, "left running");
+    assert!(b.poll_background_merge(&part(), &mut |_| {}).expect("look").is_some(), "ended");
+    assert_eq!(kind(&dm, "rewind-userdata"), Some(LINEAR));
+    let suspends = dm.log().iter().filter(|l| l.starts_with("suspend rewind-userdata")).count();
+    assert_eq!(suspends, 4, "arm, commit, merge start, merge end: {:?}", dm.log());
+    assert_eq!(dm.lock().frozen, ["rewind-userdata"], "only the arm froze");
 }
 
 #[test]
@@ -215,16 +238,16 @@ fn an_arm_interrupted_in_this_boot_is_armed_afresh() {
         b.ensure_idle(&idle_ref()).expect("idle");
         let linear = dm.active(TOP).expect("top");
         if step == "top suspended" {
-            dm.suspend(TOP).expect("suspend");
+            dm.suspend(TOP, Freeze::Filesystem).expect("suspend");
         } else {
             b.arm(&part(), 1).expect("first arm");
             let origin = dm.active(TOP).expect("origin");
             if step != "live, not recorded" {
                 // Back to the moment after the snapshot was made.
-                dm.suspend(TOP).expect("suspend");
+                dm.suspend(TOP, Freeze::Filesystem).expect("suspend");
                 dm.load(TOP, &linear).expect("load");
                 dm.resume(TOP).expect("resume");
-                dm.suspend(TOP).expect("suspend");
+                dm.suspend(TOP, Freeze::Filesystem).expect("suspend");
                 if step == "origin loaded" {
                     dm.load(TOP, &origin).expect("load origin");
                 }
@@ -594,8 +617,8 @@ impl DmControl for CryptDm {
     fn load(&self, name: &str, table: &Table) -> std::result::Result<(), crate::dm::DmOpError> {
         self.0.load(name, table)
     }
-    fn suspend(&self, name: &str) -> std::result::Result<(), crate::dm::DmOpError> {
-        self.0.suspend(name)
+    fn suspend(&self, name: &str, freeze: crate::dm::Freeze) -> std::result::Result<(), crate::dm::DmOpError> {
+        self.0.suspend(name, freeze)
     }
     fn resume(&self, name: &str) -> std::result::Result<(), crate::dm::DmOpError> {
         self.0.resume(name)
