@@ -36,7 +36,6 @@ pub enum DmOpError {
     },
 }
 
-/// Device-mapper operations rewind uses, by device name.
 /// Whether a suspend also freezes a filesystem mounted on the device (dm's
 /// lockfs: the filesystem is synced and held consistent until the resume).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +54,7 @@ pub enum Freeze {
     No,
 }
 
+/// Device-mapper operations rewind uses, by device name.
 pub trait DmControl: Send {
     /// The device number, if the device exists.
     fn device(&self, name: &str) -> Result<Option<Device>, DmOpError>;

@@ -114,9 +114,7 @@ pub(super) fn run_trial(cx: &mut Ctx) -> Result<(), ScenarioError> {
     // None: not compared; Some(runs of differing blocks).
     let block_diff = match (&settled, &blocks, mounted_again) {
         (Some(p), Some((used, before)), None) if p == "rolled-back" => {
-            let image = checks::userdata_image(cx);
-            let runs = before.differing(&used.digest(&image)?);
-            Some(if runs.is_empty() { None } else { Some(checks::describe_differing(&image, &runs)) })
+            Some(used.compare(before, &checks::userdata_image(cx))?)
         }
         _ => None,
     };

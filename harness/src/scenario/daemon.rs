@@ -245,7 +245,6 @@ fn merge_interrupted_by_power_cut(cx: &mut Ctx, background: bool) -> Result<(), 
     cx.boot_ready(&BootPlan::rewind())?;
     cx.run_baseline()?;
     let mut interrupted = None;
-    let mut last = None;
     for delay_ms in [1800u64, 2400, 1300, 3000, 900] {
         // A fresh checkpoint for each try (the guest is running, /data
         // mounted, phase idle or rolled back).
@@ -292,9 +291,8 @@ fn merge_interrupted_by_power_cut(cx: &mut Ctx, background: bool) -> Result<(), 
         let next = cx.boot_ready(&BootPlan::rewind().without_data())?;
         let rlog = checks::boot_log(cx, next.index, "rewindd.log");
         let found = rlog.lines().find(|l| l.contains("ready: phase")).unwrap_or("").to_string();
-        last = Some((before, used, baseline));
         if loaded && found.contains("phase RollingBack") {
-            interrupted = Some((delay_ms, found));
+            interrupted = Some((delay_ms, found, before, used, baseline));
             break;
         }
         // Missed (before the merge was loaded, or after it was recorded):
@@ -305,10 +303,10 @@ fn merge_interrupted_by_power_cut(cx: &mut Ctx, background: bool) -> Result<(), 
     }
     let landed = interrupted.as_ref().map_or_else(
         || "no delay hit the merge".to_string(),
-        |(d, found)| format!("the cut at +{d} ms; the next boot: {found}"),
+        |(d, found, ..)| format!("the cut at +{d} ms; the next boot: {found}"),
     );
     cx.require("a power cut landed inside the merge", interrupted.is_some(), landed)?;
-    let (Some((before, used, baseline)), Some(_)) = (last, interrupted) else { return Ok(()) };
+    let Some((_, _, before, used, baseline)) = interrupted else { return Ok(()) };
     if let Some(e) = checks::history(cx)?.last_of(RollbackFinished) {
         cx.say(&format!("resumed merge: {} {}/{}: {}", e.kind, e.attempt, e.attempts, e.detail));
     }

@@ -105,11 +105,6 @@ impl BaselineBlocks {
         Ok(BaselineBlocks { skip, skipped_free_bytes })
     }
 
-    /// sha256 of `image` with the skipped ranges zeroed.
-    pub fn hash(&self, image: &Path) -> Result<String, ScenarioError> {
-        image_hash_skipping(image, &self.skip)
-    }
-
     /// One digest per 4 KiB block of `image`, the skipped ranges zeroed:
     /// equal digests are equal images here, and unequal ones say which
     /// blocks differ, so a failed rollback names what it left behind.
@@ -125,6 +120,13 @@ impl BaselineBlocks {
         })?;
         Ok(BlockDigest { sums })
     }
+
+    /// `image` against the digests taken `before`: `None` when every block
+    /// is back, else which blocks differ and what owns them.
+    pub fn compare(&self, before: &BlockDigest, image: &Path) -> Result<Option<String>, ScenarioError> {
+        let runs = before.differing(&self.digest(image)?);
+        Ok((!runs.is_empty()).then(|| describe_differing(image, &runs)))
+    }
 }
 
 /// Checks (as `name`) that the stopped guest's userdata image has every
@@ -135,11 +137,8 @@ pub fn check_blocks_restored(
     used: &BaselineBlocks,
     before: &BlockDigest,
 ) -> Result<(), ScenarioError> {
-    let image = userdata_image(cx);
-    let runs = before.differing(&used.digest(&image)?);
-    let detail =
-        if runs.is_empty() { "equal".to_string() } else { format!("differ: {}", describe_differing(&image, &runs)) };
-    cx.check(name, runs.is_empty(), detail);
+    let diff = used.compare(before, &userdata_image(cx))?;
+    cx.check(name, diff.is_none(), diff.map_or_else(|| "equal".to_string(), |d| format!("differ: {d}")));
     Ok(())
 }
 
@@ -175,7 +174,7 @@ impl BlockDigest {
 /// runs, how many blocks in all, and what e2fsprogs says owns the first
 /// blocks (`debugfs icheck`: an inode, or none for the filesystem's own
 /// metadata such as bitmaps, inode tables and the journal's superblock).
-pub fn describe_differing(image: &Path, runs: &[(u64, u64)]) -> String {
+fn describe_differing(image: &Path, runs: &[(u64, u64)]) -> String {
     let total: u64 = runs.iter().map(|r| r.1).sum();
     let shown: Vec<String> =
         runs.iter().take(12).map(|(a, n)| if *n == 1 { a.to_string() } else { format!("{a}-{}", a + n - 1) }).collect();
@@ -318,15 +317,15 @@ mod tests {
         assert!(ok.success());
         let blocks = BaselineBlocks::of(&img, &[]).expect("baseline");
         assert!(blocks.skipped_free_bytes > 2 << 20, "{}", blocks.skipped_free_bytes);
-        let before = blocks.hash(&img).expect("hash");
+        let before = blocks.digest(&img).expect("digest");
         let mut bytes = std::fs::read(&img).expect("read");
         let (free_start, _) = ext4_free_ranges(&img).expect("free")[0];
         bytes[free_start as usize + 5] ^= 0xFF;
         std::fs::write(&img, &bytes).expect("write");
-        assert_eq!(blocks.hash(&img).expect("hash"), before, "a free block does not count");
+        assert_eq!(blocks.digest(&img).expect("digest"), before, "a free block does not count");
         bytes[1024 + 0x78] ^= 0xFF; // superblock: volume name
         std::fs::write(&img, &bytes).expect("write");
-        assert_ne!(blocks.hash(&img).expect("hash"), before, "a used block does");
+        assert_ne!(blocks.digest(&img).expect("digest"), before, "a used block does");
     }
 
     #[test]

@@ -12,8 +12,7 @@ mod rewindd;
 mod stack;
 
 pub use blocks::{
-    check_blocks_restored, describe_differing, image_hash_outside, parse_filefrag, userdata_image, BaselineBlocks,
-    BlockDigest,
+    check_blocks_restored, image_hash_outside, parse_filefrag, userdata_image, BaselineBlocks, BlockDigest,
 };
 pub use data::{
     attempt_artifacts, ballast_sums, check_commit_kept, check_cow_gone, cow_files_left, data_manifest, df_du, fsck,
